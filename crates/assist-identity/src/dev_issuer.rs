@@ -1,0 +1,258 @@
+//! The development token issuer: an ES256 key pair created on first start in the data
+//! directory, so that a laptop install has working identities without an identity provider.
+//!
+//! Tokens it signs look like Entra ID access tokens (`tid`, `oid`, `upn`, `roles`, …). It is
+//! meant for development, demos and tests; production deployments trust an OIDC issuer instead.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::claims::Claims;
+
+/// The `iss` the dev issuer writes.
+pub const DEV_ISSUER: &str = "urn:assist:dev-issuer";
+/// The file in the data directory that holds the dev issuer's private key (PKCS#8 PEM).
+pub const KEY_FILE: &str = "dev-issuer-key.pem";
+
+/// Errors loading or creating the dev issuer's key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevIssuerError {
+    /// The key file could not be read or written (our environment's fault).
+    #[error("dev issuer key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The key file exists but does not hold a P-256 private key (operator's fault).
+    #[error("dev issuer key file {path} is not a valid P-256 PKCS#8 key: {reason}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Signing failed (a bug).
+    #[error("signing a token failed: {0}")]
+    Sign(String),
+}
+
+/// What a dev token says about its subject.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// Tenant id (`tid`).
+    pub tenant_id: String,
+    /// User principal name (`upn`).
+    pub user_principal_name: String,
+    /// Object id (`oid`); derived from tenant and UPN when `None`.
+    pub object_id: Option<String>,
+    /// Display name; derived from the UPN when `None`.
+    pub display_name: Option<String>,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub family_name: Option<String>,
+    /// Application permissions (Graph names).
+    pub roles: Vec<String>,
+    /// Delegated permissions.
+    pub scopes: Vec<String>,
+    /// Device id.
+    pub device_id: Option<String>,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Audience.
+    pub audience: String,
+}
+
+/// The dev issuer: signs tokens and publishes its public key as a JWKS.
+pub struct DevIssuer {
+    encoding_key: EncodingKey,
+    kid: String,
+    jwks: JwkSet,
+}
+
+impl std::fmt::Debug for DevIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIssuer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stable UUID-shaped id derived from some text (used for default object ids).
+pub fn derived_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let x: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+impl DevIssuer {
+    /// Loads the key from `dir`, creating a new one (file mode 0600) if there is none.
+    pub fn load_or_create(dir: &Path) -> Result<Self, DevIssuerError> {
+        let path = dir.join(KEY_FILE);
+        let io = |source| DevIssuerError::Io {
+            path: path.clone(),
+            source,
+        };
+        let pem = match std::fs::read_to_string(&path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key =
+                    rcgen::KeyPair::generate().map_err(|e| DevIssuerError::Sign(e.to_string()))?;
+                let pem = key.serialize_pem();
+                write_private(&path, pem.as_bytes()).map_err(io)?;
+                pem
+            }
+            Err(e) => return Err(io(e)),
+        };
+        Self::from_pem(&pem).map_err(|reason| DevIssuerError::BadKey { path, reason })
+    }
+
+    /// Builds the issuer from a PKCS#8 PEM P-256 private key.
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let key = rcgen::KeyPair::from_pem(pem).map_err(|e| e.to_string())?;
+        if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+            return Err("not an ECDSA P-256 key".into());
+        }
+        let raw = key.public_key_raw();
+        if raw.len() != 65 || raw[0] != 4 {
+            return Err("unexpected public key encoding".into());
+        }
+        let x = URL_SAFE_NO_PAD.encode(&raw[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&raw[33..65]);
+        // RFC 7638 thumbprint: the key's id changes exactly when the key does.
+        let thumb_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumb_input.as_bytes()));
+        let jwks: JwkSet = serde_json::from_value(serde_json::json!({
+            "keys": [{"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"}]
+        }))
+        .map_err(|e| e.to_string())?;
+        let encoding_key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            encoding_key,
+            kid,
+            jwks,
+        })
+    }
+
+    /// The public keys, as a JWKS.
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    /// The key id tokens are signed with.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs a token for `req`, valid from now for `req.ttl`.
+    pub fn mint(&self, req: &TokenRequest) -> Result<String, DevIssuerError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.mint_at(req, now)
+    }
+
+    /// Signs a token as if the time were `now` (seconds since the epoch); tests use it for
+    /// expired and not-yet-valid tokens.
+    pub fn mint_at(&self, req: &TokenRequest, now: u64) -> Result<String, DevIssuerError> {
+        let upn = req.user_principal_name.clone();
+        let default_name = upn.split('@').next().unwrap_or(&upn).to_owned();
+        let claims = Claims {
+            iss: Some(DEV_ISSUER.to_owned()),
+            aud: Some(serde_json::Value::String(req.audience.clone())),
+            exp: Some(now + req.ttl.as_secs()),
+            nbf: Some(now),
+            iat: Some(now),
+            tid: Some(req.tenant_id.clone()),
+            oid: Some(
+                req.object_id
+                    .clone()
+                    .unwrap_or_else(|| derived_id(&[&req.tenant_id, &upn])),
+            ),
+            upn: Some(upn),
+            preferred_username: None,
+            name: Some(req.display_name.clone().unwrap_or(default_name)),
+            given_name: req.given_name.clone(),
+            family_name: req.family_name.clone(),
+            roles: req.roles.clone(),
+            scp: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
+            deviceid: req.device_id.clone(),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims with the dev key (tests use it to craft malformed tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, DevIssuerError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding_key)
+            .map_err(|e| DevIssuerError::Sign(e.to_string()))
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DevIssuer::load_or_create(dir.path()).unwrap();
+        let b = DevIssuer::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.kid(), b.kid());
+        assert_eq!(a.jwks().keys.len(), 1);
+        let other = tempfile::tempdir().unwrap();
+        let c = DevIssuer::load_or_create(other.path()).unwrap();
+        assert_ne!(a.kid(), c.kid());
+    }
+
+    #[test]
+    fn garbage_key_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "not a key").unwrap();
+        let e = DevIssuer::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(e, DevIssuerError::BadKey { .. }), "{e}");
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        assert_eq!(derived_id(&["t", "a"]), derived_id(&["t", "a"]));
+        assert_ne!(derived_id(&["t", "a"]), derived_id(&["ta", ""]));
+        assert_eq!(derived_id(&["x"]).len(), 36);
+    }
+}

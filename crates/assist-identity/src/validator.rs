@@ -1,0 +1,384 @@
+//! Token validation: signature (asymmetric algorithms only, key chosen by `kid` from the
+//! issuer's JWKS), `iss`, `aud`, `exp` and `nbf` with a small leeway, and the claims Assist
+//! needs (`tid`, `oid`/`upn`).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::AlgorithmParameters;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::claims::{Claims, Identity};
+use crate::jwks::JwksSource;
+
+/// Why a token was refused. Every variant is the caller's fault except [`TokenError::KeyFetch`]
+/// (the identity provider's or ours); all of them answer 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No token was presented.
+    #[error("no bearer token was presented")]
+    Missing,
+    /// The token is not a well-formed JWS compact serialisation.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The header names an algorithm outside the allow-list (`none`, HMAC, …).
+    #[error("the token's algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// The `iss` claim names no trusted issuer.
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    /// No key of the issuer matches the token's `kid`.
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    InvalidSignature,
+    /// `exp` is in the past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `aud` does not name this service.
+    #[error("the token is not meant for this service (audience)")]
+    WrongAudience,
+    /// A claim Assist needs is missing.
+    #[error("the token lacks the '{0}' claim")]
+    MissingClaim(String),
+    /// The issuer's keys could not be fetched.
+    #[error("the issuer's signing keys could not be fetched: {0}")]
+    KeyFetch(String),
+}
+
+/// An issuer whose tokens are accepted, and where its keys are.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Its signing keys.
+    pub keys: JwksSource,
+}
+
+/// Validates bearer tokens.
+#[derive(Debug, Clone)]
+pub struct TokenValidator {
+    issuers: Vec<TrustedIssuer>,
+    audiences: Vec<String>,
+    leeway_secs: u64,
+}
+
+/// Algorithms accepted. Never `none`, never HMAC: a public key must not double as a shared secret.
+pub const ALLOWED_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+fn peek_issuer(token: &str) -> Result<String, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    match v.get("iss") {
+        Some(serde_json::Value::String(iss)) => Ok(iss.clone()),
+        Some(_) => Err(TokenError::Malformed),
+        None => Err(TokenError::MissingClaim("iss".into())),
+    }
+}
+
+fn key_fits(alg: Algorithm, params: &AlgorithmParameters) -> bool {
+    use Algorithm::*;
+    match params {
+        AlgorithmParameters::EllipticCurve(_) => matches!(alg, ES256 | ES384),
+        AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+        AlgorithmParameters::OctetKeyPair(_) => alg == EdDSA,
+        // Symmetric keys are never accepted from a JWKS.
+        AlgorithmParameters::OctetKey(_) => false,
+        _ => false,
+    }
+}
+
+impl TokenValidator {
+    /// A validator accepting tokens from `issuers` whose `aud` is one of `audiences`, with
+    /// `leeway_secs` of clock skew on `exp` and `nbf`.
+    pub fn new(issuers: Vec<TrustedIssuer>, audiences: Vec<String>, leeway_secs: u64) -> Self {
+        // Idempotent: the first provider installed in the process stays.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        Self {
+            issuers,
+            audiences,
+            leeway_secs,
+        }
+    }
+
+    /// Validates `token` and returns who it names.
+    pub async fn validate(&self, token: &str) -> Result<Identity, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if token.len() > 16 * 1024 {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+                TokenError::UnsupportedAlgorithm
+            }
+            _ => TokenError::Malformed,
+        })?;
+        if !ALLOWED_ALGORITHMS.contains(&header.alg) {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let iss = peek_issuer(token)?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let jwk = issuer.keys.key_for(header.kid.as_deref()).await?;
+        if !key_fits(header.alg, &jwk.algorithm) {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        if let Some(key_alg) = jwk.common.key_algorithm {
+            if format!("{key_alg:?}") != format!("{:?}", header.alg) {
+                return Err(TokenError::UnsupportedAlgorithm);
+            }
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| TokenError::UnknownKey)?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer.issuer.as_str()]);
+        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidAudience => TokenError::WrongAudience,
+                K::InvalidIssuer => TokenError::UnknownIssuer,
+                K::InvalidSignature => TokenError::InvalidSignature,
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => TokenError::UnsupportedAlgorithm,
+                K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+                _ => TokenError::Malformed,
+            }
+        })?;
+        identity_from(data.claims)
+    }
+}
+
+fn identity_from(c: Claims) -> Result<Identity, TokenError> {
+    let tenant_id = c
+        .tid
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| TokenError::MissingClaim("tid".into()))?;
+    let upn = c
+        .upn
+        .or(c.preferred_username)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| TokenError::MissingClaim("upn".into()))?;
+    let object_id = c
+        .oid
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| TokenError::MissingClaim("oid".into()))?;
+    Ok(Identity {
+        tenant_id,
+        object_id,
+        user_principal_name: upn,
+        display_name: c.name,
+        given_name: c.given_name,
+        family_name: c.family_name,
+        roles: c.roles,
+        scopes: c
+            .scp
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        device_id: c.deviceid.filter(|d| !d.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_issuer::{DevIssuer, TokenRequest, DEV_ISSUER};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const AUD: &str = "api://assist";
+
+    fn setup() -> (DevIssuer, TokenValidator, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = DevIssuer::load_or_create(dir.path()).unwrap();
+        let v = TokenValidator::new(
+            vec![TrustedIssuer {
+                issuer: DEV_ISSUER.into(),
+                keys: JwksSource::Static(Arc::new(dev.jwks().clone())),
+            }],
+            vec![AUD.into()],
+            60,
+        );
+        (dev, v, dir)
+    }
+
+    fn req() -> TokenRequest {
+        TokenRequest {
+            tenant_id: "t1".into(),
+            user_principal_name: "ana@contoso.com".into(),
+            roles: vec!["DeviceManagementServiceConfig.Read.All".into()],
+            scopes: vec!["a".into(), "b".into()],
+            device_id: Some("dev-1".into()),
+            ttl: Duration::from_secs(3600),
+            audience: AUD.into(),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[tokio::test]
+    async fn valid_token_yields_identity() {
+        let (dev, v, _d) = setup();
+        let id = v.validate(&dev.mint(&req()).unwrap()).await.unwrap();
+        assert_eq!(id.tenant_id, "t1");
+        assert_eq!(id.user_principal_name, "ana@contoso.com");
+        assert_eq!(id.display_name.as_deref(), Some("ana"));
+        assert_eq!(id.scopes, vec!["a", "b"]);
+        assert_eq!(id.device_id.as_deref(), Some("dev-1"));
+        assert!(id.has_any_permission(&["DeviceManagementServiceConfig.Read.All"]));
+        assert!(id.has_any_permission(&["b"]));
+        assert!(!id.has_any_permission(&["DeviceManagementServiceConfig.ReadWrite.All"]));
+    }
+
+    #[tokio::test]
+    async fn time_claims_are_enforced_with_leeway() {
+        let (dev, v, _d) = setup();
+        let r = req();
+        let expired = dev.mint_at(&r, now() - 3600 - 120).unwrap();
+        assert_eq!(v.validate(&expired).await.unwrap_err(), TokenError::Expired);
+        let future = dev.mint_at(&r, now() + 600).unwrap();
+        assert_eq!(
+            v.validate(&future).await.unwrap_err(),
+            TokenError::NotYetValid
+        );
+        // Within the 60 s leeway both ways.
+        assert!(v
+            .validate(&dev.mint_at(&r, now() + 30).unwrap())
+            .await
+            .is_ok());
+        assert!(v
+            .validate(&dev.mint_at(&r, now() - 3600 - 30).unwrap())
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn audience_issuer_signature_and_alg_are_checked() {
+        let (dev, v, _d) = setup();
+        let mut r = req();
+        r.audience = "api://other".into();
+        assert_eq!(
+            v.validate(&dev.mint(&r).unwrap()).await.unwrap_err(),
+            TokenError::WrongAudience
+        );
+
+        let mut c = Claims {
+            iss: Some("https://evil.example".into()),
+            aud: Some(AUD.into()),
+            exp: Some(now() + 60),
+            tid: Some("t1".into()),
+            oid: Some("o".into()),
+            upn: Some("u@x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.validate(&dev.sign(&c).unwrap()).await.unwrap_err(),
+            TokenError::UnknownIssuer
+        );
+
+        c.iss = Some(DEV_ISSUER.into());
+        let good = dev.sign(&c).unwrap();
+        assert!(v.validate(&good).await.is_ok());
+        // Tamper with the payload: the signature no longer matches.
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        payload["tid"] = "t2".into();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(payload.to_string()),
+            parts[2]
+        );
+        assert_eq!(
+            v.validate(&forged).await.unwrap_err(),
+            TokenError::InvalidSignature
+        );
+
+        // alg none, and HS256 signed with anything.
+        for alg in ["none", "HS256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            let tok = format!("{header}.{}.", parts[1]);
+            let e = v.validate(&tok).await.unwrap_err();
+            assert!(
+                matches!(e, TokenError::UnsupportedAlgorithm | TokenError::Malformed),
+                "{alg}: {e:?}"
+            );
+        }
+
+        // Missing claims.
+        c.tid = None;
+        assert_eq!(
+            v.validate(&dev.sign(&c).unwrap()).await.unwrap_err(),
+            TokenError::MissingClaim("tid".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_and_other_keys_are_refused() {
+        let (_dev, v, _d) = setup();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = DevIssuer::load_or_create(other_dir.path()).unwrap();
+        let e = v.validate(&other.mint(&req()).unwrap()).await.unwrap_err();
+        assert_eq!(e, TokenError::UnknownKey);
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed() {
+        let (_dev, v, _d) = setup();
+        for t in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c",
+            "a.b.c.d",
+            "....",
+            "eyJhbGciOiJFUzI1NiJ9.e30.sig",
+        ] {
+            let e = v.validate(t).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    TokenError::Malformed | TokenError::Missing | TokenError::MissingClaim(_)
+                ),
+                "{t}: {e:?}"
+            );
+        }
+    }
+}

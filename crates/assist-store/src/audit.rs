@@ -1,0 +1,120 @@
+//! The audit trail: Graph `auditEvent`s, appended in the same transaction as the change they
+//! record, never updated or deleted through the API.
+
+use crate::StoreError;
+use serde_json::{json, Value};
+use sqlx::{Row, SqlitePool};
+
+/// One audit event, in Graph's `auditEvent` shape.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// The JSON body (`id`, `displayName`, `activity`, `activityDateTime`, `actor`, `resources`, …).
+    pub body: Value,
+}
+
+impl AuditEvent {
+    /// A successful event: `activity` (e.g. "Patch remoteAssistanceSettings"), the operation
+    /// type (`Create`, `Update`, `Delete`, `Action`) and the category. Actor and resources are
+    /// added with the builder methods.
+    pub fn new(activity: &str, operation: &str, category: &str) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        Self {
+            body: json!({
+                "@odata.type": "#microsoft.graph.auditEvent",
+                "id": id,
+                "displayName": activity,
+                "componentName": category,
+                "activity": activity,
+                "activityDateTime": crate::now_rfc3339(),
+                "activityType": activity,
+                "activityOperationType": operation,
+                "activityResult": "Success",
+                "correlationId": id,
+                "category": category,
+                "actor": Value::Null,
+                "resources": [],
+            }),
+        }
+    }
+
+    /// Sets the actor.
+    pub fn actor(mut self, upn: &str, user_id: &str, application_id: Option<&str>) -> Self {
+        self.body["actor"] = json!({
+            "@odata.type": "#microsoft.graph.auditActor",
+            "type": if application_id.is_some() { "Application" } else { "ItPro" },
+            "userPrincipalName": upn,
+            "userId": user_id,
+            "applicationId": application_id,
+        });
+        self
+    }
+
+    /// Adds a resource with its modified properties as (name, old, new) JSON values.
+    pub fn resource(
+        mut self,
+        display_name: &str,
+        resource_type: &str,
+        resource_id: &str,
+        modified: &[(&str, Value, Value)],
+    ) -> Self {
+        let props: Vec<Value> = modified
+            .iter()
+            .map(|(name, old, new)| {
+                json!({
+                    "@odata.type": "#microsoft.graph.auditProperty",
+                    "displayName": name,
+                    "oldValue": old.to_string(),
+                    "newValue": new.to_string(),
+                })
+            })
+            .collect();
+        if let Some(list) = self.body["resources"].as_array_mut() {
+            list.push(json!({
+                "@odata.type": "#microsoft.graph.auditResource",
+                "displayName": display_name,
+                "type": resource_type,
+                "resourceId": resource_id,
+                "modifiedProperties": props,
+            }));
+        }
+        self
+    }
+
+    fn str_field(&self, k: &str) -> &str {
+        self.body.get(k).and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+pub(crate) async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant_id: &str,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant_id)
+    .bind(event.str_field("id"))
+    .bind(event.str_field("activityDateTime"))
+    .bind(event.str_field("category"))
+    .bind(event.body.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn list(pool: &SqlitePool, tenant_id: &str) -> Result<Vec<Value>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT body FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let body: String = r.try_get(0)?;
+            serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,590 @@
+//! Configuration: defaults, then an optional TOML file, then `ASSIST_*` environment variables,
+//! then command-line flags (later wins). Everything is validated into typed [`Settings`] before
+//! any port is bound; a bad value is one line naming the setting, where it came from and why.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./assist-data";
+/// Default HTTPS listen address (admin API, signalling and relay over WSS).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default QUIC (UDP) listen address.
+pub const DEFAULT_QUIC_LISTEN: &str = "127.0.0.1:8443";
+/// Default metrics and health listen address (plain HTTP).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+/// Default token audience.
+pub const DEFAULT_AUDIENCE: &str = "api://assist";
+
+/// The TOML file's shape. Unknown keys are an error, so a typo never goes unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS listen address.
+    pub listen: Option<String>,
+    /// QUIC listen address.
+    pub quic_listen: Option<String>,
+    /// Metrics listen address.
+    pub metrics_listen: Option<String>,
+    /// Public base URL (for absolute `@odata.nextLink`s behind a proxy).
+    pub public_url: Option<String>,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: Option<String>,
+    /// Graceful shutdown period in seconds.
+    pub shutdown_grace_secs: Option<u64>,
+    /// TLS.
+    #[serde(default)]
+    pub tls: TlsFile,
+    /// Token validation.
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+/// `[tls]`: certificate and key files; both absent means a self-signed certificate for localhost.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Accepted `aud` values.
+    pub audiences: Option<Vec<String>>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_secs: Option<u64>,
+    /// Trust the local development issuer (default: true when no other issuer is configured).
+    pub dev_issuer: Option<bool>,
+    /// A PEM CA bundle trusted (in addition to the system roots) when fetching JWKS.
+    pub ca_file: Option<PathBuf>,
+    /// Further trusted issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerFile>,
+}
+
+/// One `[[auth.issuers]]` entry: exactly one of `jwks_file`, `jwks_uri`, `discovery = true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// A JWKS file read at start.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (HTTPS).
+    pub jwks_uri: Option<String>,
+    /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+}
+
+/// Values given on the command line or in the environment (clap fills both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir` / `ASSIST_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen` / `ASSIST_LISTEN`.
+    pub listen: Option<String>,
+    /// `--quic-listen` / `ASSIST_QUIC_LISTEN`.
+    pub quic_listen: Option<String>,
+    /// `--metrics-listen` / `ASSIST_METRICS_LISTEN`.
+    pub metrics_listen: Option<String>,
+    /// `--public-url` / `ASSIST_PUBLIC_URL`.
+    pub public_url: Option<String>,
+    /// `--log` / `ASSIST_LOG`.
+    pub log: Option<String>,
+    /// `ASSIST_TLS_CERT_FILE`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `ASSIST_TLS_KEY_FILE`.
+    pub tls_key_file: Option<PathBuf>,
+    /// `ASSIST_AUTH_AUDIENCES` (comma-separated).
+    pub audiences: Option<String>,
+    /// `ASSIST_AUTH_DEV_ISSUER`.
+    pub dev_issuer: Option<String>,
+    /// `ASSIST_AUTH_OIDC_ISSUER`: one more issuer, found by OIDC discovery.
+    pub oidc_issuer: Option<String>,
+    /// `ASSIST_SHUTDOWN_GRACE_SECS`.
+    pub shutdown_grace_secs: Option<String>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Generated for localhost in the data directory on first start, reused after.
+    SelfSigned,
+    /// Operator-provided PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+}
+
+/// Where a trusted issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerKeys {
+    /// A JWKS file.
+    File(PathBuf),
+    /// A JWKS URL.
+    Uri(String),
+    /// OIDC discovery from the issuer URL.
+    Discovery,
+}
+
+/// A validated trusted issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerSettings {
+    /// `iss`.
+    pub issuer: String,
+    /// Keys.
+    pub keys: IssuerKeys,
+}
+
+/// Validated token settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Leeway on time claims.
+    pub leeway_secs: u64,
+    /// Whether the dev issuer is trusted.
+    pub dev_issuer: bool,
+    /// Extra CA bundle for JWKS fetches.
+    pub ca_file: Option<PathBuf>,
+    /// Other trusted issuers.
+    pub issuers: Vec<IssuerSettings>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Data directory (database, certificate, dev issuer key).
+    pub data_dir: PathBuf,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// QUIC listen address (UDP).
+    pub quic_listen: SocketAddr,
+    /// Metrics listen address.
+    pub metrics_listen: SocketAddr,
+    /// Public base URL, if set (no trailing slash).
+    pub public_url: Option<String>,
+    /// Log filter.
+    pub log: String,
+    /// Graceful shutdown period.
+    pub shutdown_grace: Duration,
+    /// TLS.
+    pub tls: TlsSource,
+    /// Tokens.
+    pub auth: AuthSettings,
+}
+
+/// A configuration error: one line naming the setting, its source and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(setting: &str, source: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid setting `{setting}` ({source}): {why}"))
+}
+
+/// Picks the override if present (naming it), else the file value, else the default.
+fn pick<T>(
+    flag: Option<T>,
+    flag_src: &str,
+    file: Option<T>,
+    file_src: &str,
+    default: T,
+) -> (T, String) {
+    match (flag, file) {
+        (Some(v), _) => (v, flag_src.to_owned()),
+        (None, Some(v)) => (v, file_src.to_owned()),
+        (None, None) => (default, "default".to_owned()),
+    }
+}
+
+fn addr(setting: &str, (value, src): (String, String)) -> Result<SocketAddr, ConfigError> {
+    value.parse::<SocketAddr>().map_err(|_| {
+        bad(
+            setting,
+            &src,
+            format!("'{value}' is not an IP:port address (e.g. 127.0.0.1:8443)"),
+        )
+    })
+}
+
+fn parse_bool(setting: &str, src: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(bad(
+            setting,
+            src,
+            format!("'{v}' is not a boolean (true/false)"),
+        )),
+    }
+}
+
+/// Reads the TOML file at `path`.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_owned();
+        ConfigError(format!("config file {}: {msg}", path.display()))
+    })
+}
+
+impl Settings {
+    /// Merges and validates. `file_name` is used in error messages.
+    pub fn resolve(
+        file: FileConfig,
+        file_name: &str,
+        o: Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let fsrc = |k: &str| format!("{k} in {file_name}");
+        let data_dir = pick(
+            o.data_dir,
+            "--data-dir/ASSIST_DATA_DIR",
+            file.data_dir,
+            &fsrc("data_dir"),
+            PathBuf::from(DEFAULT_DATA_DIR),
+        );
+        if data_dir.0.as_os_str().is_empty() {
+            return Err(bad("data_dir", &data_dir.1, "must not be empty"));
+        }
+        let listen = addr(
+            "listen",
+            pick(
+                o.listen,
+                "--listen/ASSIST_LISTEN",
+                file.listen,
+                &fsrc("listen"),
+                DEFAULT_LISTEN.to_owned(),
+            ),
+        )?;
+        let quic_listen = addr(
+            "quic_listen",
+            pick(
+                o.quic_listen,
+                "--quic-listen/ASSIST_QUIC_LISTEN",
+                file.quic_listen,
+                &fsrc("quic_listen"),
+                DEFAULT_QUIC_LISTEN.to_owned(),
+            ),
+        )?;
+        let metrics_listen = addr(
+            "metrics_listen",
+            pick(
+                o.metrics_listen,
+                "--metrics-listen/ASSIST_METRICS_LISTEN",
+                file.metrics_listen,
+                &fsrc("metrics_listen"),
+                DEFAULT_METRICS_LISTEN.to_owned(),
+            ),
+        )?;
+        if metrics_listen.port() != 0 && metrics_listen == listen {
+            return Err(bad(
+                "metrics_listen",
+                "merged configuration",
+                "must differ from `listen`",
+            ));
+        }
+        let (public_url, src) = pick(
+            o.public_url.map(Some),
+            "--public-url/ASSIST_PUBLIC_URL",
+            file.public_url.map(Some),
+            &fsrc("public_url"),
+            None,
+        );
+        let public_url = match public_url {
+            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                return Err(bad(
+                    "public_url",
+                    &src,
+                    format!("'{u}' must start with https://"),
+                ))
+            }
+            Some(u) => Some(u.trim_end_matches('/').to_owned()),
+            None => None,
+        };
+        let (log, _) = pick(
+            o.log,
+            "--log/ASSIST_LOG",
+            file.log,
+            &fsrc("log"),
+            "info".to_owned(),
+        );
+        let (grace, src) = pick(
+            o.shutdown_grace_secs,
+            "ASSIST_SHUTDOWN_GRACE_SECS",
+            file.shutdown_grace_secs.map(|v| v.to_string()),
+            &fsrc("shutdown_grace_secs"),
+            "10".to_owned(),
+        );
+        let grace: u64 = grace.parse().map_err(|_| {
+            bad(
+                "shutdown_grace_secs",
+                &src,
+                format!("'{grace}' is not a whole number of seconds"),
+            )
+        })?;
+        if grace > 3600 {
+            return Err(bad("shutdown_grace_secs", &src, "must be at most 3600"));
+        }
+
+        let cert = o.tls_cert_file.or(file.tls.cert_file);
+        let key = o.tls_key_file.or(file.tls.key_file);
+        let tls = match (cert, key) {
+            (None, None) => TlsSource::SelfSigned,
+            (Some(cert), Some(key)) => {
+                for (name, p) in [("tls.cert_file", &cert), ("tls.key_file", &key)] {
+                    if !p.is_file() {
+                        return Err(bad(
+                            name,
+                            "configuration",
+                            format!("{} is not a readable file", p.display()),
+                        ));
+                    }
+                }
+                TlsSource::Files { cert, key }
+            }
+            _ => {
+                return Err(bad(
+                    "tls",
+                    "configuration",
+                    "set both cert_file and key_file, or neither for a self-signed certificate",
+                ))
+            }
+        };
+
+        let mut issuers = Vec::new();
+        for (i, f) in file.auth.issuers.into_iter().enumerate() {
+            let name = format!("auth.issuers[{i}]");
+            if f.issuer.trim().is_empty() {
+                return Err(bad(&name, file_name, "issuer must not be empty"));
+            }
+            let keys = match (f.jwks_file, f.jwks_uri, f.discovery) {
+                (Some(p), None, false) => IssuerKeys::File(p),
+                (None, Some(u), false) if u.starts_with("https://") => IssuerKeys::Uri(u),
+                (None, Some(u), false) => {
+                    return Err(bad(
+                        &name,
+                        file_name,
+                        format!("jwks_uri '{u}' must be https://"),
+                    ))
+                }
+                (None, None, true) if f.issuer.starts_with("https://") => IssuerKeys::Discovery,
+                (None, None, true) => {
+                    return Err(bad(&name, file_name, "discovery needs an https:// issuer"))
+                }
+                _ => {
+                    return Err(bad(
+                        &name,
+                        file_name,
+                        "set exactly one of jwks_file, jwks_uri, discovery = true",
+                    ))
+                }
+            };
+            issuers.push(IssuerSettings {
+                issuer: f.issuer,
+                keys,
+            });
+        }
+        if let Some(iss) = o.oidc_issuer {
+            if !iss.starts_with("https://") {
+                return Err(bad(
+                    "auth.oidc_issuer",
+                    "ASSIST_AUTH_OIDC_ISSUER",
+                    format!("'{iss}' must be an https:// URL"),
+                ));
+            }
+            issuers.push(IssuerSettings {
+                issuer: iss,
+                keys: IssuerKeys::Discovery,
+            });
+        }
+        let dev_issuer = match o.dev_issuer {
+            Some(v) => parse_bool("auth.dev_issuer", "ASSIST_AUTH_DEV_ISSUER", &v)?,
+            None => file.auth.dev_issuer.unwrap_or(issuers.is_empty()),
+        };
+        if !dev_issuer && issuers.is_empty() {
+            return Err(bad(
+                "auth",
+                "configuration",
+                "no token issuer is trusted: enable dev_issuer or configure auth.issuers",
+            ));
+        }
+        let audiences = match o.audiences {
+            Some(a) => a
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => file
+                .auth
+                .audiences
+                .unwrap_or_else(|| vec![DEFAULT_AUDIENCE.to_owned()]),
+        };
+        if audiences.is_empty() {
+            return Err(bad(
+                "auth.audiences",
+                "configuration",
+                "at least one audience is needed",
+            ));
+        }
+        let leeway_secs = file.auth.leeway_secs.unwrap_or(60);
+        if leeway_secs > 600 {
+            return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
+        }
+        Ok(Settings {
+            data_dir: data_dir.0,
+            listen,
+            quic_listen,
+            metrics_listen,
+            public_url,
+            log,
+            shutdown_grace: Duration::from_secs(grace),
+            tls,
+            auth: AuthSettings {
+                audiences,
+                leeway_secs,
+                dev_issuer,
+                ca_file: file.auth.ca_file,
+                issuers,
+            },
+        })
+    }
+
+    /// Settings for tests and embedding: the given data dir, ephemeral loopback ports, dev issuer.
+    pub fn ephemeral(data_dir: &Path) -> Settings {
+        let o = Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            listen: Some("127.0.0.1:0".into()),
+            quic_listen: Some("127.0.0.1:0".into()),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        match Settings::resolve(FileConfig::default(), "(none)", o) {
+            Ok(s) => s,
+            // The inputs above are constants that validate; a failure here is a bug in resolve.
+            Err(e) => panic!("ephemeral settings must validate: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml_text: &str, o: Overrides) -> Result<Settings, ConfigError> {
+        let f: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError(e.to_string()))?;
+        Settings::resolve(f, "assist.toml", o)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = resolve("", Overrides::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.metrics_listen, DEFAULT_METRICS_LISTEN.parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(s.tls, TlsSource::SelfSigned);
+        assert!(s.auth.dev_issuer);
+        assert_eq!(s.auth.audiences, vec![DEFAULT_AUDIENCE]);
+    }
+
+    #[test]
+    fn overrides_beat_file() {
+        let s = resolve(
+            "listen = \"127.0.0.1:1000\"\nmetrics_listen = \"127.0.0.1:1001\"",
+            Overrides {
+                listen: Some("127.0.0.1:2000".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 2000);
+        assert_eq!(s.metrics_listen.port(), 1001);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_source() {
+        let e = resolve(
+            "",
+            Overrides {
+                listen: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("`listen`") && e.0.contains("ASSIST_LISTEN") && e.0.contains("nope"),
+            "{e}"
+        );
+        let e = resolve("metrics_listen = \"x\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("metrics_listen in assist.toml"), "{e}");
+        let e = resolve(
+            "",
+            Overrides {
+                shutdown_grace_secs: Some("soon".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("shutdown_grace_secs"), "{e}");
+        let e = resolve("[tls]\ncert_file = \"/nonexistent\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("`tls`"), "{e}");
+        let e = resolve("[auth]\ndev_issuer = false", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("no token issuer"), "{e}");
+        let e = resolve(
+            "[[auth.issuers]]\nissuer = \"https://x\"\njwks_uri = \"http://x/keys\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("https://"), "{e}");
+        let e = resolve(
+            "",
+            Overrides {
+                dev_issuer: Some("maybe".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("auth.dev_issuer"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[auth]\naudience = \"x\"").is_err());
+    }
+
+    #[test]
+    fn oidc_issuer_turns_dev_issuer_off_by_default() {
+        let s = resolve(
+            "",
+            Overrides {
+                oidc_issuer: Some("https://login.example.com/t/v2.0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!s.auth.dev_issuer);
+        assert_eq!(s.auth.issuers[0].keys, IssuerKeys::Discovery);
+    }
+}

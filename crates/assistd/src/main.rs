@@ -1,0 +1,259 @@
+//! The `assistd` command line: `serve` runs the server, `token` prints a dev-issuer token.
+
+use anyhow::Context;
+use assistd::config::{self, FileConfig, Overrides, Settings};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Assist: a self-hostable Remote Help service (broker, relay and Graph-compatible admin API).
+#[derive(Parser)]
+#[command(name = "assistd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. With no options it runs on embedded defaults: data in ./assist-data
+    /// (SQLite database, a self-signed certificate for localhost and a development token
+    /// issuer, all created on first start), HTTPS on 127.0.0.1:8443, metrics on 127.0.0.1:9090.
+    Serve(ServeArgs),
+    /// Print a token signed by the local development issuer, for scripts, tests and trying
+    /// things out. Admin tokens carry Graph permission names in `roles` (see --roles).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// TOML configuration file. Settings are taken from defaults, then this file, then
+    /// ASSIST_* environment variables, then these flags.
+    #[arg(long, env = "ASSIST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the database, TLS certificate and dev issuer key (created if missing).
+    /// [default: ./assist-data]
+    #[arg(long, env = "ASSIST_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// HTTPS address for the admin API and the WSS signalling and relay endpoints.
+    /// [default: 127.0.0.1:8443]
+    #[arg(long, env = "ASSIST_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// UDP address for QUIC relay connections. [default: 127.0.0.1:8443]
+    #[arg(long, env = "ASSIST_QUIC_LISTEN", value_name = "ADDR")]
+    quic_listen: Option<String>,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz; keep it private.
+    /// [default: 127.0.0.1:9090]
+    #[arg(long, env = "ASSIST_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Public base URL (e.g. https://assist.example.com) used in absolute links such as
+    /// @odata.nextLink; by default taken from the request's Host header.
+    #[arg(long, env = "ASSIST_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Log filter, e.g. "info" or "assistd=debug,info".
+    #[arg(long, env = "ASSIST_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Tenant id (`tid`).
+    #[arg(long, value_name = "TID")]
+    tenant: String,
+    /// User principal name (`upn`), e.g. admin@contoso.com.
+    #[arg(long, value_name = "UPN")]
+    user: String,
+    /// Comma-separated Graph permissions put in `roles`, e.g.
+    /// DeviceManagementServiceConfig.ReadWrite.All.
+    #[arg(long, value_name = "R1,R2", value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Comma-separated delegated permissions put in `scp`.
+    #[arg(long, value_name = "S1,S2", value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// Device id (`deviceid`), for a sharer signed in on a device or a device itself.
+    #[arg(long, value_name = "DEVICEID")]
+    device: Option<String>,
+    /// Object id (`oid`); derived from tenant and user when omitted.
+    #[arg(long, value_name = "OID")]
+    oid: Option<String>,
+    /// Display name (`name`); the UPN's local part when omitted.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Lifetime: a number with s, m, h or d (e.g. 90s, 15m, 1h, 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl, value_name = "TTL")]
+    ttl: Duration,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m, 1h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("'{s}': unit must be s, m, h or d")),
+    };
+    if secs == 0 || secs > 30 * 86400 {
+        return Err("ttl must be between 1s and 30d".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, config::ConfigError> {
+    let (file, name) = match &common.config {
+        Some(p) => (config::read_file(p)?, p.display().to_string()),
+        None => (FileConfig::default(), "(no config file)".to_owned()),
+    };
+    overrides.data_dir = common.data_dir.clone();
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    overrides.tls_cert_file = env("ASSIST_TLS_CERT_FILE").map(PathBuf::from);
+    overrides.tls_key_file = env("ASSIST_TLS_KEY_FILE").map(PathBuf::from);
+    overrides.audiences = env("ASSIST_AUTH_AUDIENCES");
+    overrides.dev_issuer = env("ASSIST_AUTH_DEV_ISSUER");
+    overrides.oidc_issuer = env("ASSIST_AUTH_OIDC_ISSUER");
+    overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
+    Settings::resolve(file, &name, overrides)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                listen: args.listen,
+                quic_listen: args.quic_listen,
+                metrics_listen: args.metrics_listen,
+                public_url: args.public_url,
+                log: args.log,
+                ..Default::default()
+            };
+            let settings = match load(&args.common, overrides) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("assistd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&settings.log);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("assistd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("assistd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token(args) => match token(args) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("assistd: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("assistd: log filter '{filter}' is invalid ({e}); using 'info'");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let server = assistd::start(settings).await?;
+    println!(
+        "assistd: serving https://{} (metrics on http://{}); certificate {}",
+        server.https_addr,
+        server.metrics_addr,
+        server.cert_path.display()
+    );
+    let cancel = server.cancel_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        cancel.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<String> {
+    let settings = load(&args.common, Overrides::default())?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let dev = assist_identity::DevIssuer::load_or_create(&settings.data_dir)?;
+    let audience = settings
+        .auth
+        .audiences
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config::DEFAULT_AUDIENCE.to_owned());
+    let req = assist_identity::TokenRequest {
+        tenant_id: args.tenant,
+        user_principal_name: args.user,
+        object_id: args.oid,
+        display_name: args.name,
+        roles: args.roles.into_iter().filter(|r| !r.is_empty()).collect(),
+        scopes: args.scopes.into_iter().filter(|s| !s.is_empty()).collect(),
+        device_id: args.device,
+        ttl: args.ttl,
+        audience,
+        ..Default::default()
+    };
+    Ok(dev.mint(&req)?)
+}

@@ -1,0 +1,332 @@
+//! Starting and stopping the server: prepares the data directory, opens the store, loads keys
+//! and certificates, binds the listeners, and serves until told to stop; then stops accepting,
+//! lets requests in flight finish within the grace period, and stops hard after it.
+
+use anyhow::Context;
+use assist_identity::jwks::RemoteLocation;
+use assist_identity::{DevIssuer, JwksSource, RemoteJwks, TokenValidator, TrustedIssuer};
+use assist_store::Store;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{IssuerKeys, Settings};
+use crate::metrics::{self, HttpMetrics};
+use crate::state::AppState;
+use crate::{admin, api, tls};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "assist.db";
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1.1 client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running server.
+pub struct RunningServer {
+    /// Where HTTPS is served.
+    pub https_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// The certificate clients should trust (the self-signed one, or the operator's).
+    pub cert_path: std::path::PathBuf,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    state: AppState,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// A token that stops the server when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits until the server is told to stop, then drains and stops.
+    pub async fn wait(self) {
+        self.cancel.cancelled().await;
+        self.drain().await;
+    }
+
+    /// Stops the server: not ready, stop accepting, drain within the grace period, close the store.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.drain().await;
+    }
+
+    async fn drain(self) {
+        self.state.ready.store(false, Ordering::SeqCst);
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "connections still open after the grace period; stopping hard"
+            );
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn build_validator(
+    settings: &Settings,
+    dev: Option<&DevIssuer>,
+) -> anyhow::Result<TokenValidator> {
+    let mut issuers = Vec::new();
+    if let Some(dev) = dev {
+        issuers.push(TrustedIssuer {
+            issuer: assist_identity::dev_issuer::DEV_ISSUER.to_owned(),
+            keys: JwksSource::Static(Arc::new(dev.jwks().clone())),
+        });
+    }
+    let needs_http = settings
+        .auth
+        .issuers
+        .iter()
+        .any(|i| !matches!(i.keys, IssuerKeys::File(_)));
+    let client = if needs_http {
+        Some(jwks_client(settings)?)
+    } else {
+        None
+    };
+    for i in &settings.auth.issuers {
+        let keys = match &i.keys {
+            IssuerKeys::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading JWKS file {}", path.display()))?;
+                let set = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JWKS", path.display()))?;
+                JwksSource::Static(Arc::new(set))
+            }
+            IssuerKeys::Uri(uri) => remote(client.clone(), RemoteLocation::JwksUri(uri.clone()))?,
+            IssuerKeys::Discovery => {
+                remote(client.clone(), RemoteLocation::Discovery(i.issuer.clone()))?
+            }
+        };
+        issuers.push(TrustedIssuer {
+            issuer: i.issuer.clone(),
+            keys,
+        });
+    }
+    Ok(TokenValidator::new(
+        issuers,
+        settings.auth.audiences.clone(),
+        settings.auth.leeway_secs,
+    ))
+}
+
+fn remote(client: Option<reqwest::Client>, location: RemoteLocation) -> anyhow::Result<JwksSource> {
+    let client = client.context("HTTP client for JWKS")?;
+    Ok(JwksSource::Remote(Arc::new(RemoteJwks::new(
+        location,
+        client,
+        Duration::from_secs(30),
+        Duration::from_secs(3600),
+    ))))
+}
+
+fn jwks_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(3));
+    if let Some(ca) = &settings.auth.ca_file {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading auth.ca_file {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing {}", ca.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().context("building the JWKS HTTP client")
+}
+
+/// The HTTPS router: admin API plus Graph-shaped fallbacks, wrapped in the observe middleware.
+pub fn router(state: AppState) -> Router {
+    admin::routes()
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::observe,
+        ))
+        .with_state(state)
+}
+
+fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { metrics::render(&s.registry) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<AppState>| async move {
+                if !s.ready.load(Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+                }
+                match s.store.ping().await {
+                    Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "readiness check: store not answering");
+                        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+                    }
+                }
+            }),
+        )
+        .with_state(state)
+}
+
+/// Starts the server with `settings` and returns once every listener is bound.
+pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let store = Store::open_sqlite(&settings.data_dir.join(DATABASE_FILE))
+        .await
+        .with_context(|| format!("opening the database in {}", settings.data_dir.display()))?;
+    let dev = if settings.auth.dev_issuer {
+        Some(DevIssuer::load_or_create(&settings.data_dir)?)
+    } else {
+        None
+    };
+    let validator = build_validator(&settings, dev.as_ref()).await?;
+    let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
+    let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
+
+    let registry = metrics::new_registry()?;
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let state = AppState {
+        store,
+        validator: Arc::new(validator),
+        http_metrics,
+        registry,
+        settings_write: Arc::new(tokio::sync::Mutex::new(())),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+
+    let https = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding HTTPS listener on {}", settings.listen))?;
+    let ops = TcpListener::bind(settings.metrics_listen)
+        .await
+        .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
+    let https_addr = https.local_addr()?;
+    let metrics_addr = ops.local_addr()?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(serve_https(
+        https,
+        acceptor,
+        router(state.clone()),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    let ops_cancel = cancel.clone();
+    let ops_app = ops_router(state.clone());
+    tracker.spawn(async move {
+        let served = axum::serve(ops, ops_app)
+            .with_graceful_shutdown(async move { ops_cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(
+        https = %https_addr,
+        metrics = %metrics_addr,
+        data_dir = %settings.data_dir.display(),
+        dev_issuer = settings.auth.dev_issuer,
+        "assistd listening"
+    );
+    Ok(RunningServer {
+        https_addr,
+        metrics_addr,
+        cert_path,
+        cancel,
+        tracker,
+        state,
+        grace: settings.shutdown_grace,
+    })
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let conn_cancel = cancel.clone();
+        tracker.spawn(async move {
+            let tls = tokio::select! {
+                _ = conn_cancel.cancelled() => return,
+                r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024);
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = conn_cancel.cancelled() => {
+                    // Finish the request in flight, then close; the grace period bounds this.
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+}

@@ -1,0 +1,25 @@
+//! What request handlers share: the store, the token validator, metrics and the readiness flag.
+
+use assist_identity::TokenValidator;
+use assist_store::Store;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::metrics::HttpMetrics;
+
+/// Shared handles; cheap to clone (everything is behind `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable data.
+    pub store: Store,
+    /// Bearer token validation.
+    pub validator: Arc<TokenValidator>,
+    /// HTTP metrics.
+    pub http_metrics: HttpMetrics,
+    /// The metrics registry (rendered by `/metrics`).
+    pub registry: prometheus::Registry,
+    /// Serialises read-modify-write updates of a tenant's settings within this process.
+    pub settings_write: Arc<tokio::sync::Mutex<()>>,
+    /// False once shutdown begins (and `/readyz` answers 503).
+    pub ready: Arc<AtomicBool>,
+}
