@@ -131,6 +131,21 @@ impl TokenValidator {
         if token.len() > 16 * 1024 {
             return Err(TokenError::Malformed);
         }
+        // Read `alg` ourselves first: names jsonwebtoken does not know (`none`) must still be
+        // reported as a refused algorithm, not as a malformed token.
+        let alg_name = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned))
+            .ok_or(TokenError::Malformed)?;
+        if !ALLOWED_ALGORITHMS
+            .iter()
+            .any(|a| format!("{a:?}") == alg_name)
+        {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
                 TokenError::UnsupportedAlgorithm

@@ -66,6 +66,8 @@ pub struct AuthFile {
     pub dev_issuer: Option<bool>,
     /// A PEM CA bundle trusted (in addition to the system roots) when fetching JWKS.
     pub ca_file: Option<PathBuf>,
+    /// Least time between two JWKS refetches triggered by an unknown `kid`, seconds.
+    pub jwks_min_refresh_secs: Option<u64>,
     /// Further trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
@@ -160,6 +162,8 @@ pub struct AuthSettings {
     pub dev_issuer: bool,
     /// Extra CA bundle for JWKS fetches.
     pub ca_file: Option<PathBuf>,
+    /// Least time between JWKS refetches triggered by an unknown `kid`.
+    pub jwks_min_refresh: Duration,
     /// Other trusted issuers.
     pub issuers: Vec<IssuerSettings>,
 }
@@ -466,6 +470,9 @@ impl Settings {
                 leeway_secs,
                 dev_issuer,
                 ca_file: file.auth.ca_file,
+                jwks_min_refresh: Duration::from_secs(
+                    file.auth.jwks_min_refresh_secs.unwrap_or(30),
+                ),
                 issuers,
             },
         })

@@ -113,10 +113,16 @@ async fn build_validator(
                     .with_context(|| format!("{} is not a JWKS", path.display()))?;
                 JwksSource::Static(Arc::new(set))
             }
-            IssuerKeys::Uri(uri) => remote(client.clone(), RemoteLocation::JwksUri(uri.clone()))?,
-            IssuerKeys::Discovery => {
-                remote(client.clone(), RemoteLocation::Discovery(i.issuer.clone()))?
-            }
+            IssuerKeys::Uri(uri) => remote(
+                client.clone(),
+                RemoteLocation::JwksUri(uri.clone()),
+                settings,
+            )?,
+            IssuerKeys::Discovery => remote(
+                client.clone(),
+                RemoteLocation::Discovery(i.issuer.clone()),
+                settings,
+            )?,
         };
         issuers.push(TrustedIssuer {
             issuer: i.issuer.clone(),
@@ -130,12 +136,16 @@ async fn build_validator(
     ))
 }
 
-fn remote(client: Option<reqwest::Client>, location: RemoteLocation) -> anyhow::Result<JwksSource> {
+fn remote(
+    client: Option<reqwest::Client>,
+    location: RemoteLocation,
+    settings: &Settings,
+) -> anyhow::Result<JwksSource> {
     let client = client.context("HTTP client for JWKS")?;
     Ok(JwksSource::Remote(Arc::new(RemoteJwks::new(
         location,
         client,
-        Duration::from_secs(30),
+        settings.auth.jwks_min_refresh,
         Duration::from_secs(3600),
     ))))
 }
