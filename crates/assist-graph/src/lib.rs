@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod directory;
+pub mod entity;
 pub mod error;
 pub mod odata;
 pub mod settings;

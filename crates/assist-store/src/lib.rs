@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod directory;
 mod migrations;
 
 use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};

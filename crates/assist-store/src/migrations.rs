@@ -7,11 +7,18 @@ use crate::StoreError;
 use sqlx::{Row, SqlitePool};
 
 /// (version, name, SQL). Versions are dense and never reused; a released migration never changes.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "settings_and_audit",
-    include_str!("../migrations/0001_settings_and_audit.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "settings_and_audit",
+        include_str!("../migrations/0001_settings_and_audit.sql"),
+    ),
+    (
+        2,
+        "directory",
+        include_str!("../migrations/0002_directory.sql"),
+    ),
+];
 
 pub(crate) async fn apply(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::query(

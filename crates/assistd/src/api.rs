@@ -152,7 +152,11 @@ impl FromRequestParts<AppState> for Caller {
                 GraphError::unauthenticated("The Authorization header must be 'Bearer <token>'.")
             })?;
         match state.validator.validate(token).await {
-            Ok(id) => Ok(Caller(id)),
+            Ok(id) => {
+                // Signing in makes a user known to the directory (just in time).
+                crate::facts::ensure_user(&state.store, &id).await?;
+                Ok(Caller(id))
+            }
             Err(e) => {
                 if let TokenError::KeyFetch(detail) = &e {
                     tracing::warn!(%detail, "could not fetch signing keys");

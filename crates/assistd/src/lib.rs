@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod facts;
 pub mod metrics;
 pub mod server;
 pub mod state;

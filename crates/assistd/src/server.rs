@@ -227,7 +227,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         validator: Arc::new(validator),
         http_metrics,
         registry,
-        settings_write: Arc::new(tokio::sync::Mutex::new(())),
+        write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        public_url: settings.public_url.clone(),
         ready: Arc::new(AtomicBool::new(true)),
     };
 

@@ -18,8 +18,10 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// The metrics registry (rendered by `/metrics`).
     pub registry: prometheus::Registry,
-    /// Serialises read-modify-write updates of a tenant's settings within this process.
-    pub settings_write: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises admin read-modify-write updates (settings, directory uniqueness checks) within this process.
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The configured public base URL, for absolute links.
+    pub public_url: Option<String>,
     /// False once shutdown begins (and `/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
 }

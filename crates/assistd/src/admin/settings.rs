@@ -53,7 +53,7 @@ pub async fn patch_settings(
     caller.require_any(WRITE_PERMISSIONS)?;
     let patch = read_json(&headers, body).await?;
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.settings_write.lock().await;
+    let _guard = state.write_lock.lock().await;
     let current = state.store.settings(&tenant).await?;
     let (next, changed) = current.apply_patch(&patch)?;
     let modified: Vec<(&str, serde_json::Value, serde_json::Value)> = changed
