@@ -11,6 +11,9 @@ pub const DEFAULT_MAX_LEN: usize = 256;
 /// The default (and largest without `$top`) page size of a collection.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 
+/// Properties a PATCH changed: (name, old value, new value).
+pub type Changes = Vec<(String, Value, Value)>;
+
 /// A property's JSON type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PropType {
@@ -229,7 +232,7 @@ impl EntitySchema {
                 Some(v) => {
                     out.insert(p.name.to_owned(), v.clone());
                 }
-                None if p.required && !(p.name == "id" && !self.client_sets_id) => {
+                None if p.required && (p.name != "id" || self.client_sets_id) => {
                     return Err(GraphError::bad_request(format!(
                         "property '{}' is required to create a {}",
                         p.name, self.name
@@ -258,7 +261,7 @@ impl EntitySchema {
         &self,
         existing: &Value,
         body: &Value,
-    ) -> Result<(Value, Vec<(String, Value, Value)>), GraphError> {
+    ) -> Result<(Value, Changes), GraphError> {
         let map = self.check_body(body, false)?;
         let mut merged = existing.clone();
         let mut changed = Vec::new();

@@ -349,12 +349,10 @@ async fn prepare(
                 )));
             }
         }
-        "managedDevice" => {
-            if others("azureADDeviceId").await? {
-                return Err(conflict(
-                    "Another managed device already has this azureADDeviceId.".into(),
-                ));
-            }
+        "managedDevice" if others("azureADDeviceId").await? => {
+            return Err(conflict(
+                "Another managed device already has this azureADDeviceId.".into(),
+            ));
         }
         "domain" => {
             let name = entity
