@@ -213,3 +213,24 @@ pub async fn device(
         id,
     })
 }
+
+/// What each side of a session is shown of the other: display name, job title, company, and
+/// the UPN's domain when the tenant lists it as verified (else `null`, so a look-alike domain is
+/// never presented as trusted).
+pub async fn profile(store: &Store, tenant: &str, user: &Value) -> Result<Value, StoreError> {
+    let upn = user["userPrincipalName"].as_str().unwrap_or_default();
+    let domain = upn.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    let verified = match &domain {
+        Some(d) => store
+            .get_object(tenant, "domain", d)
+            .await?
+            .is_some_and(|v| v["isVerified"] == true),
+        None => false,
+    };
+    Ok(json!({
+        "displayName": user["displayName"],
+        "jobTitle": user.get("jobTitle").cloned().unwrap_or(Value::Null),
+        "companyName": user.get("companyName").cloned().unwrap_or(Value::Null),
+        "verifiedDomain": if verified { domain.map(Value::String).unwrap_or(Value::Null) } else { Value::Null },
+    }))
+}

@@ -280,6 +280,35 @@ async fn a_tenant_built_through_the_api_yields_every_reason_and_warning() {
         .await;
     assert_eq!(r["decision"]["outcome"], "allow", "{r}");
     let _ = compliant;
+
+    // Several enrollment states: a device pending reset is not enrolled (unenrolled devices are
+    // not allowed at this point), and one whose management is retiring is not either.
+    a.create("/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-3", "deviceName": "RESETTING", "enrollmentState": "pendingReset", "complianceState": "compliant"})).await;
+    a.create("/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-4", "deviceName": "RETIRING", "managementState": "retirePending"})).await;
+    for d in ["aad-3", "aad-4"] {
+        let r = a.what_if(ask("sam@contoso.com", Some(d), "viewOnly")).await;
+        assert_eq!(reason(&r), "unenrolledDeviceNotAllowed", "{d}: {r}");
+    }
+
+    // allDevicesAndLicensedUsers with the built-in School Administrator: Olly may now take
+    // control of Sam, but not run unattended sessions (that role lacks Unattended).
+    let seniors = a
+        .create("/beta/groups", json!({"displayName": "Seniors"}))
+        .await;
+    a.add_member(&seniors, &outsider).await;
+    a.create(
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "Seniors everywhere", "members": [seniors], "scopeType": "allDevicesAndLicensedUsers", "roleDefinition@odata.bind": "builtin-school-administrator"}),
+    )
+    .await;
+    let r = a.what_if(json!({"helper": "olly@contoso.com", "sharer": "sam@contoso.com", "device": "aad-1", "mode": "elevation"})).await;
+    assert_eq!(r["decision"]["outcome"], "allow", "{r}");
+    assert_eq!(
+        r["decision"]["granted"],
+        json!(["viewOnly", "fullControl", "elevation"])
+    );
+    let r = a.what_if(json!({"helper": "olly@contoso.com", "sharer": "sam@contoso.com", "device": "aad-1", "mode": "unattended"})).await;
+    assert_eq!(reason(&r), "permissionMissing", "{r}");
     s.server.shutdown().await;
 }
 
