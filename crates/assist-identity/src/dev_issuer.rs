@@ -4,41 +4,27 @@
 //! Tokens it signs look like Entra ID access tokens (`tid`, `oid`, `upn`, `roles`, …). It is
 //! meant for development, demos and tests; production deployments trust an OIDC issuer instead.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::claims::Claims;
+use crate::keys::{EcKey, KeyError};
 
 /// The `iss` the dev issuer writes.
 pub const DEV_ISSUER: &str = "urn:assist:dev-issuer";
 /// The file in the data directory that holds the dev issuer's private key (PKCS#8 PEM).
 pub const KEY_FILE: &str = "dev-issuer-key.pem";
 
-/// Errors loading or creating the dev issuer's key.
+/// Errors of the dev issuer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevIssuerError {
-    /// The key file could not be read or written (our environment's fault).
-    #[error("dev issuer key file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The key file exists but does not hold a P-256 private key (operator's fault).
-    #[error("dev issuer key file {path} is not a valid P-256 PKCS#8 key: {reason}")]
-    BadKey {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// Its key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// Signing failed (a bug).
     #[error("signing a token failed: {0}")]
     Sign(String),
@@ -73,15 +59,13 @@ pub struct TokenRequest {
 
 /// The dev issuer: signs tokens and publishes its public key as a JWKS.
 pub struct DevIssuer {
-    encoding_key: EncodingKey,
-    kid: String,
-    jwks: JwkSet,
+    key: EcKey,
 }
 
 impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevIssuer")
-            .field("kid", &self.kid)
+            .field("kid", &self.key.kid)
             .finish_non_exhaustive()
     }
 }
@@ -108,60 +92,18 @@ pub fn derived_id(parts: &[&str]) -> String {
 impl DevIssuer {
     /// Loads the key from `dir`, creating a new one (file mode 0600) if there is none.
     pub fn load_or_create(dir: &Path) -> Result<Self, DevIssuerError> {
-        let path = dir.join(KEY_FILE);
-        let io = |source| DevIssuerError::Io {
-            path: path.clone(),
-            source,
-        };
-        let pem = match std::fs::read_to_string(&path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key =
-                    rcgen::KeyPair::generate().map_err(|e| DevIssuerError::Sign(e.to_string()))?;
-                let pem = key.serialize_pem();
-                write_private(&path, pem.as_bytes()).map_err(io)?;
-                pem
-            }
-            Err(e) => return Err(io(e)),
-        };
-        Self::from_pem(&pem).map_err(|reason| DevIssuerError::BadKey { path, reason })
-    }
-
-    /// Builds the issuer from a PKCS#8 PEM P-256 private key.
-    pub fn from_pem(pem: &str) -> Result<Self, String> {
-        let key = rcgen::KeyPair::from_pem(pem).map_err(|e| e.to_string())?;
-        if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
-            return Err("not an ECDSA P-256 key".into());
-        }
-        let raw = key.public_key_raw();
-        if raw.len() != 65 || raw[0] != 4 {
-            return Err("unexpected public key encoding".into());
-        }
-        let x = URL_SAFE_NO_PAD.encode(&raw[1..33]);
-        let y = URL_SAFE_NO_PAD.encode(&raw[33..65]);
-        // RFC 7638 thumbprint: the key's id changes exactly when the key does.
-        let thumb_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumb_input.as_bytes()));
-        let jwks: JwkSet = serde_json::from_value(serde_json::json!({
-            "keys": [{"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"}]
-        }))
-        .map_err(|e| e.to_string())?;
-        let encoding_key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
-        Ok(Self {
-            encoding_key,
-            kid,
-            jwks,
-        })
+        let key = EcKey::load_or_create(&dir.join(KEY_FILE))?;
+        Ok(Self { key })
     }
 
     /// The public keys, as a JWKS.
     pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
+        &self.key.jwks
     }
 
     /// The key id tokens are signed with.
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.key.kid
     }
 
     /// Signs a token for `req`, valid from now for `req.ttl`.
@@ -205,24 +147,10 @@ impl DevIssuer {
     /// Signs arbitrary claims with the dev key (tests use it to craft malformed tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, DevIssuerError> {
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding_key)
+        header.kid = Some(self.key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key.encoding)
             .map_err(|e| DevIssuerError::Sign(e.to_string()))
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]
@@ -246,7 +174,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(KEY_FILE), "not a key").unwrap();
         let e = DevIssuer::load_or_create(dir.path()).unwrap_err();
-        assert!(matches!(e, DevIssuerError::BadKey { .. }), "{e}");
+        assert!(
+            matches!(e, DevIssuerError::Key(KeyError::BadKey { .. })),
+            "{e}"
+        );
     }
 
     #[test]

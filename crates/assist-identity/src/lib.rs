@@ -12,6 +12,7 @@
 pub mod claims;
 pub mod dev_issuer;
 pub mod jwks;
+pub mod keys;
 pub mod validator;
 
 pub use claims::Identity;
