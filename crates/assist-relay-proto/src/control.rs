@@ -61,22 +61,38 @@ mod tests {
     fn wire_shapes() {
         let cases = [
             (
-                RelayControl::Joined { role: "helper".into(), sid: "s1".into() },
+                RelayControl::Joined {
+                    role: "helper".into(),
+                    sid: "s1".into(),
+                },
                 r#"{"type":"joined","role":"helper","sid":"s1"}"#,
             ),
             (
-                RelayControl::Paired { mode: "fullControl".into(), chat: true },
+                RelayControl::Paired {
+                    mode: "fullControl".into(),
+                    chat: true,
+                },
                 r#"{"type":"paired","mode":"fullControl","chat":true}"#,
             ),
             (
-                RelayControl::KeyframeRequest { reason: "congestion".into() },
+                RelayControl::KeyframeRequest {
+                    reason: "congestion".into(),
+                },
                 r#"{"type":"keyframeRequest","reason":"congestion"}"#,
             ),
             (
-                RelayControl::ModeChanged { mode: "viewOnly".into(), chat: false },
+                RelayControl::ModeChanged {
+                    mode: "viewOnly".into(),
+                    chat: false,
+                },
                 r#"{"type":"modeChanged","mode":"viewOnly","chat":false}"#,
             ),
-            (RelayControl::Ended { reason: "ended".into() }, r#"{"type":"ended","reason":"ended"}"#),
+            (
+                RelayControl::Ended {
+                    reason: "ended".into(),
+                },
+                r#"{"type":"ended","reason":"ended"}"#,
+            ),
         ];
         for (msg, json) in cases {
             assert_eq!(String::from_utf8(msg.to_json()).unwrap(), json);

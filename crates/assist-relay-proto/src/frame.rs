@@ -40,7 +40,12 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in numeric order.
-    pub const ALL: [Channel; 4] = [Channel::Control, Channel::Screen, Channel::Input, Channel::Chat];
+    pub const ALL: [Channel; 4] = [
+        Channel::Control,
+        Channel::Screen,
+        Channel::Input,
+        Channel::Chat,
+    ];
 
     /// Lower-case name, usable as a metric label.
     pub fn as_str(self) -> &'static str {
@@ -91,7 +96,11 @@ impl FrameHeader {
             return Err(FrameError::ReservedFlags(flags));
         }
         let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
-        Ok(Some(FrameHeader { channel, flags, len }))
+        Ok(Some(FrameHeader {
+            channel,
+            flags,
+            len,
+        }))
     }
 
     /// The header's wire encoding.
@@ -138,12 +147,19 @@ impl Frame {
 
     /// Like [`Frame::from_client_bytes`], but [`FLAG_FROM_RELAY`] is allowed when `from_client` is false
     /// (a client reading the relay's frames).
-    pub fn from_bytes(bytes: Bytes, max_payload: usize, from_client: bool) -> Result<Frame, FrameError> {
+    pub fn from_bytes(
+        bytes: Bytes,
+        max_payload: usize,
+        from_client: bool,
+    ) -> Result<Frame, FrameError> {
         let header = FrameHeader::parse(&bytes)?.ok_or(FrameError::Truncated)?;
         check_header(&header, max_payload, from_client)?;
         let actual = bytes.len() - HEADER_LEN; // parse returned Some: at least HEADER_LEN bytes
         if header.len as usize != actual {
-            return Err(FrameError::LengthMismatch { declared: header.len, actual });
+            return Err(FrameError::LengthMismatch {
+                declared: header.len,
+                actual,
+            });
         }
         Ok(Frame { header, bytes })
     }
@@ -154,11 +170,18 @@ impl Frame {
     /// If `payload` is longer than `u32::MAX` bytes, which no frame can carry.
     pub fn new(channel: Channel, flags: u8, payload: &[u8]) -> Frame {
         let len = u32::try_from(payload.len()).expect("relay frame payload longer than u32::MAX");
-        let header = FrameHeader { channel, flags, len };
+        let header = FrameHeader {
+            channel,
+            flags,
+            len,
+        };
         let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
         buf.put_slice(&header.encode());
         buf.put_slice(payload);
-        Frame { header, bytes: buf.freeze() }
+        Frame {
+            header,
+            bytes: buf.freeze(),
+        }
     }
 
     /// The payload: a slice of [`Frame::bytes`], no copy.
@@ -193,12 +216,19 @@ impl Frame {
 }
 
 /// Checks a parsed header against the payload limit and, for client frames, the relay flag.
-pub(crate) fn check_header(header: &FrameHeader, max_payload: usize, from_client: bool) -> Result<(), FrameError> {
+pub(crate) fn check_header(
+    header: &FrameHeader,
+    max_payload: usize,
+    from_client: bool,
+) -> Result<(), FrameError> {
     if from_client && header.is_from_relay() {
         return Err(FrameError::FromRelayFlag);
     }
     if header.len as usize > max_payload {
-        return Err(FrameError::TooLarge { len: header.len as usize, max: max_payload });
+        return Err(FrameError::TooLarge {
+            len: header.len as usize,
+            max: max_payload,
+        });
     }
     Ok(())
 }
@@ -266,7 +296,11 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_layout() {
-        let h = FrameHeader { channel: Channel::Screen, flags: FLAG_KEYFRAME, len: 0x0102_0304 };
+        let h = FrameHeader {
+            channel: Channel::Screen,
+            flags: FLAG_KEYFRAME,
+            len: 0x0102_0304,
+        };
         assert_eq!(h.encode(), [1, 1, 1, 2, 3, 4]);
         assert_eq!(FrameHeader::parse(&h.encode()), Ok(Some(h)));
         assert!(h.is_keyframe());
@@ -284,11 +318,20 @@ mod tests {
 
     #[test]
     fn header_errors() {
-        assert_eq!(FrameHeader::parse(&[4, 0, 0, 0, 0, 0]), Err(FrameError::UnknownChannel(4)));
-        assert_eq!(FrameHeader::parse(&[0xFF, 0, 0, 0, 0, 0]), Err(FrameError::UnknownChannel(0xFF)));
+        assert_eq!(
+            FrameHeader::parse(&[4, 0, 0, 0, 0, 0]),
+            Err(FrameError::UnknownChannel(4))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0xFF, 0, 0, 0, 0, 0]),
+            Err(FrameError::UnknownChannel(0xFF))
+        );
         for bit in 1..7 {
             let flags = 1u8 << bit;
-            assert_eq!(FrameHeader::parse(&[1, flags, 0, 0, 0, 0]), Err(FrameError::ReservedFlags(flags)));
+            assert_eq!(
+                FrameHeader::parse(&[1, flags, 0, 0, 0, 0]),
+                Err(FrameError::ReservedFlags(flags))
+            );
         }
         let relay = FrameHeader::parse(&[0, 0x81, 0, 0, 0, 0]).unwrap().unwrap();
         assert!(relay.is_from_relay() && relay.is_keyframe());
@@ -320,48 +363,93 @@ mod tests {
             (&[7, 0, 0, 0, 0, 0], FrameError::UnknownChannel(7)),
             (&[1, 0x02, 0, 0, 0, 0], FrameError::ReservedFlags(0x02)),
             (&[0, FLAG_FROM_RELAY, 0, 0, 0, 0], FrameError::FromRelayFlag),
-            (&[2, 0, 0, 0, 0, 2, 1], FrameError::LengthMismatch { declared: 2, actual: 1 }),
-            (&[2, 0, 0, 0, 0, 0, 1], FrameError::LengthMismatch { declared: 0, actual: 1 }),
-            (&[1, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::TooLarge { len: 9, max }),
+            (
+                &[2, 0, 0, 0, 0, 2, 1],
+                FrameError::LengthMismatch {
+                    declared: 2,
+                    actual: 1,
+                },
+            ),
+            (
+                &[2, 0, 0, 0, 0, 0, 1],
+                FrameError::LengthMismatch {
+                    declared: 0,
+                    actual: 1,
+                },
+            ),
+            (
+                &[1, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                FrameError::TooLarge { len: 9, max },
+            ),
         ];
         for (bytes, err) in cases {
-            assert_eq!(Frame::from_client_bytes(Bytes::copy_from_slice(bytes), max), Err(err), "{bytes:?}");
+            assert_eq!(
+                Frame::from_client_bytes(Bytes::copy_from_slice(bytes), max),
+                Err(err),
+                "{bytes:?}"
+            );
         }
         // Declared length over the limit is TooLarge even when the message is short.
         assert_eq!(
             Frame::from_client_bytes(Bytes::from_static(&[1, 0, 0xFF, 0xFF, 0xFF, 0xFF]), max),
-            Err(FrameError::TooLarge { len: u32::MAX as usize, max })
+            Err(FrameError::TooLarge {
+                len: u32::MAX as usize,
+                max
+            })
         );
     }
 
     #[test]
     fn relay_flag_allowed_from_the_relay() {
-        let f = Frame::relay_control(&RelayControl::KeyframeRequest { reason: "dropped".into() });
+        let f = Frame::relay_control(&RelayControl::KeyframeRequest {
+            reason: "dropped".into(),
+        });
         assert_eq!(f.header.channel, Channel::Control);
         assert_eq!(f.header.flags, FLAG_FROM_RELAY);
-        assert_eq!(Frame::from_bytes(f.bytes.clone(), 1024, false), Ok(f.clone()));
-        assert_eq!(Frame::from_client_bytes(f.bytes.clone(), 1024), Err(FrameError::FromRelayFlag));
+        assert_eq!(
+            Frame::from_bytes(f.bytes.clone(), 1024, false),
+            Ok(f.clone())
+        );
+        assert_eq!(
+            Frame::from_client_bytes(f.bytes.clone(), 1024),
+            Err(FrameError::FromRelayFlag)
+        );
         assert_eq!(
             RelayControl::from_json(&f.payload()).unwrap(),
-            RelayControl::KeyframeRequest { reason: "dropped".into() }
+            RelayControl::KeyframeRequest {
+                reason: "dropped".into()
+            }
         );
     }
 
     #[test]
     fn payload_of_a_broken_hand_built_frame_is_empty() {
-        let header = FrameHeader { channel: Channel::Chat, flags: 0, len: 3 };
-        let f = Frame { header, bytes: Bytes::from_static(b"ab") };
+        let header = FrameHeader {
+            channel: Channel::Chat,
+            flags: 0,
+            len: 3,
+        };
+        let f = Frame {
+            header,
+            bytes: Bytes::from_static(b"ab"),
+        };
         assert!(f.payload().is_empty());
     }
 
     #[test]
     fn error_close_codes() {
-        assert_eq!(FrameError::TooLarge { len: 1, max: 0 }.close_code(), CloseCode::FrameTooLarge);
+        assert_eq!(
+            FrameError::TooLarge { len: 1, max: 0 }.close_code(),
+            CloseCode::FrameTooLarge
+        );
         for e in [
             FrameError::UnknownChannel(9),
             FrameError::ReservedFlags(2),
             FrameError::FromRelayFlag,
-            FrameError::LengthMismatch { declared: 1, actual: 0 },
+            FrameError::LengthMismatch {
+                declared: 1,
+                actual: 0,
+            },
             FrameError::Truncated,
         ] {
             assert_eq!(e.close_code(), CloseCode::ProtocolError, "{e}");

@@ -1,1 +1,26 @@
-//! placeholder
+//! Sans-IO core of the Assist relay (docs/protocol.md, "Relay").
+//!
+//! This crate owns the relay's wire formats and its queueing policy, and nothing else:
+//!
+//! - [`frame`]: the 6-byte-header relay frame, validated once and then forwarded as shared [`bytes::Bytes`];
+//! - [`ws`]: RFC 6455 framing for WSS legs, unmasking client frames in place with no per-message copy, plus the
+//!   handshake's `Sec-WebSocket-Accept` computation;
+//! - [`quic`]: the QUIC ALPN, the ticket prelude and the length-delimited frame decoder for QUIC streams;
+//! - [`control`]: the JSON control messages the relay originates;
+//! - [`close`]: the relay's close codes;
+//! - [`queue`]: the per-direction bounded queue that drops stale screen frames under congestion and pauses the
+//!   sender instead of dropping input, chat or control.
+//!
+//! It does **no IO**: no sockets, no async runtime, no clock reads (time is passed in as
+//! [`std::time::Instant`]) and no randomness. Decoders take the caller's read buffer and never panic on
+//! malformed input; they return errors that map to close codes.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod close;
+pub mod control;
+pub mod frame;
+pub mod queue;
+pub mod quic;
+pub mod ws;

@@ -42,6 +42,31 @@ pub struct FileConfig {
     /// Token validation.
     #[serde(default)]
     pub auth: AuthFile,
+    /// Relay limits.
+    #[serde(default)]
+    pub relay: RelayFile,
+}
+
+/// `[relay]`: limits and timeouts of the relay (defaults in docs/protocol.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// Seconds the first leg waits for the second.
+    pub pair_timeout_secs: Option<u64>,
+    /// Seconds without frames before a session is closed.
+    pub idle_timeout_secs: Option<u64>,
+    /// Largest frame payload in bytes.
+    pub max_frame_bytes: Option<usize>,
+    /// Most sessions on this node.
+    pub max_sessions: Option<usize>,
+    /// Bandwidth cap per session, bytes per second.
+    pub max_session_bytes_per_sec: Option<u64>,
+    /// Frames per direction queue.
+    pub queue_frames: Option<usize>,
+    /// Bytes per direction queue.
+    pub queue_bytes: Option<usize>,
+    /// The `host:port` tickets must name (unchecked when absent).
+    pub public_addr: Option<String>,
 }
 
 /// `[tls]`: certificate and key files; both absent means a self-signed certificate for localhost.
@@ -169,7 +194,7 @@ pub struct AuthSettings {
 }
 
 /// The validated configuration the server runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Data directory (database, certificate, dev issuer key).
     pub data_dir: PathBuf,
@@ -189,6 +214,8 @@ pub struct Settings {
     pub tls: TlsSource,
     /// Tokens.
     pub auth: AuthSettings,
+    /// Relay limits.
+    pub relay: assist_relay::RelayConfig,
 }
 
 /// A configuration error: one line naming the setting, its source and the problem.
@@ -252,6 +279,44 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         let msg = e.message().to_owned();
         ConfigError(format!("config file {}: {msg}", path.display()))
     })
+}
+
+fn relay_config(f: &RelayFile, file_name: &str) -> Result<assist_relay::RelayConfig, ConfigError> {
+    let mut c = assist_relay::RelayConfig::default();
+    let range = |name: &str, v: u64, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+        if v < lo || v > hi {
+            Err(bad(
+                &format!("relay.{name}"),
+                file_name,
+                format!("{v} is outside {lo}..={hi}"),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(v) = f.pair_timeout_secs {
+        c.pair_timeout = Duration::from_secs(range("pair_timeout_secs", v, 1, 600)?);
+    }
+    if let Some(v) = f.idle_timeout_secs {
+        c.idle_timeout = Duration::from_secs(range("idle_timeout_secs", v, 5, 86_400)?);
+    }
+    if let Some(v) = f.max_frame_bytes {
+        c.max_frame_bytes = range("max_frame_bytes", v as u64, 1024, 64 * 1024 * 1024)? as usize;
+    }
+    if let Some(v) = f.max_sessions {
+        c.max_sessions = range("max_sessions", v as u64, 1, 1_000_000)? as usize;
+    }
+    if let Some(v) = f.max_session_bytes_per_sec {
+        c.max_session_bytes_per_sec = range("max_session_bytes_per_sec", v, 64 * 1024, u64::MAX)?;
+    }
+    if let Some(v) = f.queue_frames {
+        c.queue.max_frames = range("queue_frames", v as u64, 4, 100_000)? as usize;
+    }
+    if let Some(v) = f.queue_bytes {
+        c.queue.max_bytes = range("queue_bytes", v as u64, 64 * 1024, 1 << 30)? as usize;
+    }
+    c.public_addr = f.public_addr.clone();
+    Ok(c)
 }
 
 impl Settings {
@@ -456,7 +521,9 @@ impl Settings {
         if leeway_secs > 600 {
             return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
         }
+        let relay = relay_config(&file.relay, file_name)?;
         Ok(Settings {
+            relay,
             data_dir: data_dir.0,
             listen,
             quic_listen,

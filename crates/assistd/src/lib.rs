@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod facts;
 pub mod metrics;
+pub mod relay_ws;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -40,8 +40,16 @@ pub struct RunningServer {
     pub https_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// Where QUIC relay legs connect (UDP).
+    pub quic_addr: SocketAddr,
     /// The certificate clients should trust (the self-signed one, or the operator's).
     pub cert_path: std::path::PathBuf,
+    /// The relay on this node.
+    pub relay: assist_relay::Relay,
+    /// Mints and verifies relay tickets (the broker's side; tests mint with it directly).
+    pub tickets: Arc<assist_relay::TicketAuthority>,
+    /// Reports of ended relay sessions (taken by the broker once it exists).
+    pub relay_reports: Option<tokio::sync::mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     state: AppState,
@@ -68,6 +76,7 @@ impl RunningServer {
 
     async fn drain(self) {
         self.state.ready.store(false, Ordering::SeqCst);
+        self.relay.shutdown(self.grace).await;
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait())
             .await
@@ -170,6 +179,7 @@ fn jwks_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
 /// The HTTPS router: admin API plus Graph-shaped fallbacks, wrapped in the observe middleware.
 pub fn router(state: AppState) -> Router {
     admin::routes()
+        .route("/v1/relay", get(crate::relay_ws::upgrade))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -219,15 +229,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let validator = build_validator(&settings, dev.as_ref()).await?;
     let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
     let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
+    let tickets = Arc::new(
+        assist_relay::TicketAuthority::load_or_create(
+            &settings.data_dir,
+            assist_relay::ticket::DEFAULT_TTL,
+        )
+        .context("loading the relay ticket key")?,
+    );
 
     let registry = metrics::new_registry()?;
     let http_metrics = HttpMetrics::register(&registry)?;
+    let relay_metrics = assist_relay::metrics::RelayMetrics::register(&registry)?;
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = assist_relay::Relay::new(
+        settings.relay.clone(),
+        tickets.clone(),
+        relay_metrics,
+        Some(report_tx),
+    );
     let state = AppState {
         store,
         validator: Arc::new(validator),
         http_metrics,
         registry,
         write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        relay: Some(relay.clone()),
         public_url: settings.public_url.clone(),
         ready: Arc::new(AtomicBool::new(true)),
     };
@@ -238,6 +264,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let ops = TcpListener::bind(settings.metrics_listen)
         .await
         .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
+    let (certs, key) = tls::load_pem(&cert_path, &key_path)?;
+    let quic = assist_relay::quic::server_endpoint(settings.quic_listen, certs, key)
+        .with_context(|| format!("binding QUIC endpoint on {} (UDP)", settings.quic_listen))?;
+    let quic_addr = quic.local_addr()?;
     let https_addr = https.local_addr()?;
     let metrics_addr = ops.local_addr()?;
 
@@ -260,8 +290,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             tracing::error!(error = %e, "metrics listener failed");
         }
     });
+    tracker.spawn(assist_relay::quic::serve(
+        quic,
+        relay.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(
         https = %https_addr,
+        quic = %quic_addr,
         metrics = %metrics_addr,
         data_dir = %settings.data_dir.display(),
         dev_issuer = settings.auth.dev_issuer,
@@ -270,7 +306,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         https_addr,
         metrics_addr,
+        quic_addr,
         cert_path,
+        relay,
+        tickets,
+        relay_reports: Some(report_rx),
         cancel,
         tracker,
         state,

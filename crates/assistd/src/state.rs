@@ -20,6 +20,8 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// Serialises admin read-modify-write updates (settings, directory uniqueness checks) within this process.
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The relay on this node (absent on broker-only nodes).
+    pub relay: Option<assist_relay::Relay>,
     /// The configured public base URL, for absolute links.
     pub public_url: Option<String>,
     /// False once shutdown begins (and `/readyz` answers 503).

@@ -62,8 +62,11 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the server's rustls configuration (HTTP/1.1 over TLS 1.2/1.3).
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// Reads the certificate chain and key as DER (for the QUIC endpoint).
+pub fn load_pem(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -73,6 +76,12 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading private key {}", key.display()))?;
+    Ok((certs, key))
+}
+
+/// Builds the server's rustls configuration (HTTP/1.1 over TLS 1.2/1.3).
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (certs, key) = load_pem(cert, key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,0 +1,128 @@
+//! The relay's QUIC endpoint: ALPN `assist-relay/1`, the ticket as a length-prefixed prelude on
+//! the first bidirectional stream, then the leg runs like any other (`docs/protocol.md`).
+
+use assist_relay_proto::close::CloseCode;
+use assist_relay_proto::quic::{parse_ticket_prelude, ALPN};
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::relay::Relay;
+
+/// How long a new connection may take to open its stream and send the ticket.
+const PRELUDE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Transport settings shared by the relay's server and clients.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(256u32.into());
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        30_000,
+    ))));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t
+}
+
+/// Binds the relay's QUIC endpoint with the server's certificate.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> anyhow::Result<quinn::Endpoint> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(quinn::Endpoint::server(cfg, addr)?)
+}
+
+/// Accepts QUIC connections until `cancel`, running each as a relay leg.
+pub async fn serve(endpoint: quinn::Endpoint, relay: Relay, cancel: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            _ = cancel.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let relay2 = relay.clone();
+        relay.tracker().spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = handle(incoming, relay2).await {
+                tracing::debug!(%remote, error = %e, "QUIC relay connection failed");
+            }
+        });
+    }
+    endpoint.close(
+        quinn::VarInt::from_u32(CloseCode::ShuttingDown.code() as u32),
+        b"shutting down",
+    );
+}
+
+async fn handle(incoming: quinn::Incoming, relay: Relay) -> Result<(), String> {
+    let conn = incoming.await.map_err(|e| e.to_string())?;
+    let opened = tokio::time::timeout(PRELUDE_TIMEOUT, async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::new();
+        loop {
+            match parse_ticket_prelude(&buf) {
+                Ok(Some((ticket, used))) => {
+                    buf.advance(used);
+                    return Ok((send, recv, ticket, buf));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad ticket prelude: {e}")),
+            }
+            match recv.read_chunk(8192, true).await {
+                Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+                Ok(None) => return Err("stream ended before the ticket".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let (send, recv, ticket, leftover) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            conn.close(
+                quinn::VarInt::from_u32(CloseCode::ProtocolError.code() as u32),
+                e.as_bytes(),
+            );
+            return Err(e);
+        }
+        Err(_) => {
+            conn.close(
+                quinn::VarInt::from_u32(CloseCode::ProtocolError.code() as u32),
+                b"no ticket in time",
+            );
+            return Err("no ticket in time".into());
+        }
+    };
+    match relay.admit(&ticket) {
+        Ok(admission) => {
+            let (reader, writer) =
+                crate::leg::quic(conn, send, recv, leftover, relay.config().max_frame_bytes);
+            relay.run_leg(admission, reader, writer).await;
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.close_code();
+            conn.close(
+                quinn::VarInt::from_u32(code.code() as u32),
+                e.to_string().as_bytes(),
+            );
+            Err(e.to_string())
+        }
+    }
+}

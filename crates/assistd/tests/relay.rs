@@ -1,0 +1,481 @@
+//! The relay over real WSS and QUIC connections on loopback: pairing, cross-transport pairing,
+//! ticket refusals, timeouts, mode enforcement, backpressure, limits and broker control.
+
+mod common;
+
+use assist_policy::Mode;
+use assist_relay::client::{
+    connect_quic, connect_wss, quic_endpoint, ClientError, ClientEvent, ClientReceiver,
+    ClientSender,
+};
+use assist_relay::Role;
+use assist_relay_proto::control::RelayControl;
+use assist_relay_proto::frame::{Channel, Frame, FLAG_FROM_RELAY, FLAG_KEYFRAME};
+use assistd::Settings;
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Leg = (ClientSender, ClientReceiver);
+
+struct Relayd {
+    s: TestServer,
+    tls: Arc<rustls::ClientConfig>,
+    quic: quinn::Endpoint,
+}
+
+fn client_tls(cert: &std::path::Path) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
+async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(dir.path());
+    tune(&mut settings);
+    let s = TestServer::start_with(settings).await;
+    let tls = Arc::new(client_tls(&s.server.cert_path));
+    let quic = quic_endpoint(client_tls(&s.server.cert_path)).unwrap();
+    (Relayd { s, tls, quic }, dir)
+}
+
+impl Relayd {
+    fn ticket(&self, sid: &str, role: Role, mode: Mode, chat: bool) -> String {
+        self.s.server.tickets.mint(sid, role, mode, chat, "test")
+    }
+    async fn wss(&self, ticket: &str) -> Result<Leg, ClientError> {
+        connect_wss(
+            self.s.server.https_addr,
+            "localhost",
+            self.tls.clone(),
+            ticket,
+        )
+        .await
+    }
+    async fn quic(&self, ticket: &str) -> Result<Leg, ClientError> {
+        connect_quic(&self.quic, self.s.server.quic_addr, "localhost", ticket).await
+    }
+    async fn pair(
+        &self,
+        sid: &str,
+        mode: Mode,
+        chat: bool,
+        helper_quic: bool,
+        sharer_quic: bool,
+    ) -> (Leg, Leg) {
+        let ht = self.ticket(sid, Role::Helper, mode, chat);
+        let st = self.ticket(sid, Role::Sharer, mode, chat);
+        let mut h = if helper_quic {
+            self.quic(&ht).await.unwrap()
+        } else {
+            self.wss(&ht).await.unwrap()
+        };
+        expect_control(&mut h.1, "joined").await;
+        let mut s = if sharer_quic {
+            self.quic(&st).await.unwrap()
+        } else {
+            self.wss(&st).await.unwrap()
+        };
+        expect_control(&mut s.1, "joined").await;
+        expect_control(&mut h.1, "paired").await;
+        expect_control(&mut s.1, "paired").await;
+        (h, s)
+    }
+}
+
+async fn next(rx: &mut ClientReceiver) -> ClientEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("no client error")
+}
+
+fn control_of(f: &Frame) -> Option<RelayControl> {
+    (f.header.channel == Channel::Control && f.header.flags & FLAG_FROM_RELAY != 0)
+        .then(|| serde_json::from_slice(&f.payload()).expect("relay control is JSON"))
+}
+
+/// Waits for a relay control message of `kind`, skipping peer frames.
+async fn expect_control(rx: &mut ClientReceiver, kind: &str) -> RelayControl {
+    loop {
+        match next(rx).await {
+            ClientEvent::Frame(f) => {
+                if let Some(c) = control_of(&f) {
+                    let v = serde_json::to_value(&c).unwrap();
+                    if v["type"] == kind {
+                        return c;
+                    }
+                }
+            }
+            ClientEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {kind}"),
+        }
+    }
+}
+
+/// The next non-relay frame.
+async fn expect_peer_frame(rx: &mut ClientReceiver) -> Frame {
+    loop {
+        match next(rx).await {
+            ClientEvent::Frame(f) if control_of(&f).is_none() => return f,
+            ClientEvent::Frame(_) => continue,
+            ClientEvent::Closed(code) => panic!("closed ({code:?}) while waiting for a frame"),
+        }
+    }
+}
+
+/// Reads until the close; returns its code.
+async fn expect_close(rx: &mut ClientReceiver) -> Option<u16> {
+    loop {
+        if let ClientEvent::Closed(code) = next(rx).await {
+            return code;
+        }
+    }
+}
+
+/// Polls `/metrics` until a line equals `line` (the relay counts asynchronously).
+async fn wait_metric(r: &Relayd, line: &str) {
+    let url = format!("http://{}/metrics", r.s.server.metrics_addr);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metric line '{line}' never appeared:\n{text}");
+}
+
+async fn forwarding_works(h: &mut Leg, s: &mut Leg) {
+    let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, &vec![7u8; 70_000]);
+    s.0.send(&screen).await.unwrap();
+    let got = expect_peer_frame(&mut h.1).await;
+    assert_eq!(
+        got.bytes, screen.bytes,
+        "screen frame arrives byte for byte"
+    );
+    let input = Frame::new(Channel::Input, 0, b"{\"x\":1}");
+    h.0.send(&input).await.unwrap();
+    assert_eq!(expect_peer_frame(&mut s.1).await.bytes, input.bytes);
+    let chat = Frame::new(Channel::Chat, 0, "hello ✓".as_bytes());
+    s.0.send(&chat).await.unwrap();
+    assert_eq!(expect_peer_frame(&mut h.1).await.bytes, chat.bytes);
+}
+
+#[tokio::test]
+async fn wss_pair_forwards_every_channel() {
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("s1", Mode::FullControl, true, false, false).await;
+    forwarding_works(&mut h, &mut s).await;
+    h.0.close().await;
+    assert_eq!(expect_close(&mut s.1).await, Some(4004), "peer left");
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn quic_and_cross_transport_pairs_forward() {
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("q1", Mode::FullControl, true, true, true).await;
+    forwarding_works(&mut h, &mut s).await;
+    let (mut h2, mut s2) = r.pair("x1", Mode::FullControl, true, true, false).await;
+    forwarding_works(&mut h2, &mut s2).await;
+    let (mut h3, mut s3) = r.pair("x2", Mode::FullControl, true, false, true).await;
+    forwarding_works(&mut h3, &mut s3).await;
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_expired_and_replayed_tickets_are_refused() {
+    let (r, _d) = relayd(|_| {}).await;
+    // A ticket signed by another broker.
+    let other = tempfile::tempdir().unwrap();
+    let stranger =
+        assist_relay::TicketAuthority::load_or_create(other.path(), Duration::from_secs(60))
+            .unwrap();
+    let forged = stranger.mint("t1", Role::Helper, Mode::FullControl, true, "test");
+    match r.wss(&forged).await {
+        Err(ClientError::Rejected { status, body }) => {
+            assert_eq!(status, 401);
+            assert!(
+                body.contains("InvalidAuthenticationToken") || body.contains("invalid"),
+                "{body}"
+            );
+        }
+        other => panic!("forged ticket: {:?}", other.err()),
+    }
+    // Expired.
+    let mut claims =
+        r.s.server
+            .tickets
+            .verify(&r.ticket("t1", Role::Helper, Mode::ViewOnly, true), None)
+            .unwrap();
+    claims.exp = claims.iat - 120;
+    let expired = r.s.server.tickets.sign(&claims);
+    assert!(matches!(
+        r.wss(&expired).await,
+        Err(ClientError::Rejected { status: 401, .. })
+    ));
+    // Replay: the same ticket twice, and a second helper for one session.
+    let t = r.ticket("t1", Role::Helper, Mode::ViewOnly, true);
+    let mut first = r.wss(&t).await.unwrap();
+    expect_control(&mut first.1, "joined").await;
+    assert!(matches!(
+        r.wss(&t).await,
+        Err(ClientError::Rejected { status: 409, .. })
+    ));
+    let t2 = r.ticket("t1", Role::Helper, Mode::ViewOnly, true);
+    assert!(matches!(
+        r.wss(&t2).await,
+        Err(ClientError::Rejected { status: 409, .. })
+    ));
+    // Over QUIC a refused ticket closes the connection with the documented code.
+    let (_tx, mut rx) = r.quic(&forged).await.unwrap();
+    assert_eq!(expect_close(&mut rx).await, Some(4001));
+    let (_tx, mut rx) = r.quic(&t).await.unwrap();
+    assert_eq!(expect_close(&mut rx).await, Some(4002));
+    // Not a WebSocket upgrade at all.
+    let (status, body) = send(r.s.client.get(r.s.url("/v1/relay"))).await;
+    assert_eq!(status, 400, "{body}");
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lonely_leg_times_out_and_its_ticket_cannot_come_back() {
+    let (r, _d) = relayd(|s| s.relay.pair_timeout = Duration::from_millis(500)).await;
+    let t = r.ticket("lonely", Role::Helper, Mode::ViewOnly, true);
+    let (_tx, mut rx) = r.wss(&t).await.unwrap();
+    expect_control(&mut rx, "joined").await;
+    let ended = expect_control(&mut rx, "ended").await;
+    assert!(matches!(ended, RelayControl::Ended { .. }));
+    assert_eq!(expect_close(&mut rx).await, Some(4003));
+    // The session is over: a fresh sharer ticket for it is refused.
+    let late = r.ticket("lonely", Role::Sharer, Mode::ViewOnly, true);
+    assert!(matches!(
+        r.wss(&late).await,
+        Err(ClientError::Rejected { status: 409, .. })
+    ));
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn view_only_drops_helper_input_and_blocked_chat_drops_chat() {
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("v1", Mode::ViewOnly, false, false, false).await;
+    h.0.send(&Frame::new(Channel::Input, 0, b"click"))
+        .await
+        .unwrap();
+    h.0.send(&Frame::new(Channel::Control, 0, b"{\"elevate\":true}"))
+        .await
+        .unwrap();
+    h.0.send(&Frame::new(Channel::Chat, 0, b"hi"))
+        .await
+        .unwrap();
+    s.0.send(&Frame::new(Channel::Chat, 0, b"hi back"))
+        .await
+        .unwrap();
+    // The screen still flows; the first thing each side sees of the other proves the drops.
+    s.0.send(&Frame::new(Channel::Screen, FLAG_KEYFRAME, b"pixels"))
+        .await
+        .unwrap();
+    let f = expect_peer_frame(&mut h.1).await;
+    assert_eq!(f.header.channel, Channel::Screen);
+    h.0.send(&Frame::new(Channel::Screen, 0, b"wrong way"))
+        .await
+        .unwrap();
+    wait_metric(&r, r#"assist_relay_frames_dropped_total{reason="mode"} 2"#).await;
+    wait_metric(
+        &r,
+        r#"assist_relay_frames_dropped_total{reason="chatBlocked"} 2"#,
+    )
+    .await;
+    wait_metric(
+        &r,
+        r#"assist_relay_frames_dropped_total{reason="direction"} 1"#,
+    )
+    .await;
+    // Nothing of the helper's reached the sharer: it sees only relay control, then the end.
+    r.s.server.relay.end_session("v1", "done");
+    loop {
+        match next(&mut s.1).await {
+            ClientEvent::Frame(f) => assert!(
+                control_of(&f).is_some(),
+                "the sharer received a helper frame: {:?}",
+                f.header
+            ),
+            ClientEvent::Closed(code) => {
+                assert_eq!(code, Some(4000));
+                break;
+            }
+        }
+    }
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mode_upgrade_applies_mid_stream() {
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("m1", Mode::ViewOnly, true, false, true).await;
+    h.0.send(&Frame::new(Channel::Input, 0, b"dropped"))
+        .await
+        .unwrap();
+    // Chat on the same ordered stream proves the relay has handled the input before the upgrade.
+    h.0.send(&Frame::new(Channel::Chat, 0, b"sync"))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_peer_frame(&mut s.1).await.header.channel,
+        Channel::Chat
+    );
+    assert!(r.s.server.relay.set_mode("m1", Mode::FullControl, true));
+    let c = expect_control(&mut h.1, "modeChanged").await;
+    assert_eq!(
+        c,
+        RelayControl::ModeChanged {
+            mode: "fullControl".into(),
+            chat: true
+        }
+    );
+    expect_control(&mut s.1, "modeChanged").await;
+    h.0.send(&Frame::new(Channel::Input, 0, b"delivered"))
+        .await
+        .unwrap();
+    let f = expect_peer_frame(&mut s.1).await;
+    assert_eq!(
+        &f.payload()[..],
+        b"delivered",
+        "the input sent before the upgrade was dropped"
+    );
+    // And back down: input is dropped again.
+    assert!(r.s.server.relay.set_mode("m1", Mode::ViewOnly, false));
+    expect_control(&mut h.1, "modeChanged").await;
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_broker_ends_a_session() {
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("e1", Mode::FullControl, true, true, false).await;
+    assert!(r
+        .s
+        .server
+        .relay
+        .end_session("e1", "helper ended the session"));
+    let c = expect_control(&mut s.1, "ended").await;
+    assert_eq!(
+        c,
+        RelayControl::Ended {
+            reason: "helper ended the session".into()
+        }
+    );
+    assert_eq!(expect_close(&mut s.1).await, Some(4000));
+    assert_eq!(expect_close(&mut h.1).await, Some(4000));
+    assert!(!r.s.server.relay.end_session("e1", "again"));
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_frames_close_with_documented_codes() {
+    let (r, _d) = relayd(|s| s.relay.max_frame_bytes = 64 * 1024).await;
+    let (mut h, mut s) = r.pair("big", Mode::FullControl, true, false, false).await;
+    s.0.send(&Frame::new(Channel::Screen, 0, &vec![1u8; 100 * 1024]))
+        .await
+        .unwrap();
+    assert_eq!(expect_close(&mut s.1).await, Some(4005));
+    assert_eq!(expect_close(&mut h.1).await, Some(4004));
+
+    let (mut h, mut s) = r.pair("text", Mode::FullControl, true, false, false).await;
+    h.0.send_text("hello").await.unwrap();
+    assert_eq!(expect_close(&mut h.1).await, Some(4006));
+    assert_eq!(expect_close(&mut s.1).await, Some(4004));
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_helper_loses_stale_screen_frames_but_no_input() {
+    let (r, _d) = relayd(|s| {
+        s.relay.queue.max_frames = 8;
+        s.relay.queue.max_bytes = 512 * 1024;
+    })
+    .await;
+    let (h, mut s) = r.pair("slow", Mode::FullControl, true, false, false).await;
+    let (mut h_tx, mut h_rx) = h;
+    // The helper stops reading; the sharer floods 64 KiB screen frames while the helper sends
+    // numbered inputs.
+    let flood = tokio::spawn(async move {
+        let frame = Frame::new(Channel::Screen, 0, &vec![9u8; 64 * 1024]);
+        for _ in 0..600 {
+            if s.0.send(&frame).await.is_err() {
+                break;
+            }
+        }
+        s
+    });
+    for i in 0..50u32 {
+        h_tx.send(&Frame::new(Channel::Input, 0, &i.to_be_bytes()))
+            .await
+            .unwrap();
+    }
+    let mut s = flood.await.unwrap();
+    // The sharer gets every input, in order, and at least one keyframe request.
+    let mut inputs = Vec::new();
+    let mut keyframe_requests = 0;
+    while inputs.len() < 50 {
+        match next(&mut s.1).await {
+            ClientEvent::Frame(f) => match control_of(&f) {
+                Some(RelayControl::KeyframeRequest { .. }) => keyframe_requests += 1,
+                Some(_) => {}
+                None => {
+                    assert_eq!(f.header.channel, Channel::Input);
+                    inputs.push(u32::from_be_bytes(f.payload()[..4].try_into().unwrap()));
+                }
+            },
+            ClientEvent::Closed(c) => panic!("sharer closed: {c:?}"),
+        }
+    }
+    assert_eq!(inputs, (0..50).collect::<Vec<_>>());
+    if keyframe_requests == 0 {
+        // The inputs may all have passed before the congestion began; the request follows.
+        expect_control(&mut s.1, "keyframeRequest").await;
+    }
+    // Now the helper reads: it gets fewer screen frames than were sent.
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"assist_relay_frames_dropped_total{reason="congestion"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped > 0,
+        "screen frames were dropped under congestion: {text}"
+    );
+    let mut screens = 0u64;
+    r.s.server.relay.end_session("slow", "done");
+    loop {
+        match next(&mut h_rx).await {
+            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => screens += 1,
+            ClientEvent::Frame(_) => {}
+            ClientEvent::Closed(_) => break,
+        }
+    }
+    assert!(
+        screens + dropped <= 600 && screens < 600,
+        "screens {screens}, dropped {dropped}"
+    );
+    r.s.server.shutdown().await;
+}
