@@ -113,5 +113,54 @@ fn queue(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ws_decode, header, queue);
+/// The relay's whole user-space forwarding path for one read buffer of client messages:
+/// WebSocket decode with in-place unmasking → relay frame validation → direction queue →
+/// batch pop → server frame headers for one vectored write. Kernel and TLS costs are not in it.
+fn forwarding_path(c: &mut Criterion) {
+    use assist_relay_proto::ws::encode_server_header;
+    let mut group = c.benchmark_group("forwarding_path");
+    for (name, size, count) in [("4KiB", 4096usize, 64usize), ("64KiB", 65536, 16)] {
+        let frame = Frame::new(Channel::Screen, 0, &vec![0x5Au8; size - HEADER_LEN]);
+        let mut wire = BytesMut::new();
+        for i in 0..count {
+            encode_client_frame(Opcode::Binary, &frame.bytes, [0x12, 0x34, 0x56, i as u8], &mut wire);
+        }
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(name, |b| {
+            let mut queue = DirectionQueue::new(QueueLimits {
+                max_frames: 1024,
+                max_bytes: 64 << 20,
+                ..QueueLimits::default()
+            });
+            let mut batch = Vec::with_capacity(count);
+            let mut headers = Vec::with_capacity(count);
+            b.iter_batched_ref(
+                || wire.clone(),
+                |buf| {
+                    let mut dec = ServerDecoder::new(DEFAULT_MAX_PAYLOAD + HEADER_LEN);
+                    let now = Instant::now();
+                    while let Ok(Some(WsEvent::Binary(msg))) = dec.decode(buf) {
+                        if let Ok(f) = Frame::from_client_bytes(msg, DEFAULT_MAX_PAYLOAD) {
+                            let _ = queue.push(f, now);
+                        }
+                    }
+                    batch.clear();
+                    queue.pop_batch(usize::MAX, &mut batch);
+                    headers.clear();
+                    for f in &batch {
+                        let mut h = [0u8; 10];
+                        let n = encode_server_header(Opcode::Binary, f.bytes.len(), &mut h);
+                        headers.push((h, n));
+                    }
+                    assert_eq!(batch.len(), count);
+                    black_box(&headers);
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ws_decode, header, queue, forwarding_path);
 criterion_main!(benches);
