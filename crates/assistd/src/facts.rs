@@ -84,25 +84,36 @@ pub async fn tenant_policy(store: &Store, tenant: &str) -> Result<TenantPolicy, 
     })
 }
 
+/// An object of `kind` by id, else the first whose `key` property equals `reference`
+/// (ignoring ASCII case).
+async fn find_by(
+    store: &Store,
+    tenant: &str,
+    kind: &str,
+    key: &str,
+    reference: &str,
+) -> Result<Option<Value>, StoreError> {
+    if let Some(o) = store.get_object(tenant, kind, reference).await? {
+        return Ok(Some(o));
+    }
+    Ok(store
+        .list_objects(tenant, kind)
+        .await?
+        .into_iter()
+        .find(|o| {
+            o[key]
+                .as_str()
+                .is_some_and(|x| x.eq_ignore_ascii_case(reference))
+        }))
+}
+
 /// A user of the tenant by object id or (case-insensitive) UPN.
 pub async fn find_user(
     store: &Store,
     tenant: &str,
     id_or_upn: &str,
 ) -> Result<Option<Value>, StoreError> {
-    if let Some(u) = store.get_object(tenant, "user", id_or_upn).await? {
-        return Ok(Some(u));
-    }
-    let wanted = id_or_upn.to_ascii_lowercase();
-    Ok(store
-        .list_objects(tenant, "user")
-        .await?
-        .into_iter()
-        .find(|u| {
-            u["userPrincipalName"]
-                .as_str()
-                .is_some_and(|x| x.to_ascii_lowercase() == wanted)
-        }))
+    find_by(store, tenant, "user", "userPrincipalName", id_or_upn).await
 }
 
 /// Adds the signed-in user from the token's claims if the directory does not know them yet
@@ -165,18 +176,7 @@ pub async fn find_device(
     tenant: &str,
     reference: &str,
 ) -> Result<Option<Value>, StoreError> {
-    if let Some(d) = store.get_object(tenant, "managedDevice", reference).await? {
-        return Ok(Some(d));
-    }
-    Ok(store
-        .list_objects(tenant, "managedDevice")
-        .await?
-        .into_iter()
-        .find(|d| {
-            d["azureADDeviceId"]
-                .as_str()
-                .is_some_and(|x| x.eq_ignore_ascii_case(reference))
-        }))
+    find_by(store, tenant, "managedDevice", "azureADDeviceId", reference).await
 }
 
 /// The device's facts. A device id the tenant does not manage is an unenrolled device of
