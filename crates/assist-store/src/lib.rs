@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod directory;
 mod migrations;
+pub mod sessions;
 
 use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
