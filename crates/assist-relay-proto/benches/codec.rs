@@ -123,7 +123,12 @@ fn forwarding_path(c: &mut Criterion) {
         let frame = Frame::new(Channel::Screen, 0, &vec![0x5Au8; size - HEADER_LEN]);
         let mut wire = BytesMut::new();
         for i in 0..count {
-            encode_client_frame(Opcode::Binary, &frame.bytes, [0x12, 0x34, 0x56, i as u8], &mut wire);
+            encode_client_frame(
+                Opcode::Binary,
+                &frame.bytes,
+                [0x12, 0x34, 0x56, i as u8],
+                &mut wire,
+            );
         }
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(name, |b| {

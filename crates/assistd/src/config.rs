@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// Graceful shutdown period in seconds.
     pub shutdown_grace_secs: Option<u64>,
+    /// Days session records and audit events are kept.
+    pub retention_days: Option<u32>,
     /// TLS.
     #[serde(default)]
     pub tls: TlsFile,
@@ -210,6 +212,8 @@ pub struct Settings {
     pub log: String,
     /// Graceful shutdown period.
     pub shutdown_grace: Duration,
+    /// Days session records and audit events are kept.
+    pub retention_days: u32,
     /// TLS.
     pub tls: TlsSource,
     /// Tokens.
@@ -522,7 +526,16 @@ impl Settings {
             return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
         }
         let relay = relay_config(&file.relay, file_name)?;
+        let retention_days = file.retention_days.unwrap_or(30);
+        if !(1..=3650).contains(&retention_days) {
+            return Err(bad(
+                "retention_days",
+                file_name,
+                "must be between 1 and 3650",
+            ));
+        }
         Ok(Settings {
+            retention_days,
             relay,
             data_dir: data_dir.0,
             listen,

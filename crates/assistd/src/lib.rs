@@ -13,6 +13,7 @@ pub mod config;
 pub mod facts;
 pub mod metrics;
 pub mod relay_ws;
+pub mod retention;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -221,6 +221,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let store = Store::open_sqlite(&settings.data_dir.join(DATABASE_FILE))
         .await
         .with_context(|| format!("opening the database in {}", settings.data_dir.display()))?;
+    // Recovery: sessions left open by a previous process are closed at their last known time.
+    let recovered = store.close_open_sessions("brokerRestart").await?;
+    if recovered > 0 {
+        tracing::warn!(
+            sessions = recovered,
+            "closed sessions left open by the previous run (brokerRestart)"
+        );
+    }
     let dev = if settings.auth.dev_issuer {
         Some(DevIssuer::load_or_create(&settings.data_dir)?)
     } else {

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod directory;
 pub mod policy;
+pub mod reports;
 pub mod settings;
 
 use axum::body::Body;
@@ -91,4 +92,9 @@ pub fn routes() -> Router<AppState> {
             get(audit::get_one),
         )
         .route("/assist/v1/policy/evaluate", post(policy::evaluate))
+        .route(
+            "/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport",
+            post(reports::sessions_report),
+        )
+        .route("/assist/v1/reports/sessionSummary", get(reports::summary))
 }

@@ -1,0 +1,230 @@
+//! Session reports and recovery over real HTTPS. Sessions are written through the store as the
+//! broker writes them (the signalling service that drives this in production is separate).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const REPORT: &str = "/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport";
+const ADMIN: &[&str] = &[
+    "DeviceManagementServiceConfig.Read.All",
+    "User.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "DeviceManagementRBAC.ReadWrite.All",
+];
+
+async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
+    send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await
+}
+
+/// Makes the token's user a member of a group assigned a role with ViewReports.
+async fn grant_view_reports(s: &TestServer, token: &str) {
+    let me = s
+        .get(
+            "/beta/users?$filter=userPrincipalName eq 'admin@contoso.example'",
+            Some(token),
+        )
+        .await
+        .1["value"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let g = post(
+        s,
+        token,
+        "/beta/groups",
+        json!({"displayName": "Report readers"}),
+    )
+    .await
+    .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = post(
+        s,
+        token,
+        &format!("/beta/groups/{g}/members/$ref"),
+        json!({"@odata.id": me}),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let role = post(
+        s,
+        token,
+        "/beta/deviceManagement/roleDefinitions",
+        json!({"displayName": "Reports", "rolePermissions": [{"resourceActions": [{"allowedResourceActions": ["Microsoft.Intune_RemoteAssistance_ViewReports"]}]}]}),
+    )
+    .await
+    .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, b) = post(
+        s,
+        token,
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "Readers", "members": [g], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": role}),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+}
+
+#[tokio::test]
+async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let token = s.token("contoso", ADMIN);
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    for (i, (helper, mode, start)) in [
+        ("hana@contoso.com", "viewOnly", "2026-11-01T10:00:00Z"),
+        ("hugo@contoso.com", "fullControl", "2026-11-02T10:00:00Z"),
+        ("hana@contoso.com", "elevation", "2026-11-03T10:00:00Z"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = json!({"helperEmail": helper, "helperTenantId": "contoso", "sharerEmail": "sam@contoso.com", "sharerDeviceName": "SAM-PC", "sharerEnrollmentState": "enrolled"});
+        store
+            .session_started("contoso", &format!("s{i}"), start, mode, &body, None)
+            .await
+            .unwrap();
+    }
+    store
+        .session_ended(
+            "contoso",
+            "s0",
+            "2026-11-01T10:30:00Z",
+            "helperEnded",
+            "helper",
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .session_started(
+            "fabrikam",
+            "x",
+            "2026-11-01T10:00:00Z",
+            "viewOnly",
+            &json!({}),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // The Graph scope alone is not enough: the RBAC action is needed too.
+    let (st, b) = post(&s, &token, REPORT, json!({})).await;
+    assert_eq!(st, 403, "{b}");
+    assert_graph_error(&b, "Forbidden");
+    grant_view_reports(&s, &token).await;
+
+    let (st, b) = post(&s, &token, REPORT, json!({"name": "RemoteAssistanceSessions", "select": ["id", "helperEmail", "remoteAssistanceSessionType", "endReason"], "orderBy": ["startDateTime desc"], "skip": 0, "top": 50})).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["TotalRowCount"], 3, "only this tenant's sessions");
+    assert_eq!(
+        b["Schema"][0],
+        json!({"Column": "id", "PropertyType": "String"})
+    );
+    assert_eq!(
+        b["Values"][0],
+        json!(["s2", "hana@contoso.com", "elevation", null])
+    );
+    assert_eq!(
+        b["Values"][2],
+        json!(["s0", "hana@contoso.com", "viewOnly", "helperEnded"])
+    );
+
+    let (_, b) = post(
+        &s,
+        &token,
+        REPORT,
+        json!({"filter": "helperEmail eq 'hugo@contoso.com'", "select": ["id"]}),
+    )
+    .await;
+    assert_eq!(b["Values"], json!([["s1"]]));
+    let (_, b) = post(&s, &token, REPORT, json!({"filter": "startDateTime ge 2026-11-02T00:00:00Z", "select": ["id"], "orderBy": ["id asc"], "top": 1, "skip": 1})).await;
+    assert_eq!(b["TotalRowCount"], 2);
+    assert_eq!(b["Values"], json!([["s2"]]));
+    let (_, b) = post(
+        &s,
+        &token,
+        REPORT,
+        json!({"search": "HUGO", "select": ["id"]}),
+    )
+    .await;
+    assert_eq!(b["Values"], json!([["s1"]]));
+    for bad in [
+        json!({"select": ["nope"]}),
+        json!({"filter": "nope eq 1"}),
+        json!({"orderBy": ["id sideways"]}),
+        json!({"name": "Other"}),
+        json!({"colour": 1}),
+    ] {
+        let (st, b) = post(&s, &token, REPORT, bad.clone()).await;
+        assert_eq!(st, 400, "{bad}: {b}");
+    }
+
+    let (st, b) = s
+        .get(
+            "/assist/v1/reports/sessionSummary?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["activeSessions"], 2);
+    assert_eq!(b["totalSessions"], 3);
+    assert_eq!(b["averageSessionSeconds"], 1800.0);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_closes_sessions_left_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let token = s.token("contoso", ADMIN);
+    grant_view_reports(&s, &token).await;
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    store
+        .session_started(
+            "contoso",
+            "live",
+            "2026-11-05T10:00:00Z",
+            "fullControl",
+            &json!({}),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .session_seen("contoso", "live", "2026-11-05T10:07:00Z", None)
+        .await
+        .unwrap();
+    store.close().await;
+    // The broker dies (here: stops) with the session open, and starts again.
+    s.server.shutdown().await;
+    let s = TestServer::start(dir.path()).await;
+    let (st, b) = post(
+        &s,
+        &token,
+        REPORT,
+        json!({"select": ["id", "state", "endDateTime", "endReason", "endedBy"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b["Values"],
+        json!([[
+            "live",
+            "ended",
+            "2026-11-05T10:07:00Z",
+            "brokerRestart",
+            "system"
+        ]])
+    );
+    s.server.shutdown().await;
+}
