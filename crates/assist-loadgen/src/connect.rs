@@ -34,7 +34,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client TLS configuration trusting the certificates in `ca` (PEM).
 pub fn client_tls(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
     {
         roots.add(c.with_context(|| format!("parsing {}", ca.display()))?)?;
     }
@@ -88,6 +89,33 @@ async fn tls_connect(
     .await
     .map_err(|_| anyhow!("TLS handshake with {addr} timed out"))?
     .with_context(|| format!("TLS handshake with {addr}"))
+}
+
+/// UDP socket buffers of the generator's QUIC endpoints. The kernel default (`net.core.rmem_default`,
+/// often 208 KiB) overflows at a few hundred Mbit/s of QUIC and the losses would be charged to the relay.
+/// Capped by `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER: usize = 8 * 1024 * 1024;
+
+/// A client endpoint like `assist_relay::client::quic_endpoint` (ALPN, the relay's transport settings),
+/// on a socket with [`UDP_BUFFER`]-sized buffers.
+fn quic_endpoint(mut tls: rustls::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    tls.alpn_protocols = vec![assist_relay_proto::quic::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(assist_relay::quic::transport_config()));
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        sock.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    ep.set_default_client_config(cfg);
+    Ok(ep)
 }
 
 /// Which transport each leg of a relay pair uses.
@@ -244,8 +272,12 @@ pub async fn relay_pairs(
 ) -> anyhow::Result<Vec<(Leg, Leg)>> {
     let tls = client_tls(&t.ca)?;
     let authority = Arc::new(
-        TicketAuthority::load_or_create(&t.data_dir, DEFAULT_TTL * 10)
-            .map_err(|e| anyhow!("loading the relay-ticket key in {}: {e}", t.data_dir.display()))?,
+        TicketAuthority::load_or_create(&t.data_dir, DEFAULT_TTL * 10).map_err(|e| {
+            anyhow!(
+                "loading the relay-ticket key in {}: {e}",
+                t.data_dir.display()
+            )
+        })?,
     );
     let quic_legs = match t.transport {
         Transport::Wss => 0,
@@ -253,10 +285,7 @@ pub async fn relay_pairs(
         Transport::Mixed => pairs,
     };
     for _ in 0..quic_legs.div_ceil(256) {
-        endpoints.push(
-            assist_relay::client::quic_endpoint(tls.clone())
-                .map_err(|e| anyhow!("QUIC endpoint: {e}"))?,
-        );
+        endpoints.push(quic_endpoint(tls.clone())?);
     }
     let tls = Arc::new(tls);
     let run_id = format!(
@@ -419,7 +448,8 @@ pub async fn baseline_pairs(
         }
         sharers.push(leg);
     }
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT + Duration::from_millis(pairs as u64 * 10);
+    let deadline =
+        tokio::time::Instant::now() + STEP_TIMEOUT + Duration::from_millis(pairs as u64 * 10);
     let mut out = Vec::with_capacity(pairs);
     for s in sharers {
         let h = tokio::time::timeout_at(deadline, acc_rx.recv())

@@ -218,8 +218,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<(serde_json::Value, bool)> {
             };
             let started = stats::now_ns();
             let mut endpoints = Vec::new();
-            let pairs = connect::relay_pairs(&target, a.t.pairs, t.frame_bytes, &mut endpoints)
-                .await?;
+            let pairs =
+                connect::relay_pairs(&target, a.t.pairs, t.frame_bytes, &mut endpoints).await?;
             info.connect_s = (stats::now_ns() - started) as f64 / 1e9;
             let v = traffic::run(pairs, &t, a.t.relay_pid, info).await;
             for ep in &endpoints {

@@ -143,8 +143,10 @@ impl Local {
         s.frame_bytes.fetch_add(self.frame_bytes, Relaxed);
         s.inputs.fetch_add(self.inputs, Relaxed);
         s.input_bytes.fetch_add(self.input_bytes, Relaxed);
-        s.frames_rx_sent_in_window.fetch_add(self.frames_sw, Relaxed);
-        s.inputs_rx_sent_in_window.fetch_add(self.inputs_sw, Relaxed);
+        s.frames_rx_sent_in_window
+            .fetch_add(self.frames_sw, Relaxed);
+        s.inputs_rx_sent_in_window
+            .fetch_add(self.inputs_sw, Relaxed);
         if !self.lat[0].is_empty() || !self.lat[1].is_empty() {
             let mut g = s.hist.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(h) = g.as_mut() {
@@ -216,6 +218,47 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// Machine-wide counters: busy and steal CPU seconds (all cores, /proc/stat) and UDP receive-buffer
+/// overflows (/proc/net/snmp).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemSample {
+    /// user+nice+system+irq+softirq, seconds.
+    pub busy_s: f64,
+    /// steal, seconds.
+    pub steal_s: f64,
+    /// Udp RcvbufErrors.
+    pub udp_rcvbuf_errors: u64,
+}
+
+/// Reads [`SystemSample`].
+pub fn system_sample() -> Option<SystemSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| cpu.get(i).copied().unwrap_or(0.0);
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let errors = match (udp.next(), udp.next()) {
+        (Some(h), Some(v)) => h
+            .split_whitespace()
+            .zip(v.split_whitespace())
+            .find(|(k, _)| *k == "RcvbufErrors")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    Some(SystemSample {
+        busy_s: (at(0) + at(1) + at(2) + at(5) + at(6)) / 100.0,
+        steal_s: at(7) / 100.0,
+        udp_rcvbuf_errors: errors,
+    })
+}
+
 /// Samples taken around the window by the sampler thread.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Samples {
@@ -223,6 +266,8 @@ pub struct Samples {
     pub relay: Option<(ProcSample, ProcSample)>,
     /// This generator, same points.
     pub gen: Option<(ProcSample, ProcSample)>,
+    /// The machine, same points.
+    pub system: Option<(SystemSample, SystemSample)>,
 }
 
 /// Sleeps (on an OS thread, so a saturated runtime cannot delay it) until the window's edges and
@@ -237,14 +282,17 @@ pub fn spawn_sampler(tl: Timeline, relay_pid: Option<u32>) -> std::thread::JoinH
         };
         let pid = relay_pid.map(|p| p.to_string());
         wait(tl.warm_end);
+        let s0 = system_sample();
         let r0 = pid.as_deref().and_then(sample);
         let g0 = sample("self");
         wait(tl.meas_end);
+        let s1 = system_sample();
         let r1 = pid.as_deref().and_then(sample);
         let g1 = sample("self");
         Samples {
             relay: r0.zip(r1),
             gen: g0.zip(g1),
+            system: s0.zip(s1),
         }
     })
 }
@@ -337,6 +385,18 @@ pub fn result_json(info: &RunInfo, s: &Shared, samples: &Samples) -> Value {
     if let Some((a, b)) = samples.gen {
         let wall = (b.at - a.at) as f64 / 1e9;
         v["gen_cpu_pct"] = json!(100.0 * (b.cpu_s - a.cpu_s) / wall);
+    }
+    if let (Some((a, b)), Some((g0, g1))) = (samples.system, samples.gen) {
+        // CPU that neither the server nor the generator used: other processes disturbing the run.
+        let wall = (g1.at - g0.at) as f64 / 1e9;
+        let ours = (g1.cpu_s - g0.cpu_s)
+            + samples
+                .relay
+                .map(|(r0, r1)| r1.cpu_s - r0.cpu_s)
+                .unwrap_or(0.0);
+        v["other_cpu_pct"] = json!((100.0 * ((b.busy_s - a.busy_s) - ours) / wall).max(0.0));
+        v["steal_pct"] = json!(100.0 * (b.steal_s - a.steal_s) / wall);
+        v["udp_rcvbuf_errors"] = json!(b.udp_rcvbuf_errors.saturating_sub(a.udp_rcvbuf_errors));
     }
     if let Some((a, b)) = samples.relay {
         let wall = (b.at - a.at) as f64 / 1e9;
@@ -431,7 +491,16 @@ pub fn human(v: &Value) -> String {
         );
     }
     if v.get("gen_cpu_pct").is_some() {
-        o += &format!("  generator CPU: {:.1}%\n", num(v, "gen_cpu_pct"));
+        o += &format!("  generator CPU: {:.1}%", num(v, "gen_cpu_pct"));
+        if v.get("other_cpu_pct").is_some() {
+            o += &format!(
+                "; other processes {:.1}%, steal {:.1}%; UDP receive-buffer drops {}",
+                num(v, "other_cpu_pct"),
+                num(v, "steal_pct"),
+                v["udp_rcvbuf_errors"]
+            );
+        }
+        o += "\n";
     }
     if let Some(ev) = v["events"].as_object() {
         for (k, n) in ev {

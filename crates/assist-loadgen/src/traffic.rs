@@ -471,7 +471,6 @@ pub async fn run(
     relay_pid: Option<u32>,
     info: RunInfo,
 ) -> serde_json::Value {
-    let n = pairs.len();
     let start = now_ns() + 50_000_000;
     let warm_end = start + traffic.warmup.as_nanos() as u64;
     let meas_end = warm_end + traffic.duration.as_nanos() as u64;
@@ -527,7 +526,6 @@ pub async fn run(
             });
         }
     }
-    let _ = n;
     let sampler = stats::spawn_sampler(tl, relay_pid);
     tokio::time::sleep_until(instant_at(tl.drain_end).into()).await;
     let samples = tokio::task::spawn_blocking(move || sampler.join().unwrap_or_default())

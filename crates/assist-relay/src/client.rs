@@ -104,13 +104,15 @@ fn next_mask(rng: &mut u64) -> [u8; 4] {
     (*rng as u32).to_be_bytes()
 }
 
-/// Joins a relay over WSS. `host` is the TLS server name and `Host` header.
-pub async fn connect_wss(
+/// Opens a TLS connection and performs a WebSocket upgrade of `path`, with an optional bearer
+/// token. Returns the stream and any bytes already read past the handshake.
+pub async fn websocket_handshake(
     addr: SocketAddr,
     host: &str,
     tls: Arc<rustls::ClientConfig>,
-    ticket: &str,
-) -> Result<(ClientSender, ClientReceiver), ClientError> {
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<(TlsStream<TcpStream>, BytesMut), ClientError> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
@@ -119,8 +121,11 @@ pub async fn connect_wss(
         .connect(name, tcp)
         .await?;
     let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "GET /v1/relay HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {ticket}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     stream.flush().await?;
@@ -176,16 +181,36 @@ pub async fn connect_wss(
         ));
     }
     let _ = buf.split_to(head_end);
-    let (r, w) = tokio::io::split(stream);
-    let seed = u64::from_le_bytes(
+    Ok((stream, buf))
+}
+
+/// A seed for WebSocket masks.
+pub fn mask_seed() -> u64 {
+    u64::from_le_bytes(
         uuid::Uuid::new_v4().as_bytes()[..8]
             .try_into()
             .unwrap_or([7; 8]),
-    ) | 1;
+    ) | 1
+}
+
+/// The next WebSocket mask from `rng` (xorshift64).
+pub fn mask(rng: &mut u64) -> [u8; 4] {
+    next_mask(rng)
+}
+
+/// Joins a relay over WSS. `host` is the TLS server name and `Host` header.
+pub async fn connect_wss(
+    addr: SocketAddr,
+    host: &str,
+    tls: Arc<rustls::ClientConfig>,
+    ticket: &str,
+) -> Result<(ClientSender, ClientReceiver), ClientError> {
+    let (stream, buf) = websocket_handshake(addr, host, tls, "/v1/relay", Some(ticket)).await?;
+    let (r, w) = tokio::io::split(stream);
     Ok((
         ClientSender::Ws {
             io: w,
-            rng: seed,
+            rng: mask_seed(),
             out: BytesMut::new(),
         },
         ClientReceiver::Ws {

@@ -128,6 +128,18 @@ impl Store {
         Ok(())
     }
 
+    /// Appends an audit event that records no stored change (e.g. a session event).
+    pub async fn append_audit(
+        &self,
+        tenant_id: &str,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        audit::insert(&mut tx, tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A tenant's audit events, oldest first.
     pub async fn audit_events(
         &self,

@@ -109,6 +109,34 @@ impl Store {
         Ok(true)
     }
 
+    /// Merges `extra` (an object) into a session's report body, by session id (ids are unique
+    /// across tenants). Used for the relay's byte and frame counters when a session ends.
+    pub async fn session_merge_body(&self, id: &str, extra: &Value) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT tenant_id, body FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(()) };
+        let tenant: String = row.try_get(0)?;
+        let body: String = row.try_get(1)?;
+        let mut body: Value = serde_json::from_str(&body)
+            .map_err(|e| StoreError::Corrupt(format!("session body: {e}")))?;
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant)
+            .bind(id)
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Recovery after a restart: closes every session still marked active, at its last known
     /// time, with `reason` (`brokerRestart`). Returns how many it closed.
     pub async fn close_open_sessions(&self, reason: &str) -> Result<u64, StoreError> {

@@ -48,7 +48,7 @@ pub struct RunningServer {
     pub relay: assist_relay::Relay,
     /// Mints and verifies relay tickets (the broker's side; tests mint with it directly).
     pub tickets: Arc<assist_relay::TicketAuthority>,
-    /// Reports of ended relay sessions (taken by the broker once it exists).
+    /// Reports of ended relay sessions (the signalling service consumes them; always `None` here).
     pub relay_reports: Option<tokio::sync::mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -180,6 +180,7 @@ fn jwks_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
 pub fn router(state: AppState) -> Router {
     admin::routes()
         .route("/v1/relay", get(crate::relay_ws::upgrade))
+        .route("/v1/signal", get(crate::signal::endpoint::upgrade))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -255,17 +256,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         relay_metrics,
         Some(report_tx),
     );
-    let state = AppState {
-        store,
-        validator: Arc::new(validator),
-        http_metrics,
-        registry,
-        write_lock: Arc::new(tokio::sync::Mutex::new(())),
-        relay: Some(relay.clone()),
-        public_url: settings.public_url.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
-    };
-
     let https = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTPS listener on {}", settings.listen))?;
@@ -281,6 +271,38 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let advertised = |a: SocketAddr| {
+        if a.ip().is_loopback() {
+            format!("localhost:{}", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    let signal = crate::signal::SignalHub::start(
+        store.clone(),
+        relay.clone(),
+        tickets.clone(),
+        crate::signal::RelayEndpoint {
+            address: advertised(https_addr),
+            quic_addr: advertised(quic_addr),
+        },
+        &settings.data_dir,
+        Some(report_rx),
+        cancel.clone(),
+        &tracker,
+    )?;
+    let state = AppState {
+        store,
+        validator: Arc::new(validator),
+        http_metrics,
+        registry,
+        write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        relay: Some(relay.clone()),
+        signal: Some(signal),
+        public_url: settings.public_url.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+
     tracker.spawn(serve_https(
         https,
         acceptor,
@@ -303,6 +325,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         relay.clone(),
         cancel.clone(),
     ));
+    tracker.spawn(crate::retention::run(
+        state.store.clone(),
+        settings.retention_days,
+        Duration::from_secs(3600),
+        cancel.clone(),
+    ));
     tracing::info!(
         https = %https_addr,
         quic = %quic_addr,
@@ -318,7 +346,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         cert_path,
         relay,
         tickets,
-        relay_reports: Some(report_rx),
+        relay_reports: None,
         cancel,
         tracker,
         state,

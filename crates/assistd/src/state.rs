@@ -22,6 +22,8 @@ pub struct AppState {
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
     /// The relay on this node (absent on broker-only nodes).
     pub relay: Option<assist_relay::Relay>,
+    /// The signalling service (absent on relay-only nodes).
+    pub signal: Option<crate::signal::SignalHub>,
     /// The configured public base URL, for absolute links.
     pub public_url: Option<String>,
     /// False once shutdown begins (and `/readyz` answers 503).

@@ -839,6 +839,53 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Permissions for `requestRemoteAssistance` (any one).
+pub const LAUNCH_PERMISSIONS: &[&str] = &[
+    "DeviceManagementManagedDevices.PrivilegedOperations.All",
+    "DeviceManagementManagedDevices.ReadWrite.All",
+];
+
+/// `POST /beta/deviceManagement/managedDevices/{id}/requestRemoteAssistance` → 204: the
+/// device's signalling connections are notified on the caller's behalf (the launch flow). The
+/// caller must be a user; the session still needs the policy and the sharer's answer.
+pub async fn request_remote_assistance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_any(LAUNCH_PERMISSIONS)?;
+    let tenant = caller.0.tenant_id.clone();
+    let device = state
+        .store
+        .get_object(&tenant, MANAGED_DEVICES.kind, &id)
+        .await?
+        .ok_or_else(|| not_found(&MANAGED_DEVICES, &id))?;
+    let Some(hub) = state.signal.clone() else {
+        return Err(GraphError::new(
+            GraphErrorKind::Unavailable,
+            "This node runs no signalling service.",
+        )
+        .into());
+    };
+    let party = crate::signal::party_for(&state.store, &caller.0).await?;
+    let aad = device["azureADDeviceId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match hub.admin_launch(party, aad).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => {
+            let kind = match e {
+                assist_session::LaunchError::DeviceOffline
+                | assist_session::LaunchError::DeviceBusy => GraphErrorKind::Conflict,
+                assist_session::LaunchError::NotAUser => GraphErrorKind::BadRequest,
+                _ => GraphErrorKind::Unavailable,
+            };
+            Err(GraphError::new(kind, crate::signal::launch_error_message(&e)).into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

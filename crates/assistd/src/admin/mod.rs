@@ -97,4 +97,8 @@ pub fn routes() -> Router<AppState> {
             post(reports::sessions_report),
         )
         .route("/assist/v1/reports/sessionSummary", get(reports::summary))
+        .route(
+            "/beta/deviceManagement/managedDevices/{id}/requestRemoteAssistance",
+            post(directory::request_remote_assistance),
+        )
 }

@@ -83,5 +83,15 @@ pub async fn patch_settings(
         .save_settings(&tenant, &next, Some(&audit))
         .await?;
     tracing::info!(changed = ?changed, "remote assistance settings updated");
+    if let Some(hub) = &state.signal {
+        // Running sessions learn at once: chat is checked at send time, and disabling Remote
+        // Help ends the tenant's sessions.
+        hub.settings_changed(
+            &tenant,
+            next.block_chat,
+            next.state == assist_graph::settings::RemoteAssistanceState::Enabled,
+        )
+        .await;
+    }
     Ok(json_response(StatusCode::OK, next.to_entity(&tenant)))
 }

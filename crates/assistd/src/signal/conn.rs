@@ -1,0 +1,167 @@
+//! One signalling connection's transport: JSON text messages over a WebSocket (after the HTTP
+//! upgrade), with the limits of `docs/protocol.md`: message size, message rate, idle timeout
+//! with pings, and a bounded outbound queue. Protocol meaning lives in the session crate.
+
+use assist_relay_proto::ws::{self, Opcode, ServerDecoder, WsEvent};
+use bytes::BytesMut;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Largest signalling message, bytes.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+/// Silence after which the server pings; twice this (90 s) closes the connection with 4408.
+/// Request rates are limited by the session machine, which sees every message.
+pub const IDLE_PING: Duration = Duration::from_secs(45);
+/// Outbound messages queued per connection before it is considered stuck and closed.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// WebSocket close codes of the signalling protocol.
+pub mod close {
+    /// Normal close.
+    pub const NORMAL: u16 = 1000;
+    /// Server going away (shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Malformed WebSocket traffic or a binary message.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A message over [`super::MAX_MESSAGE`].
+    pub const TOO_BIG: u16 = 1009;
+    /// No traffic, not even pongs, for twice the ping interval.
+    pub const IDLE: u16 = 4408;
+    /// Repeated abuse: rate limit or malformed messages again and again.
+    pub const ABUSE: u16 = 4429;
+    /// The connection could not keep up with what the server had to send it.
+    pub const SLOW: u16 = 4430;
+}
+
+/// What arrives from the connection.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A text message (JSON, not yet parsed).
+    Text(String),
+    /// Reserved: a message the transport refused without closing.
+    RateLimited,
+    /// The connection ended (close code, if the client sent one).
+    Closed(Option<u16>),
+}
+
+/// What to send on the connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A text message.
+    Text(String),
+    /// Close with a code and reason, then stop.
+    Close(u16, String),
+}
+
+/// Runs a connection: reads into `inbound`, writes what comes from the returned sender. Returns
+/// when either side ends.
+pub async fn run<S>(
+    stream: S,
+    inbound: mpsc::Sender<Inbound>,
+    mut outbound: mpsc::Receiver<Outbound>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut decoder = ServerDecoder::new(MAX_MESSAGE);
+    let mut last_heard = Instant::now();
+    let mut pinged = false;
+    let close_with = |code: u16, reason: &str| ws::server_close_frame(code, reason);
+    loop {
+        // Deliver every complete message already buffered.
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(WsEvent::Text(t))) => {
+                    let msg = match String::from_utf8(t.to_vec()) {
+                        Ok(s) => Inbound::Text(s),
+                        Err(_) => {
+                            let _ = w.write_all(&close_with(1007, "invalid UTF-8")).await;
+                            let _ = inbound.send(Inbound::Closed(Some(1007))).await;
+                            return;
+                        }
+                    };
+                    if inbound.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(WsEvent::Binary(_))) => {
+                    let _ = w
+                        .write_all(&close_with(
+                            close::PROTOCOL_ERROR,
+                            "binary messages are not allowed",
+                        ))
+                        .await;
+                    let _ = inbound
+                        .send(Inbound::Closed(Some(close::PROTOCOL_ERROR)))
+                        .await;
+                    return;
+                }
+                Ok(Some(WsEvent::Ping(p))) => {
+                    let _ = w.write_all(&ws::server_frame(Opcode::Pong, &p)).await;
+                }
+                Ok(Some(WsEvent::Pong(_))) => {}
+                Ok(Some(WsEvent::Close { code, .. })) => {
+                    let _ = w.write_all(&close_with(close::NORMAL, "bye")).await;
+                    let _ = w.shutdown().await;
+                    let _ = inbound.send(Inbound::Closed(code)).await;
+                    return;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let code = e.close_code();
+                    let _ = w.write_all(&close_with(code, &e.to_string())).await;
+                    let _ = inbound.send(Inbound::Closed(Some(code))).await;
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let deadline = last_heard + if pinged { IDLE_PING * 2 } else { IDLE_PING };
+        tokio::select! {
+            n = r.read_buf(&mut buf) => match n {
+                Ok(0) | Err(_) => {
+                    let _ = inbound.send(Inbound::Closed(None)).await;
+                    return;
+                }
+                Ok(_) => {
+                    last_heard = Instant::now();
+                    pinged = false;
+                }
+            },
+            out = outbound.recv() => match out {
+                Some(Outbound::Text(t)) => {
+                    if w.write_all(&ws::server_frame(Opcode::Text, t.as_bytes())).await.is_err() {
+                        let _ = inbound.send(Inbound::Closed(None)).await;
+                        return;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = w.write_all(&close_with(code, &reason)).await;
+                    let _ = w.shutdown().await;
+                    let _ = inbound.send(Inbound::Closed(None)).await;
+                    return;
+                }
+                None => {
+                    let _ = w.write_all(&close_with(close::GOING_AWAY, "server closing")).await;
+                    let _ = w.shutdown().await;
+                    let _ = inbound.send(Inbound::Closed(None)).await;
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if pinged {
+                    let _ = w.write_all(&close_with(close::IDLE, "idle")).await;
+                    let _ = inbound.send(Inbound::Closed(Some(close::IDLE))).await;
+                    return;
+                }
+                pinged = true;
+                last_heard = Instant::now();
+                let _ = w.write_all(&ws::server_frame(Opcode::Ping, b"")).await;
+            }
+        }
+    }
+}

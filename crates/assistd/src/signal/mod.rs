@@ -1,0 +1,667 @@
+//! The signalling service: WSS `/v1/signal` around the sans-IO session machine
+//! (`assist-session`). One driver task owns the [`Broker`]; connections, policy evaluation,
+//! relay tickets, the relay and the store are the IO it does on the machine's behalf.
+//!
+//! Run loop (as `assist-session` documents it): every input is fed with `now`, then every
+//! output is drained and carried out in order; the driver sleeps until the machine's next
+//! deadline or the next input.
+
+pub mod client;
+pub mod conn;
+pub mod endpoint;
+
+use assist_identity::Identity;
+use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
+use assist_session::message::{EndReason, Profile, RelayAccess, SessionId};
+use assist_session::{
+    Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, LaunchError, Output, Party,
+    RecordEvent, Timestamp,
+};
+use assist_store::{AuditEvent as StoreAudit, Store};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::facts;
+use conn::Outbound;
+
+/// The HMAC key for security-code digests, in the data directory.
+pub const CODE_KEY_FILE: &str = "signal-code-key";
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    )
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    let ns = i128::from(t.as_millis()) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(ns)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Codes are stored as HMAC-SHA-256 digests under a per-deployment key and compared in
+/// constant time; randomness comes from the OS.
+struct HmacCrypto {
+    key: [u8; 32],
+}
+
+impl Crypto for HmacCrypto {
+    fn fill_random(&mut self, dest: &mut [u8]) {
+        if getrandom::fill(dest).is_err() {
+            // No OS randomness means no safe codes: fail loudly rather than hand out guessable ones.
+            tracing::error!("the OS random generator failed");
+            std::process::abort();
+        }
+    }
+
+    fn code_digest(&self, code: &str) -> assist_session::code::CodeDigest {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| {
+            // HMAC accepts keys of any length; this branch cannot be taken.
+            <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).expect("fixed-size key")
+        });
+        mac.update(code.as_bytes());
+        assist_session::code::CodeDigest(mac.finalize().into_bytes().into())
+    }
+
+    fn digests_equal(
+        &self,
+        a: &assist_session::code::CodeDigest,
+        b: &assist_session::code::CodeDigest,
+    ) -> bool {
+        use subtle::ConstantTimeEq;
+        a.0.ct_eq(&b.0).into()
+    }
+}
+
+fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let path = dir.join(CODE_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&b);
+            Ok(k)
+        }
+        Ok(_) => anyhow::bail!("{} must hold exactly 32 bytes", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;
+            use std::io::Write;
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            o.open(&path)?.write_all(&k)?;
+            Ok(k)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Inputs to the driver.
+enum HubInput {
+    Connect {
+        party: Party,
+        out: mpsc::Sender<Outbound>,
+        reply: oneshot::Sender<ConnId>,
+    },
+    Text {
+        conn: ConnId,
+        text: String,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Decision {
+        eval: EvalId,
+        decision: assist_policy::Decision,
+    },
+    SettingsChanged {
+        tenant: String,
+        block_chat: bool,
+        enabled: bool,
+    },
+    AdminLaunch {
+        party: Party,
+        device_id: String,
+        reply: oneshot::Sender<Result<SessionId, LaunchError>>,
+    },
+    RelayStats(assist_relay::SessionReport),
+}
+
+/// Where clients reach the relay (for tickets and `sessionActive`).
+#[derive(Debug, Clone)]
+pub struct RelayEndpoint {
+    /// `host:port` of the HTTPS port (WSS relay).
+    pub address: String,
+    /// `host:port` of the QUIC port.
+    pub quic_addr: String,
+}
+
+/// A handle to the signalling service; cheap to clone.
+#[derive(Clone)]
+pub struct SignalHub {
+    tx: mpsc::Sender<HubInput>,
+}
+
+impl SignalHub {
+    /// Starts the driver. `relay_reports` carries the relay's per-session counters, merged
+    /// into the session records when sessions end.
+    #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
+    pub fn start(
+        store: Store,
+        relay: Relay,
+        tickets: Arc<TicketAuthority>,
+        endpoint: RelayEndpoint,
+        data_dir: &std::path::Path,
+        relay_reports: Option<mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
+        cancel: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> anyhow::Result<SignalHub> {
+        let key = load_or_create_key(data_dir)?;
+        let broker = Broker::new(BrokerConfig::default(), Box::new(HmacCrypto { key }))
+            .map_err(|e| anyhow::anyhow!("broker config: {e}"))?;
+        let (tx, rx) = mpsc::channel(4096);
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        tracker.spawn(store_writer(store.clone(), store_rx));
+        if let Some(mut reports) = relay_reports {
+            let tx2 = tx.clone();
+            let stop = cancel.clone();
+            tracker.spawn(async move {
+                loop {
+                    let r = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = reports.recv() => r,
+                    };
+                    let Some(r) = r else { return };
+                    if tx2.send(HubInput::RelayStats(r)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let driver = Driver {
+            broker,
+            conns: HashMap::new(),
+            store,
+            relay,
+            tickets,
+            endpoint,
+            tx: tx.clone(),
+            store_tx,
+            session_tenants: HashMap::new(),
+        };
+        tracker.spawn(driver.run(rx, cancel));
+        Ok(SignalHub { tx })
+    }
+
+    /// Registers a connection; returns its id (None if the service is stopping).
+    async fn connect(&self, party: Party, out: mpsc::Sender<Outbound>) -> Option<ConnId> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(HubInput::Connect { party, out, reply })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    async fn text(&self, conn: ConnId, text: String) {
+        let _ = self.tx.send(HubInput::Text { conn, text }).await;
+    }
+
+    async fn disconnect(&self, conn: ConnId) {
+        let _ = self.tx.send(HubInput::Disconnect { conn }).await;
+    }
+
+    /// Tells running sessions that a tenant's settings changed (chat blocked, Remote Help off).
+    pub async fn settings_changed(&self, tenant: &str, block_chat: bool, enabled: bool) {
+        let _ = self
+            .tx
+            .send(HubInput::SettingsChanged {
+                tenant: tenant.to_owned(),
+                block_chat,
+                enabled,
+            })
+            .await;
+    }
+
+    /// `requestRemoteAssistance`: notifies the device's connections on behalf of `party`.
+    pub async fn admin_launch(
+        &self,
+        party: Party,
+        device_id: String,
+    ) -> Result<SessionId, LaunchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(HubInput::AdminLaunch {
+                party,
+                device_id,
+                reply,
+            })
+            .await
+            .map_err(|_| LaunchError::Unavailable)?;
+        rx.await.unwrap_or(Err(LaunchError::Unavailable))
+    }
+}
+
+/// Builds the machine's view of a signed-in caller from the token and the directory.
+pub async fn party_for(store: &Store, id: &Identity) -> Result<Party, assist_store::StoreError> {
+    let user = facts::ensure_user(store, id).await?;
+    let p = facts::profile(store, &id.tenant_id, &user).await?;
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    let device = match &id.device_id {
+        Some(d) => {
+            let managed = facts::find_device(store, &id.tenant_id, d).await?;
+            let dev = facts::device(store, &id.tenant_id, d, &id.tenant_id).await?;
+            Some(DeviceInfo {
+                id: d.clone(),
+                display_name: managed.as_ref().and_then(|m| s(&m["deviceName"])),
+                operating_system: managed.as_ref().and_then(|m| s(&m["operatingSystem"])),
+                enrolled: dev.enrolled,
+            })
+        }
+        None => None,
+    };
+    Ok(Party {
+        tenant_id: id.tenant_id.clone(),
+        user_id: s(&user["id"]),
+        user_principal_name: Some(id.user_principal_name.clone()),
+        given_name: id.given_name.clone().or_else(|| s(&user["givenName"])),
+        family_name: id.family_name.clone().or_else(|| s(&user["surname"])),
+        profile: Profile {
+            display_name: s(&p["displayName"]).unwrap_or_else(|| id.user_principal_name.clone()),
+            job_title: s(&p["jobTitle"]),
+            company_name: s(&p["companyName"]),
+            verified_domain: s(&p["verifiedDomain"]),
+        },
+        device,
+    })
+}
+
+enum StoreWrite {
+    Record(String, Box<RecordEvent>),
+    Audit(String, StoreAudit),
+    Stats(assist_relay::SessionReport),
+}
+
+/// Writes records and audit events in the order the machine produced them.
+async fn store_writer(store: Store, mut rx: mpsc::UnboundedReceiver<StoreWrite>) {
+    while let Some(w) = rx.recv().await {
+        let r = match w {
+            StoreWrite::Record(tenant, ev) => write_record(&store, &tenant, *ev).await,
+            StoreWrite::Audit(tenant, ev) => store.append_audit(&tenant, &ev).await,
+            StoreWrite::Stats(r) => {
+                let stats = json!({
+                    "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
+                    "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
+                    "relayFramesDropped": r.dropped,
+                });
+                store.session_merge_body(&r.sid, &stats).await
+            }
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "writing a session record failed");
+        }
+    }
+}
+
+async fn write_record(
+    store: &Store,
+    tenant: &str,
+    ev: RecordEvent,
+) -> Result<(), assist_store::StoreError> {
+    match ev {
+        RecordEvent::Started {
+            session_id,
+            started_at,
+            mode,
+            helper,
+            sharer,
+            device,
+            ..
+        } => {
+            let body = json!({
+                "helperEmail": helper.user_principal_name, "helperTenantId": helper.tenant_id,
+                "helperFirstName": helper.given_name, "helperLastName": helper.family_name,
+                "sharerEmail": sharer.user_principal_name, "sharerTenantId": sharer.tenant_id,
+                "sharerFirstName": sharer.given_name, "sharerLastName": sharer.family_name,
+                "sharerDeviceAadId": device.as_ref().map(|d| d.id.clone()),
+                "sharerDeviceName": device.as_ref().and_then(|d| d.display_name.clone()),
+                "sharerOs": device.as_ref().and_then(|d| d.operating_system.clone()),
+                "sharerEnrollmentState": device.as_ref().map(|d| if d.enrolled { "enrolled" } else { "unknown" }),
+            });
+            store
+                .session_started(
+                    tenant,
+                    session_id.as_str(),
+                    &rfc3339(started_at),
+                    mode.as_str(),
+                    &body,
+                    None,
+                )
+                .await
+        }
+        RecordEvent::ModeRaised {
+            session_id,
+            mode,
+            at,
+        } => {
+            store
+                .session_seen(
+                    tenant,
+                    session_id.as_str(),
+                    &rfc3339(at),
+                    Some(mode.as_str()),
+                )
+                .await
+        }
+        RecordEvent::Ended {
+            session_id,
+            ended_at,
+            highest_mode,
+            reason,
+            by,
+        } => {
+            store
+                .session_seen(
+                    tenant,
+                    session_id.as_str(),
+                    &rfc3339(ended_at),
+                    Some(highest_mode.as_str()),
+                )
+                .await?;
+            store
+                .session_ended(
+                    tenant,
+                    session_id.as_str(),
+                    &rfc3339(ended_at),
+                    reason.as_str(),
+                    &wire(&by),
+                    None,
+                )
+                .await
+                .map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A serde enum's wire name.
+fn wire<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+struct Driver {
+    broker: Broker,
+    conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    store: Store,
+    relay: Relay,
+    tickets: Arc<TicketAuthority>,
+    endpoint: RelayEndpoint,
+    tx: mpsc::Sender<HubInput>,
+    store_tx: mpsc::UnboundedSender<StoreWrite>,
+    session_tenants: HashMap<String, String>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<HubInput>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let mut next_conn = 1u64;
+        loop {
+            let deadline = self.broker.poll_timeout().map(|t| {
+                let wait = t.as_millis().saturating_sub(now().as_millis());
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    for (_, out) in self.conns.drain() {
+                        let _ = out.try_send(Outbound::Close(conn::close::GOING_AWAY, "server shutting down".into()));
+                    }
+                    return;
+                }
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    self.broker.handle_timeout(now());
+                }
+                input = rx.recv() => {
+                    let Some(input) = input else { return };
+                    let t = now();
+                    match input {
+                        HubInput::Connect { party, out, reply } => {
+                            let id = ConnId(next_conn);
+                            next_conn += 1;
+                            self.conns.insert(id, out);
+                            if let Err(e) = self.broker.handle_connect(id, party, t) {
+                                tracing::warn!(error = %e, "signalling connection refused by the broker");
+                            }
+                            let _ = reply.send(id);
+                        }
+                        HubInput::Text { conn, text } => {
+                            // Errors are answered to the client by the machine itself.
+                            let _ = self.broker.handle_text(conn, &text, t);
+                        }
+                        HubInput::Disconnect { conn } => {
+                            self.conns.remove(&conn);
+                            self.broker.handle_disconnect(conn, t);
+                        }
+                        HubInput::Decision { eval, decision } => {
+                            let _ = self.broker.handle_decision(eval, decision, t);
+                        }
+                        HubInput::SettingsChanged { tenant, block_chat, enabled } => {
+                            self.broker.handle_settings_changed(&tenant, block_chat, enabled, t);
+                        }
+                        HubInput::AdminLaunch { party, device_id, reply } => {
+                            let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
+                        }
+                        HubInput::RelayStats(r) => {
+                            let _ = self.store_tx.send(StoreWrite::Stats(r));
+                        }
+                    }
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.broker.poll_output() {
+            match out {
+                Output::Send { conn, event } => {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        if tx.try_send(Outbound::Text(event.to_json())).is_err() {
+                            tracing::warn!("a signalling connection is not reading; closing it");
+                            let _ =
+                                tx.try_send(Outbound::Close(conn::close::SLOW, "too slow".into()));
+                        }
+                    }
+                }
+                Output::Close { conn, code } => {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        let _ = tx.try_send(Outbound::Close(code.code(), code.as_str().into()));
+                    }
+                }
+                Output::Evaluate(req) => {
+                    let store = self.store.clone();
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        match evaluate(&store, &req).await {
+                            Ok(decision) => {
+                                let _ = tx
+                                    .send(HubInput::Decision {
+                                        eval: req.eval,
+                                        decision,
+                                    })
+                                    .await;
+                            }
+                            // The machine answers the helper `unavailable` when no decision comes.
+                            Err(e) => tracing::error!(error = %e, "loading policy facts failed"),
+                        }
+                    });
+                }
+                Output::IssueTickets {
+                    session_id,
+                    mode,
+                    chat,
+                } => {
+                    let sid = session_id.as_str();
+                    let relay_addr = self
+                        .relay
+                        .config()
+                        .public_addr
+                        .clone()
+                        .unwrap_or_else(|| self.endpoint.address.clone());
+                    let access = |role| RelayAccess {
+                        ticket: self.tickets.mint(sid, role, mode, chat, &relay_addr),
+                        address: self.endpoint.address.clone(),
+                        wss_url: format!("wss://{}/v1/relay", self.endpoint.address),
+                        quic_addr: Some(self.endpoint.quic_addr.clone()),
+                    };
+                    let (h, s) = (access(RelayRole::Helper), access(RelayRole::Sharer));
+                    if let Err(e) = self.broker.handle_tickets(&session_id, h, s, now()) {
+                        tracing::debug!(error = %e, "tickets for a session that is gone");
+                    }
+                }
+                Output::RelaySetMode {
+                    session_id,
+                    mode,
+                    chat,
+                } => {
+                    self.relay.set_mode(session_id.as_str(), mode, chat);
+                }
+                Output::RelayEnd { session_id, reason } => {
+                    self.relay.end_session(session_id.as_str(), reason.as_str());
+                }
+                Output::Record(ev) => {
+                    let tenant = match &ev {
+                        RecordEvent::Started {
+                            session_id,
+                            tenant_id,
+                            ..
+                        } => {
+                            self.session_tenants
+                                .insert(session_id.as_str().to_owned(), tenant_id.clone());
+                            Some(tenant_id.clone())
+                        }
+                        RecordEvent::ModeRaised { session_id, .. } => {
+                            self.session_tenants.get(session_id.as_str()).cloned()
+                        }
+                        RecordEvent::Ended { session_id, .. } => {
+                            self.session_tenants.remove(session_id.as_str())
+                        }
+                        _ => None,
+                    };
+                    if let Some(t) = tenant {
+                        let _ = self.store_tx.send(StoreWrite::Record(t, Box::new(ev)));
+                    }
+                }
+                Output::Audit(ev) => {
+                    let kind = serde_json::to_value(&ev.kind).unwrap_or_default();
+                    let activity = kind["kind"].as_str().unwrap_or("session").to_owned();
+                    let (upn, uid) = ev
+                        .actor
+                        .as_ref()
+                        .map(|a| (String::new(), a.user_id.clone()))
+                        .unwrap_or_default();
+                    let mut audit = StoreAudit::new(
+                        &format!("Remote Help session: {activity}"),
+                        "Action",
+                        "RemoteAssistance",
+                    )
+                    .actor(&upn, &uid, None);
+                    audit.body["resources"] = json!([{
+                        "@odata.type": "#microsoft.graph.auditResource",
+                        "displayName": "remoteAssistanceSession",
+                        "type": "remoteAssistanceSession",
+                        "resourceId": ev.session_id.as_ref().map(|s| s.as_str().to_owned()),
+                        "modifiedProperties": [],
+                    }]);
+                    audit.body["activityDetails"] = kind;
+                    let _ = self
+                        .store_tx
+                        .send(StoreWrite::Audit(ev.tenant_id.clone(), audit));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn evaluate(
+    store: &Store,
+    req: &assist_session::EvaluateRequest,
+) -> Result<assist_policy::Decision, assist_store::StoreError> {
+    let tenant = &req.helper.tenant_id;
+    let policy = facts::tenant_policy(store, tenant).await?;
+    let helper = facts::helper(store, tenant, &req.helper.user_id).await?;
+    let sharer = match &req.sharer {
+        Some(s) if &s.tenant_id == tenant => facts::sharer(store, tenant, &s.user_id).await?,
+        Some(s) => assist_policy::Sharer {
+            tenant_id: s.tenant_id.clone(),
+            user_id: s.user_id.clone(),
+            group_ids: Default::default(),
+        },
+        None => assist_policy::Sharer {
+            tenant_id: req.sharer_tenant_id.clone(),
+            user_id: String::new(),
+            group_ids: Default::default(),
+        },
+    };
+    let device = match &req.device_id {
+        Some(d) if &req.sharer_tenant_id == tenant => {
+            Some(facts::device(store, tenant, d, tenant).await?)
+        }
+        Some(d) => Some(assist_policy::Device {
+            id: d.clone(),
+            tenant_id: req.sharer_tenant_id.clone(),
+            enrolled: false,
+            compliance: assist_policy::ComplianceState::Unknown,
+            primary_user_id: None,
+            group_ids: Default::default(),
+        }),
+        None => None,
+    };
+    let request = assist_policy::SessionRequest {
+        helper,
+        sharer,
+        device,
+        mode: req.mode,
+    };
+    Ok(assist_policy::decide(&policy, &request))
+}
+
+/// Why a launch could not be sent, for the admin API.
+pub fn launch_error_message(e: &LaunchError) -> &'static str {
+    match e {
+        LaunchError::DeviceOffline => {
+            "The device has no Remote Help connection; ask the user to open Remote Help."
+        }
+        LaunchError::DeviceBusy => "The device is already in a Remote Help session.",
+        LaunchError::NotAUser => "Only a signed-in user can request remote assistance.",
+        _ => "The signalling service is unavailable; try again.",
+    }
+}
+
+/// `EndReason` text for the relay.
+pub fn end_reason_text(r: EndReason) -> &'static str {
+    r.as_str()
+}

@@ -1,0 +1,380 @@
+//! Signalling over real WSS against the real server: a whole session from code to report, the
+//! relay joined with the tickets it hands out, policy denials, cross-tenant redemption, chat
+//! blocked by a PATCH mid-session, the launch flow from the admin API, and authentication.
+
+mod common;
+
+use assist_relay::client::{connect_wss, ClientEvent};
+use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
+use assistd::signal::client::{SignalClient, SignalEvent};
+use common::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ADMIN: &[&str] = &[
+    "DeviceManagementServiceConfig.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "DeviceManagementManagedDevices.ReadWrite.All",
+    "DeviceManagementRBAC.ReadWrite.All",
+    "Domain.ReadWrite.All",
+];
+
+fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&s.server.cert_path).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+fn user_token(s: &TestServer, tenant: &str, upn: &str, device: Option<&str>) -> String {
+    let mut r = request(tenant, &[]);
+    r.user_principal_name = upn.into();
+    r.device_id = device.map(str::to_owned);
+    s.dev.mint(&r).unwrap()
+}
+
+async fn connect(s: &TestServer, token: &str) -> SignalClient {
+    SignalClient::connect(s.server.https_addr, "localhost", tls(s), Some(token))
+        .await
+        .unwrap()
+}
+
+/// The next message of `type` (others are skipped; a close fails the test).
+async fn expect(c: &mut SignalClient, ty: &str) -> Value {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
+            .await
+            .expect("a message within 10 s")
+            .unwrap();
+        match ev {
+            SignalEvent::Message(m) if m["type"] == ty => return m,
+            SignalEvent::Message(_) => continue,
+            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
+        }
+    }
+}
+
+async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
+    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
+    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
+    b
+}
+
+/// A tenant where helen (Help desk, Help Desk Operator over all users) may help sam.
+async fn tenant(s: &TestServer) -> String {
+    let admin = s.token("contoso", ADMIN);
+    s.patch(
+        SETTINGS,
+        &admin,
+        &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
+    )
+    .await;
+    let helen = admin_post(s, &admin, "/beta/users", json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper", "jobTitle": "Service desk"})).await;
+    admin_post(
+        s,
+        &admin,
+        "/beta/users",
+        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
+    )
+    .await;
+    admin_post(s, &admin, "/beta/domains", json!({"id": "contoso.com"})).await;
+    let g = admin_post(
+        s,
+        &admin,
+        "/beta/groups",
+        json!({"displayName": "Help desk"}),
+    )
+    .await;
+    let gid = g["id"].as_str().unwrap();
+    admin_post(
+        s,
+        &admin,
+        &format!("/beta/groups/{gid}/members/$ref"),
+        json!({"@odata.id": helen["id"]}),
+    )
+    .await;
+    admin_post(
+        s,
+        &admin,
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
+    )
+    .await;
+    admin
+}
+
+#[tokio::test]
+async fn a_whole_session_from_code_to_report_through_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let admin = tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+
+    h.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let issued = expect(&mut h, "codeIssued").await;
+    let code = issued["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    let sid = issued["sessionId"].as_str().unwrap().to_owned();
+
+    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": code}))
+        .await
+        .unwrap();
+    let joined = expect(&mut sh, "sessionJoined").await;
+    assert_eq!(
+        joined["peerProfile"],
+        json!({"displayName": "Helen Helper", "jobTitle": "Service desk", "verifiedDomain": "contoso.com"})
+    );
+    let joined = expect(&mut h, "sessionJoined").await;
+    assert_eq!(joined["peerProfile"]["displayName"], "Sam Sharer");
+
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    let asked = expect(&mut sh, "consentRequested").await;
+    assert_eq!(asked["mode"], "fullControl");
+    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    let h_active = expect(&mut h, "sessionActive").await;
+    let s_active = expect(&mut sh, "sessionActive").await;
+    assert_ne!(
+        h_active["relay"]["ticket"], s_active["relay"]["ticket"],
+        "each side gets its own ticket"
+    );
+
+    // Both join the relay with those tickets and a screen frame flows.
+    let addr = s.server.https_addr;
+    let (_htx, mut hrx) = connect_wss(
+        addr,
+        "localhost",
+        tls(&s),
+        h_active["relay"]["ticket"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (mut stx, _srx) = connect_wss(
+        addr,
+        "localhost",
+        tls(&s),
+        s_active["relay"]["ticket"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, b"pixels");
+    stx.send(&screen).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => {
+                assert_eq!(f.bytes, screen.bytes);
+                break;
+            }
+            ClientEvent::Frame(_) => continue,
+            ClientEvent::Closed(c) => panic!("relay closed {c:?}"),
+        }
+    }
+
+    // Chat, then a PATCH blocks chat mid-session: the next line is refused.
+    h.send(&json!({"id": 3, "type": "chat", "sessionId": sid, "text": "Can you open Settings?"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect(&mut sh, "chat").await["text"],
+        "Can you open Settings?"
+    );
+    s.patch(SETTINGS, &admin, &json!({"blockChat": true})).await;
+    expect(&mut h, "modeChanged").await;
+    h.send(&json!({"id": 4, "type": "chat", "sessionId": sid, "text": "still there?"}))
+        .await
+        .unwrap();
+    let err = expect(&mut h, "error").await;
+    assert_eq!(err["code"], "chatBlocked");
+
+    // The sharer ends it; the relay legs close and the report has the session.
+    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
+        .await
+        .unwrap();
+    let ended = expect(&mut h, "sessionEnded").await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some("ended"), Some("sharer"))
+    );
+    loop {
+        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            assert_eq!(code, Some(4000));
+            break;
+        }
+    }
+    // The store writes asynchronously: poll the database for the closed record.
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    let mut row = None;
+    for _ in 0..100 {
+        let rows = store.sessions("contoso").await.unwrap();
+        if let Some(r) = rows.into_iter().find(|r| {
+            r.id == sid && r.state == "ended" && r.body.get("relayBytesSharerToHelper").is_some()
+        }) {
+            row = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let row = row.expect("the session was recorded, closed and given the relay's counters");
+    assert_eq!(row.mode, "fullControl");
+    assert_eq!(row.end_reason.as_deref(), Some("ended"));
+    assert_eq!(row.ended_by.as_deref(), Some("sharer"));
+    assert_eq!(row.body["helperEmail"], "helen@contoso.com");
+    assert_eq!(row.body["sharerEmail"], "sam@contoso.com");
+    assert!(row.body["relayBytesSharerToHelper"].as_u64().unwrap() >= 12);
+    // Session events are audited.
+    let events = store.audit_events("contoso").await.unwrap();
+    assert!(events.iter().any(|e| e["activity"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("Remote Help session"))));
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn denials_cross_tenant_codes_and_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    tenant(&s).await;
+    // Sam has no role: asking for a mode as helper is denied with the policy's reason.
+    let mut sam = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut helen = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    sam.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let code = expect(&mut sam, "codeIssued").await;
+    helen
+        .send(&json!({"id": 1, "type": "redeemCode", "code": code["code"]}))
+        .await
+        .unwrap();
+    expect(&mut helen, "sessionJoined").await;
+    let sid = code["sessionId"].as_str().unwrap();
+    sam.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    assert_eq!(expect(&mut sam, "error").await["code"], "noRoleAssignment");
+
+    // A code of contoso cannot be redeemed from fabrikam.
+    let mut helper2 = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    helper2
+        .send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let code2 = expect(&mut helper2, "codeIssued").await;
+    let mut outsider = connect(&s, &user_token(&s, "fabrikam", "eve@fabrikam.com", None)).await;
+    outsider
+        .send(&json!({"id": 1, "type": "redeemCode", "code": code2["code"]}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut outsider, "error").await["code"], "crossTenant");
+    // A wrong code reveals nothing.
+    outsider
+        .send(&json!({"id": 2, "type": "redeemCode", "code": "ZZZZZZZZ"}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut outsider, "error").await["code"], "invalidCode");
+
+    // A bad header token is refused before the upgrade; no token and no authenticate → 4401.
+    let bad = SignalClient::connect(
+        s.server.https_addr,
+        "localhost",
+        tls(&s),
+        Some("not-a-token"),
+    )
+    .await;
+    assert!(matches!(
+        bad,
+        Err(assist_relay::client::ClientError::Rejected { status: 401, .. })
+    ));
+    let mut anon = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
+        .await
+        .unwrap();
+    anon.send(&json!({"type": "authenticate", "token": "garbage"}))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), anon.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        SignalEvent::Closed(code) => assert_eq!(code, Some(4401)),
+        SignalEvent::Message(m) => panic!("unexpected {m}"),
+    }
+    // The first-message form works with a good token.
+    let mut browser = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
+        .await
+        .unwrap();
+    browser.send(&json!({"type": "authenticate", "token": user_token(&s, "contoso", "sam@contoso.com", None)})).await.unwrap();
+    browser
+        .send(&json!({"id": 9, "type": "ping"}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut browser, "pong").await["id"], 9);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_launches_a_session_on_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let admin = tenant(&s).await;
+    let dev = admin_post(&s, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-sam", "deviceName": "SAM-PC", "complianceState": "compliant"})).await;
+    let dev_id = dev["id"].as_str().unwrap().to_owned();
+    let launch = format!("/beta/deviceManagement/managedDevices/{dev_id}/requestRemoteAssistance");
+    // Offline device: a clear error.
+    let (st, b) = send(s.client.post(s.url(&launch)).bearer_auth(&admin)).await;
+    assert_eq!(st, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Remote Help connection"),
+        "{b}"
+    );
+    // Two connections of the device: both are notified; the first answer wins.
+    let sam_dev = user_token(&s, "contoso", "sam@contoso.com", Some("aad-sam"));
+    let mut d1 = connect(&s, &sam_dev).await;
+    let mut d2 = connect(&s, &sam_dev).await;
+    d1.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
+    expect(&mut d1, "pong").await;
+    d2.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
+    expect(&mut d2, "pong").await;
+    let (st, b) = send(s.client.post(s.url(&launch)).bearer_auth(&admin)).await;
+    assert_eq!(st, 204, "{b}");
+    let req1 = expect(&mut d1, "launchRequested").await;
+    let req2 = expect(&mut d2, "launchRequested").await;
+    assert_eq!(req1["sessionId"], req2["sessionId"]);
+    d2.send(
+        &json!({"id": 1, "type": "answerLaunch", "sessionId": req2["sessionId"], "accept": true}),
+    )
+    .await
+    .unwrap();
+    expect(&mut d2, "sessionJoined").await;
+    assert_eq!(
+        expect(&mut d1, "launchWithdrawn").await["reason"],
+        "answeredElsewhere"
+    );
+    s.server.shutdown().await;
+}
