@@ -6,7 +6,7 @@
 //! request gets **exactly one answer** carrying the same `id`: the answer event named for the
 //! request, `ack`, or `error`. Everything else the broker sends is an event without `id`.
 //! Field names are camelCase; unknown fields are ignored in both directions, and clients
-//! must ignore event types they do not know. `PROTOCOL.md` in this crate documents every
+//! must ignore event types they do not know. `docs/protocol.md` ("Signalling") documents every
 //! message with an example.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The wire format: every example in PROTOCOL.md parses and serialises back to the same JSON,
+//! The wire format: every example in docs/protocol.md parses and serialises back to the same JSON,
 //! and the error and close codes are the documented ones.
 
 use assist_policy::DenyReason;
@@ -6,7 +6,7 @@ use assist_session::message::{Authenticate, CloseCode, ParseError, MAX_MESSAGE_B
 use assist_session::{ClientMessage, ClientRequest, ErrorCode, ServerEvent};
 use serde_json::Value;
 
-const PROTOCOL: &str = include_str!("../PROTOCOL.md");
+const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
 
 /// (info string, line) for every line of every fenced ```json block.
 fn examples() -> Vec<(String, String)> {
@@ -81,7 +81,7 @@ fn every_error_code_is_documented_and_parses_back() {
     for code in all {
         assert!(
             PROTOCOL.contains(&format!("| `{}` |", code.as_str())),
-            "{code} is not in PROTOCOL.md's table"
+            "{code} is not in docs/protocol.md's table"
         );
         assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         let json = serde_json::to_string(&code).unwrap();

@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 /// Largest signalling message, bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
-/// Silence after which the server pings; twice this (90 s) closes the connection with 4408.
+/// Silence after which the server pings; the same again without a reply (90 s in all) closes the
+/// connection with 4408.
 /// Request rates are limited by the session machine, which sees every message.
 pub const IDLE_PING: Duration = Duration::from_secs(45);
 /// Outbound messages queued per connection before it is considered stuck and closed.
@@ -120,7 +121,7 @@ pub async fn run<S>(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let deadline = last_heard + if pinged { IDLE_PING * 2 } else { IDLE_PING };
+        let deadline = last_heard + IDLE_PING;
         tokio::select! {
             n = r.read_buf(&mut buf) => match n {
                 Ok(0) | Err(_) => {
