@@ -378,3 +378,219 @@ async fn the_admin_api_launches_a_session_on_a_device() {
     );
     s.server.shutdown().await;
 }
+
+/// Joins helen (helper) and sam (sharer) by code; returns the session id.
+async fn join(h: &mut SignalClient, sh: &mut SignalClient) -> String {
+    h.send(&json!({"id": "c", "type": "requestCode"}))
+        .await
+        .unwrap();
+    let issued = expect(h, "codeIssued").await;
+    sh.send(&json!({"id": "j", "type": "redeemCode", "code": issued["code"]}))
+        .await
+        .unwrap();
+    expect(sh, "sessionJoined").await;
+    expect(h, "sessionJoined").await;
+    issued["sessionId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn warnings_consent_declines_upgrades_and_downgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+
+    // An unacknowledged warning (no device: unenrolled) stops the request until acknowledged.
+    let sid = join(&mut h, &mut sh).await;
+    h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": []})).await.unwrap();
+    let w = expect(&mut h, "warnings").await;
+    assert_eq!(w["warnings"], json!(["deviceUnenrolled"]));
+    assert_eq!(
+        expect(&mut h, "error").await["code"],
+        "warningNotAcknowledged"
+    );
+    // Declining the first mode ends the session.
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": 1, "type": "consent", "sessionId": sid, "allow": false}))
+        .await
+        .unwrap();
+    let ended = expect(&mut h, "sessionEnded").await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some("declined"), Some("sharer"))
+    );
+
+    // A new session: view only allowed, an upgrade declined (the session goes on), then an
+    // upgrade allowed, then a downgrade that needs no consent.
+    let sid = join(&mut h, &mut sh).await;
+    h.send(&json!({"id": 3, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut h, "sessionActive").await["mode"], "viewOnly");
+    h.send(&json!({"id": 4, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    assert_eq!(
+        expect(&mut sh, "consentRequested").await["mode"],
+        "fullControl"
+    );
+    sh.send(&json!({"id": 3, "type": "consent", "sessionId": sid, "allow": false}))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect(&mut h, "consentDeclined").await["mode"],
+        "fullControl"
+    );
+    h.send(&json!({"id": 5, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": 4, "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut h, "modeChanged").await["mode"], "fullControl");
+    assert_eq!(expect(&mut sh, "modeChanged").await["mode"], "fullControl");
+    h.send(&json!({"id": 6, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": []})).await.unwrap();
+    assert_eq!(expect(&mut h, "modeRequested").await["consent"], "none");
+    assert_eq!(expect(&mut sh, "modeChanged").await["mode"], "viewOnly");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn codes_are_single_use_and_guessing_locks_the_guesser() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    h.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let code = expect(&mut h, "codeIssued").await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sh.send(&json!({"id": 1, "type": "redeemCode", "code": code}))
+        .await
+        .unwrap();
+    expect(&mut sh, "sessionJoined").await;
+    // Reused by someone else: refused, exactly like a wrong code.
+    let mut eve = connect(&s, &user_token(&s, "contoso", "eve@contoso.com", None)).await;
+    eve.send(&json!({"id": 1, "type": "redeemCode", "code": code}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut eve, "error").await["code"], "invalidCode");
+    // Guessing: the 5th failure within a minute locks Eve out, even for a good code.
+    for i in 2..=5 {
+        eve.send(&json!({"id": i, "type": "redeemCode", "code": "ZZZZZZZZ"}))
+            .await
+            .unwrap();
+        let code = expect(&mut eve, "error").await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(code == "invalidCode" || code == "rateLimited", "{code}");
+    }
+    let mut h2 = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    h2.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let good = expect(&mut h2, "codeIssued").await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eve.send(&json!({"id": 9, "type": "redeemCode", "code": good}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut eve, "error").await["code"], "rateLimited");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unattended_with_a_present_sharer_can_be_declined() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let admin = tenant(&s).await;
+    admin_post(&s, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-kiosk", "deviceName": "KIOSK", "complianceState": "compliant"})).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut dev = connect(
+        &s,
+        &user_token(&s, "contoso", "sam@contoso.com", Some("aad-kiosk")),
+    )
+    .await;
+    dev.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
+    expect(&mut dev, "pong").await;
+    h.send(
+        &json!({"id": 1, "type": "requestSession", "deviceId": "aad-kiosk", "mode": "unattended"}),
+    )
+    .await
+    .unwrap();
+    expect(&mut h, "launchPending").await;
+    let req = expect(&mut dev, "launchRequested").await;
+    assert_eq!(req["mode"], "unattended");
+    let sid = req["sessionId"].as_str().unwrap().to_owned();
+    dev.send(&json!({"id": 1, "type": "answerLaunch", "sessionId": sid, "accept": true}))
+        .await
+        .unwrap();
+    // Sam is present: no consent, but a window to decline.
+    expect(&mut dev, "unattendedStarting").await;
+    assert_eq!(
+        expect(&mut h, "modeRequested").await["consent"],
+        "declineWindow"
+    );
+    dev.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": false}))
+        .await
+        .unwrap();
+    let ended = expect(&mut h, "sessionEnded").await;
+    assert_eq!(ended["reason"], "declined");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_broker_closes_the_open_session_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let sid = join(&mut h, &mut sh).await;
+    h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": 1, "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    expect(&mut h, "sessionActive").await;
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if store
+            .sessions("contoso")
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == sid)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    // The broker goes away with the session open (its driver stops without closing records),
+    // then starts again on the same data.
+    s.server.shutdown().await;
+    let s = TestServer::start(dir.path()).await;
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    let row = store
+        .sessions("contoso")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == sid)
+        .expect("recorded");
+    assert_eq!(row.state, "ended");
+    assert_eq!(row.end_reason.as_deref(), Some("brokerRestart"));
+    s.server.shutdown().await;
+}
