@@ -1,0 +1,247 @@
+//! `assist`: a terminal client for the signalling service, so a person can run a whole Remote
+//! Help session in two terminals (`assist helper`, `assist sharer`) against `assistd serve`.
+//! It prints every event and reads simple commands from standard input.
+
+use assistd::signal::client::{SignalClient, SignalEvent};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::io::AsyncBufReadExt;
+
+/// Terminal client for Assist's signalling service.
+#[derive(Parser)]
+#[command(name = "assist", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    role: RoleCmd,
+}
+
+#[derive(Subcommand)]
+enum RoleCmd {
+    /// Help someone: ask for a code (or a device with --device), then ask for a mode, chat, end.
+    /// Commands: `mode viewOnly|fullControl|elevation|unattended`, `ack` (acknowledge warnings and
+    /// ask again), `chat TEXT`, `end`, `quit`.
+    Helper(HelperArgs),
+    /// Share your screen: redeem a code (--code) or wait as a device for a launch, then allow or
+    /// decline. Commands: `allow`, `decline`, `accept`, `chat TEXT`, `end`, `quit`.
+    Sharer(SharerArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The server, e.g. https://localhost:8443.
+    #[arg(long, default_value = "https://localhost:8443")]
+    server: String,
+    /// Bearer token (e.g. from `assistd token`); or set ASSIST_TOKEN.
+    #[arg(long, env = "ASSIST_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM certificate to trust for the server (the dev server's is assist-data/tls/cert.pem).
+    #[arg(long, default_value = "assist-data/tls/cert.pem")]
+    ca: PathBuf,
+}
+
+#[derive(Args)]
+struct HelperArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Ask for this device (launch flow) instead of a code.
+    #[arg(long)]
+    device: Option<String>,
+    /// With --device: the mode to ask for as soon as the device accepts.
+    #[arg(long)]
+    mode: Option<String>,
+}
+
+#[derive(Args)]
+struct SharerArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The code the helper read out. Without it, wait for a launch on the token's device.
+    #[arg(long)]
+    code: Option<String>,
+    /// Answer every consent and launch with yes (tests and unattended kiosks only).
+    #[arg(long)]
+    auto_accept: bool,
+}
+
+fn tls(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))? {
+        roots.add(c?)?;
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
+    let hostport = c
+        .server
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow::anyhow!("--server must start with https://"))?
+        .trim_end_matches('/');
+    let host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).to_owned();
+    let addr = tokio::net::lookup_host(if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:443") })
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))?;
+    Ok(SignalClient::connect(addr, &host, tls(&c.ca)?, Some(&c.token)).await?)
+}
+
+/// One line describing an event for a person.
+fn describe(m: &Value) -> String {
+    let t = m["type"].as_str().unwrap_or("?");
+    match t {
+        "codeIssued" => format!("Your code is {}  (read it out to the person you help)", m["code"].as_str().unwrap_or("")),
+        "sessionJoined" => format!("Joined. The other side: {}", profile(&m["peerProfile"])),
+        "consentRequested" => format!("{} asks for {}. Type `allow` or `decline`.", profile(&m["helperProfile"]), m["mode"].as_str().unwrap_or("")),
+        "launchRequested" => format!("{} wants to help on this device. Type `accept` or `decline`.", profile(&m["helperProfile"])),
+        "warnings" => format!("Warnings: {}. Type `ack` to acknowledge and ask again.", m["warnings"]),
+        "sessionActive" => format!("Session active in {} (chat {}). Relay: {}", m["mode"].as_str().unwrap_or(""), if m["chat"] == true { "on" } else { "off" }, m["relay"]["wssUrl"].as_str().unwrap_or("")),
+        "chat" => format!("[{}] {}", m["from"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or("")),
+        "error" => format!("Error {}: {}", m["code"].as_str().unwrap_or(""), m["message"].as_str().unwrap_or("")),
+        "modeRequested" => match m["consent"].as_str() {
+            Some("required") => format!("Asked the sharer for {}; waiting for consent.", m["mode"].as_str().unwrap_or("")),
+            Some("declineWindow") => format!("{} starts soon unless the sharer declines.", m["mode"].as_str().unwrap_or("")),
+            _ => format!("Mode {} granted.", m["mode"].as_str().unwrap_or("")),
+        },
+        "modeChanged" => format!("Mode is now {} (chat {}).", m["mode"].as_str().unwrap_or(""), if m["chat"] == true { "on" } else { "off" }),
+        "launchPending" => "Waiting for the device to answer…".to_owned(),
+        "sessionEnded" => format!("Session ended ({}, by {})", m["reason"].as_str().unwrap_or(""), m["by"].as_str().unwrap_or("")),
+        _ => m.to_string(),
+    }
+}
+
+fn profile(p: &Value) -> String {
+    let mut s = p["displayName"].as_str().unwrap_or("someone").to_owned();
+    for k in ["jobTitle", "companyName"] {
+        if let Some(v) = p[k].as_str() {
+            s.push_str(&format!(", {v}"));
+        }
+    }
+    match p["verifiedDomain"].as_str() {
+        Some(d) => s.push_str(&format!(" (verified: {d})")),
+        None => s.push_str(" (domain NOT verified)"),
+    }
+    s
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (common, is_helper) = match &cli.role {
+        RoleCmd::Helper(a) => (&a.common, true),
+        RoleCmd::Sharer(a) => (&a.common, false),
+    };
+    let mut client = connect(common).await?;
+    let mut next_id = 1u64;
+    let mut id = || {
+        next_id += 1;
+        next_id
+    };
+    match &cli.role {
+        RoleCmd::Helper(a) => match &a.device {
+            Some(d) => {
+                let mut m = json!({"id": id(), "type": "requestSession", "deviceId": d});
+                if let Some(mode) = &a.mode {
+                    m["mode"] = json!(mode);
+                }
+                client.send(&m).await?
+            }
+            None => client.send(&json!({"id": id(), "type": "requestCode"})).await?,
+        },
+        RoleCmd::Sharer(a) => {
+            if let Some(code) = &a.code {
+                client.send(&json!({"id": id(), "type": "redeemCode", "code": code})).await?;
+            } else {
+                println!("Waiting for a helper to launch a session on this device…");
+            }
+        }
+    }
+    let auto = matches!(&cli.role, RoleCmd::Sharer(a) if a.auto_accept);
+    let mut session: Option<String> = None;
+    let mut last_mode: Option<String> = None;
+    let mut pending_warnings = Value::Null;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            ev = client.recv() => match ev? {
+                SignalEvent::Closed(code) => {
+                    println!("Disconnected ({code:?}).");
+                    return Ok(());
+                }
+                SignalEvent::Message(m) => {
+                    if m["type"] == "pong" || m["type"] == "ack" {
+                        continue;
+                    }
+                    println!("{}", describe(&m));
+                    if let Some(s) = m["sessionId"].as_str() {
+                        session = Some(s.to_owned());
+                    }
+                    if m["type"] == "warnings" {
+                        pending_warnings = m["warnings"].clone();
+                    }
+                    if auto && (m["type"] == "consentRequested" || m["type"] == "unattendedStarting") {
+                        client.send(&json!({"id": id(), "type": "consent", "sessionId": session, "allow": true})).await?;
+                        println!("(auto-accepted)");
+                    }
+                    if auto && m["type"] == "launchRequested" {
+                        client.send(&json!({"id": id(), "type": "answerLaunch", "sessionId": session, "accept": true})).await?;
+                        println!("(auto-accepted)");
+                    }
+                    if m["type"] == "sessionEnded" && !is_helper {
+                        return Ok(());
+                    }
+                }
+            },
+            line = stdin.next_line(), if stdin_open => {
+                let Some(line) = line? else { stdin_open = false; continue };
+                let (cmd, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+                let sid = session.clone().unwrap_or_default();
+                let msg = match cmd {
+                    "mode" if is_helper => {
+                        last_mode = Some(rest.trim().to_owned());
+                        Some(json!({"id": id(), "type": "requestMode", "sessionId": sid, "mode": rest.trim(), "acknowledgeWarnings": []}))
+                    }
+                    "ack" if is_helper => last_mode.clone().map(|m| json!({"id": id(), "type": "requestMode", "sessionId": sid, "mode": m, "acknowledgeWarnings": pending_warnings})),
+                    "allow" | "decline" if !is_helper => Some(json!({"id": id(), "type": "consent", "sessionId": sid, "allow": cmd == "allow"})),
+                    "accept" if !is_helper => Some(json!({"id": id(), "type": "answerLaunch", "sessionId": sid, "accept": true})),
+                    "chat" => Some(json!({"id": id(), "type": "chat", "sessionId": sid, "text": rest})),
+                    "end" => Some(json!({"id": id(), "type": "endSession", "sessionId": sid})),
+                    "quit" => return Ok(()),
+                    "" => None,
+                    other => {
+                        println!("Unknown command `{other}`.");
+                        None
+                    }
+                };
+                if let Some(m) = msg {
+                    client.send(&m).await?;
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("assist: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("assist: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
