@@ -209,10 +209,17 @@ pub struct QuicReader {
     _acceptor: tokio::task::JoinHandle<()>,
 }
 
+/// Screen frames a QUIC leg may have in flight (sent, not yet acknowledged by the peer).
+/// When they are all out, the writer waits, frames queue in the relay, and the relay's queue
+/// policy drops the stale ones and asks for a keyframe, as over WSS; without this bound quinn
+/// would buffer every frame and latency would grow with the backlog.
+pub const QUIC_SCREEN_FRAMES_IN_FLIGHT: usize = 4;
+
 /// QUIC writer.
 pub struct QuicWriter {
     conn: quinn::Connection,
     send: quinn::SendStream,
+    screens_in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds a QUIC leg from an established connection and its first bidirectional stream.
@@ -260,7 +267,13 @@ pub fn quic(
             screens: rx,
             _acceptor: acceptor,
         }),
-        LegWriter::Quic(QuicWriter { conn, send }),
+        LegWriter::Quic(QuicWriter {
+            conn,
+            send,
+            screens_in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                QUIC_SCREEN_FRAMES_IN_FLIGHT,
+            )),
+        }),
     )
 }
 
@@ -293,11 +306,23 @@ impl QuicWriter {
     async fn write_frames(&mut self, frames: &[Frame]) -> std::io::Result<()> {
         for f in frames {
             if f.header.channel == Channel::Screen {
+                let permit = self
+                    .screens_in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(std::io::Error::other)?;
                 let mut uni = self.conn.open_uni().await.map_err(std::io::Error::other)?;
                 uni.write_chunk(f.bytes.clone())
                     .await
                     .map_err(std::io::Error::other)?;
                 let _ = uni.finish();
+                // The permit returns once the peer has acknowledged the whole frame (or the
+                // stream or connection is gone).
+                tokio::spawn(async move {
+                    let _ = uni.stopped().await;
+                    drop(permit);
+                });
             } else {
                 self.send
                     .write_chunk(f.bytes.clone())

@@ -14,10 +14,14 @@ use crate::relay::Relay;
 /// How long a new connection may take to open its stream and send the ticket.
 const PRELUDE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// UDP socket buffer size requested for the relay's QUIC endpoint.
+pub const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
 /// Transport settings shared by the relay's server and clients.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_uni_streams(256u32.into());
+    // Bounds what a peer may have in flight: 16 screen frames per leg (1 MiB at 64 KiB).
+    t.max_concurrent_uni_streams(16u32.into());
     t.max_concurrent_bidi_streams(4u32.into());
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         30_000,
@@ -43,7 +47,28 @@ pub fn server_endpoint(
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    Ok(quinn::Endpoint::server(cfg, addr)?)
+    // The kernel's default UDP buffers (about 208 KiB) overflow at a few dozen legs of screen
+    // frames and every drop costs a retransmission; ask for 8 MiB (the kernel caps it at
+    // net.core.rmem_max / wmem_max).
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket.into(),
+        runtime,
+    )?)
 }
 
 /// Accepts QUIC connections until `cancel`, running each as a relay leg.

@@ -47,6 +47,23 @@ pub struct FileConfig {
     /// Relay limits.
     #[serde(default)]
     pub relay: RelayFile,
+    /// Signalling limits.
+    #[serde(default)]
+    pub signal: SignalFile,
+}
+
+/// `[signal]`: signalling limits (defaults in docs/protocol.md, "Limits").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalFile {
+    /// Sustained requests per second per connection.
+    pub requests_per_second: Option<u32>,
+    /// Request burst per connection.
+    pub request_burst: Option<u32>,
+    /// Minutes a security code stays valid.
+    pub code_ttl_minutes: Option<u64>,
+    /// Minutes a sharer has to answer a consent request.
+    pub consent_timeout_minutes: Option<u64>,
 }
 
 /// `[relay]`: limits and timeouts of the relay (defaults in docs/protocol.md).
@@ -220,6 +237,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Relay limits.
     pub relay: assist_relay::RelayConfig,
+    /// Signalling limits and timeouts.
+    pub signal: assist_session::BrokerConfig,
 }
 
 /// A configuration error: one line naming the setting, its source and the problem.
@@ -526,6 +545,20 @@ impl Settings {
             return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
         }
         let relay = relay_config(&file.relay, file_name)?;
+        let mut signal = assist_session::BrokerConfig::default();
+        if let Some(v) = file.signal.requests_per_second {
+            signal.request_rate.per_second = v;
+        }
+        if let Some(v) = file.signal.request_burst {
+            signal.request_rate.burst = v;
+        }
+        if let Some(v) = file.signal.code_ttl_minutes {
+            signal.code_ttl = Duration::from_secs(v * 60);
+        }
+        if let Some(v) = file.signal.consent_timeout_minutes {
+            signal.consent_timeout = Duration::from_secs(v * 60);
+        }
+        signal.validate().map_err(|e| bad("signal", file_name, e))?;
         let retention_days = file.retention_days.unwrap_or(30);
         if !(1..=3650).contains(&retention_days) {
             return Err(bad(
@@ -535,6 +568,7 @@ impl Settings {
             ));
         }
         Ok(Settings {
+            signal,
             retention_days,
             relay,
             data_dir: data_dir.0,

@@ -69,14 +69,18 @@ struct SharerArgs {
 fn tls(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))? {
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?
+    {
         roots.add(c?)?;
     }
     Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     ))
 }
 
@@ -86,11 +90,19 @@ async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
         .strip_prefix("https://")
         .ok_or_else(|| anyhow::anyhow!("--server must start with https://"))?
         .trim_end_matches('/');
-    let host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).to_owned();
-    let addr = tokio::net::lookup_host(if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:443") })
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))?;
+    let host = hostport
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(hostport)
+        .to_owned();
+    let addr = tokio::net::lookup_host(if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:443")
+    })
+    .await?
+    .next()
+    .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))?;
     Ok(SignalClient::connect(addr, &host, tls(&c.ca)?, Some(&c.token)).await?)
 }
 
@@ -98,22 +110,62 @@ async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
 fn describe(m: &Value) -> String {
     let t = m["type"].as_str().unwrap_or("?");
     match t {
-        "codeIssued" => format!("Your code is {}  (read it out to the person you help)", m["code"].as_str().unwrap_or("")),
+        "codeIssued" => format!(
+            "Your code is {}  (read it out to the person you help)",
+            m["code"].as_str().unwrap_or("")
+        ),
         "sessionJoined" => format!("Joined. The other side: {}", profile(&m["peerProfile"])),
-        "consentRequested" => format!("{} asks for {}. Type `allow` or `decline`.", profile(&m["helperProfile"]), m["mode"].as_str().unwrap_or("")),
-        "launchRequested" => format!("{} wants to help on this device. Type `accept` or `decline`.", profile(&m["helperProfile"])),
-        "warnings" => format!("Warnings: {}. Type `ack` to acknowledge and ask again.", m["warnings"]),
-        "sessionActive" => format!("Session active in {} (chat {}). Relay: {}", m["mode"].as_str().unwrap_or(""), if m["chat"] == true { "on" } else { "off" }, m["relay"]["wssUrl"].as_str().unwrap_or("")),
-        "chat" => format!("[{}] {}", m["from"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or("")),
-        "error" => format!("Error {}: {}", m["code"].as_str().unwrap_or(""), m["message"].as_str().unwrap_or("")),
+        "consentRequested" => format!(
+            "{} asks for {}. Type `allow` or `decline`.",
+            profile(&m["helperProfile"]),
+            m["mode"].as_str().unwrap_or("")
+        ),
+        "launchRequested" => format!(
+            "{} wants to help on this device. Type `accept` or `decline`.",
+            profile(&m["helperProfile"])
+        ),
+        "warnings" => format!(
+            "Warnings: {}. Type `ack` to acknowledge and ask again.",
+            m["warnings"]
+        ),
+        "sessionActive" => format!(
+            "Session active in {} (chat {}). Relay: {}",
+            m["mode"].as_str().unwrap_or(""),
+            if m["chat"] == true { "on" } else { "off" },
+            m["relay"]["wssUrl"].as_str().unwrap_or("")
+        ),
+        "chat" => format!(
+            "[{}] {}",
+            m["from"].as_str().unwrap_or(""),
+            m["text"].as_str().unwrap_or("")
+        ),
+        "error" => format!(
+            "Error {}: {}",
+            m["code"].as_str().unwrap_or(""),
+            m["message"].as_str().unwrap_or("")
+        ),
         "modeRequested" => match m["consent"].as_str() {
-            Some("required") => format!("Asked the sharer for {}; waiting for consent.", m["mode"].as_str().unwrap_or("")),
-            Some("declineWindow") => format!("{} starts soon unless the sharer declines.", m["mode"].as_str().unwrap_or("")),
+            Some("required") => format!(
+                "Asked the sharer for {}; waiting for consent.",
+                m["mode"].as_str().unwrap_or("")
+            ),
+            Some("declineWindow") => format!(
+                "{} starts soon unless the sharer declines.",
+                m["mode"].as_str().unwrap_or("")
+            ),
             _ => format!("Mode {} granted.", m["mode"].as_str().unwrap_or("")),
         },
-        "modeChanged" => format!("Mode is now {} (chat {}).", m["mode"].as_str().unwrap_or(""), if m["chat"] == true { "on" } else { "off" }),
+        "modeChanged" => format!(
+            "Mode is now {} (chat {}).",
+            m["mode"].as_str().unwrap_or(""),
+            if m["chat"] == true { "on" } else { "off" }
+        ),
         "launchPending" => "Waiting for the device to answer…".to_owned(),
-        "sessionEnded" => format!("Session ended ({}, by {})", m["reason"].as_str().unwrap_or(""), m["by"].as_str().unwrap_or("")),
+        "sessionEnded" => format!(
+            "Session ended ({}, by {})",
+            m["reason"].as_str().unwrap_or(""),
+            m["by"].as_str().unwrap_or("")
+        ),
         _ => m.to_string(),
     }
 }
@@ -152,11 +204,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 client.send(&m).await?
             }
-            None => client.send(&json!({"id": id(), "type": "requestCode"})).await?,
+            None => {
+                client
+                    .send(&json!({"id": id(), "type": "requestCode"}))
+                    .await?
+            }
         },
         RoleCmd::Sharer(a) => {
             if let Some(code) = &a.code {
-                client.send(&json!({"id": id(), "type": "redeemCode", "code": code})).await?;
+                client
+                    .send(&json!({"id": id(), "type": "redeemCode", "code": code}))
+                    .await?;
             } else {
                 println!("Waiting for a helper to launch a session on this device…");
             }
@@ -230,7 +288,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("assist: {e}");

@@ -164,6 +164,7 @@ impl SignalHub {
     /// into the session records when sessions end.
     #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
     pub fn start(
+        config: BrokerConfig,
         store: Store,
         relay: Relay,
         tickets: Arc<TicketAuthority>,
@@ -174,7 +175,7 @@ impl SignalHub {
         tracker: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<SignalHub> {
         let key = load_or_create_key(data_dir)?;
-        let broker = Broker::new(BrokerConfig::default(), Box::new(HmacCrypto { key }))
+        let broker = Broker::new(config, Box::new(HmacCrypto { key }))
             .map_err(|e| anyhow::anyhow!("broker config: {e}"))?;
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
@@ -488,7 +489,9 @@ impl Driver {
             match out {
                 Output::Send { conn, event } => {
                     if let Some(tx) = self.conns.get(&conn) {
-                        if tx.try_send(Outbound::Text(event.to_json())).is_err() {
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(Outbound::Text(event.to_json()))
+                        {
                             tracing::warn!("a signalling connection is not reading; closing it");
                             let _ =
                                 tx.try_send(Outbound::Close(conn::close::SLOW, "too slow".into()));

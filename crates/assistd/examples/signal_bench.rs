@@ -1,0 +1,197 @@
+//! Signalling benchmark: code → active round trips against a running `assistd` (embedded
+//! store), reporting p50/p99 latency, pairings per second, and pairings per server CPU-second.
+//!
+//! ```text
+//! cargo run --release -p assistd --example signal_bench -- \
+//!     --data-dir DIR --addr 127.0.0.1:8443 --pairs 2000 --concurrency 16 --server-pid PID
+//! ```
+//! It sets up a demo tenant through the admin API (tokens from the data dir's dev issuer),
+//! then runs `concurrency` helper/sharer connection pairs, each doing sessions back to back:
+//! requestCode → redeemCode → requestMode (warnings acknowledged) → consent → sessionActive
+//! on both sides → endSession. The latency measured is from sending `requestCode` to the
+//! helper's `sessionActive`.
+
+use assist_identity::{DevIssuer, TokenRequest};
+use assistd::signal::client::{SignalClient, SignalEvent};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+async fn expect(c: &mut SignalClient, ty: &str) -> anyhow::Result<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), c.recv()).await?? {
+            SignalEvent::Message(m) if m["type"] == ty => return Ok(m),
+            SignalEvent::Message(m) if m["type"] == "error" => {
+                anyhow::bail!("error while waiting for {ty}: {m}")
+            }
+            SignalEvent::Message(_) => {}
+            SignalEvent::Closed(c) => anyhow::bail!("closed {c:?} while waiting for {ty}"),
+        }
+    }
+}
+
+async fn api_post(
+    http: &reqwest::Client,
+    admin: &str,
+    url: String,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(url)
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let data = std::path::PathBuf::from(arg("--data-dir", "./assist-data"));
+    let addr: std::net::SocketAddr = arg("--addr", "127.0.0.1:8443").parse()?;
+    let pairs: usize = arg("--pairs", "1000").parse()?;
+    let concurrency: usize = arg("--concurrency", "8").parse()?;
+    let server_pid: Option<u32> = arg("--server-pid", "").parse().ok();
+    let dev = DevIssuer::load_or_create(&data)?;
+    let tok = |upn: &str, roles: &[&str]| {
+        dev.mint(&TokenRequest {
+            tenant_id: "bench".into(),
+            user_principal_name: upn.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ttl: Duration::from_secs(3600),
+            audience: "api://assist".into(),
+            ..Default::default()
+        })
+    };
+    let pem = std::fs::read(data.join("tls/cert.pem"))?;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .build()?;
+    let admin = tok(
+        "admin@bench.example",
+        &[
+            "DeviceManagementServiceConfig.ReadWrite.All",
+            "User.ReadWrite.All",
+            "Group.ReadWrite.All",
+            "DeviceManagementRBAC.ReadWrite.All",
+        ],
+    )?;
+    let base = format!("https://localhost:{}", addr.port());
+    let post = |path: String, body: Value| api_post(&http, &admin, format!("{base}{path}"), body);
+    http.patch(format!(
+        "{base}/beta/deviceManagement/remoteAssistanceSettings"
+    ))
+    .bearer_auth(&admin)
+    .json(&json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}))
+    .send()
+    .await?
+    .error_for_status()?;
+    let group = post(
+        "/beta/groups".into(),
+        json!({"displayName": "Bench helpers"}),
+    )
+    .await?;
+    let gid = group["id"].as_str().unwrap_or_default().to_owned();
+    for i in 0..concurrency {
+        let u = post("/beta/users".into(), json!({"userPrincipalName": format!("helper{i}@bench.example"), "displayName": format!("Helper {i}")})).await?;
+        post(
+            format!("/beta/groups/{gid}/members/$ref"),
+            json!({"@odata.id": u["id"]}),
+        )
+        .await?;
+    }
+    post(
+        "/beta/deviceManagement/roleAssignments".into(),
+        json!({"displayName": "bench", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
+    )
+    .await?;
+
+    let tls = {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c?)?;
+        }
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    };
+    let per_worker = pairs.div_ceil(concurrency);
+    let cpu0 = server_pid.and_then(cpu_secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let ht = tok(&format!("helper{i}@bench.example"), &[])?;
+        let st = tok(&format!("sharer{i}@bench.example"), &[])?;
+        let tls = tls.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = SignalClient::connect(addr, "localhost", tls.clone(), Some(&ht)).await?;
+            let mut s = SignalClient::connect(addr, "localhost", tls, Some(&st)).await?;
+            let mut lat = Vec::with_capacity(per_worker);
+            for n in 0..per_worker {
+                let t0 = Instant::now();
+                h.send(&json!({"id": n, "type": "requestCode"})).await?;
+                let issued = expect(&mut h, "codeIssued").await?;
+                let sid = issued["sessionId"].clone();
+                s.send(&json!({"id": n, "type": "redeemCode", "code": issued["code"]})).await?;
+                expect(&mut s, "sessionJoined").await?;
+                expect(&mut h, "sessionJoined").await?;
+                h.send(&json!({"id": n, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await?;
+                expect(&mut s, "consentRequested").await?;
+                s.send(&json!({"id": n, "type": "consent", "sessionId": sid, "allow": true})).await?;
+                expect(&mut h, "sessionActive").await?;
+                lat.push(t0.elapsed());
+                expect(&mut s, "sessionActive").await?;
+                h.send(&json!({"id": n, "type": "endSession", "sessionId": sid})).await?;
+                expect(&mut h, "sessionEnded").await?;
+                expect(&mut s, "sessionEnded").await?;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = match (cpu0, server_pid.and_then(cpu_secs)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    all.sort();
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let out = json!({
+        "pairings": all.len(),
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "pairingsPerSecond": all.len() as f64 / elapsed,
+        "codeToActiveMs": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
+        "serverCpuSeconds": cpu,
+        "pairingsPerServerCpuSecond": cpu.map(|c| all.len() as f64 / c),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
