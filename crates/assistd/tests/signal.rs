@@ -594,3 +594,173 @@ async fn a_killed_broker_closes_the_open_session_on_restart() {
     assert_eq!(row.end_reason.as_deref(), Some("brokerRestart"));
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn consent_and_code_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = assistd::Settings::ephemeral(dir.path());
+    settings.signal.consent_timeout = Duration::from_millis(400);
+    settings.signal.code_ttl = Duration::from_millis(400);
+    let s = TestServer::start_with(settings).await;
+    tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    // The sharer never answers: the first mode times out and the session ends.
+    let sid = join(&mut h, &mut sh).await;
+    h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    assert_eq!(expect(&mut h, "consentTimedOut").await["mode"], "viewOnly");
+    let ended = expect(&mut h, "sessionEnded").await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some("consentTimedOut"), Some("broker"))
+    );
+    // A code nobody redeems in time expires; redeeming it afterwards says so.
+    h.send(&json!({"id": 2, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let code = expect(&mut h, "codeIssued").await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        expect(&mut h, "sessionEnded").await["reason"],
+        "codeExpired"
+    );
+    sh.send(&json!({"id": 9, "type": "redeemCode", "code": code}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut sh, "error").await["code"], "codeExpired");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_policy_denial_reaches_the_helper_at_request_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let admin = tenant(&s).await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let ask = |mode: &'static str| json!({"id": 1, "type": "requestMode", "mode": mode, "acknowledgeWarnings": ["deviceUnenrolled", "deviceNotCompliant"]});
+    // unattendedRequiresEnrolledDevice: Sam has no enrolled device.
+    let sid = join(&mut h, &mut sh).await;
+    let mut m = ask("unattended");
+    m["sessionId"] = json!(sid);
+    h.send(&m).await.unwrap();
+    assert_eq!(
+        expect(&mut h, "error").await["code"],
+        "unattendedRequiresEnrolledDevice"
+    );
+    // unenrolledDeviceNotAllowed, then remoteHelpDisabled (which also ends the session).
+    s.patch(
+        SETTINGS,
+        &admin,
+        &json!({"allowSessionsToUnenrolledDevices": false}),
+    )
+    .await;
+    let mut m = ask("viewOnly");
+    m["sessionId"] = json!(sid);
+    h.send(&m).await.unwrap();
+    assert_eq!(
+        expect(&mut h, "error").await["code"],
+        "unenrolledDeviceNotAllowed"
+    );
+    s.patch(
+        SETTINGS,
+        &admin,
+        &json!({"allowSessionsToUnenrolledDevices": true}),
+    )
+    .await;
+
+    // notInScope: Vic's assignment reaches only an empty group.
+    let vic = admin_post(
+        &s,
+        &admin,
+        "/beta/users",
+        json!({"userPrincipalName": "vic@contoso.com", "displayName": "Vic"}),
+    )
+    .await;
+    let narrow = admin_post(&s, &admin, "/beta/groups", json!({"displayName": "Narrow"})).await;
+    let empty = admin_post(&s, &admin, "/beta/groups", json!({"displayName": "Nobody"})).await;
+    admin_post(
+        &s,
+        &admin,
+        &format!(
+            "/beta/groups/{}/members/$ref",
+            narrow["id"].as_str().unwrap()
+        ),
+        json!({"@odata.id": vic["id"]}),
+    )
+    .await;
+    admin_post(
+        &s,
+        &admin,
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "narrow", "members": [narrow["id"]], "resourceScopes": [empty["id"]], "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
+    )
+    .await;
+    // permissionMissing: Pat's role reaches everyone but lacks Offer and Read.
+    let pat = admin_post(
+        &s,
+        &admin,
+        "/beta/users",
+        json!({"userPrincipalName": "pat@contoso.com", "displayName": "Pat"}),
+    )
+    .await;
+    let viewers = admin_post(
+        &s,
+        &admin,
+        "/beta/groups",
+        json!({"displayName": "Viewers"}),
+    )
+    .await;
+    admin_post(
+        &s,
+        &admin,
+        &format!(
+            "/beta/groups/{}/members/$ref",
+            viewers["id"].as_str().unwrap()
+        ),
+        json!({"@odata.id": pat["id"]}),
+    )
+    .await;
+    let role = admin_post(
+        &s,
+        &admin,
+        "/beta/deviceManagement/roleDefinitions",
+        json!({"displayName": "View only", "rolePermissions": [{"resourceActions": [{"allowedResourceActions": ["Microsoft.Intune_RemoteAssistanceApp_ViewScreen"]}]}]}),
+    )
+    .await;
+    admin_post(
+        &s,
+        &admin,
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "viewers", "members": [viewers["id"]], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": role["id"]}),
+    )
+    .await;
+    for (upn, reason) in [
+        ("vic@contoso.com", "notInScope"),
+        ("pat@contoso.com", "permissionMissing"),
+    ] {
+        let mut helper = connect(&s, &user_token(&s, "contoso", upn, None)).await;
+        let mut sharer = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+        let sid = join(&mut helper, &mut sharer).await;
+        let mut m = ask("viewOnly");
+        m["sessionId"] = json!(sid);
+        helper.send(&m).await.unwrap();
+        assert_eq!(expect(&mut helper, "error").await["code"], reason, "{upn}");
+    }
+
+    // remoteHelpDisabled ends the tenant's sessions.
+    s.patch(
+        SETTINGS,
+        &admin,
+        &json!({"remoteAssistanceState": "disabled"}),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut h, "sessionEnded").await["reason"],
+        "remoteHelpDisabled"
+    );
+    s.server.shutdown().await;
+}
