@@ -73,6 +73,9 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// Device id, when present.
     pub device_id: Option<String>,
+    /// A device token: it names a device (`deviceid`) and no user (no `upn`). Nobody is
+    /// signed in on it, so nobody is "present" for unattended sessions; it carries no admin rights.
+    pub is_device: bool,
 }
 
 impl std::fmt::Debug for Identity {

@@ -119,7 +119,11 @@ impl DevIssuer {
     /// expired and not-yet-valid tokens.
     pub fn mint_at(&self, req: &TokenRequest, now: u64) -> Result<String, DevIssuerError> {
         let upn = req.user_principal_name.clone();
-        let default_name = upn.split('@').next().unwrap_or(&upn).to_owned();
+        let default_name = match (upn.split('@').next(), &req.device_id) {
+            (Some(local), _) if !local.is_empty() => local.to_owned(),
+            (_, Some(d)) => d.clone(),
+            _ => upn.clone(),
+        };
         let claims = Claims {
             iss: Some(DEV_ISSUER.to_owned()),
             aud: Some(serde_json::Value::String(req.audience.clone())),
@@ -127,12 +131,11 @@ impl DevIssuer {
             nbf: Some(now),
             iat: Some(now),
             tid: Some(req.tenant_id.clone()),
-            oid: Some(
-                req.object_id
-                    .clone()
-                    .unwrap_or_else(|| derived_id(&[&req.tenant_id, &upn])),
-            ),
-            upn: Some(upn),
+            oid: Some(req.object_id.clone().unwrap_or_else(|| {
+                derived_id(&[&req.tenant_id, &upn, req.device_id.as_deref().unwrap_or("")])
+            })),
+            // An empty user makes a device token (with `device_id` set).
+            upn: (!upn.is_empty()).then_some(upn),
             preferred_username: None,
             name: Some(req.display_name.clone().unwrap_or(default_name)),
             given_name: req.given_name.clone(),

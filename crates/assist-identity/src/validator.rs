@@ -199,11 +199,15 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
         .tid
         .filter(|t| !t.is_empty())
         .ok_or_else(|| TokenError::MissingClaim("tid".into()))?;
-    let upn = c
-        .upn
-        .or(c.preferred_username)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| TokenError::MissingClaim("upn".into()))?;
+    let device_id = c.deviceid.filter(|d| !d.is_empty());
+    let upn = c.upn.or(c.preferred_username).filter(|u| !u.is_empty());
+    // A token with a device and no user is a device token; any other token needs a user.
+    let is_device = upn.is_none() && device_id.is_some();
+    let upn = match upn {
+        Some(u) => u,
+        None if is_device => String::new(),
+        None => return Err(TokenError::MissingClaim("upn".into())),
+    };
     let object_id = c
         .oid
         .filter(|o| !o.is_empty())
@@ -220,7 +224,8 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
             .scp
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
-        device_id: c.deviceid.filter(|d| !d.is_empty()),
+        device_id,
+        is_device,
     })
 }
 
@@ -363,6 +368,24 @@ mod tests {
             v.validate(&dev.sign(&c).unwrap()).await.unwrap_err(),
             TokenError::MissingClaim("tid".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_without_a_user_is_a_device_token() {
+        let (dev, v, _d) = setup();
+        let mut r = req();
+        r.user_principal_name = String::new();
+        let id = v.validate(&dev.mint(&r).unwrap()).await.unwrap();
+        assert!(id.is_device);
+        assert_eq!(id.device_id.as_deref(), Some("dev-1"));
+        r.device_id = None;
+        assert_eq!(
+            v.validate(&dev.mint(&r).unwrap()).await.unwrap_err(),
+            TokenError::MissingClaim("upn".into()),
+            "no user and no device"
+        );
+        let r = req();
+        assert!(!v.validate(&dev.mint(&r).unwrap()).await.unwrap().is_device);
     }
 
     #[tokio::test]

@@ -154,7 +154,9 @@ impl FromRequestParts<AppState> for Caller {
         match state.validator.validate(token).await {
             Ok(id) => {
                 // Signing in makes a user known to the directory (just in time).
-                crate::facts::ensure_user(&state.store, &id).await?;
+                if !id.is_device {
+                    crate::facts::ensure_user(&state.store, &id).await?;
+                }
                 Ok(Caller(id))
             }
             Err(e) => {

@@ -69,8 +69,14 @@ struct TokenArgs {
     /// Tenant id (`tid`).
     #[arg(long, value_name = "TID")]
     tenant: String,
-    /// User principal name (`upn`), e.g. admin@contoso.com.
-    #[arg(long, value_name = "UPN")]
+    /// User principal name (`upn`), e.g. admin@contoso.com. Omit it (and give --device) for a
+    /// device token: a device with nobody signed in.
+    #[arg(
+        long,
+        value_name = "UPN",
+        required_unless_present = "device",
+        default_value = ""
+    )]
     user: String,
     /// Comma-separated Graph permissions put in `roles`, e.g.
     /// DeviceManagementServiceConfig.ReadWrite.All.

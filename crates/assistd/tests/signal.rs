@@ -764,3 +764,41 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     );
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn unattended_without_a_present_sharer_starts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let admin = tenant(&s).await;
+    admin_post(&s, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-kiosk", "deviceName": "KIOSK", "complianceState": "compliant", "userPrincipalName": "sam@contoso.com"})).await;
+    // A device token: the device, nobody signed in.
+    let mut r = request("contoso", &[]);
+    r.user_principal_name = String::new();
+    r.device_id = Some("aad-kiosk".into());
+    let device_token = s.dev.mint(&r).unwrap();
+    let mut dev = connect(&s, &device_token).await;
+    dev.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
+    expect(&mut dev, "pong").await;
+    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    h.send(
+        &json!({"id": 1, "type": "requestSession", "deviceId": "aad-kiosk", "mode": "unattended"}),
+    )
+    .await
+    .unwrap();
+    let req = expect(&mut dev, "launchRequested").await;
+    dev.send(
+        &json!({"id": 1, "type": "answerLaunch", "sessionId": req["sessionId"], "accept": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(expect(&mut h, "modeRequested").await["consent"], "none");
+    assert_eq!(expect(&mut h, "sessionActive").await["mode"], "unattended");
+    assert_eq!(
+        expect(&mut dev, "sessionActive").await["mode"],
+        "unattended"
+    );
+    // A device token has no admin rights.
+    let (st, _) = s.get(SETTINGS, Some(&device_token)).await;
+    assert_eq!(st, 403);
+    s.server.shutdown().await;
+}

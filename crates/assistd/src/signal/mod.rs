@@ -262,9 +262,38 @@ impl SignalHub {
 
 /// Builds the machine's view of a signed-in caller from the token and the directory.
 pub async fn party_for(store: &Store, id: &Identity) -> Result<Party, assist_store::StoreError> {
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    if id.is_device {
+        // A device token: no user, nobody present.
+        let d = id.device_id.clone().unwrap_or_default();
+        let managed = facts::find_device(store, &id.tenant_id, &d).await?;
+        let dev = facts::device(store, &id.tenant_id, &d, &id.tenant_id).await?;
+        let name = managed
+            .as_ref()
+            .and_then(|m| s(&m["deviceName"]))
+            .unwrap_or_else(|| d.clone());
+        return Ok(Party {
+            tenant_id: id.tenant_id.clone(),
+            user_id: None,
+            user_principal_name: None,
+            given_name: None,
+            family_name: None,
+            profile: Profile {
+                display_name: name.clone(),
+                job_title: None,
+                company_name: None,
+                verified_domain: None,
+            },
+            device: Some(DeviceInfo {
+                id: d,
+                display_name: Some(name),
+                operating_system: managed.as_ref().and_then(|m| s(&m["operatingSystem"])),
+                enrolled: dev.enrolled,
+            }),
+        });
+    }
     let user = facts::ensure_user(store, id).await?;
     let p = facts::profile(store, &id.tenant_id, &user).await?;
-    let s = |v: &Value| v.as_str().map(str::to_owned);
     let device = match &id.device_id {
         Some(d) => {
             let managed = facts::find_device(store, &id.tenant_id, d).await?;
@@ -616,19 +645,6 @@ async fn evaluate(
     let tenant = &req.helper.tenant_id;
     let policy = facts::tenant_policy(store, tenant).await?;
     let helper = facts::helper(store, tenant, &req.helper.user_id).await?;
-    let sharer = match &req.sharer {
-        Some(s) if &s.tenant_id == tenant => facts::sharer(store, tenant, &s.user_id).await?,
-        Some(s) => assist_policy::Sharer {
-            tenant_id: s.tenant_id.clone(),
-            user_id: s.user_id.clone(),
-            group_ids: Default::default(),
-        },
-        None => assist_policy::Sharer {
-            tenant_id: req.sharer_tenant_id.clone(),
-            user_id: String::new(),
-            group_ids: Default::default(),
-        },
-    };
     let device = match &req.device_id {
         Some(d) if &req.sharer_tenant_id == tenant => {
             Some(facts::device(store, tenant, d, tenant).await?)
@@ -642,6 +658,26 @@ async fn evaluate(
             group_ids: Default::default(),
         }),
         None => None,
+    };
+    let sharer = match &req.sharer {
+        Some(s) if &s.tenant_id == tenant => facts::sharer(store, tenant, &s.user_id).await?,
+        Some(s) => assist_policy::Sharer {
+            tenant_id: s.tenant_id.clone(),
+            user_id: s.user_id.clone(),
+            group_ids: Default::default(),
+        },
+        // Nobody signed in on the device (a device token): the device's primary user stands for
+        // the sharer in scope checks, when the directory names one.
+        None => match device.as_ref().and_then(|d| d.primary_user_id.clone()) {
+            Some(uid) if &req.sharer_tenant_id == tenant => {
+                facts::sharer(store, tenant, &uid).await?
+            }
+            _ => assist_policy::Sharer {
+                tenant_id: req.sharer_tenant_id.clone(),
+                user_id: String::new(),
+                group_ids: Default::default(),
+            },
+        },
     };
     let request = assist_policy::SessionRequest {
         helper,
