@@ -14,7 +14,6 @@
 use assist_identity::{DevIssuer, TokenRequest};
 use assistd::signal::client::{SignalClient, SignalEvent};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: &str) -> String {
@@ -123,21 +122,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let tls = {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(c?)?;
-        }
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-        )
-    };
+    let tls = assistd::tls::client_config(&data.join("tls/cert.pem"))?;
     let per_worker = pairs.div_ceil(concurrency);
     let cpu0 = server_pid.and_then(cpu_secs);
     let started = Instant::now();

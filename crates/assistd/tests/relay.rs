@@ -25,18 +25,7 @@ struct Relayd {
 }
 
 fn client_tls(cert: &std::path::Path) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth()
+    (*assistd::tls::client_config(cert).unwrap()).clone()
 }
 
 async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir) {

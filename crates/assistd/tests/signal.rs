@@ -22,20 +22,7 @@ const ADMIN: &[&str] = &[
 ];
 
 fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&s.server.cert_path).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
+    assistd::tls::client_config(&s.server.cert_path).unwrap()
 }
 
 fn user_token(s: &TestServer, tenant: &str, upn: &str, device: Option<&str>) -> String {

@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
 
 /// Terminal client for Assist's signalling service.
@@ -66,24 +65,6 @@ struct SharerArgs {
     auto_accept: bool,
 }
 
-fn tls(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?
-    {
-        roots.add(c?)?;
-    }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    ))
-}
-
 async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
     let hostport = c
         .server
@@ -103,7 +84,13 @@ async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
     .await?
     .next()
     .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))?;
-    Ok(SignalClient::connect(addr, &host, tls(&c.ca)?, Some(&c.token)).await?)
+    Ok(SignalClient::connect(
+        addr,
+        &host,
+        assistd::tls::client_config(&c.ca)?,
+        Some(&c.token),
+    )
+    .await?)
 }
 
 /// One line describing an event for a person.
