@@ -279,6 +279,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
     };
     let signal = crate::signal::SignalHub::start(
+        crate::signal::SignalMetrics::register(&registry)?,
         settings.signal.clone(),
         store.clone(),
         relay.clone(),

@@ -234,6 +234,25 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     assert_eq!(row.body["helperEmail"], "helen@contoso.com");
     assert_eq!(row.body["sharerEmail"], "sam@contoso.com");
     assert!(row.body["relayBytesSharerToHelper"].as_u64().unwrap() >= 12);
+    // Metrics count the decision, the start and the end (never by user or session).
+    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"assist_signal_decisions_total{result="allow"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"assist_signal_sessions_started_total{mode="fullControl"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"assist_signal_sessions_ended_total{reason="ended"} 1"#),
+        "{text}"
+    );
     // Session events are audited.
     let events = store.audit_events("contoso").await.unwrap();
     assert!(events.iter().any(|e| e["activity"]

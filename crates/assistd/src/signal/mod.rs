@@ -144,6 +144,62 @@ enum HubInput {
     RelayStats(assist_relay::SessionReport),
 }
 
+/// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
+#[derive(Clone)]
+pub struct SignalMetrics {
+    connections: prometheus::IntGauge,
+    sessions: prometheus::IntGauge,
+    decisions: prometheus::IntCounterVec,
+    started: prometheus::IntCounterVec,
+    ended: prometheus::IntCounterVec,
+}
+
+impl SignalMetrics {
+    /// Registers the families in `registry`.
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        use prometheus::{IntCounterVec, IntGauge, Opts};
+        let connections =
+            IntGauge::new("assist_signal_connections", "Open signalling connections.")?;
+        let sessions = IntGauge::new(
+            "assist_signal_sessions",
+            "Sessions the broker holds (any state before ended).",
+        )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "assist_signal_decisions_total",
+                "Policy decisions for mode requests, by result (allow or the deny reason).",
+            ),
+            &["result"],
+        )?;
+        let started = IntCounterVec::new(
+            Opts::new(
+                "assist_signal_sessions_started_total",
+                "Sessions that became active, by mode.",
+            ),
+            &["mode"],
+        )?;
+        let ended = IntCounterVec::new(
+            Opts::new(
+                "assist_signal_sessions_ended_total",
+                "Active sessions that ended, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(started.clone()))?;
+        registry.register(Box::new(ended.clone()))?;
+        Ok(Self {
+            connections,
+            sessions,
+            decisions,
+            started,
+            ended,
+        })
+    }
+}
+
 /// Where clients reach the relay (for tickets and `sessionActive`).
 #[derive(Debug, Clone)]
 pub struct RelayEndpoint {
@@ -164,6 +220,7 @@ impl SignalHub {
     /// into the session records when sessions end.
     #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
     pub fn start(
+        metrics: SignalMetrics,
         config: BrokerConfig,
         store: Store,
         relay: Relay,
@@ -197,6 +254,7 @@ impl SignalHub {
             });
         }
         let driver = Driver {
+            metrics,
             broker,
             conns: HashMap::new(),
             store,
@@ -440,6 +498,7 @@ fn wire<T: serde::Serialize>(v: &T) -> String {
 }
 
 struct Driver {
+    metrics: SignalMetrics,
     broker: Broker,
     conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
     store: Store,
@@ -495,6 +554,8 @@ impl Driver {
                             self.broker.handle_disconnect(conn, t);
                         }
                         HubInput::Decision { eval, decision } => {
+                            let result = decision.deny_reason().map(|r| r.as_str()).unwrap_or("allow");
+                            self.metrics.decisions.with_label_values(&[result]).inc();
                             let _ = self.broker.handle_decision(eval, decision, t);
                         }
                         HubInput::SettingsChanged { tenant, block_chat, enabled } => {
@@ -510,6 +571,10 @@ impl Driver {
                 }
             }
             self.drain();
+            self.metrics.connections.set(self.conns.len() as i64);
+            self.metrics
+                .sessions
+                .set(self.broker.session_count() as i64);
         }
     }
 
@@ -584,6 +649,19 @@ impl Driver {
                     self.relay.end_session(session_id.as_str(), reason.as_str());
                 }
                 Output::Record(ev) => {
+                    match &ev {
+                        RecordEvent::Started { mode, .. } => self
+                            .metrics
+                            .started
+                            .with_label_values(&[mode.as_str()])
+                            .inc(),
+                        RecordEvent::Ended { reason, .. } => self
+                            .metrics
+                            .ended
+                            .with_label_values(&[reason.as_str()])
+                            .inc(),
+                        _ => {}
+                    }
                     let tenant = match &ev {
                         RecordEvent::Started {
                             session_id,
