@@ -37,7 +37,30 @@ fn decode(body: &str) -> Result<Value, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("object body: {e}")))
 }
 
+/// A query ready to run on the store's database.
+pub(crate) type Write<'q> =
+    sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>;
+
 impl Store {
+    /// Runs one write and, only if it changed a row, appends `audit`, in one transaction.
+    /// Returns whether a row changed (a write that changed nothing leaves no audit event).
+    pub(crate) async fn audited_write(
+        &self,
+        tenant_id: &str,
+        write: Write<'_>,
+        audit: Option<&AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if write.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(a) = audit {
+            audit::insert(&mut tx, tenant_id, a).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Every object of `kind` in the tenant, in creation order.
     pub async fn list_objects(
         &self,
@@ -84,8 +107,7 @@ impl Store {
         body: &Value,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "INSERT INTO directory_objects (tenant_id, kind, id, seq, body) \
              SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1, $4 FROM directory_objects WHERE tenant_id = $1 AND kind = $2 \
              ON CONFLICT (tenant_id, kind, id) DO NOTHING",
@@ -93,17 +115,8 @@ impl Store {
         .bind(tenant_id)
         .bind(kind)
         .bind(id)
-        .bind(body.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        if let Some(a) = audit {
-            audit::insert(&mut tx, tenant_id, a).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        .bind(body.to_string());
+        self.audited_write(tenant_id, write, audit).await
     }
 
     /// Replaces an existing object's body with its audit event. Returns false if it does not exist.
@@ -115,22 +128,14 @@ impl Store {
         body: &Value,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "UPDATE directory_objects SET body = $4 WHERE tenant_id = $1 AND kind = $2 AND id = $3",
         )
         .bind(tenant_id)
         .bind(kind)
         .bind(id)
-        .bind(body.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        audit::insert(&mut tx, tenant_id, audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        .bind(body.to_string());
+        self.audited_write(tenant_id, write, Some(audit)).await
     }
 
     /// Deletes an object, and its group memberships (as a group or as a member), with its audit
@@ -175,23 +180,15 @@ impl Store {
         kind: MemberKind,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "INSERT INTO group_members (tenant_id, group_id, member_id, member_kind) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
         )
         .bind(tenant_id)
         .bind(group_id)
         .bind(member_id)
-        .bind(kind.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        audit::insert(&mut tx, tenant_id, audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        .bind(kind.as_str());
+        self.audited_write(tenant_id, write, Some(audit)).await
     }
 
     /// Removes `member` from `group`. Returns false if it was not a member.
@@ -202,21 +199,13 @@ impl Store {
         member_id: &str,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3",
         )
         .bind(tenant_id)
         .bind(group_id)
-        .bind(member_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        audit::insert(&mut tx, tenant_id, audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        .bind(member_id);
+        self.audited_write(tenant_id, write, Some(audit)).await
     }
 
     /// A group's members, in the order they were added.

@@ -87,8 +87,7 @@ impl Store {
         by: &str,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let write = sqlx::query(
             "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5 \
              WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
         )
@@ -96,17 +95,8 @@ impl Store {
         .bind(id)
         .bind(end_time)
         .bind(reason)
-        .bind(by)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        if let Some(a) = audit {
-            audit::insert(&mut tx, tenant_id, a).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        .bind(by);
+        self.audited_write(tenant_id, write, audit).await
     }
 
     /// Merges `extra` (an object) into a session's report body, by session id (ids are unique
