@@ -1,0 +1,1 @@
+//! The Linux/X11 sharer agent (docs/clients.md).
