@@ -18,6 +18,7 @@ pub mod server;
 pub mod signal;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 pub use config::Settings;
 pub use server::{start, RunningServer};

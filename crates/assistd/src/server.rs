@@ -181,6 +181,7 @@ pub fn router(state: AppState) -> Router {
     admin::routes()
         .route("/v1/relay", get(crate::relay_ws::upgrade))
         .route("/v1/signal", get(crate::signal::endpoint::upgrade))
+        .merge(crate::web::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

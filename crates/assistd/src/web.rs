@@ -1,0 +1,162 @@
+//! The browser helper page (`/helper/`): static files embedded in the binary, served with a
+//! strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
+//! (see `docs/protocol.md` and `docs/clients.md`); this module only serves it.
+//!
+//! `GET /` redirects to `/helper/`. Only the listed files exist; any other path under
+//! `/helper/` falls through to the Graph-shaped 404 like every unknown path.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// The page's Content-Security-Policy: everything from this origin only, WebSockets to this
+/// origin or any `wss:` relay, images from decoded tiles (`blob:`), no inline script or style.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' wss:; \
+     img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Where the helper page lives.
+pub const HELPER_PATH: &str = "/helper/";
+
+/// One embedded file: its name under `/helper/`, its media type and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// The file name, e.g. `helper.js` (the page itself is `index.html`).
+    pub name: &'static str,
+    /// The `Content-Type` it is served with.
+    pub content_type: &'static str,
+    /// The file's contents.
+    pub body: &'static [u8],
+}
+
+/// Every file of the helper page, embedded at build time from `crates/assistd/web/`.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../web/index.html"),
+    },
+    Asset {
+        name: "helper.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/helper.css"),
+    },
+    Asset {
+        name: "helper.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/helper.js"),
+    },
+    Asset {
+        name: "screen.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/screen.js"),
+    },
+    Asset {
+        name: "proto.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/proto.mjs"),
+    },
+    Asset {
+        name: "icon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../web/icon.svg"),
+    },
+];
+
+/// The embedded file called `name`, if there is one.
+pub fn asset(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.name == name)
+}
+
+/// The routes of the helper page: `/`, `/helper`, `/helper/` and `/helper/<file>`.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut r = Router::new()
+        .route("/", get(|| async { redirect(HELPER_PATH) }))
+        .route("/helper", get(|| async { redirect(HELPER_PATH) }))
+        .route(HELPER_PATH, get(|| async { serve("index.html") }));
+    for a in ASSETS {
+        let name = a.name;
+        r = r.route(
+            &format!("{HELPER_PATH}{name}"),
+            get(move || async move { serve(name) }),
+        );
+    }
+    r
+}
+
+fn redirect(to: &'static str) -> Response {
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static(to));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn serve(name: &str) -> Response {
+    let Some(a) = asset(name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut resp = a.body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_is_non_empty_and_named_once() {
+        for (i, a) in ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(
+                ASSETS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        assert!(asset("index.html").is_some());
+        assert!(asset("nope.js").is_none());
+    }
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        let html = std::str::from_utf8(asset("index.html").unwrap().body).unwrap();
+        assert!(!html.contains("<style"), "inline <style>");
+        assert!(!html.contains(" style="), "inline style attribute");
+        for (i, _) in html.match_indices(" on") {
+            let rest = &html[i + 3..];
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            assert!(
+                word.is_empty() || !rest[word.len()..].starts_with('='),
+                "inline event handler attribute on{word}="
+            );
+        }
+        for part in html.split("<script").skip(1) {
+            let tag = part.split('>').next().unwrap_or_default();
+            assert!(tag.contains("src="), "inline <script>: {tag}");
+        }
+    }
+}

@@ -1,0 +1,726 @@
+// The browser helper: signs in with a bearer token, asks the broker for a code or a device
+// session over /v1/signal, shows the sharer's profile, asks for modes, and once a session is
+// active shows the screen from the relay (/v1/relay) and sends pointer and keyboard input.
+// Protocols: docs/protocol.md. How to use it: docs/clients.md ("Browser helper").
+
+import {
+  CHANNEL, MODE_LABELS, canControl, closeText, encodeRelayFrame, endedText, errorText,
+  formatCode, input, modeRank, parseControl, parseRelayFrame, pointerButton, scaleToScreen,
+  warningText, WheelAccumulator,
+} from './proto.mjs';
+import { ScreenView } from './screen.js';
+
+const TOKEN_KEY = 'assist.helper.token';
+const PING_EVERY_MS = 20_000;
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  connStatus: $('conn-status'), error: $('error'),
+  signin: $('signin'), signinForm: $('signin-form'), token: $('token'), tokenInfo: $('token-info'),
+  connect: $('connect'), signout: $('signout'),
+  start: $('start'), getCode: $('get-code'), launchForm: $('launch-form'), deviceId: $('device-id'),
+  helpDevice: $('help-device'), codeBox: $('code-box'), code: $('code'), codeExpiry: $('code-expiry'),
+  startStatus: $('start-status'), cancel: $('cancel'),
+  session: $('session'), peerName: $('peer-name'), peerJob: $('peer-job'),
+  peerCompany: $('peer-company'), peerDomain: $('peer-domain'),
+  modeForm: $('mode-form'), mode: $('mode'), requestMode: $('request-mode'), currentMode: $('current-mode'),
+  warnings: $('warnings'), warningsTitle: $('warnings-title'), warningList: $('warning-list'),
+  ackWarnings: $('ack-warnings'), sessionStatus: $('session-status'), end: $('end'),
+  chatLog: $('chat-log'), chatForm: $('chat-form'), chatText: $('chat-text'), chatSend: $('chat-send'),
+  screenStatus: $('screen-status'), canvas: $('screen'), screenHint: $('screen-hint'),
+  screenStats: $('screen-stats'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+let ws = null; // the signalling WebSocket
+let signedIn = false; // the first pong came back: the token was accepted
+let pingTimer = null;
+let nextId = 1;
+const pending = new Map(); // request id -> {type, ...}
+/** The session this page takes part in, or null. */
+let session = null;
+let relay = null; // the RelayLeg of the active session
+
+const screen = new ScreenView(el.canvas, updateScreenStats);
+
+function newSession(fields) {
+  return {
+    id: fields.sessionId, phase: fields.phase, peer: null, mode: null, chat: false,
+    requested: null, warnings: [], ...fields,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small UI helpers
+
+function show(node, visible) {
+  node.hidden = !visible;
+}
+
+function showError(text) {
+  el.error.textContent = text;
+  show(el.error, Boolean(text));
+}
+
+function setPhase(phase) {
+  document.body.dataset.phase = phase;
+  show(el.signin, phase !== 'joined' && phase !== 'active');
+  show(el.start, phase === 'idle' || phase === 'code' || phase === 'launch');
+  show(el.session, phase === 'joined' || phase === 'active');
+  show(el.codeBox, phase === 'code');
+  show(el.cancel, phase === 'code' || phase === 'launch');
+  el.getCode.disabled = phase !== 'idle';
+  el.helpDevice.disabled = phase !== 'idle';
+  el.deviceId.disabled = phase !== 'idle';
+}
+
+function peerLabel() {
+  return session?.peer?.displayName || 'the user';
+}
+
+function modeLabel(mode) {
+  return MODE_LABELS[mode] ?? mode;
+}
+
+function time(ms) {
+  return new Date(ms).toLocaleTimeString();
+}
+
+function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = atob(part + '='.repeat((4 - (part.length % 4)) % 4));
+    return JSON.parse(decodeURIComponent(escape(json)));
+  } catch {
+    return null;
+  }
+}
+
+function describeToken() {
+  const t = el.token.value.trim();
+  if (!t) {
+    el.tokenInfo.textContent = '';
+    return;
+  }
+  const c = tokenClaims(t);
+  if (!c) {
+    el.tokenInfo.textContent = 'This does not look like a token (a JWT has three parts separated by dots).';
+    return;
+  }
+  const who = c.upn || c.preferred_username || c.name || (c.deviceid ? `device ${c.deviceid}` : 'unknown user');
+  const expired = typeof c.exp === 'number' && c.exp * 1000 < Date.now();
+  el.tokenInfo.textContent = `Token for ${who}${c.tid ? ` in tenant ${c.tid}` : ''}` +
+    (typeof c.exp === 'number' ? (expired ? ' — it has EXPIRED; get a new one.' : `, valid until ${time(c.exp * 1000)}.`) : '.');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signalling
+
+function send(msg) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    showError('Not connected to the server. Connect again.');
+    return null;
+  }
+  const id = nextId++;
+  pending.set(id, msg);
+  ws.send(JSON.stringify({ id, ...msg }));
+  return id;
+}
+
+function connect(token) {
+  disconnect();
+  showError('');
+  el.connStatus.textContent = 'Connecting…';
+  let socket;
+  try {
+    socket = new WebSocket(`wss://${location.host}/v1/signal`);
+  } catch (e) {
+    el.connStatus.textContent = 'Not connected';
+    showError(`Could not open the connection: ${e.message}`);
+    return;
+  }
+  ws = socket;
+  socket.onopen = () => {
+    // Browsers cannot set headers: the token goes in the first message.
+    socket.send(JSON.stringify({ type: 'authenticate', token }));
+    el.connStatus.textContent = 'Signing in…';
+    // The server answers nothing to a good token; the first pong shows it was accepted.
+    send({ type: 'ping' });
+    pingTimer = setInterval(() => send({ type: 'ping' }), PING_EVERY_MS);
+  };
+  socket.onmessage = (ev) => {
+    if (typeof ev.data !== 'string') return;
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    onSignal(msg);
+  };
+  socket.onclose = (ev) => {
+    if (ws !== socket) return;
+    const wasSignedIn = signedIn;
+    cleanupSignal();
+    el.connStatus.textContent = 'Not connected';
+    const lost = session ? ' The session ended with it.' : '';
+    endSessionLocally();
+    setPhase('signedOut');
+    showSignin(false);
+    if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
+  };
+}
+
+function cleanupSignal() {
+  clearInterval(pingTimer);
+  pingTimer = null;
+  signedIn = false;
+  pending.clear();
+  ws = null;
+}
+
+function disconnect() {
+  if (ws) {
+    const s = ws;
+    cleanupSignal();
+    s.close(1000, 'signed out');
+  }
+  endSessionLocally();
+}
+
+function showSignin(connected) {
+  el.token.disabled = connected;
+  show(el.connect, !connected);
+  show(el.signout, connected || Boolean(el.token.value));
+}
+
+function onSignal(msg) {
+  const req = typeof msg.id === 'number' ? pending.get(msg.id) : undefined;
+  if (req) pending.delete(msg.id);
+  switch (msg.type) {
+    case 'pong':
+      if (!signedIn) {
+        signedIn = true;
+        const c = tokenClaims(el.token.value.trim());
+        el.connStatus.textContent = `Connected${c ? ` as ${c.name || c.upn || c.preferred_username || 'you'}` : ''}`;
+        showSignin(true);
+        if (!session) setPhase('idle');
+        el.getCode.focus();
+      }
+      break;
+    case 'codeIssued':
+      session = newSession({ sessionId: msg.sessionId, phase: 'code' });
+      el.code.textContent = formatCode(msg.code);
+      el.codeExpiry.textContent = `Valid until ${time(msg.expiresAt)}.`;
+      el.startStatus.textContent = 'Waiting for the person to enter the code…';
+      setPhase('code');
+      break;
+    case 'launchPending':
+      session = newSession({ sessionId: msg.sessionId, phase: 'launch', deviceId: msg.deviceId });
+      el.startStatus.textContent = `Waiting for device ${msg.deviceId} to accept (until ${time(msg.expiresAt)})…`;
+      setPhase('launch');
+      break;
+    case 'sessionJoined':
+      onJoined(msg);
+      break;
+    case 'warnings':
+      onWarnings(msg);
+      break;
+    case 'modeRequested':
+      onModeRequested(msg);
+      break;
+    case 'consentDeclined':
+      if (session) {
+        session.requested = null;
+        setStatus(`${peerLabel()} declined ${modeLabel(msg.mode)}.` +
+          (session.mode ? ` The session goes on in ${modeLabel(session.mode)}.` : ''));
+        updateModeUi();
+      }
+      break;
+    case 'consentTimedOut':
+      if (session) {
+        session.requested = null;
+        setStatus(`${peerLabel()} did not answer the request for ${modeLabel(msg.mode)} in time.` +
+          (session.mode ? ` The session goes on in ${modeLabel(session.mode)}.` : ''));
+        updateModeUi();
+      }
+      break;
+    case 'sessionActive':
+      onActive(msg);
+      break;
+    case 'modeChanged':
+      if (session) {
+        setMode(msg.mode, msg.chat);
+        session.requested = null;
+        setStatus(`Mode is now ${modeLabel(msg.mode)}.`);
+      }
+      break;
+    case 'chat':
+      addChat(msg.from === 'helper' ? 'You' : peerLabel(), msg.text, msg.at);
+      break;
+    case 'sessionEnded':
+      if (session && msg.sessionId === session.id) {
+        const text = endedText(msg.reason, msg.by);
+        endSessionLocally();
+        setPhase('idle');
+        el.startStatus.textContent = text;
+        el.getCode.focus();
+      }
+      break;
+    case 'error':
+      onError(msg, req);
+      break;
+    default:
+      break; // ack, and events this page does not use
+  }
+}
+
+function onJoined(msg) {
+  if (!session || session.id !== msg.sessionId) session = newSession({ sessionId: msg.sessionId });
+  session.phase = 'joined';
+  session.peer = msg.peerProfile || {};
+  const p = session.peer;
+  el.peerName.textContent = p.displayName || '(no name)';
+  el.peerJob.textContent = p.jobTitle || '—';
+  el.peerCompany.textContent = p.companyName || '—';
+  if (p.verifiedDomain) {
+    el.peerDomain.textContent = `${p.verifiedDomain} (verified)`;
+    el.peerDomain.className = 'verified';
+  } else {
+    el.peerDomain.textContent = 'domain NOT verified: make sure this is the person you expect';
+    el.peerDomain.className = 'unverified';
+  }
+  el.chatLog.replaceChildren();
+  el.canvas.setAttribute('aria-label', `The shared screen of ${peerLabel()}`);
+  screen.reset();
+  setMode(null, false);
+  setPhase('joined');
+  setStatus(`${peerLabel()} joined. Choose a mode and press Request.`);
+  el.screenStatus.textContent = 'No screen yet: it appears once a mode is granted.';
+  el.mode.focus();
+}
+
+function onWarnings(msg) {
+  if (!session) return;
+  session.warnings = msg.warnings || [];
+  session.warningMode = msg.mode;
+  el.warningsTitle.textContent = `The policy allows ${modeLabel(msg.mode)} with these warnings:`;
+  el.warningList.replaceChildren(...session.warnings.map((w) => {
+    const li = document.createElement('li');
+    li.textContent = warningText(w);
+    return li;
+  }));
+  show(el.warnings, true);
+  el.ackWarnings.focus();
+}
+
+function onModeRequested(msg) {
+  if (!session) return;
+  session.requested = msg.mode;
+  const who = peerLabel();
+  if (msg.consent === 'required') {
+    setStatus(`Waiting for ${who} to allow ${modeLabel(msg.mode)}` +
+      (msg.expiresAt ? ` (until ${time(msg.expiresAt)})…` : '…'));
+  } else if (msg.consent === 'declineWindow') {
+    setStatus(`${modeLabel(msg.mode)} starts ${msg.expiresAt ? `at ${time(msg.expiresAt)} ` : ''}unless ${who} declines.`);
+  } else {
+    setStatus(`Starting ${modeLabel(msg.mode)}…`);
+  }
+  updateModeUi();
+}
+
+function onActive(msg) {
+  if (!session) session = newSession({ sessionId: msg.sessionId });
+  session.phase = 'active';
+  session.requested = null;
+  setMode(msg.mode, msg.chat);
+  setPhase('active');
+  setStatus(`Session active in ${modeLabel(msg.mode)}.`);
+  if (relay) relay.close();
+  screen.reset();
+  relay = new RelayLeg(msg.relay, session.id);
+}
+
+function onError(msg, req) {
+  if (msg.code === 'warningNotAcknowledged') return; // the `warnings` event shows them
+  const text = errorText(msg.code, msg.message);
+  if (req && (req.type === 'requestMode')) {
+    if (session) session.requested = null;
+    updateModeUi();
+    setStatus(`${modeLabel(req.mode)} was not granted: ${text}`);
+    return;
+  }
+  if (req && req.type === 'chat') {
+    addChat('Not sent', `${req.text} — ${text}`);
+    return;
+  }
+  if (req && (req.type === 'requestCode' || req.type === 'requestSession')) {
+    session = null;
+    setPhase('idle');
+    el.startStatus.textContent = text;
+    return;
+  }
+  showError(text);
+}
+
+function setStatus(text) {
+  el.sessionStatus.textContent = text;
+}
+
+function setMode(mode, chat) {
+  if (!session) return;
+  session.mode = mode;
+  session.chat = Boolean(chat);
+  document.body.dataset.mode = mode || '';
+  updateModeUi();
+}
+
+function updateModeUi() {
+  if (!session) return;
+  const mode = session.mode;
+  el.currentMode.textContent = mode ? modeLabel(mode) : 'none yet';
+  el.requestMode.disabled = Boolean(session.requested);
+  // Suggest the next mode up.
+  if (!session.requested && mode) {
+    const next = Math.min(modeRank(mode) + 1, el.mode.options.length - 1);
+    if (modeRank(el.mode.value) === modeRank(mode)) el.mode.selectedIndex = next;
+  }
+  el.chatText.disabled = !session.chat;
+  el.chatSend.disabled = !session.chat;
+  el.chatText.placeholder = session.chat ? 'Message' : 'Chat is not available';
+  if (!canControl(mode)) releaseAll();
+  updateScreenHint();
+}
+
+function requestMode(acknowledge) {
+  if (!session) return;
+  const mode = acknowledge ? session.warningMode : el.mode.value;
+  show(el.warnings, false);
+  session.requested = mode;
+  updateModeUi();
+  setStatus(`Asking for ${modeLabel(mode)}…`);
+  const id = send({
+    type: 'requestMode', sessionId: session.id, mode,
+    acknowledgeWarnings: acknowledge ? session.warnings : [],
+  });
+  if (id === null) {
+    session.requested = null;
+    updateModeUi();
+  }
+}
+
+function endSessionLocally() {
+  releaseAll();
+  if (relay) {
+    relay.close();
+    relay = null;
+  }
+  session = null;
+  document.body.dataset.mode = '';
+  show(el.warnings, false);
+}
+
+function addChat(who, text, at) {
+  const p = document.createElement('p');
+  const b = document.createElement('strong');
+  b.textContent = `${who}${at ? ` (${time(at)})` : ''}: `;
+  p.append(b, document.createTextNode(text));
+  el.chatLog.append(p);
+  el.chatLog.scrollTop = el.chatLog.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay
+
+class RelayLeg {
+  constructor(info, sessionId) {
+    this.sessionId = sessionId;
+    this.closed = false;
+    this.mode = null;
+    el.screenStatus.textContent = 'Connecting to the screen relay…';
+    const url = `${info.wssUrl}?ticket=${encodeURIComponent(info.ticket)}`;
+    try {
+      this.ws = new WebSocket(url);
+    } catch (e) {
+      el.screenStatus.textContent = `Could not connect to the relay: ${e.message}`;
+      this.closed = true;
+      return;
+    }
+    this.ws.binaryType = 'arraybuffer';
+    this.ws.onmessage = (ev) => this.onMessage(ev);
+    this.ws.onclose = (ev) => this.onClose(ev);
+  }
+
+  onMessage(ev) {
+    if (!(ev.data instanceof ArrayBuffer)) return;
+    let frame;
+    try {
+      frame = parseRelayFrame(ev.data);
+    } catch (e) {
+      console.warn('bad relay frame:', e.message);
+      return;
+    }
+    if (frame.channel === CHANNEL.screen) {
+      screen.push(frame.payload, frame.keyframe);
+    } else if (frame.channel === CHANNEL.control) {
+      const c = parseControl(frame.payload);
+      if (c) this.onControl(c);
+    } else if (frame.channel === CHANNEL.chat) {
+      addChat(peerLabel(), new TextDecoder().decode(frame.payload));
+    }
+  }
+
+  onControl(c) {
+    switch (c.type) {
+      case 'joined':
+        el.screenStatus.textContent = `Waiting for ${peerLabel()}’s app to send the screen…`;
+        break;
+      case 'paired':
+      case 'modeChanged':
+        if (c.type === 'paired') el.screenStatus.textContent = 'Connected; waiting for the first picture…';
+        if (session && c.mode) setMode(c.mode, c.chat ?? session.chat);
+        break;
+      case 'ended':
+        el.screenStatus.textContent = `The screen connection ended${c.reason ? ` (${c.reason})` : ''}.`;
+        break;
+      default:
+        break; // keyframeRequest is for the sharer; unknown types are ignored
+    }
+  }
+
+  onClose(ev) {
+    if (this.closed) return;
+    this.closed = true;
+    releaseAll();
+    if (relay === this) {
+      el.screenStatus.textContent = closeText('relay', ev.code, ev.reason);
+    }
+  }
+
+  send(text) {
+    if (!this.closed && this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(encodeRelayFrame(CHANNEL.input, text));
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.ws.close(1000, 'helper left');
+    } catch {
+      // already closing
+    }
+  }
+}
+
+function updateScreenStats(view) {
+  const s = view.stats;
+  if (s.shown > 0 && view.width) {
+    el.screenStatus.textContent = `Showing ${peerLabel()}’s screen (${view.width}×${view.height}).`;
+  }
+  el.screenStats.textContent = `Frames shown: ${s.shown}` +
+    (s.ignored ? `, ignored: ${s.ignored} (${view.lastError})` : '') +
+    (s.skipped ? `, skipped: ${s.skipped}` : '');
+  el.canvas.dataset.frames = String(s.shown);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input: only while the mode is fullControl or higher, and only over the canvas.
+
+function controlling() {
+  return Boolean(session && relay && !relay.closed && canControl(session.mode) && screen.width > 0);
+}
+
+function updateScreenHint() {
+  el.screenHint.textContent = session && canControl(session.mode)
+    ? 'You have control: click the screen to use it. Keys typed while it has focus go to the user’s computer; press Shift+Escape to leave it.'
+    : 'View only: your clicks and keys are not sent.';
+  el.canvas.classList.toggle('control', Boolean(session && canControl(session.mode)));
+}
+
+function toScreen(ev) {
+  return scaleToScreen(ev.clientX, ev.clientY, el.canvas.getBoundingClientRect(), screen.width, screen.height);
+}
+
+let moveAt = null; // the latest pointer position not yet sent
+let moveFrame = 0;
+const heldButtons = new Set();
+const heldKeys = new Map(); // KeyboardEvent.code -> the key value sent with its keydown
+const wheel = new WheelAccumulator();
+
+function flushMove() {
+  moveFrame = 0;
+  if (moveAt && controlling()) relay.send(input.pointerMove(moveAt.x, moveAt.y));
+  moveAt = null;
+}
+
+function releaseAll() {
+  if (relay && !relay.closed) {
+    for (const [, key] of heldKeys) relay.send(input.key(key, false));
+    const last = moveAt || { x: 0, y: 0 };
+    for (const b of heldButtons) relay.send(input.pointerButton(last.x, last.y, b, false));
+  }
+  heldKeys.clear();
+  heldButtons.clear();
+}
+
+el.canvas.addEventListener('pointermove', (ev) => {
+  if (!controlling()) return;
+  moveAt = toScreen(ev);
+  if (!moveFrame) moveFrame = requestAnimationFrame(flushMove);
+});
+
+el.canvas.addEventListener('pointerdown', (ev) => {
+  el.canvas.focus();
+  if (!controlling()) return;
+  ev.preventDefault();
+  const button = pointerButton(ev.button);
+  if (button === null) return;
+  try {
+    el.canvas.setPointerCapture(ev.pointerId);
+  } catch {
+    // not a capturable pointer
+  }
+  const p = toScreen(ev);
+  moveAt = null;
+  heldButtons.add(button);
+  relay.send(input.pointerButton(p.x, p.y, button, true));
+});
+
+el.canvas.addEventListener('pointerup', (ev) => {
+  const button = pointerButton(ev.button);
+  if (button === null || !heldButtons.has(button)) return;
+  heldButtons.delete(button);
+  if (!controlling()) return;
+  ev.preventDefault();
+  const p = toScreen(ev);
+  moveAt = null;
+  relay.send(input.pointerButton(p.x, p.y, button, false));
+});
+
+el.canvas.addEventListener('contextmenu', (ev) => {
+  if (controlling()) ev.preventDefault();
+});
+
+el.canvas.addEventListener('wheel', (ev) => {
+  if (!controlling()) return;
+  ev.preventDefault();
+  const { dx, dy } = wheel.add(ev.deltaX, ev.deltaY, ev.deltaMode);
+  if (dx || dy) {
+    const p = toScreen(ev);
+    relay.send(input.wheel(p.x, p.y, dx, dy));
+  }
+}, { passive: false });
+
+el.canvas.addEventListener('keydown', (ev) => {
+  if (!controlling() || ev.isComposing) return;
+  if (ev.key === 'Escape' && ev.shiftKey) {
+    // The way out for keyboard users: nothing is sent, focus moves on.
+    releaseAll();
+    (el.chatText.disabled ? el.end : el.chatText).focus();
+    ev.preventDefault();
+    return;
+  }
+  ev.preventDefault();
+  heldKeys.set(ev.code || ev.key, ev.key);
+  relay.send(input.key(ev.key, true));
+});
+
+el.canvas.addEventListener('keyup', (ev) => {
+  const id = ev.code || ev.key;
+  if (!heldKeys.has(id)) return;
+  const key = heldKeys.get(id);
+  heldKeys.delete(id);
+  if (!controlling()) return;
+  ev.preventDefault();
+  relay.send(input.key(key, false));
+});
+
+el.canvas.addEventListener('blur', releaseAll);
+
+// ---------------------------------------------------------------------------------------------
+// Buttons and forms
+
+el.signinForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const token = el.token.value.trim();
+  if (!token) {
+    showError('Paste a token first.');
+    el.token.focus();
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  connect(token);
+});
+
+el.token.addEventListener('input', describeToken);
+
+el.signout.addEventListener('click', () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  disconnect();
+  el.token.value = '';
+  describeToken();
+  setPhase('signedOut');
+  showSignin(false);
+  el.connStatus.textContent = 'Signed out';
+  el.token.focus();
+});
+
+el.getCode.addEventListener('click', () => {
+  el.startStatus.textContent = 'Asking for a code…';
+  if (send({ type: 'requestCode' }) !== null) el.getCode.disabled = true;
+});
+
+el.launchForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const deviceId = el.deviceId.value.trim();
+  if (!deviceId) return;
+  el.startStatus.textContent = `Asking device ${deviceId}…`;
+  if (send({ type: 'requestSession', deviceId }) !== null) el.helpDevice.disabled = true;
+});
+
+function endSession() {
+  if (session) send({ type: 'endSession', sessionId: session.id });
+}
+
+el.cancel.addEventListener('click', endSession);
+el.end.addEventListener('click', endSession);
+
+el.modeForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  requestMode(false);
+});
+
+el.ackWarnings.addEventListener('click', () => requestMode(true));
+
+el.chatForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const text = el.chatText.value.trim();
+  if (!text || !session) return;
+  if (send({ type: 'chat', sessionId: session.id, text }) !== null) {
+    addChat('You', text, Date.now());
+    el.chatText.value = '';
+  }
+});
+
+window.addEventListener('beforeunload', () => {
+  if (ws) ws.close(1000, 'page closed');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+setPhase('signedOut');
+updateScreenHint();
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) {
+  el.token.value = saved;
+  describeToken();
+  connect(saved);
+} else {
+  showSignin(false);
+  el.token.focus();
+}
