@@ -21,12 +21,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use assist_policy::{Decision, DenyReason, Mode, Warning};
 
 use crate::code::{code_from_bytes, normalize_code, CodeDigest, Crypto, CODE_LEN};
 use crate::config::{BrokerConfig, ConfigError};
 use crate::limit::{FailureLimiter, RequestBucket, Strikes};
+use crate::live::{InProcessLiveState, LiveCode, LiveSession, LiveStage, LiveState};
 use crate::message::{
     ClientMessage, ClientRequest, CloseCode, ConsentKind, EndReason, EndedBy, ErrorCode,
     RelayAccess, RequestId, Role, ServerEvent, SessionId, WithdrawReason, MAX_CHAT_CHARS,
@@ -228,12 +230,6 @@ impl Session {
     }
 }
 
-#[derive(Debug)]
-enum CodeEntry {
-    Pending(SessionId),
-    Expired { forget_at: Timestamp },
-}
-
 #[derive(Debug, Clone)]
 enum Timer {
     Session(SessionId),
@@ -245,12 +241,12 @@ pub struct Broker {
     config: BrokerConfig,
     crypto: Box<dyn Crypto + Send>,
     conns: HashMap<ConnId, Conn>,
-    devices: HashMap<(String, String), BTreeSet<ConnId>>,
-    users: HashMap<UserRef, BTreeSet<ConnId>>,
+    /// Codes, the session directory and who is connected: shared with other tasks (and, in
+    /// cluster mode, other nodes).
+    live: Arc<dyn LiveState>,
     sessions: HashMap<SessionId, Session>,
     /// Admin-launched sessions whose helper has no connection yet.
     unattached: BTreeSet<SessionId>,
-    codes: HashMap<CodeDigest, CodeEntry>,
     evals: HashMap<EvalId, SessionId>,
     next_eval: u64,
     timers: BTreeMap<(Timestamp, u64), Timer>,
@@ -268,7 +264,7 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("connections", &self.conns.len())
             .field("sessions", &self.sessions.len())
-            .field("codes", &self.codes.len())
+            .field("codes", &self.live.code_count())
             .field("pending_outputs", &self.outputs.len())
             .finish_non_exhaustive()
     }
@@ -281,8 +277,19 @@ fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCod
 }
 
 impl Broker {
-    /// A broker with `config` (validated) that draws randomness and hashes codes with `crypto`.
+    /// A broker with `config` (validated) that draws randomness and hashes codes with `crypto`,
+    /// keeping its live state in a fresh [`InProcessLiveState`].
     pub fn new(config: BrokerConfig, crypto: Box<dyn Crypto + Send>) -> Result<Self, ConfigError> {
+        Self::with_live_state(config, crypto, Arc::new(InProcessLiveState::new()))
+    }
+
+    /// A broker that keeps codes, its session directory and connection presence in `live`.
+    /// The broker must be the only writer of the sessions and connections it creates.
+    pub fn with_live_state(
+        config: BrokerConfig,
+        crypto: Box<dyn Crypto + Send>,
+        live: Arc<dyn LiveState>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Broker {
             user_failures: FailureLimiter::new(config.user_redeem_limit),
@@ -290,11 +297,9 @@ impl Broker {
             config,
             crypto,
             conns: HashMap::new(),
-            devices: HashMap::new(),
-            users: HashMap::new(),
+            live,
             sessions: HashMap::new(),
             unattached: BTreeSet::new(),
-            codes: HashMap::new(),
             evals: HashMap::new(),
             next_eval: 0,
             timers: BTreeMap::new(),
@@ -303,6 +308,11 @@ impl Broker {
             next_purge: Timestamp::ZERO,
             outputs: VecDeque::new(),
         })
+    }
+
+    /// The live state (codes, session directory, presence) this broker writes.
+    pub fn live_state(&self) -> &Arc<dyn LiveState> {
+        &self.live
     }
 
     /// The configuration.
@@ -337,10 +347,9 @@ impl Broker {
             match timer {
                 Timer::Session(id) => self.on_deadline(&id, at, now),
                 Timer::ForgetCode(digest) => {
-                    if matches!(self.codes.get(&digest), Some(CodeEntry::Expired { forget_at }) if *forget_at <= now)
-                    {
-                        self.codes.remove(&digest);
-                    }
+                    self.live.take_code_if(&digest, &|code| {
+                        matches!(code, LiveCode::Expired { forget_at } if *forget_at <= now)
+                    });
                 }
             }
         }
@@ -427,16 +436,15 @@ impl Broker {
         if self.conns.contains_key(&conn) {
             return Err(InputError::DuplicateConnection(conn));
         }
-        if let Some(device) = &party.device {
-            self.devices
-                .entry((party.tenant_id.clone(), device.id.clone()))
-                .or_default()
-                .insert(conn);
-        }
         let user = party.user_ref();
-        if let Some(user) = &user {
-            self.users.entry(user.clone()).or_default().insert(conn);
-        }
+        self.live.add_connection(
+            conn,
+            user.as_ref(),
+            party
+                .device
+                .as_ref()
+                .map(|d| (party.tenant_id.as_str(), d.id.as_str())),
+        );
         self.conns.insert(
             conn,
             Conn {
@@ -485,8 +493,9 @@ impl Broker {
             },
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.session = Some(id);
+            c.session = Some(id.clone());
         }
+        self.publish(&id);
         self.send(conn, event);
     }
 
@@ -501,23 +510,14 @@ impl Broker {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(device) = &c.party.device {
-            let key = (c.party.tenant_id.clone(), device.id.clone());
-            if let Some(set) = self.devices.get_mut(&key) {
-                set.remove(&conn);
-                if set.is_empty() {
-                    self.devices.remove(&key);
-                }
-            }
-        }
-        if let Some(user) = c.party.user_ref() {
-            if let Some(set) = self.users.get_mut(&user) {
-                set.remove(&conn);
-                if set.is_empty() {
-                    self.users.remove(&user);
-                }
-            }
-        }
+        self.live.remove_connection(
+            conn,
+            c.party.user_ref().as_ref(),
+            c.party
+                .device
+                .as_ref()
+                .map(|d| (c.party.tenant_id.as_str(), d.id.as_str())),
+        );
         for id in &c.offers {
             let emptied = match self.sessions.get_mut(id).map(|s| &mut s.stage) {
                 Some(Stage::AwaitingSharer { offered, .. }) => {
@@ -735,31 +735,76 @@ impl Broker {
                 deadline: None,
             },
         );
+        self.publish(id);
+    }
+
+    /// Writes a session's directory entry to the live state.
+    fn publish(&self, id: &SessionId) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let stage = match (&s.stage, s.mode) {
+            (_, Some(_)) => LiveStage::Active,
+            (Stage::AwaitingRedemption { .. } | Stage::AwaitingSharer { .. }, None) => {
+                LiveStage::Pending
+            }
+            (_, None) => LiveStage::Joined,
+        };
+        let device_id = match &s.stage {
+            Stage::AwaitingSharer { device_id, .. } => Some(device_id.clone()),
+            _ => s
+                .sharer
+                .as_ref()
+                .and_then(|seat| seat.party.device.as_ref())
+                .map(|d| d.id.clone()),
+        };
+        self.live.put_session(
+            id,
+            LiveSession {
+                tenant_id: s.tenant_id.clone(),
+                stage,
+                mode: s.mode,
+                chat: s.chat,
+                helper: s.helper.party.user_ref(),
+                helper_conn: s.helper.conn,
+                sharer: s.sharer.as_ref().and_then(|seat| seat.party.user_ref()),
+                sharer_conn: s.sharer.as_ref().and_then(|seat| seat.conn),
+                device_id,
+            },
+        );
     }
 
     // ----------------------------------------------------------------- code flow
 
     fn request_code(&mut self, conn: ConnId, id: &RequestId, now: Timestamp) -> Reply {
         let user = self.idle_user(conn)?;
+        let party = self.conn(conn)?.party.clone();
+        let Some(session_id) = self.fresh_session_id() else {
+            return refuse(
+                ErrorCode::Unavailable,
+                "no fresh session id available; retry",
+            );
+        };
         let mut fresh = None;
         for _ in 0..FRESH_ATTEMPTS {
             let mut bytes = [0u8; CODE_LEN];
             self.crypto.fill_random(&mut bytes);
             let code = code_from_bytes(bytes);
             let digest = self.crypto.code_digest(&code);
-            if !self.codes.contains_key(&digest) {
+            // Insert-if-absent: a code is unique among every pending and remembered one.
+            if self
+                .live
+                .insert_code(&digest, LiveCode::Pending(session_id.clone()))
+            {
                 fresh = Some((code, digest));
                 break;
             }
         }
-        let (Some((code, digest)), Some(session_id)) = (fresh, self.fresh_session_id()) else {
+        let Some((code, digest)) = fresh else {
             return refuse(ErrorCode::Unavailable, "no fresh code available; retry");
         };
-        let party = self.conn(conn)?.party.clone();
         let tenant = party.tenant_id.clone();
         let expires_at = now.saturating_add(self.config.code_ttl);
-        self.codes
-            .insert(digest.clone(), CodeEntry::Pending(session_id.clone()));
         self.new_session(
             &session_id,
             Seat {
@@ -821,7 +866,15 @@ impl Broker {
                         now,
                     );
                 }
-                self.codes.remove(&digest);
+                // Atomic: of two redemptions racing for one code (on two nodes), one wins.
+                let pending = LiveCode::Pending(session_id.clone());
+                if self
+                    .live
+                    .take_code_if(&digest, &|code| *code == pending)
+                    .is_none()
+                {
+                    return self.redemption_failed(user, ErrorCode::InvalidCode, now);
+                }
                 self.join(&session_id, conn, Some(id.clone()), now);
                 Ok(())
             }
@@ -836,16 +889,13 @@ impl Broker {
         let digest = self.crypto.code_digest(&code);
         // The map lookup compares digests of the guess, which reveals nothing about stored
         // codes; the constant-time comparison is the check that decides.
-        let (stored, entry) = self
-            .codes
-            .get_key_value(&digest)
-            .ok_or(ErrorCode::InvalidCode)?;
-        if !self.crypto.digests_equal(stored, &digest) {
+        let (stored, entry) = self.live.code(&digest).ok_or(ErrorCode::InvalidCode)?;
+        if !self.crypto.digests_equal(&stored, &digest) {
             return Err(ErrorCode::InvalidCode);
         }
         match entry {
-            CodeEntry::Pending(session_id) => Ok((digest, session_id.clone())),
-            CodeEntry::Expired { .. } => Err(ErrorCode::CodeExpired),
+            LiveCode::Pending(session_id) => Ok((digest, session_id)),
+            LiveCode::Expired { .. } => Err(ErrorCode::CodeExpired),
         }
     }
 
@@ -896,6 +946,7 @@ impl Broker {
             c.offers.remove(id);
         }
         self.set_deadline(id, Some(join_deadline));
+        self.publish(id);
         self.send(
             conn,
             ServerEvent::SessionJoined {
@@ -969,11 +1020,11 @@ impl Broker {
     ) -> Result<SessionId, LaunchError> {
         self.advance(now);
         let user = requested_by.user_ref().ok_or(LaunchError::NotAUser)?;
-        let helper_conn = self.users.get(&user).and_then(|set| {
-            set.iter()
-                .copied()
-                .find(|c| self.conns.get(c).is_some_and(|c| c.session.is_none()))
-        });
+        let helper_conn = self
+            .live
+            .user_connections(&user)
+            .into_iter()
+            .find(|c| self.conns.get(c).is_some_and(|c| c.session.is_none()));
         let (session_id, expires_at) = self.launch(
             Seat {
                 conn: helper_conn,
@@ -1016,15 +1067,11 @@ impl Broker {
     ) -> Result<(SessionId, Timestamp), LaunchError> {
         let tenant = helper.party.tenant_id.clone();
         let device_conns: Vec<ConnId> = self
-            .devices
-            .get(&(tenant.clone(), device_id.to_owned()))
-            .map(|set| {
-                set.iter()
-                    .copied()
-                    .filter(|c| Some(*c) != helper.conn)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .live
+            .device_connections(&tenant, device_id)
+            .into_iter()
+            .filter(|c| Some(*c) != helper.conn)
+            .collect();
         if device_conns.is_empty() {
             return Err(LaunchError::DeviceOffline);
         }
@@ -1479,6 +1526,7 @@ impl Broker {
         }
         let tenant = session.tenant_id.clone();
         let actor = session.helper.party.user_ref();
+        self.publish(session_id);
         self.outputs.push_back(Output::RelaySetMode {
             session_id: session_id.clone(),
             mode,
@@ -1548,6 +1596,7 @@ impl Broker {
         let (helper_conn, sharer_conn) =
             (session.conn_of(Role::Helper), session.conn_of(Role::Sharer));
         self.set_deadline(session_id, None);
+        self.publish(session_id);
         for (conn, relay) in [(helper_conn, helper), (sharer_conn, sharer)] {
             self.send_to(
                 conn,
@@ -1675,6 +1724,7 @@ impl Broker {
         let Some(session) = self.sessions.remove(session_id) else {
             return;
         };
+        self.live.remove_session(session_id);
         self.unattached.remove(session_id);
         let relay_knows =
             session.mode.is_some() || matches!(session.stage, Stage::AwaitingTickets { .. });
@@ -1683,11 +1733,11 @@ impl Broker {
             Stage::AwaitingRedemption { digest } => {
                 if reason == EndReason::CodeExpired {
                     let forget_at = now.saturating_add(self.config.expired_code_memory);
-                    self.codes
-                        .insert(digest.clone(), CodeEntry::Expired { forget_at });
+                    self.live
+                        .replace_code(&digest, LiveCode::Expired { forget_at });
                     self.schedule(forget_at, Timer::ForgetCode(digest));
                 } else {
-                    self.codes.remove(&digest);
+                    self.live.take_code_if(&digest, &|_| true);
                 }
             }
             Stage::AwaitingSharer { offered, .. } => {
@@ -1864,7 +1914,10 @@ impl Broker {
             match session.mode {
                 Some(mode) if session.chat != allowed => self.apply_mode(&id, mode, allowed, now),
                 Some(_) => {}
-                None => session.chat = allowed,
+                None => {
+                    session.chat = allowed;
+                    self.publish(&id);
+                }
             }
         }
     }
@@ -1893,6 +1946,6 @@ impl Broker {
 
     /// Codes remembered (pending, or expired and still answering `codeExpired`).
     pub fn code_count(&self) -> usize {
-        self.codes.len()
+        self.live.code_count()
     }
 }

@@ -18,6 +18,10 @@
 //! by the IO layer ([`Output::IssueTickets`] → [`Broker::handle_tickets`]). So the machine is
 //! deterministic and is tested on virtual time.
 //!
+//! **Live state** (pending codes, the session directory, which connection holds which user or
+//! device) is kept behind the [`LiveState`] trait ([`live`]): [`InProcessLiveState`] (dashmap)
+//! in one process, a shared store in cluster mode.
+//!
 //! ## The run loop (for the signalling server)
 //! ```text
 //! on connection opened:   broker.handle_connect(conn, party, now)
@@ -47,6 +51,7 @@ mod broker;
 pub mod code;
 mod config;
 mod limit;
+pub mod live;
 pub mod message;
 mod output;
 mod party;
@@ -55,6 +60,7 @@ mod time;
 pub use broker::{Broker, InputError, LaunchError, SessionInfo, SessionState};
 pub use code::{Crypto, DangerDeterministicCrypto};
 pub use config::{BrokerConfig, ConfigError, FailureLimit, RequestRate};
+pub use live::{InProcessLiveState, LiveCode, LiveSession, LiveStage, LiveState};
 pub use message::{
     ClientMessage, ClientRequest, EndReason, EndedBy, ErrorCode, Profile, RelayAccess, RequestId,
     Role, ServerEvent, SessionId,

@@ -175,8 +175,46 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
         .await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["activeSessions"], 2);
+    assert_eq!(b["waitingSessions"], 0);
     assert_eq!(b["totalSessions"], 3);
     assert_eq!(b["averageSessionSeconds"], 1800.0);
+
+    // A code out is a waiting session, read live from the broker, until it is withdrawn.
+    let tls = assistd::tls::client_config(&s.server.cert_path).unwrap();
+    let mut helper = assistd::signal::client::SignalClient::connect(
+        s.server.https_addr,
+        "localhost",
+        tls,
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    helper
+        .send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let issued = match helper.recv().await.unwrap() {
+        assistd::signal::client::SignalEvent::Message(m) => m,
+        other => panic!("expected codeIssued, got {other:?}"),
+    };
+    assert_eq!(issued["type"], "codeIssued", "{issued}");
+    let summary = "/assist/v1/reports/sessionSummary";
+    assert_eq!(s.get(summary, Some(&token)).await.1["waitingSessions"], 1);
+    helper
+        .send(&json!({"id": 2, "type": "endSession", "sessionId": issued["sessionId"]}))
+        .await
+        .unwrap();
+    let mut waiting = 1;
+    for _ in 0..50 {
+        waiting = s.get(summary, Some(&token)).await.1["waitingSessions"]
+            .as_i64()
+            .unwrap_or(-1);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting, 0);
     s.server.shutdown().await;
 }
 

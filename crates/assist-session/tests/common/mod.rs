@@ -35,6 +35,10 @@ impl World {
     pub fn with_config(config: BrokerConfig) -> Self {
         let broker =
             Broker::new(config, Box::new(DangerDeterministicCrypto::new(7))).expect("valid config");
+        World::with_broker(broker)
+    }
+
+    pub fn with_broker(broker: Broker) -> Self {
         World {
             broker,
             now: Timestamp::from_millis(1_700_000_000_000),
@@ -284,6 +288,30 @@ impl World {
             self.expect(p.sharer),
             ServerEvent::SessionActive { .. }
         ));
+    }
+}
+
+impl World {
+    /// Active → `mode` (an upgrade) with consent.
+    pub fn activate_upgrade(&mut self, p: &Pair, mode: Mode) {
+        self.request_mode(p, mode, &[]);
+        self.decide(allow(mode));
+        assert!(matches!(
+            self.expect(p.helper),
+            ServerEvent::ModeRequested { .. }
+        ));
+        assert!(matches!(
+            self.expect(p.sharer),
+            ServerEvent::ConsentRequested { .. }
+        ));
+        self.consent(p, true);
+        for conn in [p.helper, p.sharer] {
+            let changed = self.expect(conn);
+            assert!(
+                matches!(changed, ServerEvent::ModeChanged { mode: m, .. } if m == mode),
+                "{changed:?}"
+            );
+        }
     }
 }
 

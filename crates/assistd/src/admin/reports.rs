@@ -281,7 +281,8 @@ pub async fn sessions_report(
 }
 
 /// `GET /assist/v1/reports/sessionSummary?from=&to=` (Assist extension): the Monitor tab's
-/// figures: sessions active now, and sessions started in the period with their average length.
+/// figures: sessions active now, sessions waiting to become active (live, from the broker), and
+/// sessions started in the period with their average length.
 pub async fn summary(
     State(state): State<AppState>,
     caller: Caller,
@@ -309,6 +310,15 @@ pub async fn summary(
     }
     let rows = state.store.sessions(&caller.0.tenant_id).await?;
     let active = rows.iter().filter(|r| r.state == "active").count();
+    // Sessions asked for but not active yet (a code out, a launch ringing, consent pending),
+    // from the broker's live directory.
+    let waiting = state.signal.as_ref().map_or(0, |hub| {
+        hub.live_state()
+            .tenant_sessions(&caller.0.tenant_id)
+            .iter()
+            .filter(|(_, s)| s.stage != assist_session::LiveStage::Active)
+            .count()
+    });
     let in_period: Vec<&SessionRow> = rows
         .iter()
         .filter(|r| r.start_time >= from && r.start_time < to)
@@ -330,6 +340,6 @@ pub async fn summary(
     };
     Ok(json_response(
         StatusCode::OK,
-        json!({"activeSessions": active, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from, "to": to}),
+        json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from, "to": to}),
     ))
 }

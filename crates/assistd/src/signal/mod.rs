@@ -14,8 +14,8 @@ use assist_identity::Identity;
 use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
 use assist_session::message::{EndReason, Profile, RelayAccess, SessionId};
 use assist_session::{
-    Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, LaunchError, Output, Party,
-    RecordEvent, Timestamp,
+    Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, InProcessLiveState, LaunchError,
+    LiveState, Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::{AuditEvent as StoreAudit, Store};
 use hmac::{Hmac, Mac};
@@ -213,6 +213,7 @@ pub struct RelayEndpoint {
 #[derive(Clone)]
 pub struct SignalHub {
     tx: mpsc::Sender<HubInput>,
+    live: Arc<dyn LiveState>,
 }
 
 impl SignalHub {
@@ -232,7 +233,9 @@ impl SignalHub {
         tracker: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<SignalHub> {
         let key = load_or_create_key(data_dir)?;
-        let broker = Broker::new(config, Box::new(HmacCrypto { key }))
+        // Single process: the live state is in memory, readable by the admin API directly.
+        let live: Arc<dyn LiveState> = Arc::new(InProcessLiveState::new());
+        let broker = Broker::with_live_state(config, Box::new(HmacCrypto { key }), live.clone())
             .map_err(|e| anyhow::anyhow!("broker config: {e}"))?;
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
@@ -266,7 +269,13 @@ impl SignalHub {
             session_tenants: HashMap::new(),
         };
         tracker.spawn(driver.run(rx, cancel));
-        Ok(SignalHub { tx })
+        Ok(SignalHub { tx, live })
+    }
+
+    /// The broker's live state: pending codes, open sessions and who is connected. Readers
+    /// see it without a round trip through the driver.
+    pub fn live_state(&self) -> &Arc<dyn LiveState> {
+        &self.live
     }
 
     /// Registers a connection; returns its id (None if the service is stopping).
