@@ -252,8 +252,8 @@ function onSignal(msg) {
       break;
     case 'modeChanged':
       if (session) {
-        setMode(msg.mode, msg.chat);
         session.requested = null;
+        setMode(msg.mode, msg.chat);
         setStatus(`Mode is now ${modeLabel(msg.mode)}.`);
       }
       break;
