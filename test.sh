@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test Assist has: the Rust workspace (unit, property and integration tests against
-# real servers on loopback) and the Microsoft Graph Python SDK conformance test.
-# Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run)
+# real servers on loopback), the Microsoft Graph Python SDK conformance test, and the browser
+# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent).
+# Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run,
+#                              and the e2e test's dependencies with scripts/install-test-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  echo "==> installing the e2e test's dependencies (scripts/install-test-deps.sh)"
+  bash scripts/install-test-deps.sh || echo "warning: could not install them; the browser e2e test may be skipped" >&2
+fi
 
 echo "==> cargo test (workspace)"
 cargo test --workspace --locked
@@ -11,3 +18,6 @@ cargo test --workspace --locked
 echo "==> Graph SDK conformance (tests/sdk)"
 cargo build --locked -p assistd
 ASSISTD_BIN="$PWD/target/debug/assistd" bash tests/sdk/run.sh
+
+echo "==> Browser helper end-to-end (tests/e2e)"
+bash tests/e2e/run.sh

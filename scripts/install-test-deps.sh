@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the browser end-to-end test (tests/e2e/run.sh) needs and is missing: Xvfb,
+# xauth and Chromium from the distribution (Debian/Ubuntu apt-get, as root or through sudo), and
+# playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download).
+# Node 20+ and npm must already be installed.
+# Usage: scripts/install-test-deps.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v Xvfb >/dev/null || missing+=(xvfb)
+command -v xauth >/dev/null || missing+=(xauth)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "install-test-deps: install ${missing[*]} with your package manager (no apt-get here)" >&2
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "install-test-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "install-test-deps: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v npm >/dev/null || { echo "install-test-deps: npm (node 20+) is needed" >&2; exit 1; }
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  echo "install-test-deps: npm ci in tests/e2e"
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
