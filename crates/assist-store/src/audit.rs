@@ -103,6 +103,45 @@ pub(crate) async fn insert(
     Ok(())
 }
 
+/// Rows per multi-row INSERT: 5 bound values each, well under SQLite's 32,766 variables.
+pub(crate) const MAX_ROWS_PER_INSERT: usize = 200;
+
+/// Inserts `(tenant, event)` rows with one statement.
+pub(crate) async fn insert_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[(String, AuditEvent)],
+) -> Result<(), StoreError> {
+    let mut sql = String::from(
+        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ",
+    );
+    for i in 0..events.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let b = i * 5;
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
+    }
+    // Built only from numbered placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (tenant_id, event) in events {
+        q = q
+            .bind(tenant_id.as_str())
+            .bind(event.str_field("id"))
+            .bind(event.str_field("activityDateTime"))
+            .bind(event.str_field("category"))
+            .bind(event.body.to_string());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
 pub(crate) async fn list(pool: &SqlitePool, tenant_id: &str) -> Result<Vec<Value>, StoreError> {
     let rows = sqlx::query(
         "SELECT body FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",

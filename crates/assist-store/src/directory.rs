@@ -61,6 +61,20 @@ impl Store {
         Ok(true)
     }
 
+    /// [`Store::audited_write`] of a directory change: also moves the directory generation on.
+    async fn directory_write(
+        &self,
+        tenant_id: &str,
+        write: Write<'_>,
+        audit: Option<&AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.audited_write(tenant_id, write, audit).await?;
+        if changed {
+            self.directory_changed();
+        }
+        Ok(changed)
+    }
+
     /// Every object of `kind` in the tenant, in creation order.
     pub async fn list_objects(
         &self,
@@ -116,7 +130,7 @@ impl Store {
         .bind(kind)
         .bind(id)
         .bind(body.to_string());
-        self.audited_write(tenant_id, write, audit).await
+        self.directory_write(tenant_id, write, audit).await
     }
 
     /// Replaces an existing object's body with its audit event. Returns false if it does not exist.
@@ -135,7 +149,7 @@ impl Store {
         .bind(kind)
         .bind(id)
         .bind(body.to_string());
-        self.audited_write(tenant_id, write, Some(audit)).await
+        self.directory_write(tenant_id, write, Some(audit)).await
     }
 
     /// Deletes an object, and its group memberships (as a group or as a member), with its audit
@@ -168,6 +182,7 @@ impl Store {
         .await?;
         audit::insert(&mut tx, tenant_id, audit).await?;
         tx.commit().await?;
+        self.directory_changed();
         Ok(true)
     }
 
@@ -188,7 +203,7 @@ impl Store {
         .bind(group_id)
         .bind(member_id)
         .bind(kind.as_str());
-        self.audited_write(tenant_id, write, Some(audit)).await
+        self.directory_write(tenant_id, write, Some(audit)).await
     }
 
     /// Removes `member` from `group`. Returns false if it was not a member.
@@ -205,7 +220,7 @@ impl Store {
         .bind(tenant_id)
         .bind(group_id)
         .bind(member_id);
-        self.audited_write(tenant_id, write, Some(audit)).await
+        self.directory_write(tenant_id, write, Some(audit)).await
     }
 
     /// A group's members, in the order they were added.
@@ -253,6 +268,86 @@ mod tests {
 
     fn ev() -> AuditEvent {
         AuditEvent::new("test", "Create", "Other")
+    }
+
+    #[tokio::test]
+    async fn the_generation_moves_on_policy_input_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let g0 = store.directory_generation();
+        store
+            .insert_object("t", "group", "g1", &json!({"id":"g1"}), Some(&ev()))
+            .await
+            .unwrap();
+        let g1 = store.directory_generation();
+        assert_ne!(g1, g0, "an insert");
+        assert!(!store
+            .insert_object("t", "group", "g1", &json!({"id":"g1"}), Some(&ev()))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.directory_generation(),
+            g1,
+            "a write that changed nothing"
+        );
+        store
+            .add_member("t", "g1", "u1", MemberKind::User, &ev())
+            .await
+            .unwrap();
+        let g2 = store.directory_generation();
+        assert_ne!(g2, g1, "a membership");
+        let clone = store.clone();
+        clone
+            .save_settings("t", &Default::default(), None)
+            .await
+            .unwrap();
+        let g3 = store.directory_generation();
+        assert_ne!(g3, g2, "settings, through a clone");
+        store.append_audit("t", &ev()).await.unwrap();
+        store
+            .session_started(
+                "t",
+                "s1",
+                "2026-11-01T00:00:00Z",
+                "viewOnly",
+                &json!({}),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.directory_generation(), g3, "audit and session writes");
+        store
+            .delete_object("t", "group", "g1", &ev())
+            .await
+            .unwrap();
+        assert_ne!(store.directory_generation(), g3, "a delete");
+    }
+
+    #[tokio::test]
+    async fn batched_audit_events_are_all_stored_in_order_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        store.append_audits(&[]).await.unwrap();
+        // More than one multi-row statement's worth, across two tenants.
+        let events: Vec<(String, AuditEvent)> = (0..450)
+            .map(|i| {
+                let tenant = if i % 3 == 0 { "b" } else { "a" };
+                let e = AuditEvent::new(&format!("event {i:03}"), "Action", "Session");
+                (tenant.to_owned(), e)
+            })
+            .collect();
+        store.append_audits(&events).await.unwrap();
+        let a = store.audit_events("a").await.unwrap();
+        let b = store.audit_events("b").await.unwrap();
+        assert_eq!((a.len(), b.len()), (300, 150));
+        let mut names: Vec<String> = a
+            .iter()
+            .map(|e| e["activity"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.first().map(String::as_str), Some("event 001"));
+        assert_eq!(names.last().map(String::as_str), Some("event 449"));
+        assert!(b.iter().all(|e| e["category"] == "Session"));
     }
 
     #[tokio::test]

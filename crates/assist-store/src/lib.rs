@@ -19,6 +19,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use audit::AuditEvent;
@@ -47,6 +49,9 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Moves on after every committed change to policy inputs (settings, directory objects,
+    /// group memberships) made through this handle or its clones.
+    generation: Arc<AtomicU64>,
 }
 
 /// The current time as Graph writes it (RFC 3339, UTC).
@@ -72,7 +77,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         migrations::apply(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            generation: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// A tenant's settings; the defaults if the tenant never configured them.
@@ -125,7 +133,20 @@ impl Store {
             audit::insert(&mut tx, tenant_id, event).await?;
         }
         tx.commit().await?;
+        self.directory_changed();
         Ok(())
+    }
+
+    /// The directory generation: it changes after every committed change to what the policy
+    /// decides on (settings, directory objects, group memberships) made through this store
+    /// handle or a clone of it. Caches of policy facts compare it to know they are current.
+    /// Changes made by other processes sharing the database do not move it.
+    pub fn directory_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn directory_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Appends an audit event that records no stored change (e.g. a session event).
@@ -136,6 +157,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         audit::insert(&mut tx, tenant_id, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends many audit events that record no stored change, in one transaction and as few
+    /// statements as possible (the signalling service batches its session events this way).
+    pub async fn append_audits(&self, events: &[(String, AuditEvent)]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(audit::MAX_ROWS_PER_INSERT) {
+            audit::insert_many(&mut tx, chunk).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -234,3 +234,247 @@ pub async fn profile(store: &Store, tenant: &str, user: &Value) -> Result<Value,
         "verifiedDomain": if verified { domain.map(Value::String).unwrap_or(Value::Null) } else { Value::Null },
     }))
 }
+
+/// How long cached policy facts are trusted at most. Changes made through this process are
+/// seen at once (the store's directory generation moves on); this bounds how long a change
+/// made by another process sharing the database can go unseen.
+pub const FACTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Entries kept at most; the cache starts over when full.
+const FACTS_MAX_ENTRIES: usize = 10_000;
+
+/// Caches the facts the broker's policy evaluations load (tenant policy, group memberships,
+/// devices), so a burst of pairings does not reload them from the store each time. Every entry
+/// is dropped when the store's directory generation moves on (any change to settings,
+/// directory objects or memberships made through this process) and after [`FACTS_MAX_AGE`].
+#[derive(Debug)]
+pub struct FactsCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug)]
+struct CacheInner {
+    generation: u64,
+    since: std::time::Instant,
+    policies: std::collections::HashMap<String, std::sync::Arc<TenantPolicy>>,
+    groups: std::collections::HashMap<(String, String), BTreeSet<String>>,
+    devices: std::collections::HashMap<(String, String, String), Device>,
+}
+
+impl CacheInner {
+    fn len(&self) -> usize {
+        self.policies.len() + self.groups.len() + self.devices.len()
+    }
+
+    /// Starts over if the store moved on to `generation` or the entries are too old; returns
+    /// whether entries loaded at `generation` may be stored.
+    fn refresh(&mut self, generation: u64) -> bool {
+        if generation > self.generation || self.since.elapsed() > FACTS_MAX_AGE {
+            self.generation = self.generation.max(generation);
+            self.since = std::time::Instant::now();
+            self.policies.clear();
+            self.groups.clear();
+            self.devices.clear();
+        }
+        generation == self.generation
+    }
+}
+
+impl Default for FactsCache {
+    fn default() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(CacheInner {
+                generation: 0,
+                since: std::time::Instant::now(),
+                policies: Default::default(),
+                groups: Default::default(),
+                devices: Default::default(),
+            }),
+        }
+    }
+}
+
+impl FactsCache {
+    fn with<T>(&self, f: impl FnOnce(&mut CacheInner) -> T) -> T {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut inner)
+    }
+
+    fn get<T>(&self, generation: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
+        self.with(|i| if i.refresh(generation) { f(i) } else { None })
+    }
+
+    /// Stores what was loaded at `generation`, unless the store has moved on since.
+    fn put(&self, generation: u64, f: impl FnOnce(&mut CacheInner)) {
+        self.with(|i| {
+            if i.refresh(generation) {
+                if i.len() >= FACTS_MAX_ENTRIES {
+                    i.policies.clear();
+                    i.groups.clear();
+                    i.devices.clear();
+                }
+                f(i)
+            }
+        })
+    }
+
+    /// [`tenant_policy`], cached.
+    pub async fn tenant_policy(
+        &self,
+        store: &Store,
+        tenant: &str,
+    ) -> Result<std::sync::Arc<TenantPolicy>, StoreError> {
+        let g = store.directory_generation();
+        if let Some(p) = self.get(g, |i| i.policies.get(tenant).cloned()) {
+            return Ok(p);
+        }
+        let p = std::sync::Arc::new(tenant_policy(store, tenant).await?);
+        self.put(g, |i| {
+            i.policies.insert(tenant.to_owned(), p.clone());
+        });
+        Ok(p)
+    }
+
+    /// The groups `member` (a user or device id) belongs to, cached.
+    pub async fn groups_of(
+        &self,
+        store: &Store,
+        tenant: &str,
+        member: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let g = store.directory_generation();
+        let key = (tenant.to_owned(), member.to_owned());
+        if let Some(groups) = self.get(g, |i| i.groups.get(&key).cloned()) {
+            return Ok(groups);
+        }
+        let groups: BTreeSet<String> = store.groups_of(tenant, member).await?.into_iter().collect();
+        self.put(g, |i| {
+            i.groups.insert(key, groups.clone());
+        });
+        Ok(groups)
+    }
+
+    /// [`device`], cached.
+    pub async fn device(
+        &self,
+        store: &Store,
+        tenant: &str,
+        reference: &str,
+        tenant_if_unknown: &str,
+    ) -> Result<Device, StoreError> {
+        let g = store.directory_generation();
+        let key = (
+            tenant.to_owned(),
+            reference.to_owned(),
+            tenant_if_unknown.to_owned(),
+        );
+        if let Some(d) = self.get(g, |i| i.devices.get(&key).cloned()) {
+            return Ok(d);
+        }
+        let d = device(store, tenant, reference, tenant_if_unknown).await?;
+        self.put(g, |i| {
+            i.devices.insert(key, d.clone());
+        });
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assist_store::directory::MemberKind;
+    use assist_store::AuditEvent;
+
+    fn ev() -> AuditEvent {
+        AuditEvent::new("test", "Create", "Test")
+    }
+
+    #[tokio::test]
+    async fn cached_facts_follow_every_directory_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let cache = FactsCache::default();
+
+        let p = cache.tenant_policy(&store, "t").await.unwrap();
+        assert!(p.role_assignments.is_empty());
+        assert!(cache.groups_of(&store, "t", "u1").await.unwrap().is_empty());
+        let d = cache.device(&store, "t", "dev-1", "t").await.unwrap();
+        assert!(!d.enrolled);
+
+        // Served from the cache while nothing changes.
+        let again = cache.tenant_policy(&store, "t").await.unwrap();
+        assert!(std::sync::Arc::ptr_eq(&p, &again));
+
+        // Each kind of change is seen by the next evaluation.
+        store
+            .insert_object(
+                "t",
+                "roleAssignment",
+                "a1",
+                &json!({"id": "a1", "displayName": "A", "members": ["g1"], "scopeType": "allLicensedUsers", "_roleDefinitionId": "builtin-help-desk-operator"}),
+                Some(&ev()),
+            )
+            .await
+            .unwrap();
+        let p = cache.tenant_policy(&store, "t").await.unwrap();
+        assert_eq!(p.role_assignments.len(), 1);
+
+        store
+            .insert_object("t", "group", "g1", &json!({"id": "g1"}), Some(&ev()))
+            .await
+            .unwrap();
+        store
+            .add_member("t", "g1", "u1", MemberKind::User, &ev())
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.groups_of(&store, "t", "u1").await.unwrap(),
+            BTreeSet::from(["g1".to_owned()])
+        );
+
+        store
+            .insert_object(
+                "t",
+                "managedDevice",
+                "dev-1",
+                &json!({"id": "dev-1", "enrollmentState": "enrolled", "managementState": "managed", "complianceState": "compliant"}),
+                Some(&ev()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            cache
+                .device(&store, "t", "dev-1", "t")
+                .await
+                .unwrap()
+                .enrolled
+        );
+
+        let mut settings = store.settings("t").await.unwrap();
+        settings.block_chat = !settings.block_chat;
+        store.save_settings("t", &settings, None).await.unwrap();
+        assert_eq!(
+            cache
+                .tenant_policy(&store, "t")
+                .await
+                .unwrap()
+                .settings
+                .block_chat,
+            settings.block_chat
+        );
+
+        assert!(store
+            .delete_object("t", "roleAssignment", "a1", &ev())
+            .await
+            .unwrap());
+        assert!(cache
+            .tenant_policy(&store, "t")
+            .await
+            .unwrap()
+            .role_assignments
+            .is_empty());
+    }
+}

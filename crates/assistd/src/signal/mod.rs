@@ -261,6 +261,7 @@ impl SignalHub {
             broker,
             conns: HashMap::new(),
             store,
+            facts: Arc::new(facts::FactsCache::default()),
             relay,
             tickets,
             endpoint,
@@ -396,25 +397,55 @@ enum StoreWrite {
     Stats(assist_relay::SessionReport),
 }
 
-/// Writes records and audit events in the order the machine produced them.
+/// Audit events written in one statement at most (a burst beyond this is split).
+const AUDIT_BATCH: usize = 512;
+
+/// Writes records and audit events in the order the machine produced them. Audit events
+/// waiting in the queue are written together, in one transaction, before the next record.
 async fn store_writer(store: Store, mut rx: mpsc::UnboundedReceiver<StoreWrite>) {
-    while let Some(w) = rx.recv().await {
-        let r = match w {
-            StoreWrite::Record(tenant, ev) => write_record(&store, &tenant, *ev).await,
-            StoreWrite::Audit(tenant, ev) => store.append_audit(&tenant, &ev).await,
-            StoreWrite::Stats(r) => {
-                let stats = json!({
-                    "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
-                    "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
-                    "relayFramesDropped": r.dropped,
-                });
-                store.session_merge_body(&r.sid, &stats).await
+    let mut audits: Vec<(String, StoreAudit)> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            let r = match w {
+                StoreWrite::Audit(tenant, ev) => {
+                    audits.push((tenant, ev));
+                    if audits.len() >= AUDIT_BATCH {
+                        flush_audits(&store, &mut audits).await;
+                    }
+                    Ok(())
+                }
+                StoreWrite::Record(tenant, ev) => {
+                    flush_audits(&store, &mut audits).await;
+                    write_record(&store, &tenant, *ev).await
+                }
+                StoreWrite::Stats(r) => {
+                    flush_audits(&store, &mut audits).await;
+                    let stats = json!({
+                        "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
+                        "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
+                        "relayFramesDropped": r.dropped,
+                    });
+                    store.session_merge_body(&r.sid, &stats).await
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "writing a session record failed");
             }
-        };
-        if let Err(e) = r {
-            tracing::error!(error = %e, "writing a session record failed");
+            next = rx.try_recv().ok();
         }
+        flush_audits(&store, &mut audits).await;
     }
+}
+
+async fn flush_audits(store: &Store, audits: &mut Vec<(String, StoreAudit)>) {
+    if audits.is_empty() {
+        return;
+    }
+    if let Err(e) = store.append_audits(audits).await {
+        tracing::error!(error = %e, events = audits.len(), "writing audit events failed");
+    }
+    audits.clear();
 }
 
 async fn write_record(
@@ -511,6 +542,8 @@ struct Driver {
     broker: Broker,
     conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
     store: Store,
+    /// Policy facts cached between evaluations (dropped when the directory changes).
+    facts: Arc<facts::FactsCache>,
     relay: Relay,
     tickets: Arc<TicketAuthority>,
     endpoint: RelayEndpoint,
@@ -608,9 +641,10 @@ impl Driver {
                 }
                 Output::Evaluate(req) => {
                     let store = self.store.clone();
+                    let facts = self.facts.clone();
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        match evaluate(&store, &req).await {
+                        match evaluate(&store, &facts, &req).await {
                             Ok(decision) => {
                                 let _ = tx
                                     .send(HubInput::Decision {
@@ -727,14 +761,19 @@ impl Driver {
 
 async fn evaluate(
     store: &Store,
+    facts: &facts::FactsCache,
     req: &assist_session::EvaluateRequest,
 ) -> Result<assist_policy::Decision, assist_store::StoreError> {
     let tenant = &req.helper.tenant_id;
-    let policy = facts::tenant_policy(store, tenant).await?;
-    let helper = facts::helper(store, tenant, &req.helper.user_id).await?;
+    let policy = facts.tenant_policy(store, tenant).await?;
+    let helper = assist_policy::Helper {
+        tenant_id: tenant.clone(),
+        user_id: req.helper.user_id.clone(),
+        group_ids: facts.groups_of(store, tenant, &req.helper.user_id).await?,
+    };
     let device = match &req.device_id {
         Some(d) if &req.sharer_tenant_id == tenant => {
-            Some(facts::device(store, tenant, d, tenant).await?)
+            Some(facts.device(store, tenant, d, tenant).await?)
         }
         Some(d) => Some(assist_policy::Device {
             id: d.clone(),
@@ -746,8 +785,15 @@ async fn evaluate(
         }),
         None => None,
     };
+    let sharer_in_tenant = |user_id: String| async move {
+        Ok::<_, assist_store::StoreError>(assist_policy::Sharer {
+            tenant_id: tenant.clone(),
+            group_ids: facts.groups_of(store, tenant, &user_id).await?,
+            user_id,
+        })
+    };
     let sharer = match &req.sharer {
-        Some(s) if &s.tenant_id == tenant => facts::sharer(store, tenant, &s.user_id).await?,
+        Some(s) if &s.tenant_id == tenant => sharer_in_tenant(s.user_id.clone()).await?,
         Some(s) => assist_policy::Sharer {
             tenant_id: s.tenant_id.clone(),
             user_id: s.user_id.clone(),
@@ -756,9 +802,7 @@ async fn evaluate(
         // Nobody signed in on the device (a device token): the device's primary user stands for
         // the sharer in scope checks, when the directory names one.
         None => match device.as_ref().and_then(|d| d.primary_user_id.clone()) {
-            Some(uid) if &req.sharer_tenant_id == tenant => {
-                facts::sharer(store, tenant, &uid).await?
-            }
+            Some(uid) if &req.sharer_tenant_id == tenant => sharer_in_tenant(uid).await?,
             _ => assist_policy::Sharer {
                 tenant_id: req.sharer_tenant_id.clone(),
                 user_id: String::new(),
