@@ -1,13 +1,21 @@
 //! `assist`: a terminal client for the signalling service, so a person can run a whole Remote
 //! Help session in two terminals (`assist helper`, `assist sharer`) against `assistd serve`.
-//! It prints every event and reads simple commands from standard input.
+//! It prints every event and reads simple commands from standard input. When the sharer's session
+//! becomes active, `assist sharer` also shares its X display through the relay (the sharer agent,
+//! `assist-agent`), unless `--no-screen` is given.
 
+use assist_agent::share::{
+    share_screen, RelayInfo, ShareEnd, ShareEvent, ShareOptions, ShareOutcome,
+};
 use assistd::signal::client::{SignalClient, SignalEvent};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Terminal client for Assist's signalling service.
 #[derive(Parser)]
@@ -63,6 +71,101 @@ struct SharerArgs {
     /// Answer every consent and launch with yes (tests and unattended kiosks only).
     #[arg(long)]
     auto_accept: bool,
+    /// The X display to share once the session is active (such as `:0`). Defaults to $DISPLAY.
+    #[arg(long, env = "DISPLAY")]
+    display: Option<String>,
+    /// Do not share the screen: signalling only (consent, chat, end).
+    #[arg(long)]
+    no_screen: bool,
+}
+
+/// The screen share running for the active session.
+struct Sharing {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<ShareOutcome, assist_agent::ShareError>>,
+    /// `None` once the share has dropped its sender (it is ending).
+    events: Option<mpsc::Receiver<ShareEvent>>,
+}
+
+impl Sharing {
+    /// Starts sharing `display` with the relay named in a `sessionActive` event.
+    fn start(m: &Value, display: &str, tls: Arc<rustls::ClientConfig>) -> Option<Sharing> {
+        let (Some(ticket), Some(wss_url)) =
+            (m["relay"]["ticket"].as_str(), m["relay"]["wssUrl"].as_str())
+        else {
+            println!("Screen not shared: the session has no relay ticket.");
+            return None;
+        };
+        let relay = RelayInfo {
+            ticket: ticket.to_owned(),
+            wss_url: wss_url.to_owned(),
+        };
+        let (tx, events) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let opts = ShareOptions {
+            display: Some(display.to_owned()),
+            events: Some(tx),
+            cancel: cancel.clone(),
+        };
+        println!("Sharing display {display}…");
+        let task = tokio::spawn(async move { share_screen(&relay, tls, opts).await });
+        Some(Sharing {
+            cancel,
+            task,
+            events: Some(events),
+        })
+    }
+
+    /// Stops sharing and waits (briefly) for the relay leg to close.
+    async fn stop(self) {
+        self.cancel.cancel();
+        if let Ok(Ok(r)) = tokio::time::timeout(std::time::Duration::from_secs(3), self.task).await
+        {
+            describe_share_end(&r);
+        }
+    }
+}
+
+/// What the running share did next.
+enum ShareStep {
+    /// It reported an event.
+    Event(ShareEvent),
+    /// It finished (or its task failed).
+    Done(Result<Result<ShareOutcome, assist_agent::ShareError>, tokio::task::JoinError>),
+}
+
+/// Waits for the share's next event or its end; forever when nothing is shared.
+async fn share_step(sharing: &mut Option<Sharing>) -> ShareStep {
+    let Some(s) = sharing.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            ev = async { s.events.as_mut()?.recv().await }, if s.events.is_some() => match ev {
+                Some(ev) => return ShareStep::Event(ev),
+                // The share dropped its sender: it is ending; wait for the task.
+                None => s.events = None,
+            },
+            r = &mut s.task => return ShareStep::Done(r),
+        }
+    }
+}
+
+fn describe_share_end(r: &Result<ShareOutcome, assist_agent::ShareError>) {
+    match r {
+        Ok(o) => {
+            let why = match &o.end {
+                ShareEnd::Ended(reason) => format!("the relay ended the session ({reason})"),
+                ShareEnd::Closed(code) => format!("the relay closed the connection ({code:?})"),
+                ShareEnd::Cancelled => "the session ended".to_owned(),
+            };
+            println!(
+                "Screen sharing stopped: {why}. {} frames sent, {} input events applied, {} ignored.",
+                o.stats.frames, o.stats.input_applied, o.stats.input_ignored
+            );
+        }
+        Err(e) => println!("Screen sharing failed: {e}"),
+    }
 }
 
 async fn connect(c: &Common) -> anyhow::Result<SignalClient> {
@@ -208,6 +311,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let auto = matches!(&cli.role, RoleCmd::Sharer(a) if a.auto_accept);
+    // What the sharer shares once active: the display, or why not.
+    let screen: Result<String, &str> = match &cli.role {
+        RoleCmd::Sharer(a) if a.no_screen => Err(""),
+        RoleCmd::Sharer(a) => a
+            .display
+            .clone()
+            .filter(|d| !d.is_empty())
+            .ok_or("Screen not shared: no X display (set DISPLAY or pass --display)."),
+        RoleCmd::Helper(_) => Err(""),
+    };
+    let tls = assistd::tls::client_config(&common.ca)?;
+    let mut sharing: Option<Sharing> = None;
     let mut session: Option<String> = None;
     let mut last_mode: Option<String> = None;
     let mut pending_warnings = Value::Null;
@@ -239,8 +354,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         client.send(&json!({"id": id(), "type": "answerLaunch", "sessionId": session, "accept": true})).await?;
                         println!("(auto-accepted)");
                     }
+                    if m["type"] == "sessionActive" && !is_helper && sharing.is_none() {
+                        match &screen {
+                            Ok(display) => sharing = Sharing::start(&m, display, tls.clone()),
+                            Err(why) if !why.is_empty() => println!("{why}"),
+                            Err(_) => {}
+                        }
+                    }
                     if m["type"] == "sessionEnded" && !is_helper {
+                        if let Some(s) = sharing.take() {
+                            s.stop().await;
+                        }
                         return Ok(());
+                    }
+                }
+            },
+            step = share_step(&mut sharing) => match step {
+                ShareStep::Event(ShareEvent::Joined) => println!("Screen: joined the relay, waiting for the helper."),
+                ShareStep::Event(ShareEvent::Paired { mode }) => println!("Screen: shared with the helper ({mode})."),
+                ShareStep::Event(ShareEvent::ModeChanged { mode }) => println!("Screen: the relay now allows {mode}."),
+                ShareStep::Event(ShareEvent::InputUnavailable(why)) => println!("Screen: input cannot be applied here: {why}"),
+                ShareStep::Event(ShareEvent::Chat(text)) => println!("[relay chat] {text}"),
+                ShareStep::Event(_) => {}
+                ShareStep::Done(r) => {
+                    sharing = None;
+                    match r {
+                        Ok(r) => describe_share_end(&r),
+                        Err(e) => println!("Screen sharing failed: {e}"),
                     }
                 }
             },
