@@ -2,12 +2,13 @@
 // Started by tests/e2e/run.sh, which provides (environment):
 //   ASSIST_URL        https://localhost:PORT of a running assistd with the demo tenant
 //   HELPER_TOKEN, SHARER_TOKEN   tokens of helen@contoso.com and sam@contoso.com
+//   DEVICE_TOKEN, DEVICE_ID      sam@contoso.com signed in on an unenrolled device (launch flow)
 //   ASSIST_CA         the server's certificate (PEM)
 //   ASSIST_BIN_DIR    target/debug (the `assist` binary)
 //   E2E_DISPLAY, E2E_APP_LOG     the Xvfb display with assist-xtest-app and its click log;
 //                     unset: the test with the real sharer agent is skipped
 //   E2E_OUT           where screenshots of failures go (target/e2e)
-// Two tests: the page against a scripted sharer (fake-sharer.mjs: no X needed), and the page
+// The page against a scripted sharer (fake-sharer.mjs: no X needed), by code and by launch, and
 // against the real sharer agent sharing an X display.
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -200,6 +201,40 @@ test('helper page against a scripted sharer: screen, view-only, full control, ke
       await until('the sharer to hear the end', () => sharer.ended);
       assert.equal(sharer.ended.reason, 'ended');
       assert.equal(sharer.ended.by, 'helper');
+    } finally {
+      sharer.close();
+    }
+  });
+});
+
+test('helper page, launch flow: help a device, acknowledge the warning, the sharer ends', { skip: env.DEVICE_TOKEN ? false : 'no DEVICE_TOKEN' }, async () => {
+  await withBrowser('launch', async (page) => {
+    const sharer = await startFakeSharer({ server: URL_BASE, token: env.DEVICE_TOKEN });
+    try {
+      await page.goto(`${URL_BASE}/helper/`);
+      await page.fill('#token', env.HELPER_TOKEN);
+      await page.click('#connect');
+      await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      // An unknown device is offline, in plain words.
+      await page.fill('#device-id', 'no-such-device');
+      await page.click('#help-device');
+      await until('the offline message', async () => /not connected/.test(await page.textContent('#start-status')));
+      await page.fill('#device-id', env.DEVICE_ID);
+      await page.click('#help-device');
+      await checkProfile(page);
+      // The device is unenrolled: the policy warns, and the helper acknowledges.
+      await page.selectOption('#mode', 'viewOnly');
+      await page.click('#request-mode');
+      await page.waitForSelector('#ack-warnings', { state: 'visible', timeout: 10_000 });
+      assert.match(await page.textContent('#warning-list'), /not enrolled/);
+      assert.equal(await page.isEnabled('#request-mode'), true, 'another mode may be chosen instead');
+      await page.click('#ack-warnings');
+      await page.waitForSelector('body[data-mode="viewOnly"]', { timeout: 10_000 });
+      for (const q of QUADRANTS) await waitForColour(page, q, q.color);
+      sharer.end();
+      await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      assert.equal(await page.textContent('#start-status'), 'The user ended the session.');
+      assert.equal(await page.getAttribute('#screen', 'width'), '0', 'the picture is gone');
     } finally {
       sharer.close();
     }

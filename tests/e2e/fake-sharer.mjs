@@ -70,8 +70,9 @@ function once(ws, type) {
 
 /**
  * Starts the scripted sharer: `server` like https://localhost:8443, `token` the sharer's
- * bearer token, `code` the helper's code. Returns an object with `inputs`, `clicks`, `colors`
- * (the current colour of each quadrant), `mode`, `log` and `close()`.
+ * bearer token, `code` the helper's code; without a code (a token with a device id) it waits
+ * for a launch and accepts it. Returns an object with `inputs`, `clicks`, `colors` (the current
+ * colour of each quadrant), `mode`, `relayMode`, `ended`, `log`, `end()` and `close()`.
  */
 export async function startFakeSharer({ server, token, code }) {
   const state = {
@@ -87,7 +88,7 @@ export async function startFakeSharer({ server, token, code }) {
   let id = 1;
   const send = (m) => ws.send(JSON.stringify({ id: id++, ...m }));
   ws.send(JSON.stringify({ type: 'authenticate', token }));
-  send({ type: 'redeemCode', code });
+  if (code) send({ type: 'redeemCode', code });
 
   const tileOf = (q) => ({ x: q.x, y: q.y, width: q.width, height: q.height, format: 2, data: solidPng(q.width, q.height, COLORS[state.colors[q.name]]) });
   const sendScreen = (quadrants, keyframe) => {
@@ -142,6 +143,9 @@ export async function startFakeSharer({ server, token, code }) {
     const m = JSON.parse(e.data);
     log(`signal ${m.type}${m.mode ? ` ${m.mode}` : ''}`);
     switch (m.type) {
+      case 'launchRequested':
+        send({ type: 'answerLaunch', sessionId: m.sessionId, accept: true });
+        break;
       case 'sessionJoined':
         state.sessionId = m.sessionId;
         break;
@@ -165,6 +169,7 @@ export async function startFakeSharer({ server, token, code }) {
         break;
     }
   };
+  state.end = () => send({ type: 'endSession', sessionId: state.sessionId });
   state.close = () => {
     try { state.relay?.close(1000); } catch { /* closed */ }
     try { ws.close(1000); } catch { /* closed */ }

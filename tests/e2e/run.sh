@@ -76,6 +76,10 @@ wait_for 30 "assistd to listen" grep -q 'serving https://' "$tmp/assistd.out"
 port=$(grep -o 'serving https://[0-9.]*:[0-9]*' "$tmp/assistd.out" | grep -o '[0-9]*$')
 url="https://localhost:$port"
 ASSISTD="$root/target/debug/assistd" bash scripts/demo-tenant.sh "$data" "$url" >"$tmp/demo.env"
+{
+  echo "DEVICE_ID=e2e-kiosk"
+  echo "DEVICE_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user sam@contoso.com --device e2e-kiosk)"
+} >>"$tmp/demo.env"
 set -a
 # shellcheck disable=SC1091
 . "$tmp/demo.env"

@@ -344,7 +344,13 @@ function onActive(msg) {
 }
 
 function onError(msg, req) {
-  if (msg.code === 'warningNotAcknowledged') return; // the `warnings` event shows them
+  if (msg.code === 'warningNotAcknowledged') {
+    // The `warnings` event lists them; the helper acknowledges them or picks another mode.
+    if (session) session.requested = null;
+    updateModeUi();
+    setStatus('Acknowledge the warnings to continue, or choose another mode.');
+    return;
+  }
   const text = errorText(msg.code, msg.message);
   if (req && (req.type === 'requestMode')) {
     if (session) session.requested = null;
@@ -417,6 +423,7 @@ function endSessionLocally() {
     relay.close();
     relay = null;
   }
+  screen.reset(); // nothing of the sharer's screen stays on the page
   session = null;
   document.body.dataset.mode = '';
   show(el.warnings, false);
