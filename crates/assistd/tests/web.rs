@@ -29,7 +29,7 @@ async fn fetch(ts: &TestServer, path: &str) -> reqwest::Response {
     resp
 }
 
-fn header_of<'a>(resp: &'a reqwest::Response, name: header::HeaderName) -> &'a str {
+fn header_of(resp: &reqwest::Response, name: header::HeaderName) -> &str {
     resp.headers()
         .get(&name)
         .unwrap_or_else(|| panic!("no {name} on {}", resp.url()))
