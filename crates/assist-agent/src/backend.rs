@@ -8,7 +8,7 @@ use assist_screen::{InputEvent, PixelBuf};
 
 /// One capture of the whole screen, 4 bytes per pixel in **BGRX** order (blue, green, red, unused), rows
 /// `stride` bytes apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Capture {
     /// Width in pixels.
     pub width: u16,
@@ -18,6 +18,18 @@ pub struct Capture {
     pub stride: usize,
     /// The pixels.
     pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the pixels: megabytes of them, and what is on someone's screen.
+        f.debug_struct("Capture")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("stride", &self.stride)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 impl Capture {

@@ -28,12 +28,21 @@ pub const SCREEN_FRAMES_IN_FLIGHT: usize = 2;
 const INPUT_QUEUE: usize = 256;
 
 /// How to join the relay: the `relay` object of the sharer's `sessionActive`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelayInfo {
-    /// The sharer's relay ticket (single use, short-lived). Never logged.
+    /// The sharer's relay ticket (single use, short-lived). Never logged: `Debug` hides it.
     pub ticket: String,
     /// `wss://host:port/v1/relay`.
     pub wss_url: String,
+}
+
+impl std::fmt::Debug for RelayInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayInfo")
+            .field("ticket", &"<redacted>")
+            .field("wss_url", &self.wss_url)
+            .finish()
+    }
 }
 
 /// What the media loop reports while it runs (for a UI; dropped when the receiver is full).
@@ -488,6 +497,16 @@ pub async fn run_session<S: ScreenCapture, I: InputInjector>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_ticket() {
+        let r = RelayInfo {
+            ticket: "eyJsecret".into(),
+            wss_url: "wss://r:1/v1/relay".into(),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("eyJsecret") && shown.contains("wss://r:1/v1/relay"));
+    }
 
     #[test]
     fn wss_urls() {
