@@ -160,6 +160,7 @@ test('helper page against a scripted sharer: screen, view-only, full control, ke
       await waitForColour(page, tl, 'red', 1000);
 
       await requestMode(page, 'fullControl');
+      await page.waitForSelector('body[data-relay-mode="fullControl"]', { timeout: 10_000 });
       await until('the relay to announce fullControl', () => sharer.relayMode === 'fullControl');
       const tr = QUADRANTS[1];
       await clickScreen(page, centre(tr).x, centre(tr).y);
@@ -270,7 +271,8 @@ test('helper page against the sharer agent sharing an X display', { skip: agentR
       await waitForColour(page, tl, 'red', 1000);
 
       await requestMode(page, 'fullControl');
-      await sleep(300); // the relay's modeChanged reaches the agent
+      // Once the page has the relay's modeChanged, the agent's copy is ahead of any input on its leg.
+      await page.waitForSelector('body[data-relay-mode="fullControl"]', { timeout: 10_000 });
       const br = QUADRANTS[3];
       const at = centre(br);
       await clickScreen(page, at.x, at.y);
@@ -280,6 +282,9 @@ test('helper page against the sharer agent sharing an X display', { skip: agentR
       assert.equal(button, 1);
       await waitForColour(page, br, 'yellow', 15_000);
       await waitForColour(page, QUADRANTS[1], 'green', 1000);
+      assert.equal(clicks().length, 1, 'one press, one log line');
+      fs.mkdirSync(OUT, { recursive: true });
+      await page.screenshot({ path: path.join(OUT, 'agent-active.png') });
 
       await endSession(page);
     } catch (e) {

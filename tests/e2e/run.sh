@@ -30,7 +30,7 @@ command -v node >/dev/null || skip "node is not installed"
 node -e 'WebSocket' >/dev/null 2>&1 || export NODE_OPTIONS="${NODE_OPTIONS:-} --experimental-websocket"
 
 echo "==> e2e: unit tests of the page's functions"
-node --test "$e2e/unit.test.mjs"
+node --test --test-reporter=spec "$e2e/unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"

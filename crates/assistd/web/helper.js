@@ -426,6 +426,7 @@ function endSessionLocally() {
   screen.reset(); // nothing of the sharer's screen stays on the page
   session = null;
   document.body.dataset.mode = '';
+  document.body.dataset.relayMode = '';
   show(el.warnings, false);
 }
 
@@ -487,6 +488,8 @@ class RelayLeg {
       case 'paired':
       case 'modeChanged':
         if (c.type === 'paired') el.screenStatus.textContent = 'Connected; waiting for the first picture…';
+        // What the relay lets through now (tests wait for it before sending input).
+        document.body.dataset.relayMode = c.mode || '';
         if (session && c.mode) setMode(c.mode, c.chat ?? session.chat);
         break;
       case 'ended':
