@@ -5,8 +5,8 @@
 #   3. the page against a scripted sharer (fake-sharer.mjs), then against the real sharer agent
 #      (`assist sharer --display`) sharing an Xvfb display that runs `assist-xtest-app`.
 # Needs node 20+, tests/e2e/node_modules (npm ci), /usr/bin/chromium and Xvfb: see
-# scripts/install-test-deps.sh. Missing browser parts skip the browser tests unless
-# ASSIST_REQUIRE_XVFB=1, which makes them an error. Screenshots of failures: target/e2e/.
+# scripts/install-test-deps.sh. Missing parts (browser, Xvfb, the agent) skip those tests unless
+# ASSIST_REQUIRE_XVFB=1 (set by .ci/run), which makes them an error. Screenshots: target/e2e/.
 # Usage: bash tests/e2e/run.sh        (from anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -95,6 +95,7 @@ if ! command -v Xvfb >/dev/null; then
   [ "$require" = 1 ] && { echo "e2e: Xvfb is not installed (ASSIST_REQUIRE_XVFB=1)" >&2; exit 1; }
   echo "e2e: no Xvfb: the test with the real sharer agent is skipped" >&2
 elif [ "$have_agent" = 0 ]; then
+  [ "$require" = 1 ] && { echo "e2e: target/debug/assist-xtest-app or \`assist sharer --display\` is missing (ASSIST_REQUIRE_XVFB=1)" >&2; exit 1; }
   echo "e2e: target/debug/assist-xtest-app or \`assist sharer --display\` is missing: the test with the real sharer agent is skipped" >&2
 else
   echo "==> e2e: starting Xvfb and the X test app"

@@ -545,9 +545,11 @@ function controlling() {
 }
 
 function updateScreenHint() {
-  el.screenHint.textContent = session && canControl(session.mode)
-    ? 'You have control: click the screen to use it. Keys typed while it has focus go to the user’s computer; press Shift+Escape to leave it.'
-    : 'View only: your clicks and keys are not sent.';
+  const mode = session?.mode;
+  el.screenHint.textContent = !mode ? ''
+    : canControl(mode)
+      ? 'You have control: click the screen to use it. Keys typed while it has focus go to the user’s computer; press Shift+Escape to leave it.'
+      : 'View only: your clicks and keys are not sent.';
   el.canvas.classList.toggle('control', Boolean(session && canControl(session.mode)));
 }
 
