@@ -266,8 +266,9 @@ test('helper page against the sharer agent sharing an X display', { skip: agentR
       // View only: nothing reaches the app.
       const tl = QUADRANTS[0];
       await clickScreen(page, centre(tl).x, centre(tl).y);
+      await page.keyboard.press('b');
       await sleep(1500);
-      assert.deepEqual(clicks(), [], 'the app saw no click in view only');
+      assert.equal(fs.readFileSync(appLog, 'utf8'), '', 'the app saw no click and no key in view only');
       await waitForColour(page, tl, 'red', 1000);
 
       await requestMode(page, 'fullControl');
@@ -283,6 +284,13 @@ test('helper page against the sharer agent sharing an X display', { skip: agentR
       await waitForColour(page, br, 'yellow', 15_000);
       await waitForColour(page, QUADRANTS[1], 'green', 1000);
       assert.equal(clicks().length, 1, 'one press, one log line');
+
+      // Keys: the click focused the canvas; `a` and Enter reach the app as keysyms 0x61 and 0xff0d.
+      await page.keyboard.press('a');
+      await page.keyboard.press('Enter');
+      const keys = () => fs.readFileSync(appLog, 'utf8').split('\n').filter((l) => l.startsWith('key '));
+      await until('key presses in the app log', () => keys().length >= 2, 10_000);
+      assert.deepEqual(keys(), ['key 61', 'key ff0d']);
       fs.mkdirSync(OUT, { recursive: true });
       await page.screenshot({ path: path.join(OUT, 'agent-active.png') });
 
