@@ -169,6 +169,7 @@ function connect(token) {
     endSessionLocally();
     setPhase('signedOut');
     showSignin(false);
+    if (ev.code === 4401) sessionStorage.removeItem(TOKEN_KEY); // do not retry a refused token on reload
     if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
   };
 }
@@ -194,6 +195,7 @@ function showSignin(connected) {
   el.token.disabled = connected;
   show(el.connect, !connected);
   show(el.signout, connected || Boolean(el.token.value));
+  el.signout.textContent = connected ? 'Sign out' : 'Forget token';
 }
 
 function onSignal(msg) {
