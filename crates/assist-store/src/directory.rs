@@ -264,6 +264,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sessions::SessionWrite;
     use serde_json::json;
 
     fn ev() -> AuditEvent {
@@ -327,16 +328,19 @@ mod tests {
     async fn batched_audit_events_are_all_stored_in_order_per_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
-        store.append_audits(&[]).await.unwrap();
+        store.write_session_batch(&[]).await.unwrap();
         // More than one multi-row statement's worth, across two tenants.
-        let events: Vec<(String, AuditEvent)> = (0..450)
+        let events: Vec<SessionWrite> = (0..450)
             .map(|i| {
                 let tenant = if i % 3 == 0 { "b" } else { "a" };
-                let e = AuditEvent::new(&format!("event {i:03}"), "Action", "Session");
-                (tenant.to_owned(), e)
+                let event = AuditEvent::new(&format!("event {i:03}"), "Action", "Session");
+                SessionWrite::Audit {
+                    tenant_id: tenant.to_owned(),
+                    event,
+                }
             })
             .collect();
-        store.append_audits(&events).await.unwrap();
+        store.write_session_batch(&events).await.unwrap();
         let a = store.audit_events("a").await.unwrap();
         let b = store.audit_events("b").await.unwrap();
         assert_eq!((a.len(), b.len()), (300, 150));

@@ -161,20 +161,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends many audit events that record no stored change, in one transaction and as few
-    /// statements as possible (the signalling service batches its session events this way).
-    pub async fn append_audits(&self, events: &[(String, AuditEvent)]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(audit::MAX_ROWS_PER_INSERT) {
-            audit::insert_many(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// A tenant's audit events, oldest first.
     pub async fn audit_events(
         &self,

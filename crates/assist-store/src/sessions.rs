@@ -27,8 +27,211 @@ pub struct SessionRow {
     pub body: Value,
 }
 
+/// One write of the session-record stream (what the signalling service records as sessions
+/// start, change and end), for [`Store::write_session_batch`].
+#[derive(Debug, Clone)]
+pub enum SessionWrite {
+    /// A session became active: its row is created (once; a repeat changes nothing).
+    Started {
+        /// Tenant.
+        tenant_id: String,
+        /// Session id.
+        id: String,
+        /// Start (RFC 3339).
+        start_time: String,
+        /// Mode at start.
+        mode: String,
+        /// The report fields.
+        body: Value,
+    },
+    /// An active session was seen alive at `now`, and its highest mode is `mode` if given.
+    Seen {
+        /// Tenant.
+        tenant_id: String,
+        /// Session id.
+        id: String,
+        /// When (RFC 3339).
+        now: String,
+        /// New highest mode.
+        mode: Option<String>,
+    },
+    /// A session ended (once; later ends change nothing).
+    Ended {
+        /// Tenant.
+        tenant_id: String,
+        /// Session id.
+        id: String,
+        /// End (RFC 3339).
+        end_time: String,
+        /// End reason.
+        reason: String,
+        /// Who ended it.
+        by: String,
+    },
+    /// Fields merged into a session's report body, by session id.
+    MergeBody {
+        /// Session id.
+        id: String,
+        /// An object whose fields are merged in.
+        extra: Value,
+    },
+    /// An audit event recording no stored change.
+    Audit {
+        /// Tenant.
+        tenant_id: String,
+        /// The event.
+        event: AuditEvent,
+    },
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+/// Applies one write inside `tx`; returns the rows it changed.
+async fn apply(tx: &mut Tx<'_>, w: &SessionWrite) -> Result<u64, StoreError> {
+    let done = match w {
+        SessionWrite::Started {
+            tenant_id,
+            id,
+            start_time,
+            mode,
+            body,
+        } => sqlx::query(
+            "INSERT INTO sessions (tenant_id, id, state, start_time, last_seen, mode, body) VALUES ($1, $2, 'active', $3, $3, $4, $5) \
+             ON CONFLICT (tenant_id, id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(start_time)
+        .bind(mode)
+        .bind(body.to_string())
+        .execute(&mut **tx)
+        .await?,
+        SessionWrite::Seen {
+            tenant_id,
+            id,
+            now,
+            mode,
+        } => sqlx::query(
+            "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(now)
+        .bind(mode.as_deref())
+        .execute(&mut **tx)
+        .await?,
+        SessionWrite::Ended {
+            tenant_id,
+            id,
+            end_time,
+            reason,
+            by,
+        } => sqlx::query(
+            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5 \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(end_time)
+        .bind(reason)
+        .bind(by)
+        .execute(&mut **tx)
+        .await?,
+        SessionWrite::MergeBody { id, extra } => return merge_body(tx, id, extra).await,
+        SessionWrite::Audit { tenant_id, event } => {
+            audit::insert(tx, tenant_id, event).await?;
+            return Ok(1);
+        }
+    };
+    Ok(done.rows_affected())
+}
+
+async fn merge_body(tx: &mut Tx<'_>, id: &str, extra: &Value) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT tenant_id, body FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(0) };
+    let tenant: String = row.try_get(0)?;
+    let body: String = row.try_get(1)?;
+    let mut body: Value = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("session body: {e}")))?;
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let done = sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(&tenant)
+        .bind(id)
+        .bind(body.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+fn write_tenant(w: &SessionWrite) -> &str {
+    match w {
+        SessionWrite::Started { tenant_id, .. }
+        | SessionWrite::Seen { tenant_id, .. }
+        | SessionWrite::Ended { tenant_id, .. }
+        | SessionWrite::Audit { tenant_id, .. } => tenant_id,
+        SessionWrite::MergeBody { .. } => "",
+    }
+}
+
 impl Store {
-    /// Records a session that just became active, with its audit event, in one transaction.
+    /// Applies `writes` in order in **one** transaction: all or nothing. Runs of audit events
+    /// are inserted with multi-row statements. This is how the signalling service records a
+    /// burst of session events with one commit instead of one per event.
+    pub async fn write_session_batch(&self, writes: &[SessionWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut audits: Vec<(String, AuditEvent)> = Vec::new();
+        for w in writes {
+            if let SessionWrite::Audit { tenant_id, event } = w {
+                audits.push((tenant_id.clone(), event.clone()));
+                if audits.len() < audit::MAX_ROWS_PER_INSERT {
+                    continue;
+                }
+            }
+            if !audits.is_empty() {
+                audit::insert_many(&mut tx, &audits).await?;
+                audits.clear();
+            }
+            if !matches!(w, SessionWrite::Audit { .. }) {
+                apply(&mut tx, w).await?;
+            }
+        }
+        if !audits.is_empty() {
+            audit::insert_many(&mut tx, &audits).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies one write and, only if it changed a row, `audit`, in one transaction; returns
+    /// the rows the write changed.
+    async fn write_one(
+        &self,
+        write: &SessionWrite,
+        audit: Option<&AuditEvent>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = apply(&mut tx, write).await?;
+        if changed > 0 {
+            if let Some(a) = audit {
+                audit::insert(&mut tx, write_tenant(write), a).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records a session that just became active (once), with its audit event, in one
+    /// transaction.
     pub async fn session_started(
         &self,
         tenant_id: &str,
@@ -38,23 +241,14 @@ impl Store {
         body: &Value,
         audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sessions (tenant_id, id, state, start_time, last_seen, mode, body) VALUES ($1, $2, 'active', $3, $3, $4, $5) \
-             ON CONFLICT (tenant_id, id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(start_time)
-        .bind(mode)
-        .bind(body.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if let Some(a) = audit {
-            audit::insert(&mut tx, tenant_id, a).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let w = SessionWrite::Started {
+            tenant_id: tenant_id.into(),
+            id: id.into(),
+            start_time: start_time.into(),
+            mode: mode.into(),
+            body: body.clone(),
+        };
+        self.write_one(&w, audit).await.map(|_| ())
     }
 
     /// Notes that an active session is alive at `now` and, if given, raises its highest mode.
@@ -65,16 +259,13 @@ impl Store {
         now: &str,
         mode: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(now)
-        .bind(mode)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let w = SessionWrite::Seen {
+            tenant_id: tenant_id.into(),
+            id: id.into(),
+            now: now.into(),
+            mode: mode.map(str::to_owned),
+        };
+        self.write_one(&w, None).await.map(|_| ())
     }
 
     /// Closes a session (once; later calls change nothing), with its audit event.
@@ -87,44 +278,24 @@ impl Store {
         by: &str,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5 \
-             WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(end_time)
-        .bind(reason)
-        .bind(by);
-        self.audited_write(tenant_id, write, audit).await
+        let w = SessionWrite::Ended {
+            tenant_id: tenant_id.into(),
+            id: id.into(),
+            end_time: end_time.into(),
+            reason: reason.into(),
+            by: by.into(),
+        };
+        Ok(self.write_one(&w, audit).await? > 0)
     }
 
     /// Merges `extra` (an object) into a session's report body, by session id (ids are unique
     /// across tenants). Used for the relay's byte and frame counters when a session ends.
     pub async fn session_merge_body(&self, id: &str, extra: &Value) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT tenant_id, body FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(()) };
-        let tenant: String = row.try_get(0)?;
-        let body: String = row.try_get(1)?;
-        let mut body: Value = serde_json::from_str(&body)
-            .map_err(|e| StoreError::Corrupt(format!("session body: {e}")))?;
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-        sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
-            .bind(id)
-            .bind(body.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let w = SessionWrite::MergeBody {
+            id: id.into(),
+            extra: extra.clone(),
+        };
+        self.write_one(&w, None).await.map(|_| ())
     }
 
     /// Recovery after a restart: closes every session still marked active, at its last known
@@ -250,5 +421,85 @@ mod tests {
         assert_eq!(s, 1);
         assert_eq!(store.sessions("t").await.unwrap().len(), 1);
         assert!(store.sessions("other").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_in_order_in_one_transaction_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let ev = |n: &str| SessionWrite::Audit {
+            tenant_id: "t".into(),
+            event: AuditEvent::new(n, "Action", "Session"),
+        };
+        let started = |id: &str| SessionWrite::Started {
+            tenant_id: "t".into(),
+            id: id.into(),
+            start_time: "2026-01-01T10:00:00Z".into(),
+            mode: "viewOnly".into(),
+            body: json!({"helperEmail": "h@x.com"}),
+        };
+        let batch = vec![
+            ev("requested"),
+            started("s1"),
+            ev("started"),
+            SessionWrite::Seen {
+                tenant_id: "t".into(),
+                id: "s1".into(),
+                now: "2026-01-01T10:01:00Z".into(),
+                mode: Some("fullControl".into()),
+            },
+            SessionWrite::Ended {
+                tenant_id: "t".into(),
+                id: "s1".into(),
+                end_time: "2026-01-01T10:02:00Z".into(),
+                reason: "ended".into(),
+                by: "helper".into(),
+            },
+            SessionWrite::MergeBody {
+                id: "s1".into(),
+                extra: json!({"relayFramesDropped": 3}),
+            },
+            ev("ended"),
+        ];
+        store.write_session_batch(&batch).await.unwrap();
+        let rows = store.sessions("t").await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, "ended");
+        assert_eq!(rows[0].mode, "fullControl");
+        assert_eq!(rows[0].end_time.as_deref(), Some("2026-01-01T10:02:00Z"));
+        assert_eq!(
+            rows[0].body,
+            json!({"helperEmail": "h@x.com", "relayFramesDropped": 3})
+        );
+        assert_eq!(store.audit_events("t").await.unwrap().len(), 3);
+
+        // A failing write rolls the whole batch back: nothing of it is stored.
+        sqlx::query("UPDATE sessions SET body = 'not json' WHERE id = 's1'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let failing = vec![
+            started("s2"),
+            ev("x"),
+            SessionWrite::MergeBody {
+                id: "s1".into(),
+                extra: json!({"a": 1}),
+            },
+        ];
+        assert!(matches!(
+            store.write_session_batch(&failing).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(
+            store.sessions("t").await.ok().map(|r| r.len()),
+            None,
+            "s1 is corrupt now"
+        );
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = 's2'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 0, "s2 was rolled back");
+        assert_eq!(store.audit_events("t").await.unwrap().len(), 3);
     }
 }

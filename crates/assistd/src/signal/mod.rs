@@ -17,6 +17,7 @@ use assist_session::{
     Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, InProcessLiveState, LaunchError,
     LiveState, Output, Party, RecordEvent, Timestamp,
 };
+use assist_store::sessions::SessionWrite;
 use assist_store::{AuditEvent as StoreAudit, Store};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -397,62 +398,52 @@ enum StoreWrite {
     Stats(assist_relay::SessionReport),
 }
 
-/// Audit events written in one statement at most (a burst beyond this is split).
-const AUDIT_BATCH: usize = 512;
+/// Writes taken from the queue into one transaction at most.
+const WRITE_BATCH: usize = 512;
 
-/// Writes records and audit events in the order the machine produced them. Audit events
-/// waiting in the queue are written together, in one transaction, before the next record.
+/// Writes records and audit events in the order the machine produced them. Whatever is
+/// waiting in the queue (up to [`WRITE_BATCH`]) is written in one transaction; if that fails,
+/// each write is retried on its own so one bad write loses nothing else.
 async fn store_writer(store: Store, mut rx: mpsc::UnboundedReceiver<StoreWrite>) {
-    let mut audits: Vec<(String, StoreAudit)> = Vec::new();
+    let mut batch: Vec<SessionWrite> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(w) = next.take() {
-            let r = match w {
-                StoreWrite::Audit(tenant, ev) => {
-                    audits.push((tenant, ev));
-                    if audits.len() >= AUDIT_BATCH {
-                        flush_audits(&store, &mut audits).await;
-                    }
-                    Ok(())
-                }
-                StoreWrite::Record(tenant, ev) => {
-                    flush_audits(&store, &mut audits).await;
-                    write_record(&store, &tenant, *ev).await
-                }
-                StoreWrite::Stats(r) => {
-                    flush_audits(&store, &mut audits).await;
-                    let stats = json!({
-                        "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
-                        "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
-                        "relayFramesDropped": r.dropped,
-                    });
-                    store.session_merge_body(&r.sid, &stats).await
-                }
-            };
-            if let Err(e) = r {
-                tracing::error!(error = %e, "writing a session record failed");
+            to_session_writes(w, &mut batch);
+            if batch.len() >= WRITE_BATCH {
+                break;
             }
             next = rx.try_recv().ok();
         }
-        flush_audits(&store, &mut audits).await;
+        if let Err(e) = store.write_session_batch(&batch).await {
+            tracing::warn!(error = %e, writes = batch.len(), "a batch of session records failed; writing one by one");
+            for w in &batch {
+                if let Err(e) = store.write_session_batch(std::slice::from_ref(w)).await {
+                    tracing::error!(error = %e, "writing a session record failed");
+                }
+            }
+        }
+        batch.clear();
     }
 }
 
-async fn flush_audits(store: &Store, audits: &mut Vec<(String, StoreAudit)>) {
-    if audits.is_empty() {
-        return;
+fn to_session_writes(w: StoreWrite, out: &mut Vec<SessionWrite>) {
+    match w {
+        StoreWrite::Audit(tenant_id, event) => out.push(SessionWrite::Audit { tenant_id, event }),
+        StoreWrite::Record(tenant, ev) => record_writes(&tenant, *ev, out),
+        StoreWrite::Stats(r) => out.push(SessionWrite::MergeBody {
+            id: r.sid.clone(),
+            extra: json!({
+                "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
+                "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
+                "relayFramesDropped": r.dropped,
+            }),
+        }),
     }
-    if let Err(e) = store.append_audits(audits).await {
-        tracing::error!(error = %e, events = audits.len(), "writing audit events failed");
-    }
-    audits.clear();
 }
 
-async fn write_record(
-    store: &Store,
-    tenant: &str,
-    ev: RecordEvent,
-) -> Result<(), assist_store::StoreError> {
+/// The store writes of one session record event.
+fn record_writes(tenant: &str, ev: RecordEvent, out: &mut Vec<SessionWrite>) {
     match ev {
         RecordEvent::Started {
             session_id,
@@ -462,8 +453,12 @@ async fn write_record(
             sharer,
             device,
             ..
-        } => {
-            let body = json!({
+        } => out.push(SessionWrite::Started {
+            tenant_id: tenant.to_owned(),
+            id: session_id.as_str().to_owned(),
+            start_time: rfc3339(started_at),
+            mode: mode.as_str().to_owned(),
+            body: json!({
                 "helperEmail": helper.user_principal_name, "helperTenantId": helper.tenant_id,
                 "helperFirstName": helper.given_name, "helperLastName": helper.family_name,
                 "sharerEmail": sharer.user_principal_name, "sharerTenantId": sharer.tenant_id,
@@ -472,32 +467,18 @@ async fn write_record(
                 "sharerDeviceName": device.as_ref().and_then(|d| d.display_name.clone()),
                 "sharerOs": device.as_ref().and_then(|d| d.operating_system.clone()),
                 "sharerEnrollmentState": device.as_ref().map(|d| if d.enrolled { "enrolled" } else { "unknown" }),
-            });
-            store
-                .session_started(
-                    tenant,
-                    session_id.as_str(),
-                    &rfc3339(started_at),
-                    mode.as_str(),
-                    &body,
-                    None,
-                )
-                .await
-        }
+            }),
+        }),
         RecordEvent::ModeRaised {
             session_id,
             mode,
             at,
-        } => {
-            store
-                .session_seen(
-                    tenant,
-                    session_id.as_str(),
-                    &rfc3339(at),
-                    Some(mode.as_str()),
-                )
-                .await
-        }
+        } => out.push(SessionWrite::Seen {
+            tenant_id: tenant.to_owned(),
+            id: session_id.as_str().to_owned(),
+            now: rfc3339(at),
+            mode: Some(mode.as_str().to_owned()),
+        }),
         RecordEvent::Ended {
             session_id,
             ended_at,
@@ -505,27 +486,21 @@ async fn write_record(
             reason,
             by,
         } => {
-            store
-                .session_seen(
-                    tenant,
-                    session_id.as_str(),
-                    &rfc3339(ended_at),
-                    Some(highest_mode.as_str()),
-                )
-                .await?;
-            store
-                .session_ended(
-                    tenant,
-                    session_id.as_str(),
-                    &rfc3339(ended_at),
-                    reason.as_str(),
-                    &wire(&by),
-                    None,
-                )
-                .await
-                .map(|_| ())
+            out.push(SessionWrite::Seen {
+                tenant_id: tenant.to_owned(),
+                id: session_id.as_str().to_owned(),
+                now: rfc3339(ended_at),
+                mode: Some(highest_mode.as_str().to_owned()),
+            });
+            out.push(SessionWrite::Ended {
+                tenant_id: tenant.to_owned(),
+                id: session_id.as_str().to_owned(),
+                end_time: rfc3339(ended_at),
+                reason: reason.as_str().to_owned(),
+                by: wire(&by),
+            });
         }
-        _ => Ok(()),
+        _ => {}
     }
 }
 
