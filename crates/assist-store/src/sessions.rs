@@ -67,6 +67,8 @@ pub enum SessionWrite {
         reason: String,
         /// Who ended it.
         by: String,
+        /// The highest mode used, if it rose since the last write.
+        mode: Option<String>,
     },
     /// Fields merged into a session's report body, by session id.
     MergeBody {
@@ -126,15 +128,17 @@ async fn apply(tx: &mut Tx<'_>, w: &SessionWrite) -> Result<u64, StoreError> {
             end_time,
             reason,
             by,
+            mode,
         } => sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5 \
-             WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5, \
+             mode = COALESCE($6, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
         )
         .bind(tenant_id)
         .bind(id)
         .bind(end_time)
         .bind(reason)
         .bind(by)
+        .bind(mode.as_deref())
         .execute(&mut **tx)
         .await?,
         SessionWrite::MergeBody { id, extra } => return merge_body(tx, id, extra).await,
@@ -284,6 +288,7 @@ impl Store {
             end_time: end_time.into(),
             reason: reason.into(),
             by: by.into(),
+            mode: None,
         };
         Ok(self.write_one(&w, audit).await? > 0)
     }
@@ -454,6 +459,7 @@ mod tests {
                 end_time: "2026-01-01T10:02:00Z".into(),
                 reason: "ended".into(),
                 by: "helper".into(),
+                mode: None,
             },
             SessionWrite::MergeBody {
                 id: "s1".into(),

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: the signalling path allocates many small, short-lived
+/// messages across threads, where glibc spent about 15% of the server's CPU (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Assist: a self-hostable Remote Help service (broker, relay and Graph-compatible admin API).
 #[derive(Parser)]
 #[command(name = "assistd", version, about, long_about = None)]
