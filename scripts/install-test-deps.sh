@@ -2,7 +2,7 @@
 # Installs what the browser end-to-end test (tests/e2e/run.sh) needs and is missing: Xvfb,
 # xauth and Chromium from the distribution (Debian/Ubuntu apt-get, as root or through sudo), and
 # playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download).
-# Node 20+ and npm must already be installed.
+# Node and npm come from the distribution too when missing.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ missing=()
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v xauth >/dev/null || missing+=(xauth)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
