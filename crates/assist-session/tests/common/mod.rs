@@ -266,8 +266,8 @@ impl World {
         assert_eq!(self.expect(p.sharer), ServerEvent::Ack { id });
     }
 
-    /// Paired → active in `mode` with consent.
-    pub fn activate(&mut self, p: &Pair, mode: Mode) {
+    /// The helper asks for `mode`, the policy allows it, the sharer is asked and allows.
+    pub fn ask_and_allow(&mut self, p: &Pair, mode: Mode) {
         self.request_mode(p, mode, &[]);
         self.decide(allow(mode));
         assert!(matches!(
@@ -279,6 +279,11 @@ impl World {
             ServerEvent::ConsentRequested { .. }
         ));
         self.consent(p, true);
+    }
+
+    /// Paired → active in `mode` with consent.
+    pub fn activate(&mut self, p: &Pair, mode: Mode) {
+        self.ask_and_allow(p, mode);
         self.issue_tickets();
         assert!(matches!(
             self.expect(p.helper),
@@ -294,17 +299,7 @@ impl World {
 impl World {
     /// Active → `mode` (an upgrade) with consent.
     pub fn activate_upgrade(&mut self, p: &Pair, mode: Mode) {
-        self.request_mode(p, mode, &[]);
-        self.decide(allow(mode));
-        assert!(matches!(
-            self.expect(p.helper),
-            ServerEvent::ModeRequested { .. }
-        ));
-        assert!(matches!(
-            self.expect(p.sharer),
-            ServerEvent::ConsentRequested { .. }
-        ));
-        self.consent(p, true);
+        self.ask_and_allow(p, mode);
         for conn in [p.helper, p.sharer] {
             let changed = self.expect(conn);
             assert!(
