@@ -5,7 +5,7 @@
 //! meant for development, demos and tests; production deployments trust an OIDC issuer instead.
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, Header};
+
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -149,10 +149,7 @@ impl DevIssuer {
 
     /// Signs arbitrary claims with the dev key (tests use it to craft malformed tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, DevIssuerError> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key.encoding)
-            .map_err(|e| DevIssuerError::Sign(e.to_string()))
+        self.key.sign_jwt(claims).map_err(DevIssuerError::Sign)
     }
 }
 

@@ -1,6 +1,8 @@
 //! P-256 signing keys kept as PKCS#8 PEM files (mode 0600) in the data directory: created on
 //! first use, reused after. The dev token issuer and the broker's relay-ticket key use them.
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
@@ -35,8 +37,10 @@ pub enum KeyError {
 
 /// An ES256 key pair with its JWK (kid = RFC 7638 thumbprint).
 pub struct EcKey {
-    /// For signing.
+    /// For signing with `jsonwebtoken` (tests craft odd tokens with it).
     pub encoding: EncodingKey,
+    /// The parsed key pair [`EcKey::sign_jwt`] signs with (parsed once, not per signature).
+    signer: std::sync::Arc<EcdsaKeyPair>,
     /// For verifying.
     pub decoding: DecodingKey,
     /// Key id.
@@ -96,13 +100,35 @@ impl EcKey {
         }))
         .map_err(|e| e.to_string())?;
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+        let signer =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
+                .map_err(|e| e.to_string())?;
         let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
         Ok(Self {
             encoding,
+            signer: std::sync::Arc::new(signer),
             decoding,
             kid,
             jwks,
         })
+    }
+}
+
+impl EcKey {
+    /// Signs `claims` as a compact JWS (JWT): ES256, `typ` JWT, `kid` this key's id.
+    pub fn sign_jwt<T: serde::Serialize>(&self, claims: &T) -> Result<String, String> {
+        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "kid": self.kid});
+        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+        out.push('.');
+        let claims = serde_json::to_vec(claims).map_err(|e| e.to_string())?;
+        out.push_str(&URL_SAFE_NO_PAD.encode(claims));
+        let signature = self
+            .signer
+            .sign(&SystemRandom::new(), out.as_bytes())
+            .map_err(|_| "signing failed".to_owned())?;
+        out.push('.');
+        out.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
+        Ok(out)
     }
 }
 

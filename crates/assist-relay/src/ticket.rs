@@ -3,7 +3,7 @@
 
 use assist_identity::keys::{EcKey, KeyError};
 use assist_policy::Mode;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,11 +142,9 @@ impl TicketAuthority {
 
     /// Signs arbitrary claims (tests craft expired tickets with it).
     pub fn sign(&self, claims: &TicketClaims) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.key.kid.clone());
         // Signing with a key we loaded and checked cannot fail for serialisable claims; an
         // empty ticket would simply be refused by the relay.
-        jsonwebtoken::encode(&header, claims, &self.key.encoding).unwrap_or_default()
+        self.key.sign_jwt(claims).unwrap_or_default()
     }
 
     /// Verifies a ticket. `relay_addr`, when given, must equal the ticket's `relay`.

@@ -55,6 +55,9 @@ pub enum Outbound {
     Close(u16, String),
 }
 
+/// Queued outgoing messages written together, up to about this many bytes.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 /// Runs a connection: reads into `inbound`, writes what comes from the returned sender. Returns
 /// when either side ends.
 pub async fn run<S>(
@@ -135,7 +138,29 @@ pub async fn run<S>(
             },
             out = outbound.recv() => match out {
                 Some(Outbound::Text(t)) => {
-                    if w.write_all(&ws::server_frame(Opcode::Text, t.as_bytes())).await.is_err() {
+                    // Messages already queued behind this one go out in the same TLS write.
+                    let mut frames = BytesMut::new();
+                    ws::encode_frame(true, Opcode::Text, t.as_bytes(), None, &mut frames);
+                    let mut then = None;
+                    while frames.len() < COALESCE_BYTES {
+                        match outbound.try_recv() {
+                            Ok(Outbound::Text(t)) => {
+                                ws::encode_frame(true, Opcode::Text, t.as_bytes(), None, &mut frames)
+                            }
+                            Ok(other) => {
+                                then = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if w.write_all(&frames).await.is_err() {
+                        let _ = inbound.send(Inbound::Closed(None)).await;
+                        return;
+                    }
+                    if let Some(Outbound::Close(code, reason)) = then {
+                        let _ = w.write_all(&close_with(code, &reason)).await;
+                        let _ = w.shutdown().await;
                         let _ = inbound.send(Inbound::Closed(None)).await;
                         return;
                     }
