@@ -17,7 +17,9 @@ impl AuditEvent {
     /// type (`Create`, `Update`, `Delete`, `Action`) and the category. Actor and resources are
     /// added with the builder methods.
     pub fn new(activity: &str, operation: &str, category: &str) -> Self {
-        let id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered (UUIDv7): new events append to the end of the primary-key index instead
+        // of dirtying a random page of it, which is most of what an audit write costs.
+        let id = uuid::Uuid::now_v7().to_string();
         Self {
             body: json!({
                 "@odata.type": "#microsoft.graph.auditEvent",

@@ -75,7 +75,10 @@ impl Store {
             // cache per connection (16 MiB): the signalling path's commits re-read the same
             // index pages all the time.
             .pragma("mmap_size", "268435456")
-            .pragma("cache_size", "-16384");
+            .pragma("cache_size", "-16384")
+            // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages written again and again
+            // (index tails, the sessions table) are copied to the database once per checkpoint.
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
