@@ -402,9 +402,9 @@ enum StoreWrite {
 const WRITE_BATCH: usize = 512;
 
 /// How long the writer waits after the first write of a batch for others to join it. Under
-/// load this turns thousands of commits per second into hundreds; idle, it delays a record by
-/// this much.
-const GROUP_COMMIT: Duration = Duration::from_millis(2);
+/// load this turns thousands of commits per second into at most 200; idle, it delays a record
+/// by this much (docs/benchmarks.md: 2 ms gave 1,914 pairings per CPU-second, 5 ms 2,332).
+const GROUP_COMMIT: Duration = Duration::from_millis(5);
 
 /// Writes records and audit events in the order the machine produced them. Whatever is
 /// waiting in the queue [`GROUP_COMMIT`] after a first write (up to [`WRITE_BATCH`]) is
