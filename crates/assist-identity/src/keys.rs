@@ -6,7 +6,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -37,10 +37,8 @@ pub enum KeyError {
 
 /// An ES256 key pair with its JWK (kid = RFC 7638 thumbprint).
 pub struct EcKey {
-    /// For signing with `jsonwebtoken` (tests craft odd tokens with it).
-    pub encoding: EncodingKey,
     /// The parsed key pair [`EcKey::sign_jwt`] signs with (parsed once, not per signature).
-    signer: std::sync::Arc<EcdsaKeyPair>,
+    signer: EcdsaKeyPair,
     /// For verifying.
     pub decoding: DecodingKey,
     /// Key id.
@@ -99,14 +97,12 @@ impl EcKey {
             "keys": [{"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"}]
         }))
         .map_err(|e| e.to_string())?;
-        let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
         let signer =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
                 .map_err(|e| e.to_string())?;
         let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
         Ok(Self {
-            encoding,
-            signer: std::sync::Arc::new(signer),
+            signer,
             decoding,
             kid,
             jwks,
