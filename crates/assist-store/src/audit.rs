@@ -111,7 +111,7 @@ pub(crate) const MAX_ROWS_PER_INSERT: usize = 200;
 /// Inserts `(tenant, event)` rows with one statement.
 pub(crate) async fn insert_many(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &[(String, AuditEvent)],
+    events: &[(&str, &AuditEvent)],
 ) -> Result<(), StoreError> {
     let mut sql = String::from(
         "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ",
@@ -134,7 +134,7 @@ pub(crate) async fn insert_many(
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (tenant_id, event) in events {
         q = q
-            .bind(tenant_id.as_str())
+            .bind(*tenant_id)
             .bind(event.str_field("id"))
             .bind(event.str_field("activityDateTime"))
             .bind(event.str_field("category"))

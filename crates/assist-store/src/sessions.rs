@@ -193,20 +193,24 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let mut audits: Vec<(String, AuditEvent)> = Vec::new();
+        let mut audits: Vec<(&str, &AuditEvent)> = Vec::new();
         for w in writes {
-            if let SessionWrite::Audit { tenant_id, event } = w {
-                audits.push((tenant_id.clone(), event.clone()));
-                if audits.len() < audit::MAX_ROWS_PER_INSERT {
-                    continue;
+            match w {
+                SessionWrite::Audit { tenant_id, event } => {
+                    audits.push((tenant_id, event));
+                    if audits.len() == audit::MAX_ROWS_PER_INSERT {
+                        audit::insert_many(&mut tx, &audits).await?;
+                        audits.clear();
+                    }
                 }
-            }
-            if !audits.is_empty() {
-                audit::insert_many(&mut tx, &audits).await?;
-                audits.clear();
-            }
-            if !matches!(w, SessionWrite::Audit { .. }) {
-                apply(&mut tx, w).await?;
+                other => {
+                    // Audit events queued before this write are inserted before it.
+                    if !audits.is_empty() {
+                        audit::insert_many(&mut tx, &audits).await?;
+                        audits.clear();
+                    }
+                    apply(&mut tx, other).await?;
+                }
             }
         }
         if !audits.is_empty() {
