@@ -2,6 +2,7 @@
 //! active, updated when its mode rises or it is seen alive, closed when it ends; recovery after
 //! a broker restart; and retention.
 
+use crate::directory::Write;
 use crate::{audit, AuditEvent, Store, StoreError};
 use serde_json::Value;
 use sqlx::Row;
@@ -88,40 +89,73 @@ pub enum SessionWrite {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 
-/// Applies one write inside `tx`; returns the rows it changed.
-async fn apply(tx: &mut Tx<'_>, w: &SessionWrite) -> Result<u64, StoreError> {
-    let done = match w {
+/// The row of a session that became active (once: a repeat changes nothing).
+fn started<'q>(
+    tenant_id: &'q str,
+    id: &'q str,
+    start_time: &'q str,
+    mode: &'q str,
+    body: &Value,
+) -> Write<'q> {
+    sqlx::query(
+        "INSERT INTO sessions (tenant_id, id, state, start_time, last_seen, mode, body) VALUES ($1, $2, 'active', $3, $3, $4, $5) \
+         ON CONFLICT (tenant_id, id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(start_time)
+    .bind(mode)
+    .bind(body.to_string())
+}
+
+/// An active session seen alive at `now`, its highest mode raised to `mode` if given.
+fn seen<'q>(tenant_id: &'q str, id: &'q str, now: &'q str, mode: Option<&'q str>) -> Write<'q> {
+    sqlx::query(
+        "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(now)
+    .bind(mode)
+}
+
+/// An active session ended (once: later ends change nothing).
+fn ended<'q>(
+    tenant_id: &'q str,
+    id: &'q str,
+    end_time: &'q str,
+    reason: &'q str,
+    by: &'q str,
+    mode: Option<&'q str>,
+) -> Write<'q> {
+    sqlx::query(
+        "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5, \
+         mode = COALESCE($6, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(end_time)
+    .bind(reason)
+    .bind(by)
+    .bind(mode)
+}
+
+/// Applies one write inside `tx`.
+async fn apply(tx: &mut Tx<'_>, w: &SessionWrite) -> Result<(), StoreError> {
+    let write = match w {
         SessionWrite::Started {
             tenant_id,
             id,
             start_time,
             mode,
             body,
-        } => sqlx::query(
-            "INSERT INTO sessions (tenant_id, id, state, start_time, last_seen, mode, body) VALUES ($1, $2, 'active', $3, $3, $4, $5) \
-             ON CONFLICT (tenant_id, id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(start_time)
-        .bind(mode)
-        .bind(body.to_string())
-        .execute(&mut **tx)
-        .await?,
+        } => started(tenant_id, id, start_time, mode, body),
         SessionWrite::Seen {
             tenant_id,
             id,
             now,
             mode,
-        } => sqlx::query(
-            "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(now)
-        .bind(mode.as_deref())
-        .execute(&mut **tx)
-        .await?,
+        } => seen(tenant_id, id, now, mode.as_deref()),
         SessionWrite::Ended {
             tenant_id,
             id,
@@ -129,33 +163,22 @@ async fn apply(tx: &mut Tx<'_>, w: &SessionWrite) -> Result<u64, StoreError> {
             reason,
             by,
             mode,
-        } => sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5, \
-             mode = COALESCE($6, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(end_time)
-        .bind(reason)
-        .bind(by)
-        .bind(mode.as_deref())
-        .execute(&mut **tx)
-        .await?,
+        } => ended(tenant_id, id, end_time, reason, by, mode.as_deref()),
         SessionWrite::MergeBody { id, extra } => return merge_body(tx, id, extra).await,
         SessionWrite::Audit { tenant_id, event } => {
-            audit::insert(tx, tenant_id, event).await?;
-            return Ok(1);
+            return audit::insert(tx, tenant_id, event).await
         }
     };
-    Ok(done.rows_affected())
+    write.execute(&mut **tx).await?;
+    Ok(())
 }
 
-async fn merge_body(tx: &mut Tx<'_>, id: &str, extra: &Value) -> Result<u64, StoreError> {
+async fn merge_body(tx: &mut Tx<'_>, id: &str, extra: &Value) -> Result<(), StoreError> {
     let row = sqlx::query("SELECT tenant_id, body FROM sessions WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
-    let Some(row) = row else { return Ok(0) };
+    let Some(row) = row else { return Ok(()) };
     let tenant: String = row.try_get(0)?;
     let body: String = row.try_get(1)?;
     let mut body: Value = serde_json::from_str(&body)
@@ -165,23 +188,13 @@ async fn merge_body(tx: &mut Tx<'_>, id: &str, extra: &Value) -> Result<u64, Sto
             b.insert(k.clone(), v.clone());
         }
     }
-    let done = sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
+    sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
         .bind(&tenant)
         .bind(id)
         .bind(body.to_string())
         .execute(&mut **tx)
         .await?;
-    Ok(done.rows_affected())
-}
-
-fn write_tenant(w: &SessionWrite) -> &str {
-    match w {
-        SessionWrite::Started { tenant_id, .. }
-        | SessionWrite::Seen { tenant_id, .. }
-        | SessionWrite::Ended { tenant_id, .. }
-        | SessionWrite::Audit { tenant_id, .. } => tenant_id,
-        SessionWrite::MergeBody { .. } => "",
-    }
+    Ok(())
 }
 
 impl Store {
@@ -220,24 +233,6 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one write and, only if it changed a row, `audit`, in one transaction; returns
-    /// the rows the write changed.
-    async fn write_one(
-        &self,
-        write: &SessionWrite,
-        audit: Option<&AuditEvent>,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let changed = apply(&mut tx, write).await?;
-        if changed > 0 {
-            if let Some(a) = audit {
-                audit::insert(&mut tx, write_tenant(write), a).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(changed)
-    }
-
     /// Records a session that just became active (once), with its audit event, in one
     /// transaction.
     pub async fn session_started(
@@ -249,14 +244,10 @@ impl Store {
         body: &Value,
         audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
-        let w = SessionWrite::Started {
-            tenant_id: tenant_id.into(),
-            id: id.into(),
-            start_time: start_time.into(),
-            mode: mode.into(),
-            body: body.clone(),
-        };
-        self.write_one(&w, audit).await.map(|_| ())
+        let write = started(tenant_id, id, start_time, mode, body);
+        self.audited_write(tenant_id, write, audit)
+            .await
+            .map(|_| ())
     }
 
     /// Notes that an active session is alive at `now` and, if given, raises its highest mode.
@@ -267,13 +258,8 @@ impl Store {
         now: &str,
         mode: Option<&str>,
     ) -> Result<(), StoreError> {
-        let w = SessionWrite::Seen {
-            tenant_id: tenant_id.into(),
-            id: id.into(),
-            now: now.into(),
-            mode: mode.map(str::to_owned),
-        };
-        self.write_one(&w, None).await.map(|_| ())
+        seen(tenant_id, id, now, mode).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Closes a session (once; later calls change nothing), with its audit event.
@@ -286,25 +272,17 @@ impl Store {
         by: &str,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let w = SessionWrite::Ended {
-            tenant_id: tenant_id.into(),
-            id: id.into(),
-            end_time: end_time.into(),
-            reason: reason.into(),
-            by: by.into(),
-            mode: None,
-        };
-        Ok(self.write_one(&w, audit).await? > 0)
+        let write = ended(tenant_id, id, end_time, reason, by, None);
+        self.audited_write(tenant_id, write, audit).await
     }
 
     /// Merges `extra` (an object) into a session's report body, by session id (ids are unique
     /// across tenants). Used for the relay's byte and frame counters when a session ends.
     pub async fn session_merge_body(&self, id: &str, extra: &Value) -> Result<(), StoreError> {
-        let w = SessionWrite::MergeBody {
-            id: id.into(),
-            extra: extra.clone(),
-        };
-        self.write_one(&w, None).await.map(|_| ())
+        let mut tx = self.pool.begin().await?;
+        merge_body(&mut tx, id, extra).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Recovery after a restart: closes every session still marked active, at its last known
