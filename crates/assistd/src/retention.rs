@@ -69,18 +69,16 @@ mod tests {
             .session_started("t", "open", "2025-12-01T10:00:00Z", "viewOnly", &body, None)
             .await
             .unwrap();
+        async fn ids(store: &Store) -> Vec<String> {
+            let rows = store.sessions("t").await.unwrap();
+            rows.into_iter().map(|r| r.id).collect()
+        }
         // "Now" is injected: 2026-03-02T12:00Z with 30 days keeps everything that ended after 2026-01-31T12:00Z.
         let (s, _) = run_once(&store, datetime!(2026-03-02 12:00 UTC), 30)
             .await
             .unwrap();
         assert_eq!(s, 1);
-        let left: Vec<String> = store
-            .sessions("t")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let left = ids(&store).await;
         assert_eq!(
             left,
             vec!["new", "edge", "open"],
@@ -90,13 +88,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s, 2);
-        let left: Vec<String> = store
-            .sessions("t")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let left = ids(&store).await;
         assert_eq!(left, vec!["open"]);
     }
 }
