@@ -11,6 +11,8 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod facts;
+pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod relay_ws;
 pub mod retention;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{IssuerKeys, Settings};
+use crate::health::HttpsProbe;
 use crate::metrics::{self, HttpMetrics};
 use crate::state::AppState;
 use crate::{admin, api, tls};
@@ -57,6 +58,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The registry `/metrics` renders, for families made outside the server (the log writer's).
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.state.registry
+    }
+
     /// A token that stops the server when cancelled.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
@@ -191,18 +197,45 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn ops_router(state: AppState) -> Router {
+/// How long the HTTPS self-probe of `/healthz` and `/readyz` may take.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Probes the HTTPS listener; `Err` is the 503 answer, logged once per failed check.
+async fn probe_https(probe: &HttpsProbe) -> Result<(), axum::response::Response> {
+    probe.check(PROBE_DEADLINE).await.map_err(|e| {
+        tracing::error!(error = %e, "health check: the HTTPS listener is not answering");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("https listener not answering: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
+    let health_probe = probe.clone();
     Router::new()
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move { metrics::render(&s.registry) }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                match probe_https(&health_probe).await {
+                    Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+                    Err(answer) => answer,
+                }
+            }),
+        )
         .route(
             "/readyz",
-            get(|State(s): State<AppState>| async move {
+            get(move |State(s): State<AppState>| async move {
                 if !s.ready.load(Ordering::SeqCst) {
                     return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+                }
+                if let Err(answer) = probe_https(&probe).await {
+                    return answer;
                 }
                 match s.store.ping().await {
                     Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -264,6 +297,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
     let (certs, key) = tls::load_pem(&cert_path, &key_path)?;
+    let certs_for_probe = certs.clone();
     let quic = assist_relay::quic::server_endpoint(settings.quic_listen, certs, key)
         .with_context(|| format!("binding QUIC endpoint on {} (UDP)", settings.quic_listen))?;
     let quic_addr = quic.local_addr()?;
@@ -314,7 +348,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tracker.clone(),
     ));
     let ops_cancel = cancel.clone();
-    let ops_app = ops_router(state.clone());
+    let probe = HttpsProbe::new(
+        https_addr,
+        certs_for_probe
+            .first()
+            .cloned()
+            .context("the TLS certificate file holds no certificate")?,
+    )
+    .context("building the HTTPS self-probe")?;
+    let ops_app = ops_router(state.clone(), probe);
     tracker.spawn(async move {
         let served = axum::serve(ops, ops_app)
             .with_graceful_shutdown(async move { ops_cancel.cancelled().await })
