@@ -866,6 +866,24 @@ impl Broker {
                         now,
                     );
                 }
+                if self.is_own_session(&session_id, &user) {
+                    // Not a guess: the code stays valid for its real sharer and is not counted
+                    // as a failed redemption.
+                    self.audit(
+                        now,
+                        &tenant,
+                        Some(&session_id),
+                        Some(user),
+                        AuditKind::RedemptionFailed {
+                            code: ErrorCode::OwnSession.as_str().into(),
+                            locked: false,
+                        },
+                    );
+                    return refuse(
+                        ErrorCode::OwnSession,
+                        "this is your own code: the person you help must enter it",
+                    );
+                }
                 // Atomic: of two redemptions racing for one code (on two nodes), one wins.
                 let pending = LiveCode::Pending(session_id.clone());
                 if self
@@ -880,6 +898,13 @@ impl Broker {
             }
             Err(code) => self.redemption_failed(user, code, now),
         }
+    }
+
+    /// Whether `user` is the helper of session `id` (nobody assists themselves).
+    fn is_own_session(&self, id: &SessionId, user: &UserRef) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|s| s.helper.party.user_ref().as_ref() == Some(user))
     }
 
     /// Finds a pending code. A wrong code, a used one and a malformed one all give
@@ -1144,6 +1169,16 @@ impl Broker {
                 ErrorCode::NotAllowed,
                 "this connection is already in a session",
             );
+        }
+        if accept {
+            if let Some(user) = self.conn(conn)?.party.user_ref() {
+                if self.is_own_session(session_id, &user) {
+                    return refuse(
+                        ErrorCode::OwnSession,
+                        "you cannot accept your own launch request; decline it",
+                    );
+                }
+            }
         }
         let Some(Stage::AwaitingSharer {
             offered,

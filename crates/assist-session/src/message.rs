@@ -387,11 +387,16 @@ pub enum ErrorCode {
     DeviceBusy,
     /// `unavailable`: the broker could not evaluate the request in time; retry.
     Unavailable,
+    /// `ownSession`: the sharer is the helper's own user (redeeming their own code, or
+    /// accepting their own launch). Nobody assists themselves: such a session would let a
+    /// user's second sign-in act with helper rights on their own screen, and its report would
+    /// name one person twice.
+    OwnSession,
 }
 
 impl ErrorCode {
     /// Every protocol (non-policy) code.
-    pub const PROTOCOL: [ErrorCode; 13] = [
+    pub const PROTOCOL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -405,6 +410,7 @@ impl ErrorCode {
         ErrorCode::DeviceOffline,
         ErrorCode::DeviceBusy,
         ErrorCode::Unavailable,
+        ErrorCode::OwnSession,
     ];
 
     /// The camelCase code on the wire.
@@ -424,6 +430,7 @@ impl ErrorCode {
             ErrorCode::DeviceOffline => "deviceOffline",
             ErrorCode::DeviceBusy => "deviceBusy",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::OwnSession => "ownSession",
         }
     }
 
@@ -449,7 +456,8 @@ impl ErrorCode {
             | ErrorCode::InvalidCode
             | ErrorCode::CodeExpired
             | ErrorCode::RateLimited
-            | ErrorCode::WarningNotAcknowledged => Fault::Client,
+            | ErrorCode::WarningNotAcknowledged
+            | ErrorCode::OwnSession => Fault::Client,
         }
     }
 }

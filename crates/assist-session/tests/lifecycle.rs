@@ -564,6 +564,63 @@ fn cross_tenant_redemption_is_refused_and_the_code_stays_for_its_tenant() {
 }
 
 #[test]
+fn redeeming_your_own_code_is_refused_and_the_code_stays_for_its_sharer() {
+    let mut w = World::new();
+    let helper = w.connect(user("t1", "helen"));
+    let (sid, code) = w.request_code(helper);
+    // The same user, on a second connection (another app, another device).
+    let again = w.connect(device_user("t1", "helen", "dev-1", true));
+    for _ in 0..6 {
+        // Not counted as a failed guess: six tries lock nobody out.
+        assert_eq!(error_code(&w.redeem(again, &code)), Some("ownSession"));
+    }
+    w.assert_silent(helper);
+    assert_eq!(
+        w.broker.session(&sid).unwrap().state,
+        SessionState::AwaitingRedemption
+    );
+    let sam = w.connect(user("t1", "sam"));
+    assert!(matches!(
+        w.redeem(sam, &code),
+        ServerEvent::SessionJoined { .. }
+    ));
+}
+
+#[test]
+fn accepting_your_own_launch_is_refused() {
+    let mut w = World::new();
+    let helper = w.connect(user("t1", "helen"));
+    let own = w.connect(device_user("t1", "helen", "dev-9", true));
+    w.send(
+        helper,
+        ClientRequest::RequestSession {
+            device_id: "dev-9".into(),
+            mode: None,
+            acknowledge_warnings: vec![],
+        },
+    );
+    let ServerEvent::LaunchPending {
+        session_id: sid, ..
+    } = w.expect(helper)
+    else {
+        panic!("expected launchPending")
+    };
+    assert!(matches!(w.expect(own), ServerEvent::LaunchRequested { .. }));
+    w.send(
+        own,
+        ClientRequest::AnswerLaunch {
+            session_id: sid.clone(),
+            accept: true,
+        },
+    );
+    assert_eq!(error_code(&w.expect(own)), Some("ownSession"));
+    assert_eq!(
+        w.broker.session(&sid).unwrap().state,
+        SessionState::AwaitingSharer
+    );
+}
+
+#[test]
 fn chat_is_blocked_mid_session_by_a_settings_change() {
     let mut w = World::new();
     let p = w.pair();

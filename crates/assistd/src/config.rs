@@ -294,6 +294,31 @@ fn parse_bool(setting: &str, src: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// The levels a bare log directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter. Beyond tracing's own syntax check, a directive without `=` must be a
+/// level: tracing reads a bare word such as `verbose` as a target name, which turns every other
+/// line off, and a server that silently stops logging is worse than one that refuses to start.
+/// Targets take a level (`assistd=debug`).
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty (e.g. \"info\" or \"assistd=debug,info\")".into());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "'{directive}' is not a level (trace, debug, info, warn, error, off); \
+                 give a target a level with target=level, e.g. assistd=debug"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("'{filter}' is not a log filter: {e}"))
+}
+
 /// Reads the TOML file at `path`.
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -415,13 +440,14 @@ impl Settings {
             Some(u) => Some(u.trim_end_matches('/').to_owned()),
             None => None,
         };
-        let (log, _) = pick(
+        let (log, src) = pick(
             o.log,
             "--log/ASSIST_LOG",
             file.log,
             &fsrc("log"),
             "info".to_owned(),
         );
+        check_log_filter(&log).map_err(|why| bad("log", &src, why))?;
         let (grace, src) = pick(
             o.shutdown_grace_secs,
             "ASSIST_SHUTDOWN_GRACE_SECS",
@@ -687,6 +713,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("auth.dev_issuer"), "{e}");
+    }
+
+    #[test]
+    fn a_log_filter_that_would_silence_logging_is_refused() {
+        let log = |v: &str| {
+            resolve(
+                "",
+                Overrides {
+                    log: Some(v.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let e = log("verbose").unwrap_err();
+        assert!(
+            e.0.contains("`log`") && e.0.contains("ASSIST_LOG") && e.0.contains("'verbose'"),
+            "{e}"
+        );
+        assert!(log("info,hyper").is_err());
+        assert!(log("").is_err());
+        assert!(log("assistd=loud").is_err());
+        let e = resolve("log = \"chatty\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("log in assist.toml"), "{e}");
+        for good in [
+            "info",
+            "DEBUG",
+            "assistd=debug,info",
+            "warn,assist_relay=trace",
+            "off",
+        ] {
+            assert_eq!(log(good).map(|s| s.log).ok().as_deref(), Some(good));
+        }
     }
 
     #[test]

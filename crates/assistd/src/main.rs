@@ -196,10 +196,9 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("assistd: log filter '{filter}' is invalid ({e}); using 'info'");
-        tracing_subscriber::EnvFilter::new("info")
-    });
+    // `Settings::resolve` has checked the filter, so this fallback is never taken.
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
