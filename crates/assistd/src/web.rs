@@ -1,5 +1,5 @@
-//! The browser helper page (`/helper/`): static files embedded in the binary, served with a
-//! strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
+//! The browser helper page (`/helper/`) and the admin console (`/admin/`): static files
+//! embedded in the binary, served with a strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
 //! (see `docs/protocol.md` and `docs/clients.md`); this module only serves it.
 //!
 //! `GET /` redirects to `/helper/`. Only the listed files exist; any other path under
@@ -81,6 +81,34 @@ pub const SHARED_ASSETS: &[Asset] = &[
     },
 ];
 
+/// Where the admin console lives.
+pub const ADMIN_PATH: &str = "/admin/";
+
+/// Every file of the admin console, embedded from `crates/assistd/web/admin/` and served under
+/// `/admin/`. It signs in with `/assets/auth.mjs` and calls the admin API (docs/admin-api.md).
+pub const ADMIN_ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../web/admin/index.html"),
+    },
+    Asset {
+        name: "admin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/admin/admin.css"),
+    },
+    Asset {
+        name: "admin.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/admin/admin.mjs"),
+    },
+    Asset {
+        name: "console.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/admin/console.mjs"),
+    },
+];
+
 /// The embedded file called `name`, if there is one.
 pub fn asset(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
@@ -120,7 +148,8 @@ pub fn allow_connect_to(mut resp: Response, origin: Option<&str>) -> Response {
     resp
 }
 
-/// The routes of the helper page: `/`, `/helper`, `/helper/` and `/helper/<file>`.
+/// The routes of the helper page (`/`, `/helper`, `/helper/` and `/helper/<file>`), the
+/// admin console (`/admin`, `/admin/`, `/admin/<file>`) and the shared `/assets/<file>`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut r = Router::new()
         .route("/", get(|| async { redirect(HELPER_PATH) }))
@@ -138,6 +167,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             &format!("{SHARED_PATH}{}", a.name),
             get(move || async move { serve_asset(a) }),
         );
+    }
+    r = r.route("/admin", get(|| async { redirect(ADMIN_PATH) }));
+    for a in ADMIN_ASSETS {
+        let path = if a.name == "index.html" {
+            ADMIN_PATH.to_owned()
+        } else {
+            format!("{ADMIN_PATH}{}", a.name)
+        };
+        r = r.route(&path, get(move || async move { serve_asset(a) }));
     }
     r
 }
@@ -227,6 +265,27 @@ mod tests {
     #[test]
     fn the_page_has_no_inline_script_or_style() {
         let html = std::str::from_utf8(asset("index.html").unwrap().body).unwrap();
+        assert_no_inline_script_or_style(html);
+    }
+
+    #[test]
+    fn the_admin_console_is_named_once_and_has_no_inline_script_or_style() {
+        for (i, a) in ADMIN_ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(
+                ADMIN_ASSETS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        let index = ADMIN_ASSETS
+            .iter()
+            .find(|a| a.name == "index.html")
+            .unwrap();
+        assert_no_inline_script_or_style(std::str::from_utf8(index.body).unwrap());
+    }
+
+    fn assert_no_inline_script_or_style(html: &str) {
         assert!(!html.contains("<style"), "inline <style>");
         assert!(!html.contains(" style="), "inline style attribute");
         for (i, _) in html.match_indices(" on") {
