@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod relay_ws;
 pub mod retention;
 pub mod server;
+pub mod sign_in;
 pub mod signal;
 pub mod state;
 pub mod tls;

@@ -94,6 +94,11 @@ struct TokenArgs {
     /// Device id (`deviceid`), for a sharer signed in on a device or a device itself.
     #[arg(long, value_name = "DEVICEID")]
     device: Option<String>,
+    /// Comma-separated Entra directory role template ids put in `wids`; Global Administrator
+    /// (62e90394-69f5-4237-9190-012177145e10) or Intune Administrator
+    /// (3a2c62db-5318-420d-8d74-23affee5d9d5) grants every admin API call.
+    #[arg(long, value_name = "W1,W2", value_delimiter = ',')]
+    wids: Vec<String>,
     /// Object id (`oid`); derived from tenant and user when omitted.
     #[arg(long, value_name = "OID")]
     oid: Option<String>,
@@ -299,6 +304,7 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
         roles: args.roles.into_iter().filter(|r| !r.is_empty()).collect(),
         scopes: args.scopes.into_iter().filter(|s| !s.is_empty()).collect(),
         device_id: args.device,
+        directory_roles: args.wids.into_iter().filter(|w| !w.is_empty()).collect(),
         ttl: args.ttl,
         audience,
         ..Default::default()

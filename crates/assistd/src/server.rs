@@ -184,10 +184,22 @@ fn jwks_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
 
 /// The HTTPS router: admin API plus Graph-shaped fallbacks, wrapped in the observe middleware.
 pub fn router(state: AppState) -> Router {
+    // Pages may fetch from an external sign-in provider: its origin joins their connect-src.
+    let provider_origin = state
+        .sign_in
+        .external
+        .as_ref()
+        .and_then(|s| crate::web::origin_of(&s.issuer));
     admin::routes()
         .route("/v1/relay", get(crate::relay_ws::upgrade))
         .route("/v1/signal", get(crate::signal::endpoint::upgrade))
-        .merge(crate::web::routes())
+        .merge(crate::sign_in::routes(state.sign_in.dev.is_some()))
+        .merge(crate::web::routes().layer(axum::middleware::map_response(
+            move |resp: axum::response::Response| {
+                let origin = provider_origin.clone();
+                async move { crate::web::allow_connect_to(resp, origin.as_deref()) }
+            },
+        )))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -265,11 +277,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         );
     }
     let dev = if settings.auth.dev_issuer {
-        Some(DevIssuer::load_or_create(&settings.data_dir)?)
+        Some(Arc::new(DevIssuer::load_or_create(&settings.data_dir)?))
     } else {
         None
     };
-    let validator = build_validator(&settings, dev.as_ref()).await?;
+    let validator = build_validator(&settings, dev.as_deref()).await?;
+    let sign_in = Arc::new(crate::sign_in::SignIn {
+        external: settings.auth.sign_in.clone(),
+        dev: dev.map(|key| {
+            crate::sign_in::DevOidc::new(
+                key,
+                settings
+                    .auth
+                    .audiences
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| crate::config::DEFAULT_AUDIENCE.to_owned()),
+                settings.auth.dev_token_ttl,
+            )
+        }),
+        public_url: settings.public_url.clone(),
+    });
     let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
     let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
     let tickets = Arc::new(
@@ -338,6 +366,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         signal: Some(signal),
         public_url: settings.public_url.clone(),
         ready: Arc::new(AtomicBool::new(true)),
+        sign_in,
     };
 
     tracker.spawn(serve_https(
