@@ -50,6 +50,9 @@ pub struct Claims {
     /// Device id (Entra device id) when the caller is a device or signs in on one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deviceid: Option<String>,
+    /// Object ids of the groups the user is in, when the issuer says (Entra's `groups` claim).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A validated caller.
@@ -76,6 +79,9 @@ pub struct Identity {
     /// A device token: it names a device (`deviceid`) and no user (no `upn`). Nobody is
     /// signed in on it, so nobody is "present" for unattended sessions; it carries no admin rights.
     pub is_device: bool,
+    /// Group object ids from the token's `groups` claim (empty when it has none). They count
+    /// for RBAC scope and admin-group membership in addition to the stored memberships.
+    pub groups: Vec<String>,
 }
 
 impl std::fmt::Debug for Identity {

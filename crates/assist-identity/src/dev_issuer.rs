@@ -143,6 +143,7 @@ impl DevIssuer {
             roles: req.roles.clone(),
             scp: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             deviceid: req.device_id.clone(),
+            groups: Vec::new(),
         };
         self.sign(&claims)
     }

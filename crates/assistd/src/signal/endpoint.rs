@@ -152,6 +152,9 @@ async fn serve<S>(
             return;
         }
     };
+    if let Some(user_id) = &party.user_id {
+        hub.note_token_groups(&identity, user_id);
+    }
     let Some(conn_id) = hub.connect(party, out_tx.clone()).await else {
         let _ = out_tx
             .send(close(conn::close::GOING_AWAY, "server shutting down"))
