@@ -234,6 +234,14 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
         is_device,
         // `exp` is a required claim: decoding fails without it.
         expires_at: c.exp.unwrap_or(0),
+        // Bounded: a token is at most 16 KiB, but a group id is never longer than a UUID-ish
+        // string; anything odd is dropped rather than trusted.
+        groups: c
+            .groups
+            .into_iter()
+            .filter(|g| !g.is_empty() && g.len() <= 128)
+            .take(1000)
+            .collect(),
     })
 }
 
@@ -433,6 +441,25 @@ mod tests {
         );
         let r = req();
         assert!(!v.validate(&dev.mint(&r).unwrap()).await.unwrap().is_device);
+    }
+
+    #[tokio::test]
+    async fn the_groups_claim_is_read() {
+        let (dev, v, _d) = setup();
+        let mut c: Claims = serde_json::from_value(serde_json::json!({
+            "iss": DEV_ISSUER, "aud": AUD, "exp": now() + 60, "tid": "t1", "oid": "o",
+            "upn": "u@x", "groups": ["g1", "", "g2"],
+        }))
+        .unwrap();
+        let id = v.validate(&dev.sign(&c).unwrap()).await.unwrap();
+        assert_eq!(id.groups, vec!["g1", "g2"]);
+        c.groups.clear();
+        assert!(v
+            .validate(&dev.sign(&c).unwrap())
+            .await
+            .unwrap()
+            .groups
+            .is_empty());
     }
 
     #[tokio::test]
