@@ -89,20 +89,23 @@ async function helperGetsCode(page) {
   return (await page.textContent('#code')).trim();
 }
 
-/** Opens the sharer page, signs in as sam@contoso.com and redeems `code` as a person types it. */
+/**
+ * Opens the sharer page, signs in as sam@contoso.com through the dev issuer's sign-in page
+ * (/assets/auth.mjs: authorization code + PKCE) and redeems `code` as a person types it.
+ */
 async function sharerJoins(page, code) {
   const resp = await page.goto(`${BASE}/share/`);
   assert.equal(resp.status(), 200);
   assert.match(resp.headers()['permissions-policy'], /display-capture=\(self\)/);
-  await page.waitForSelector('#token-form:not([hidden]), #signin-button:visible');
-  if (await page.isVisible('#token-form')) {
-    await page.fill('#token', env.SHARER_TOKEN);
-    await page.click('#token-connect');
-  } else {
-    await page.click('#signin-button');
-    await page.getByRole('button', { name: 'sam@contoso.com' }).click();
-  }
+  await page.click('#signin-button');
+  await page.getByRole('button', { name: 'sam@contoso.com' }).click();
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 15_000 });
+  assert.equal(await page.textContent('#conn-status'), 'Signed in as Sam Sharer');
+  // Back on the page with the authorization response removed from the URL, and no token stored.
+  const back = new URL(page.url());
+  assert.equal(back.pathname, '/share/');
+  assert.equal(back.search, '');
+  assert.deepEqual(await page.evaluate(() => [localStorage.length, sessionStorage.length]), [0, 0]);
   // A malformed code is refused on the page, in words.
   await page.fill('#code', 'ABC');
   await page.click('#join');

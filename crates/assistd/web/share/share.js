@@ -20,8 +20,7 @@ const SEND_BUFFER_LIMIT = 2 * 1024 * 1024;
 const $ = (id) => document.getElementById(id);
 const el = {
   connStatus: $('conn-status'), error: $('error'),
-  signin: $('signin'), signinButtons: $('signin-buttons'), signinButton: $('signin-button'),
-  tokenForm: $('token-form'), token: $('token'),
+  signin: $('signin'), signinButton: $('signin-button'),
   start: $('start'), codeForm: $('code-form'), code: $('code'), join: $('join'),
   launch: $('launch'), launchText: $('launch-text'), launchAccept: $('launch-accept'),
   launchDecline: $('launch-decline'), startStatus: $('start-status'), signout: $('signout'),
@@ -35,8 +34,7 @@ const el = {
 // ---------------------------------------------------------------------------------------------
 // State
 
-let auth = null; // the Auth of /assets/auth.mjs, when the server has it
-let token = ''; // a pasted token, when it does not
+let auth = null; // the Auth of /assets/auth.mjs once signed in
 let ws = null;
 let signedIn = false;
 let pingTimer = null;
@@ -98,24 +96,16 @@ function addChat(who, text, at) {
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
-async function accessToken() {
-  return auth ? auth.accessToken() : token;
-}
-
-/** Loads the sign-in module; null when this server has none (then a token is pasted). */
-async function authModule() {
-  try {
-    return await import('/assets/auth.mjs');
-  } catch {
-    return null;
-  }
-}
-
+/**
+ * Signs in with /assets/auth.mjs (docs/sign-in.md): on load only to complete a sign-in that comes
+ * back from the issuer; otherwise when the person presses Sign in (it leaves the page).
+ */
 async function signIn(interactive) {
-  const mod = await authModule();
-  if (!mod) {
-    show(el.signinButtons, false);
-    show(el.tokenForm, true);
+  let mod;
+  try {
+    mod = await import('/assets/auth.mjs');
+  } catch (e) {
+    showError(`Sign-in is not available: /assets/auth.mjs did not load (${e.message || e}).`);
     return;
   }
   const params = new URLSearchParams(location.search);
@@ -168,7 +158,7 @@ async function connect() {
   ws = socket;
   socket.onopen = async () => {
     // Browsers cannot set headers: the token goes in the first message.
-    socket.send(JSON.stringify(request.authenticate(await accessToken())));
+    socket.send(JSON.stringify(request.authenticate(await auth.accessToken())));
     send(request.ping()); // the first pong shows the token was accepted
     pingTimer = setInterval(() => send(request.ping()), PING_EVERY_MS);
   };
@@ -644,16 +634,8 @@ async function chooseWhatToShare() {
 
 el.signinButton.addEventListener('click', () => signIn(true));
 
-el.tokenForm.addEventListener('submit', (ev) => {
-  ev.preventDefault();
-  token = el.token.value.trim();
-  if (token) connect();
-});
-
 el.signout.addEventListener('click', async () => {
   disconnect();
-  token = '';
-  el.token.value = '';
   setPhase('signedOut');
   el.connStatus.textContent = 'Signed out';
   if (auth) {
