@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { encodeScreenFrame, parseScreenFrame } from '../../crates/assistd/web/proto.mjs';
 import {
   CONTROL_NEEDS_AGENT, FrameRate, FrameTooLargeError, MAX_SIDE, TILE_SIZE, changedTiles, consentAction,
-  describeProfile, encodeTiles, endedTextForSharer, fitWithin, needsKeyframe, normaliseCode, request,
+  describeProfile, encodeTiles, endedTextForSharer, fitWithin, mergeRects, needsKeyframe, normaliseCode, request,
   screenFrameSize, tileGrid,
 } from '../../crates/assistd/web/share/capture.mjs';
 
@@ -97,6 +97,52 @@ test('changedTiles works on views that do not start on a 4-byte boundary', () =>
   assert.deepEqual(changedTiles(before, view, 8, 8), [{ x: 0, y: 0, width: 8, height: 8 }]);
   view.set(before);
   assert.deepEqual(changedTiles(before, view, 8, 8), []);
+});
+
+/** The set of pixels ("x,y") that rectangles cover, and whether any pixel is covered twice. */
+function coverage(rects) {
+  const seen = new Set();
+  let twice = false;
+  for (const r of rects) {
+    for (let y = r.y; y < r.y + r.height; y++) {
+      for (let x = r.x; x < r.x + r.width; x++) {
+        const k = `${x},${y}`;
+        if (seen.has(k)) twice = true;
+        seen.add(k);
+      }
+    }
+  }
+  return { seen, twice };
+}
+
+test('mergeRects: the whole grid is one rectangle, a changed quadrant is the quadrant', () => {
+  assert.deepEqual(mergeRects(tileGrid(1280, 800)), [{ x: 0, y: 0, width: 1280, height: 800 }]);
+  assert.deepEqual(mergeRects(tileGrid(130, 70)), [{ x: 0, y: 0, width: 130, height: 70 }]);
+  const w = 256;
+  const h = 256;
+  const before = solid(w, h, [0, 0, 0]);
+  const after = before.slice();
+  for (let y = 0; y < 128; y++) for (let x = 128; x < 256; x++) setPixel(after, w, x, y, [0, 255, 0]);
+  assert.deepEqual(mergeRects(changedTiles(before, after, w, h)), [{ x: 128, y: 0, width: 128, height: 128 }]);
+  assert.deepEqual(mergeRects([]), []);
+});
+
+test('mergeRects covers exactly the changed tiles, without overlap, as a frame the helper accepts', () => {
+  const rand = rng(99);
+  for (let round = 0; round < 100; round++) {
+    const w = 1 + Math.floor(rand() * 400);
+    const h = 1 + Math.floor(rand() * 300);
+    const tiles = tileGrid(w, h).filter(() => rand() < 0.4);
+    const merged = mergeRects(tiles);
+    assert.ok(merged.length <= tiles.length);
+    const a = coverage(tiles);
+    const b = coverage(merged);
+    assert.equal(b.twice, false, `round ${round}: overlap`);
+    assert.equal(b.seen.size, a.seen.size, `round ${round}: ${w}x${h}`);
+    for (const k of a.seen) assert.ok(b.seen.has(k), `round ${round}: ${k} lost`);
+    const frame = { width: w, height: h, tiles: merged.map((r) => ({ ...r, format: 1, data: new Uint8Array([0]) })) };
+    assert.equal(parseScreenFrame(encodeScreenFrame(frame)).tiles.length, merged.length);
+  }
 });
 
 test('fitWithin scales large captures down, keeps the aspect, never scales up', () => {

@@ -188,6 +188,24 @@ test('browser sharer: code, profile, allow view only, the helper sees the pixels
     const [, sent, full] = stats.match(/frames sent: (\d+) \((\d+) full\)/) || [];
     assert.ok(Number(sent) > Number(full), `delta frames were sent too: ${stats}`);
     await helper.screenshot({ path: path.join(OUT, 'share-helper-view.png'), fullPage: true });
+
+    // A moving picture: delta frames keep flowing (the numbers are reported, not judged).
+    const framesBefore = Number(await sharer.getAttribute('#preview', 'data-frames'));
+    const t0 = Date.now();
+    await sharer.evaluate(() => {
+      const q = document.getElementById('e2e-pattern').children[1];
+      q.animate([{ background: 'rgb(0,255,0)' }, { background: 'rgb(0,0,0)' }], { duration: 500, iterations: Infinity, direction: 'alternate' });
+    });
+    // Behaviour, not speed: at least 5 more frames come (the machine may be slow); the rate is reported.
+    await pause(3000);
+    const sentSince = async () => Number(await sharer.getAttribute('#preview', 'data-frames')) - framesBefore;
+    await poll('5 delta frames of the changing picture', async () => (await sentSince()) >= 5, 20_000);
+    const framesSent = await sentSince();
+    const d = await sharer.evaluate(() => ({ ...document.getElementById('preview').dataset }));
+    const rate = (framesSent * 1000 / (Date.now() - t0)).toFixed(1);
+    console.log(`# share: ${size.join('×')}: ${rate} frames/s sent while a quadrant changes; last delta ` +
+      `${d.lastTiles} tiles, ${Math.round(d.lastBytes / 1024)} KiB, ${d.lastMs} ms; last keyframe ${d.keyTiles} tiles, ` +
+      `${Math.round(d.keyBytes / 1024)} KiB, ${d.keyMs} ms`);
     await sharer.evaluate(() => document.getElementById('e2e-pattern')?.remove());
 
     // Full control is declined by the page, which says why; the session stays view only.

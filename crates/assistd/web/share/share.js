@@ -10,7 +10,7 @@ import {
 } from '/helper/proto.mjs';
 import {
   CONTROL_NEEDS_AGENT, FrameRate, changedTiles, consentAction, describeProfile, encodeTiles,
-  endedTextForSharer, fitWithin, needsKeyframe, normaliseCode, request, tileGrid,
+  endedTextForSharer, fitWithin, mergeRects, needsKeyframe, normaliseCode, request, tileGrid,
 } from './capture.mjs';
 
 const PING_EVERY_MS = 20_000;
@@ -553,6 +553,7 @@ class ScreenSender {
   }
 
   async captureOnce() {
+    const started = performance.now();
     const { width, height } = fitWithin(this.video.videoWidth, this.video.videoHeight);
     if (!width) return; // no picture yet
     if (this.canvas.width !== width || this.canvas.height !== height) {
@@ -563,7 +564,8 @@ class ScreenSender {
     const image = this.ctx.getImageData(0, 0, width, height);
     const keyframe = needsKeyframe(this.key, width, height);
     this.key.requested = false; // a request arriving from now on asks for the next frame
-    const rects = keyframe ? tileGrid(width, height) : changedTiles(this.previous, image.data, width, height);
+    const changed = keyframe ? tileGrid(width, height) : changedTiles(this.previous, image.data, width, height);
+    const rects = mergeRects(changed);
     this.previous = image.data;
     if (rects.length === 0) return; // nothing changed: nothing is sent
     const { tiles } = await encodeTiles(rects, (r, q) => this.encodeTile(image, r, q));
@@ -574,9 +576,20 @@ class ScreenSender {
     this.stats.frames++;
     if (keyframe) this.stats.keyframes++;
     this.stats.bytes += payload.length;
+    const ms = Math.round(performance.now() - started);
     el.shareStats.textContent = `${width}×${height}, ${this.rate.fps(performance.now())} frames/s at most; ` +
-      `frames sent: ${this.stats.frames} (${this.stats.keyframes} full), ${Math.round(this.stats.bytes / 1024)} KiB.`;
+      `frames sent: ${this.stats.frames} (${this.stats.keyframes} full), ${Math.round(this.stats.bytes / 1024)} KiB; ` +
+      `last: ${tiles.length} tiles, ${Math.round(payload.length / 1024)} KiB in ${ms} ms.`;
     el.preview.dataset.frames = String(this.stats.frames);
+    // For diagnostics (and the e2e test, which reports them): the last frame's cost.
+    Object.assign(el.preview.dataset, {
+      lastTiles: String(tiles.length), lastBytes: String(payload.length), lastMs: String(ms),
+    });
+    if (keyframe) {
+      Object.assign(el.preview.dataset, {
+        keyTiles: String(tiles.length), keyBytes: String(payload.length), keyMs: String(ms),
+      });
+    }
   }
 
   encodeTile(image, r, quality) {
