@@ -36,7 +36,8 @@ pub enum ResourceKind {
     Collection,
 }
 
-fn percent_decode(raw: &str) -> Result<String, GraphError> {
+/// Decodes one query-string value (`+` is a space, `%XX` a byte); 400 when malformed or not UTF-8.
+pub fn percent_decode(raw: &str) -> Result<String, GraphError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
