@@ -1,5 +1,5 @@
-//! Admission of TCP connections: a cap per listener and a cap per source address, so one
-//! client cannot take every file descriptor (and with them `accept`, the admin API, `/healthz`
+//! Admission of TCP connections: a cap per listener and a cap per source address (loopback
+//! peers: the listener's cap only), so one client cannot take every file descriptor (and with them `accept`, the admin API, `/healthz`
 //! and new signalling connections) by opening idle connections. A refused connection is closed
 //! at once, before any TLS or HTTP work, and counted in
 //! `assist_connections_refused_total{listener,reason}`; open ones are in
@@ -79,33 +79,43 @@ struct Table {
 }
 
 impl Table {
-    fn admit(&mut self, caps: Caps, key: IpAddr) -> Result<(), Refusal> {
+    /// `key` is `None` for a peer the per-address cap does not apply to (loopback).
+    fn admit(&mut self, caps: Caps, key: Option<IpAddr>) -> Result<(), Refusal> {
         if self.total >= caps.max_total {
             return Err(Refusal::ListenerFull);
         }
-        let n = self.per_address.entry(key).or_insert(0);
-        if *n >= caps.max_per_address {
-            return Err(Refusal::AddressFull);
+        if let Some(key) = key {
+            let n = self.per_address.entry(key).or_insert(0);
+            if *n >= caps.max_per_address {
+                return Err(Refusal::AddressFull);
+            }
+            *n += 1;
         }
-        *n += 1;
         self.total += 1;
         Ok(())
     }
 
-    fn release(&mut self, key: IpAddr) {
-        if let Some(n) = self.per_address.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&key);
+    fn release(&mut self, key: Option<IpAddr>) {
+        if let Some(key) = key {
+            match self.per_address.get_mut(&key) {
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_address.remove(&key);
+                    }
+                }
+                None => return,
             }
-            self.total -= 1;
         }
+        self.total = self.total.saturating_sub(1);
     }
 }
 
-/// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one client's subnet).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one client's subnet);
+/// `None` for loopback, which only the listener's cap applies to: a reverse proxy or sidecar on
+/// the same host, and the server's own `/healthz` self-probe, must not be throttled as one client.
+fn address_key(ip: IpAddr) -> Option<IpAddr> {
+    let key = match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -114,7 +124,8 @@ fn address_key(ip: IpAddr) -> IpAddr {
                 IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
             }
         },
-    }
+    };
+    (!ip.is_loopback() && !key.is_loopback()).then_some(key)
 }
 
 /// Admits connections to one listener.
@@ -128,7 +139,7 @@ pub struct Admission {
 /// An admitted connection; dropping it frees its place.
 pub struct Permit {
     admission: Arc<Admission>,
-    key: IpAddr,
+    key: Option<IpAddr>,
 }
 
 impl Drop for Permit {
@@ -250,8 +261,8 @@ mod tests {
     #[test]
     fn per_address_then_listener_caps() {
         let mut t = Table::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
         assert_eq!(t.admit(caps(3, 2), a), Ok(()));
         assert_eq!(t.admit(caps(3, 2), a), Ok(()));
         assert_eq!(t.admit(caps(3, 2), a), Err(Refusal::AddressFull));
@@ -268,6 +279,13 @@ mod tests {
         // Releasing what was never admitted changes nothing.
         t.release(a);
         assert_eq!(t.total, 0);
+        // Loopback: the listener's cap only.
+        for _ in 0..3 {
+            assert_eq!(t.admit(caps(3, 1), None), Ok(()));
+        }
+        assert_eq!(t.admit(caps(3, 1), None), Err(Refusal::ListenerFull));
+        t.release(None);
+        assert_eq!(t.total, 2);
     }
 
     #[test]
@@ -276,6 +294,10 @@ mod tests {
         assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
         assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
         assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
+        assert!(k("10.0.0.1").is_some());
+        for lo in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(k(lo), None, "{lo}");
+        }
     }
 
     #[test]
@@ -283,7 +305,7 @@ mod tests {
         let registry = Registry::new();
         let m = ConnectionMetrics::register(&registry).unwrap();
         let adm = Admission::new("https", caps(10, 1), m.clone());
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let p = adm.admit(ip).unwrap();
         assert!(matches!(adm.admit(ip), Err(Refusal::AddressFull)));
         assert_eq!(m.open.with_label_values(&["https"]).get(), 1);

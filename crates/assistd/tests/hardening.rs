@@ -41,21 +41,46 @@ async fn metric(s: &TestServer, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
 }
 
+/// A local address that is not loopback (the source of the route out), if the machine has one.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+async fn connect_from(src: std::net::IpAddr, to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(src, 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = assistd::Settings::ephemeral(dir.path());
     settings.limits.max_connections_per_address = 8;
     let s = TestServer::start_with(settings).await;
+    let Some(src) = outside_address() else {
+        // No address but loopback: check the other half of the rule, that loopback peers (a
+        // proxy on the same host, the health self-probe) are held to the listener's cap only.
+        eprintln!("no non-loopback address here: checking the loopback exemption only");
+        let mut idle = Vec::new();
+        for _ in 0..20 {
+            idle.push(TcpStream::connect(s.server.https_addr).await.unwrap());
+        }
+        let (status, _) = s.get(SETTINGS, None).await;
+        assert_eq!(status, 401, "loopback is not capped per address");
+        s.server.shutdown().await;
+        return;
+    };
 
-    // Eight idle connections that never start TLS: the cap for 127.0.0.1.
+    // Eight idle connections that never start TLS: the cap for one address.
     let mut idle = Vec::new();
     for _ in 0..8 {
-        idle.push(TcpStream::connect(s.server.https_addr).await.unwrap());
+        idle.push(connect_from(src, s.server.https_addr).await);
     }
-    // Let the server accept all eight before the ninth.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut ninth = TcpStream::connect(s.server.https_addr).await.unwrap();
+    let mut ninth = connect_from(src, s.server.https_addr).await;
     assert!(
         closed_within(&mut ninth, Duration::from_secs(3)).await,
         "the ninth connection from one address is closed at once"
@@ -72,18 +97,28 @@ async fn one_address_cannot_take_every_connection() {
         metric(&s, "assist_connections_open{listener=\"https\"}").await,
         8.0
     );
-    // Health checks are on their own listener and still answer.
+    // Everyone else is still served: the admin API, and /healthz (whose self-probe goes
+    // through the HTTPS listener).
+    let (status, _) = s.get(SETTINGS, None).await;
+    assert_eq!(status, 401);
     let health = reqwest::get(format!("http://{}/healthz", s.server.metrics_addr))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    // Freeing one place lets a real client in again.
+    // Freeing one place lets that address in again.
     drop(idle.pop());
+    let pem = std::fs::read(&s.server.cert_path).unwrap();
+    let from_src = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .local_address(src)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut ok = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Ok(r) = s.client.get(s.url(SETTINGS)).send().await {
+        if let Ok(r) = from_src.get(s.url(SETTINGS)).send().await {
             assert_eq!(r.status(), 401);
             ok = true;
             break;
