@@ -86,6 +86,10 @@ pub struct Identity {
     /// A device token: it names a device (`deviceid`) and no user (no `upn`). Nobody is
     /// signed in on it, so nobody is "present" for unattended sessions; it carries no admin rights.
     pub is_device: bool,
+    /// When the token expires (`exp`), seconds since the Unix epoch. A signalling connection
+    /// opened with it is closed then (plus the validator's leeway) unless the app sends a fresh
+    /// token.
+    pub expires_at: u64,
 }
 
 impl std::fmt::Debug for Identity {

@@ -151,6 +151,12 @@ impl DevIssuer {
         self.sign(&claims)
     }
 
+    /// Signs any serialisable claims with the dev key (the OIDC provider's ID tokens and the
+    /// access tokens with claims [`Claims`] does not have, such as `wids`).
+    pub fn sign_json<T: serde::Serialize>(&self, claims: &T) -> Result<String, DevIssuerError> {
+        self.key.sign_jwt(claims).map_err(DevIssuerError::Sign)
+    }
+
     /// Signs arbitrary claims with the dev key (tests use it to craft malformed tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, DevIssuerError> {
         self.key.sign_jwt(claims).map_err(DevIssuerError::Sign)

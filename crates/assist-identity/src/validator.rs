@@ -123,6 +123,11 @@ impl TokenValidator {
         }
     }
 
+    /// The clock skew allowed on `exp` and `nbf`: a token is accepted until `exp` plus this.
+    pub fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.leeway_secs)
+    }
+
     /// Validates `token` and returns who it names.
     pub async fn validate(&self, token: &str) -> Result<Identity, TokenError> {
         if token.is_empty() {
@@ -227,6 +232,8 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
         device_id,
         directory_roles: c.wids,
         is_device,
+        // `exp` is a required claim: decoding fails without it.
+        expires_at: c.exp.unwrap_or(0),
     })
 }
 

@@ -233,6 +233,8 @@ impl Session {
 #[derive(Debug, Clone)]
 enum Timer {
     Session(SessionId),
+    /// Time to write [`RecordEvent::Seen`] for an active session.
+    Seen(SessionId),
     ForgetCode(CodeDigest),
 }
 
@@ -346,6 +348,7 @@ impl Broker {
             let ((at, _), timer) = entry.remove_entry();
             match timer {
                 Timer::Session(id) => self.on_deadline(&id, at, now),
+                Timer::Seen(id) => self.on_seen(id, now),
                 Timer::ForgetCode(digest) => {
                     self.live.take_code_if(&digest, &|code| {
                         matches!(code, LiveCode::Expired { forget_at } if *forget_at <= now)
@@ -359,6 +362,23 @@ impl Broker {
             self.next_purge =
                 Timestamp::from_millis(now.as_millis().saturating_add(PURGE_EVERY_MS));
         }
+    }
+
+    /// An active session is still running: say so to its record and look again later.
+    fn on_seen(&mut self, id: SessionId, now: Timestamp) {
+        let Some(s) = self.sessions.get(&id).filter(|s| s.mode.is_some()) else {
+            return;
+        };
+        let tenant_id = s.tenant_id.clone();
+        self.outputs.push_back(Output::Record(RecordEvent::Seen {
+            session_id: id.clone(),
+            tenant_id,
+            at: now,
+        }));
+        self.schedule(
+            now.saturating_add(self.config.seen_interval),
+            Timer::Seen(id),
+        );
     }
 
     fn schedule(&mut self, at: Timestamp, timer: Timer) {
@@ -1577,6 +1597,7 @@ impl Broker {
             self.outputs
                 .push_back(Output::Record(RecordEvent::ModeRaised {
                     session_id: session_id.clone(),
+                    tenant_id: tenant.clone(),
                     mode,
                     at: now,
                 }));
@@ -1644,6 +1665,10 @@ impl Broker {
             );
         }
         self.outputs.push_back(Output::Record(record));
+        self.schedule(
+            now.saturating_add(self.config.seen_interval),
+            Timer::Seen(session_id.clone()),
+        );
         self.audit(
             now,
             &tenant,
@@ -1674,6 +1699,22 @@ impl Broker {
             }
             _ => Err(InputError::NotAwaitingTickets(session_id.clone())),
         }
+    }
+
+    /// The relay says `role`'s leg of an active session dropped (closed, failed or stopped
+    /// reading) after pairing. The session ends for both sides with `disconnected`, by that
+    /// side, so both apps may start a new one. A session that is not active (already ended,
+    /// or never granted) is left alone.
+    pub fn handle_relay_leg_left(&mut self, session_id: &SessionId, role: Role, now: Timestamp) {
+        self.advance(now);
+        if self.sessions.get(session_id).and_then(|s| s.mode).is_none() {
+            return;
+        }
+        let by = match role {
+            Role::Helper => EndedBy::Helper,
+            Role::Sharer => EndedBy::Sharer,
+        };
+        self.end_session(session_id, EndReason::Disconnected, by, now);
     }
 
     // ----------------------------------------------------------------- chat and end
@@ -1816,6 +1857,7 @@ impl Broker {
         if let Some(highest_mode) = session.highest {
             self.outputs.push_back(Output::Record(RecordEvent::Ended {
                 session_id: session_id.clone(),
+                tenant_id: session.tenant_id.clone(),
                 ended_at: now,
                 highest_mode,
                 reason,

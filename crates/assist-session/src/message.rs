@@ -818,10 +818,15 @@ impl ServerEvent {
 
 /// The optional first message that carries the bearer token, for clients (browsers) that
 /// cannot set the `Authorization` header on a WebSocket: `{"type":"authenticate","token":"…"}`.
-/// The server handles it before the connection reaches the machine.
+/// Sent again later with a fresh token for the same user, it keeps the connection open past
+/// the first token's expiry. The server handles it before the connection reaches the machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "authenticate")]
 pub struct Authenticate {
+    /// Optional request id: when present, the server answers `ack` with it once the token is
+    /// accepted (the first one: once the connection counts as signed in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
     /// The bearer token (a JWT).
     pub token: String,
 }

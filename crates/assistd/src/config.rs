@@ -112,9 +112,29 @@ pub struct AuthFile {
     pub ca_file: Option<PathBuf>,
     /// Least time between two JWKS refetches triggered by an unknown `kid`, seconds.
     pub jwks_min_refresh_secs: Option<u64>,
+    /// Lifetime of the access tokens the dev issuer's OIDC provider issues, seconds.
+    pub dev_token_ttl_secs: Option<u64>,
     /// Further trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
+    /// Where the pages and the CLI sign in (default: the dev issuer's provider, when it is on).
+    pub sign_in: Option<SignInFile>,
+}
+
+/// `[auth.sign_in]`: the OpenID Connect provider the pages (authorization code + PKCE) and the
+/// `assist` CLI (device authorization grant) sign in with, found by discovery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInFile {
+    /// The issuer URL (`{issuer}/.well-known/openid-configuration` is its discovery document).
+    pub issuer: String,
+    /// The pages' public client id (its redirect URIs: `{public URL}/helper/`, `/share/`, `/admin/`).
+    pub client_id: String,
+    /// The CLI's public client id (device grant); the pages' when absent.
+    pub cli_client_id: Option<String>,
+    /// Scopes to ask for, space-separated (default `openid profile offline_access`); with Entra
+    /// ID add the API's scope, e.g. `api://assist/access_as_user`.
+    pub scopes: Option<String>,
 }
 
 /// One `[[auth.issuers]]` entry: exactly one of `jwks_file`, `jwks_uri`, `discovery = true`.
@@ -195,6 +215,22 @@ pub struct IssuerSettings {
     pub keys: IssuerKeys,
 }
 
+/// Where pages and the CLI sign in, when it is not the dev issuer's provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInSettings {
+    /// Issuer URL (discovery).
+    pub issuer: String,
+    /// The pages' client id.
+    pub client_id: String,
+    /// The CLI's client id.
+    pub cli_client_id: String,
+    /// Scopes, space-separated.
+    pub scopes: String,
+}
+
+/// The scopes pages and the CLI ask for unless configured otherwise.
+pub const DEFAULT_SIGN_IN_SCOPES: &str = "openid profile offline_access";
+
 /// Validated token settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
@@ -210,6 +246,10 @@ pub struct AuthSettings {
     pub jwks_min_refresh: Duration,
     /// Other trusted issuers.
     pub issuers: Vec<IssuerSettings>,
+    /// Lifetime of access tokens from the dev issuer's OIDC provider.
+    pub dev_token_ttl: Duration,
+    /// An external provider for sign-in (`None`: the dev provider when the dev issuer is on).
+    pub sign_in: Option<SignInSettings>,
 }
 
 /// The validated configuration the server runs with.
@@ -570,6 +610,41 @@ impl Settings {
         if leeway_secs > 600 {
             return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
         }
+        let dev_token_ttl_secs = file.auth.dev_token_ttl_secs.unwrap_or(3600);
+        if !(10..=86_400).contains(&dev_token_ttl_secs) {
+            return Err(bad(
+                "auth.dev_token_ttl_secs",
+                file_name,
+                "must be between 10 and 86400",
+            ));
+        }
+        let sign_in = match file.auth.sign_in {
+            None => None,
+            Some(f) => {
+                if !f.issuer.starts_with("https://") {
+                    return Err(bad(
+                        "auth.sign_in.issuer",
+                        file_name,
+                        format!("'{}' must be an https:// URL", f.issuer),
+                    ));
+                }
+                if f.client_id.trim().is_empty() {
+                    return Err(bad(
+                        "auth.sign_in.client_id",
+                        file_name,
+                        "must not be empty",
+                    ));
+                }
+                Some(SignInSettings {
+                    issuer: f.issuer.trim_end_matches('/').to_owned(),
+                    cli_client_id: f.cli_client_id.unwrap_or_else(|| f.client_id.clone()),
+                    client_id: f.client_id,
+                    scopes: f
+                        .scopes
+                        .unwrap_or_else(|| DEFAULT_SIGN_IN_SCOPES.to_owned()),
+                })
+            }
+        };
         let relay = relay_config(&file.relay, file_name)?;
         let mut signal = assist_session::BrokerConfig::default();
         if let Some(v) = file.signal.requests_per_second {
@@ -614,6 +689,8 @@ impl Settings {
                     file.auth.jwks_min_refresh_secs.unwrap_or(30),
                 ),
                 issuers,
+                dev_token_ttl: Duration::from_secs(dev_token_ttl_secs),
+                sign_in,
             },
         })
     }
@@ -751,6 +828,27 @@ mod tests {
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[auth]\naudience = \"x\"").is_err());
+    }
+
+    #[test]
+    fn sign_in_provider_is_validated() {
+        let s = resolve(
+            "[auth.sign_in]\nissuer = \"https://login.example.com/t/v2.0/\"\nclient_id = \"c1\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        let si = s.auth.sign_in.unwrap();
+        assert_eq!(si.issuer, "https://login.example.com/t/v2.0");
+        assert_eq!(si.cli_client_id, "c1");
+        assert_eq!(si.scopes, DEFAULT_SIGN_IN_SCOPES);
+        let e = resolve(
+            "[auth.sign_in]\nissuer = \"http://x\"\nclient_id = \"c\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("auth.sign_in.issuer"), "{e}");
+        let e = resolve("[auth]\ndev_token_ttl_secs = 1", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("dev_token_ttl_secs"), "{e}");
     }
 
     #[test]

@@ -64,6 +64,23 @@ pub const ASSETS: &[Asset] = &[
     },
 ];
 
+/// Where modules and styles shared by every page live.
+pub const SHARED_PATH: &str = "/assets/";
+
+/// Files shared by the pages, served under `/assets/`, from `crates/assistd/web/assets/`.
+pub const SHARED_ASSETS: &[Asset] = &[
+    Asset {
+        name: "auth.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/assets/auth.mjs"),
+    },
+    Asset {
+        name: "dev-signin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/assets/dev-signin.css"),
+    },
+];
+
 /// Where the admin console lives.
 pub const ADMIN_PATH: &str = "/admin/";
 
@@ -97,8 +114,42 @@ pub fn asset(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
 }
 
-/// The routes of the helper page (`/`, `/helper`, `/helper/` and `/helper/<file>`) and of the
-/// admin console (`/admin`, `/admin/`, `/admin/<file>`).
+/// The `scheme://host[:port]` of an absolute https URL, if it is one.
+pub fn origin_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    ok.then(|| format!("https://{host}"))
+}
+
+/// Adds `origin` to the `connect-src` of a page's [`CONTENT_SECURITY_POLICY`] (the external
+/// sign-in provider's discovery and token endpoints are fetched from the page).
+pub fn allow_connect_to(mut resp: Response, origin: Option<&str>) -> Response {
+    let Some(origin) = origin else {
+        return resp;
+    };
+    let h = resp.headers_mut();
+    if h.get(header::CONTENT_SECURITY_POLICY)
+        .map(HeaderValue::as_bytes)
+        == Some(CONTENT_SECURITY_POLICY.as_bytes())
+    {
+        let csp = CONTENT_SECURITY_POLICY.replacen(
+            "connect-src 'self' wss:",
+            &format!("connect-src 'self' wss: {origin}"),
+            1,
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    resp
+}
+
+/// The routes of the helper page (`/`, `/helper`, `/helper/` and `/helper/<file>`), the
+/// admin console (`/admin`, `/admin/`, `/admin/<file>`) and the shared `/assets/<file>`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut r = Router::new()
         .route("/", get(|| async { redirect(HELPER_PATH) }))
@@ -109,6 +160,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         r = r.route(
             &format!("{HELPER_PATH}{name}"),
             get(move || async move { serve(name) }),
+        );
+    }
+    for a in SHARED_ASSETS {
+        r = r.route(
+            &format!("{SHARED_PATH}{}", a.name),
+            get(move || async move { serve_asset(a) }),
         );
     }
     r = r.route("/admin", get(|| async { redirect(ADMIN_PATH) }));
@@ -177,7 +234,32 @@ mod tests {
             );
         }
         assert!(asset("index.html").is_some());
+        for (i, a) in SHARED_ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(SHARED_ASSETS[i + 1..].iter().all(|b| b.name != a.name));
+        }
         assert!(asset("nope.js").is_none());
+    }
+
+    #[test]
+    fn an_external_provider_joins_connect_src_only() {
+        assert_eq!(
+            origin_of("https://login.example.com:8443/t/v2.0").as_deref(),
+            Some("https://login.example.com:8443")
+        );
+        assert_eq!(origin_of("http://x/"), None);
+        assert_eq!(origin_of("https://a b/"), None);
+        let resp = serve("index.html");
+        let resp = allow_connect_to(resp, Some("https://idp.example"));
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("connect-src 'self' wss: https://idp.example;"),
+            "{csp}"
+        );
+        assert!(csp.contains("script-src 'self';"), "{csp}");
     }
 
     #[test]
