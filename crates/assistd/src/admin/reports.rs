@@ -302,9 +302,10 @@ pub async fn summary(
         .split('&')
         .filter(|p| !p.is_empty())
     {
+        // Decoded: a browser's URLSearchParams or encodeURIComponent sends ':' as %3A.
         match pair.split_once('=') {
-            Some(("from", v)) => from = v.to_owned(),
-            Some(("to", v)) => to = v.to_owned(),
+            Some(("from", v)) => from = assist_graph::odata::percent_decode(v)?,
+            Some(("to", v)) => to = assist_graph::odata::percent_decode(v)?,
             _ => {
                 return Err(GraphError::bad_request(format!(
                     "unknown parameter '{pair}' (from, to)"
