@@ -36,7 +36,9 @@ pub enum ResourceKind {
     Collection,
 }
 
-fn percent_decode(raw: &str) -> Result<String, GraphError> {
+/// Decodes one `application/x-www-form-urlencoded` query component (`%XX` escapes, `+` for a
+/// space). Malformed escapes and non-UTF-8 results are a 400 `BadRequest`.
+pub fn percent_decode(raw: &str) -> Result<String, GraphError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
