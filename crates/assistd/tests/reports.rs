@@ -297,7 +297,7 @@ async fn a_restart_closes_sessions_left_open() {
             "ended",
             "2026-11-05T10:07:00Z",
             "brokerRestart",
-            "system"
+            "broker"
         ]])
     );
     s.server.shutdown().await;
