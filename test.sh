@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Assist has: the Rust workspace (unit, property and integration tests against
 # real servers on loopback), the Microsoft Graph Python SDK conformance test, and the browser
-# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent).
+# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent), and README.md's
+# own commands (tests/readme/run.py).
 # Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run,
 #                              and the e2e test's dependencies with scripts/install-test-deps.sh)
 set -euo pipefail
@@ -18,6 +19,9 @@ cargo test --workspace --locked
 echo "==> Graph SDK conformance (tests/sdk)"
 cargo build --locked -p assistd
 ASSISTD_BIN="$PWD/target/debug/assistd" bash tests/sdk/run.sh
+
+echo "==> README.md's commands, as written (tests/readme)"
+python3 tests/readme/run.py
 
 echo "==> Browser helper end-to-end (tests/e2e)"
 bash tests/e2e/run.sh

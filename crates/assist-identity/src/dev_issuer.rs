@@ -51,6 +51,9 @@ pub struct TokenRequest {
     pub scopes: Vec<String>,
     /// Device id.
     pub device_id: Option<String>,
+    /// Entra directory roles put in `wids` (role template ids such as
+    /// [`crate::claims::GLOBAL_ADMINISTRATOR`]).
+    pub directory_roles: Vec<String>,
     /// Lifetime.
     pub ttl: Duration,
     /// Audience.
@@ -143,8 +146,15 @@ impl DevIssuer {
             roles: req.roles.clone(),
             scp: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             deviceid: req.device_id.clone(),
+            wids: req.directory_roles.clone(),
         };
         self.sign(&claims)
+    }
+
+    /// Signs any serialisable claims with the dev key (the OIDC provider's ID tokens and the
+    /// access tokens with claims [`Claims`] does not have, such as `wids`).
+    pub fn sign_json<T: serde::Serialize>(&self, claims: &T) -> Result<String, DevIssuerError> {
+        self.key.sign_jwt(claims).map_err(DevIssuerError::Sign)
     }
 
     /// Signs arbitrary claims with the dev key (tests use it to craft malformed tokens).

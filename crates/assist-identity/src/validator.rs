@@ -230,6 +230,7 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
         device_id,
+        directory_roles: c.wids,
         is_device,
         // `exp` is a required claim: decoding fails without it.
         expires_at: c.exp.unwrap_or(0),
@@ -291,6 +292,45 @@ mod tests {
         assert!(id.has_any_permission(&["DeviceManagementServiceConfig.Read.All"]));
         assert!(id.has_any_permission(&["b"]));
         assert!(!id.has_any_permission(&["DeviceManagementServiceConfig.ReadWrite.All"]));
+    }
+
+    #[tokio::test]
+    async fn wids_make_an_intune_admin_only_for_the_two_admin_roles_and_never_a_device() {
+        use crate::claims::{GLOBAL_ADMINISTRATOR, INTUNE_ADMINISTRATOR};
+        let (dev, v, _d) = setup();
+        let with = |wids: &[&str], device_token: bool| {
+            let mut r = req();
+            r.directory_roles = wids.iter().map(|w| w.to_string()).collect();
+            if device_token {
+                r.user_principal_name = String::new();
+            }
+            dev.mint(&r).unwrap()
+        };
+        let id = v.validate(&with(&[], false)).await.unwrap();
+        assert!(id.directory_roles.is_empty());
+        assert!(!id.is_intune_admin());
+        for admin in [GLOBAL_ADMINISTRATOR, INTUNE_ADMINISTRATOR] {
+            let id = v.validate(&with(&["x", admin], false)).await.unwrap();
+            assert_eq!(id.directory_roles, vec!["x", admin]);
+            assert!(id.is_intune_admin(), "{admin}");
+            let upper = admin.to_ascii_uppercase();
+            assert!(v
+                .validate(&with(&[&upper], false))
+                .await
+                .unwrap()
+                .is_intune_admin());
+            assert!(!v
+                .validate(&with(&[admin], true))
+                .await
+                .unwrap()
+                .is_intune_admin());
+        }
+        // Another directory role (Helpdesk Administrator) grants nothing here.
+        let id = v
+            .validate(&with(&["729827e3-9c14-49f7-bb1b-9608f156bbb8"], false))
+            .await
+            .unwrap();
+        assert!(!id.is_intune_admin());
     }
 
     #[tokio::test]

@@ -93,6 +93,30 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` objects of `kind` across every tenant, with their tenant ids, in creation
+    /// order (the dev issuer's sign-in page lists the directory's users with it).
+    pub async fn list_objects_all_tenants(
+        &self,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, body FROM directory_objects WHERE kind = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(kind)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    decode(&r.try_get::<String, _>(1)?)?,
+                ))
+            })
+            .collect()
+    }
+
     /// One object, if it exists.
     pub async fn get_object(
         &self,

@@ -175,9 +175,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
-    /// Requires one of `permissions` (Graph names) in the token's `roles` or `scp`.
+    /// Requires one of `permissions` (Graph names) in the token's `roles` or `scp`, or a
+    /// directory role that grants every Remote Help admin action (Global or Intune
+    /// Administrator in `wids`), as in Intune.
     pub fn require_any(&self, permissions: &[&str]) -> Result<(), ApiError> {
-        if self.0.has_any_permission(permissions) {
+        if self.0.is_intune_admin() || self.0.has_any_permission(permissions) {
             Ok(())
         } else {
             Err(GraphError::forbidden(format!(

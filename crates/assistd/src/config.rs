@@ -112,9 +112,29 @@ pub struct AuthFile {
     pub ca_file: Option<PathBuf>,
     /// Least time between two JWKS refetches triggered by an unknown `kid`, seconds.
     pub jwks_min_refresh_secs: Option<u64>,
+    /// Lifetime of the access tokens the dev issuer's OIDC provider issues, seconds.
+    pub dev_token_ttl_secs: Option<u64>,
     /// Further trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
+    /// Where the pages and the CLI sign in (default: the dev issuer's provider, when it is on).
+    pub sign_in: Option<SignInFile>,
+}
+
+/// `[auth.sign_in]`: the OpenID Connect provider the pages (authorization code + PKCE) and the
+/// `assist` CLI (device authorization grant) sign in with, found by discovery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInFile {
+    /// The issuer URL (`{issuer}/.well-known/openid-configuration` is its discovery document).
+    pub issuer: String,
+    /// The pages' public client id (its redirect URIs: `{public URL}/helper/`, `/share/`, `/admin/`).
+    pub client_id: String,
+    /// The CLI's public client id (device grant); the pages' when absent.
+    pub cli_client_id: Option<String>,
+    /// Scopes to ask for, space-separated (default `openid profile offline_access`); with Entra
+    /// ID add the API's scope, e.g. `api://assist/access_as_user`.
+    pub scopes: Option<String>,
 }
 
 /// One `[[auth.issuers]]` entry: exactly one of `jwks_file`, `jwks_uri`, `discovery = true`.
@@ -195,6 +215,22 @@ pub struct IssuerSettings {
     pub keys: IssuerKeys,
 }
 
+/// Where pages and the CLI sign in, when it is not the dev issuer's provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInSettings {
+    /// Issuer URL (discovery).
+    pub issuer: String,
+    /// The pages' client id.
+    pub client_id: String,
+    /// The CLI's client id.
+    pub cli_client_id: String,
+    /// Scopes, space-separated.
+    pub scopes: String,
+}
+
+/// The scopes pages and the CLI ask for unless configured otherwise.
+pub const DEFAULT_SIGN_IN_SCOPES: &str = "openid profile offline_access";
+
 /// Validated token settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
@@ -210,6 +246,10 @@ pub struct AuthSettings {
     pub jwks_min_refresh: Duration,
     /// Other trusted issuers.
     pub issuers: Vec<IssuerSettings>,
+    /// Lifetime of access tokens from the dev issuer's OIDC provider.
+    pub dev_token_ttl: Duration,
+    /// An external provider for sign-in (`None`: the dev provider when the dev issuer is on).
+    pub sign_in: Option<SignInSettings>,
 }
 
 /// The validated configuration the server runs with.
@@ -292,6 +332,31 @@ fn parse_bool(setting: &str, src: &str, v: &str) -> Result<bool, ConfigError> {
             format!("'{v}' is not a boolean (true/false)"),
         )),
     }
+}
+
+/// The levels a bare log directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter. Beyond tracing's own syntax check, a directive without `=` must be a
+/// level: tracing reads a bare word such as `verbose` as a target name, which turns every other
+/// line off, and a server that silently stops logging is worse than one that refuses to start.
+/// Targets take a level (`assistd=debug`).
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty (e.g. \"info\" or \"assistd=debug,info\")".into());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "'{directive}' is not a level (trace, debug, info, warn, error, off); \
+                 give a target a level with target=level, e.g. assistd=debug"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("'{filter}' is not a log filter: {e}"))
 }
 
 /// Reads the TOML file at `path`.
@@ -415,13 +480,14 @@ impl Settings {
             Some(u) => Some(u.trim_end_matches('/').to_owned()),
             None => None,
         };
-        let (log, _) = pick(
+        let (log, src) = pick(
             o.log,
             "--log/ASSIST_LOG",
             file.log,
             &fsrc("log"),
             "info".to_owned(),
         );
+        check_log_filter(&log).map_err(|why| bad("log", &src, why))?;
         let (grace, src) = pick(
             o.shutdown_grace_secs,
             "ASSIST_SHUTDOWN_GRACE_SECS",
@@ -544,6 +610,41 @@ impl Settings {
         if leeway_secs > 600 {
             return Err(bad("auth.leeway_secs", file_name, "must be at most 600"));
         }
+        let dev_token_ttl_secs = file.auth.dev_token_ttl_secs.unwrap_or(3600);
+        if !(10..=86_400).contains(&dev_token_ttl_secs) {
+            return Err(bad(
+                "auth.dev_token_ttl_secs",
+                file_name,
+                "must be between 10 and 86400",
+            ));
+        }
+        let sign_in = match file.auth.sign_in {
+            None => None,
+            Some(f) => {
+                if !f.issuer.starts_with("https://") {
+                    return Err(bad(
+                        "auth.sign_in.issuer",
+                        file_name,
+                        format!("'{}' must be an https:// URL", f.issuer),
+                    ));
+                }
+                if f.client_id.trim().is_empty() {
+                    return Err(bad(
+                        "auth.sign_in.client_id",
+                        file_name,
+                        "must not be empty",
+                    ));
+                }
+                Some(SignInSettings {
+                    issuer: f.issuer.trim_end_matches('/').to_owned(),
+                    cli_client_id: f.cli_client_id.unwrap_or_else(|| f.client_id.clone()),
+                    client_id: f.client_id,
+                    scopes: f
+                        .scopes
+                        .unwrap_or_else(|| DEFAULT_SIGN_IN_SCOPES.to_owned()),
+                })
+            }
+        };
         let relay = relay_config(&file.relay, file_name)?;
         let mut signal = assist_session::BrokerConfig::default();
         if let Some(v) = file.signal.requests_per_second {
@@ -588,6 +689,8 @@ impl Settings {
                     file.auth.jwks_min_refresh_secs.unwrap_or(30),
                 ),
                 issuers,
+                dev_token_ttl: Duration::from_secs(dev_token_ttl_secs),
+                sign_in,
             },
         })
     }
@@ -690,9 +793,62 @@ mod tests {
     }
 
     #[test]
+    fn a_log_filter_that_would_silence_logging_is_refused() {
+        let log = |v: &str| {
+            resolve(
+                "",
+                Overrides {
+                    log: Some(v.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let e = log("verbose").unwrap_err();
+        assert!(
+            e.0.contains("`log`") && e.0.contains("ASSIST_LOG") && e.0.contains("'verbose'"),
+            "{e}"
+        );
+        assert!(log("info,hyper").is_err());
+        assert!(log("").is_err());
+        assert!(log("assistd=loud").is_err());
+        let e = resolve("log = \"chatty\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("log in assist.toml"), "{e}");
+        for good in [
+            "info",
+            "DEBUG",
+            "assistd=debug,info",
+            "warn,assist_relay=trace",
+            "off",
+        ] {
+            assert_eq!(log(good).map(|s| s.log).ok().as_deref(), Some(good));
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[auth]\naudience = \"x\"").is_err());
+    }
+
+    #[test]
+    fn sign_in_provider_is_validated() {
+        let s = resolve(
+            "[auth.sign_in]\nissuer = \"https://login.example.com/t/v2.0/\"\nclient_id = \"c1\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        let si = s.auth.sign_in.unwrap();
+        assert_eq!(si.issuer, "https://login.example.com/t/v2.0");
+        assert_eq!(si.cli_client_id, "c1");
+        assert_eq!(si.scopes, DEFAULT_SIGN_IN_SCOPES);
+        let e = resolve(
+            "[auth.sign_in]\nissuer = \"http://x\"\nclient_id = \"c\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("auth.sign_in.issuer"), "{e}");
+        let e = resolve("[auth]\ndev_token_ttl_secs = 1", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("dev_token_ttl_secs"), "{e}");
     }
 
     #[test]

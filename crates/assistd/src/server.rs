@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{IssuerKeys, Settings};
+use crate::health::HttpsProbe;
 use crate::metrics::{self, HttpMetrics};
 use crate::state::AppState;
 use crate::{admin, api, tls};
@@ -57,6 +58,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The registry `/metrics` renders, for families made outside the server (the log writer's).
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.state.registry
+    }
+
     /// A token that stops the server when cancelled.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
@@ -178,10 +184,22 @@ fn jwks_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
 
 /// The HTTPS router: admin API plus Graph-shaped fallbacks, wrapped in the observe middleware.
 pub fn router(state: AppState) -> Router {
+    // Pages may fetch from an external sign-in provider: its origin joins their connect-src.
+    let provider_origin = state
+        .sign_in
+        .external
+        .as_ref()
+        .and_then(|s| crate::web::origin_of(&s.issuer));
     admin::routes()
         .route("/v1/relay", get(crate::relay_ws::upgrade))
         .route("/v1/signal", get(crate::signal::endpoint::upgrade))
-        .merge(crate::web::routes())
+        .merge(crate::sign_in::routes(state.sign_in.dev.is_some()))
+        .merge(crate::web::routes().layer(axum::middleware::map_response(
+            move |resp: axum::response::Response| {
+                let origin = provider_origin.clone();
+                async move { crate::web::allow_connect_to(resp, origin.as_deref()) }
+            },
+        )))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -191,18 +209,45 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn ops_router(state: AppState) -> Router {
+/// How long the HTTPS self-probe of `/healthz` and `/readyz` may take.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Probes the HTTPS listener; `Err` is the 503 answer, logged once per failed check.
+async fn probe_https(probe: &HttpsProbe) -> Result<(), axum::response::Response> {
+    probe.check(PROBE_DEADLINE).await.map_err(|e| {
+        tracing::error!(error = %e, "health check: the HTTPS listener is not answering");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("https listener not answering: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
+    let health_probe = probe.clone();
     Router::new()
         .route(
             "/metrics",
             get(|State(s): State<AppState>| async move { metrics::render(&s.registry) }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                match probe_https(&health_probe).await {
+                    Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+                    Err(answer) => answer,
+                }
+            }),
+        )
         .route(
             "/readyz",
-            get(|State(s): State<AppState>| async move {
+            get(move |State(s): State<AppState>| async move {
                 if !s.ready.load(Ordering::SeqCst) {
                     return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+                }
+                if let Err(answer) = probe_https(&probe).await {
+                    return answer;
                 }
                 match s.store.ping().await {
                     Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -232,11 +277,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         );
     }
     let dev = if settings.auth.dev_issuer {
-        Some(DevIssuer::load_or_create(&settings.data_dir)?)
+        Some(Arc::new(DevIssuer::load_or_create(&settings.data_dir)?))
     } else {
         None
     };
-    let validator = build_validator(&settings, dev.as_ref()).await?;
+    let validator = build_validator(&settings, dev.as_deref()).await?;
+    let sign_in = Arc::new(crate::sign_in::SignIn {
+        external: settings.auth.sign_in.clone(),
+        dev: dev.map(|key| {
+            crate::sign_in::DevOidc::new(
+                key,
+                settings
+                    .auth
+                    .audiences
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| crate::config::DEFAULT_AUDIENCE.to_owned()),
+                settings.auth.dev_token_ttl,
+            )
+        }),
+        public_url: settings.public_url.clone(),
+    });
     let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
     let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
     let tickets = Arc::new(
@@ -264,6 +325,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
     let (certs, key) = tls::load_pem(&cert_path, &key_path)?;
+    let certs_for_probe = certs.clone();
     let quic = assist_relay::quic::server_endpoint(settings.quic_listen, certs, key)
         .with_context(|| format!("binding QUIC endpoint on {} (UDP)", settings.quic_listen))?;
     let quic_addr = quic.local_addr()?;
@@ -304,6 +366,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         signal: Some(signal),
         public_url: settings.public_url.clone(),
         ready: Arc::new(AtomicBool::new(true)),
+        sign_in,
     };
 
     tracker.spawn(serve_https(
@@ -314,7 +377,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tracker.clone(),
     ));
     let ops_cancel = cancel.clone();
-    let ops_app = ops_router(state.clone());
+    let probe = HttpsProbe::new(
+        https_addr,
+        certs_for_probe
+            .first()
+            .cloned()
+            .context("the TLS certificate file holds no certificate")?,
+    )
+    .context("building the HTTPS self-probe")?;
+    let ops_app = ops_router(state.clone(), probe);
     tracker.spawn(async move {
         let served = axum::serve(ops, ops_app)
             .with_graceful_shutdown(async move { ops_cancel.cancelled().await })

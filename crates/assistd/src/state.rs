@@ -28,4 +28,6 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// False once shutdown begins (and `/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
+    /// Where pages and the CLI sign in, and the dev issuer's OIDC provider when it is on.
+    pub sign_in: Arc<crate::sign_in::SignIn>,
 }

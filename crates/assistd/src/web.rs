@@ -1,5 +1,5 @@
-//! The browser helper page (`/helper/`): static files embedded in the binary, served with a
-//! strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
+//! The browser helper page (`/helper/`) and the admin console (`/admin/`): static files
+//! embedded in the binary, served with a strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
 //! (see `docs/protocol.md` and `docs/clients.md`); this module only serves it.
 //!
 //! `GET /` redirects to `/helper/`. Only the listed files exist; any other path under
@@ -64,12 +64,92 @@ pub const ASSETS: &[Asset] = &[
     },
 ];
 
+/// Where modules and styles shared by every page live.
+pub const SHARED_PATH: &str = "/assets/";
+
+/// Files shared by the pages, served under `/assets/`, from `crates/assistd/web/assets/`.
+pub const SHARED_ASSETS: &[Asset] = &[
+    Asset {
+        name: "auth.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/assets/auth.mjs"),
+    },
+    Asset {
+        name: "dev-signin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/assets/dev-signin.css"),
+    },
+];
+
+/// Where the admin console lives.
+pub const ADMIN_PATH: &str = "/admin/";
+
+/// Every file of the admin console, embedded from `crates/assistd/web/admin/` and served under
+/// `/admin/`. It signs in with `/assets/auth.mjs` and calls the admin API (docs/admin-api.md).
+pub const ADMIN_ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../web/admin/index.html"),
+    },
+    Asset {
+        name: "admin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/admin/admin.css"),
+    },
+    Asset {
+        name: "admin.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/admin/admin.mjs"),
+    },
+    Asset {
+        name: "console.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/admin/console.mjs"),
+    },
+];
+
 /// The embedded file called `name`, if there is one.
 pub fn asset(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
 }
 
-/// The routes of the helper page: `/`, `/helper`, `/helper/` and `/helper/<file>`.
+/// The `scheme://host[:port]` of an absolute https URL, if it is one.
+pub fn origin_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    ok.then(|| format!("https://{host}"))
+}
+
+/// Adds `origin` to the `connect-src` of a page's [`CONTENT_SECURITY_POLICY`] (the external
+/// sign-in provider's discovery and token endpoints are fetched from the page).
+pub fn allow_connect_to(mut resp: Response, origin: Option<&str>) -> Response {
+    let Some(origin) = origin else {
+        return resp;
+    };
+    let h = resp.headers_mut();
+    if h.get(header::CONTENT_SECURITY_POLICY)
+        .map(HeaderValue::as_bytes)
+        == Some(CONTENT_SECURITY_POLICY.as_bytes())
+    {
+        let csp = CONTENT_SECURITY_POLICY.replacen(
+            "connect-src 'self' wss:",
+            &format!("connect-src 'self' wss: {origin}"),
+            1,
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    resp
+}
+
+/// The routes of the helper page (`/`, `/helper`, `/helper/` and `/helper/<file>`), the
+/// admin console (`/admin`, `/admin/`, `/admin/<file>`) and the shared `/assets/<file>`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut r = Router::new()
         .route("/", get(|| async { redirect(HELPER_PATH) }))
@@ -81,6 +161,21 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             &format!("{HELPER_PATH}{name}"),
             get(move || async move { serve(name) }),
         );
+    }
+    for a in SHARED_ASSETS {
+        r = r.route(
+            &format!("{SHARED_PATH}{}", a.name),
+            get(move || async move { serve_asset(a) }),
+        );
+    }
+    r = r.route("/admin", get(|| async { redirect(ADMIN_PATH) }));
+    for a in ADMIN_ASSETS {
+        let path = if a.name == "index.html" {
+            ADMIN_PATH.to_owned()
+        } else {
+            format!("{ADMIN_PATH}{}", a.name)
+        };
+        r = r.route(&path, get(move || async move { serve_asset(a) }));
     }
     r
 }
@@ -94,9 +189,13 @@ fn redirect(to: &'static str) -> Response {
 }
 
 fn serve(name: &str) -> Response {
-    let Some(a) = asset(name) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+    match asset(name) {
+        Some(a) => serve_asset(a),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn serve_asset(a: &'static Asset) -> Response {
     let mut resp = a.body.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -135,12 +234,58 @@ mod tests {
             );
         }
         assert!(asset("index.html").is_some());
+        for (i, a) in SHARED_ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(SHARED_ASSETS[i + 1..].iter().all(|b| b.name != a.name));
+        }
         assert!(asset("nope.js").is_none());
+    }
+
+    #[test]
+    fn an_external_provider_joins_connect_src_only() {
+        assert_eq!(
+            origin_of("https://login.example.com:8443/t/v2.0").as_deref(),
+            Some("https://login.example.com:8443")
+        );
+        assert_eq!(origin_of("http://x/"), None);
+        assert_eq!(origin_of("https://a b/"), None);
+        let resp = serve("index.html");
+        let resp = allow_connect_to(resp, Some("https://idp.example"));
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("connect-src 'self' wss: https://idp.example;"),
+            "{csp}"
+        );
+        assert!(csp.contains("script-src 'self';"), "{csp}");
     }
 
     #[test]
     fn the_page_has_no_inline_script_or_style() {
         let html = std::str::from_utf8(asset("index.html").unwrap().body).unwrap();
+        assert_no_inline_script_or_style(html);
+    }
+
+    #[test]
+    fn the_admin_console_is_named_once_and_has_no_inline_script_or_style() {
+        for (i, a) in ADMIN_ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(
+                ADMIN_ASSETS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        let index = ADMIN_ASSETS
+            .iter()
+            .find(|a| a.name == "index.html")
+            .unwrap();
+        assert_no_inline_script_or_style(std::str::from_utf8(index.body).unwrap());
+    }
+
+    fn assert_no_inline_script_or_style(html: &str) {
         assert!(!html.contains("<style"), "inline <style>");
         assert!(!html.contains(" style="), "inline style attribute");
         for (i, _) in html.match_indices(" on") {
