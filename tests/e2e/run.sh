@@ -30,7 +30,7 @@ command -v node >/dev/null || skip "node is not installed"
 node -e 'WebSocket' >/dev/null 2>&1 || export NODE_OPTIONS="${NODE_OPTIONS:-} --experimental-websocket"
 
 echo "==> e2e: unit tests of the page's functions"
-node --test --test-reporter=spec "$e2e/unit.test.mjs"
+node --test --test-reporter=spec "$e2e/unit.test.mjs" "$e2e/view-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"
@@ -118,6 +118,6 @@ mkdir -p "$out"
   ASSIST_URL="$url" ASSIST_CA="$data/tls/cert.pem" ASSIST_BIN_DIR="$root/target/debug" \
     E2E_DISPLAY="$display" E2E_APP_LOG="$app_log" E2E_OUT="$out" CHROMIUM="$chromium" \
     NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
-    timeout 240 node --test --test-reporter=spec e2e.test.mjs
+    timeout 240 node --test --test-reporter=spec e2e.test.mjs helper-view.test.mjs
 )
 echo "==> e2e: passed in $(($(date +%s) - started))s"
