@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the browser end-to-end test (tests/e2e/run.sh) needs and is missing: Xvfb,
 # xauth and Chromium from the distribution (Debian/Ubuntu apt-get, as root or through sudo), and
-# playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download).
+# playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download),
+# and panva's oidc-provider in tests/oidc/node_modules (the second OpenID Connect provider the
+# sign-in tests run against).
 # Node and npm come from the distribution too when missing.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
@@ -32,4 +34,8 @@ command -v npm >/dev/null || { echo "install-test-deps: npm (node 20+) is needed
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   echo "install-test-deps: npm ci in tests/e2e"
   (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  echo "install-test-deps: npm ci in tests/oidc"
+  (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
