@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test Assist has: the Rust workspace (unit, property and integration tests against
 # real servers on loopback), the Microsoft Graph Python SDK conformance test, and the browser
-# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent).
+# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent), and README.md's
+# own commands (tests/readme/run.py).
 # Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run,
 #                              and the e2e test's dependencies with scripts/install-test-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || ! command -v setxkbmap >/dev/null \
+  || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   echo "==> installing the e2e test's dependencies (scripts/install-test-deps.sh)"
   bash scripts/install-test-deps.sh || echo "warning: could not install them; the browser e2e test may be skipped" >&2
 fi
@@ -18,6 +20,9 @@ cargo test --workspace --locked
 echo "==> Graph SDK conformance (tests/sdk)"
 cargo build --locked -p assistd
 ASSISTD_BIN="$PWD/target/debug/assistd" bash tests/sdk/run.sh
+
+echo "==> README.md's commands, as written (tests/readme)"
+python3 tests/readme/run.py
 
 echo "==> Browser helper end-to-end (tests/e2e)"
 bash tests/e2e/run.sh

@@ -36,7 +36,8 @@ pub enum ResourceKind {
     Collection,
 }
 
-fn percent_decode(raw: &str) -> Result<String, GraphError> {
+/// Decodes one query-string value (`+` is a space, `%XX` a byte); 400 when malformed or not UTF-8.
+pub fn percent_decode(raw: &str) -> Result<String, GraphError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -225,8 +226,18 @@ pub struct Comparison {
     pub property: String,
     /// The operator.
     pub op: CompareOp,
-    /// The literal: a string, a number, a boolean or null.
-    pub value: Value,
+    /// The literal.
+    pub value: Literal,
+}
+
+/// A `$filter` literal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// A string, a number, a boolean or null, compared with the property's JSON value.
+    Json(Value),
+    /// An unquoted DateTimeOffset or Date literal, as Unix nanoseconds: compared with the
+    /// property's RFC 3339 string as an instant (a property that is not one never matches).
+    Instant(i128),
 }
 
 /// A `$filter` expression: comparisons joined by `and` (the subset Assist supports).
@@ -281,32 +292,53 @@ fn tokenize(input: &str) -> Result<Vec<String>, GraphError> {
     Ok(tokens)
 }
 
-fn parse_literal(tok: &str) -> Result<Value, GraphError> {
+fn looks_like_date(tok: &str) -> bool {
+    let b = tok.as_bytes();
+    b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
+/// An RFC 3339 date-time with an offset, or a plain date (midnight UTC), as Unix nanoseconds.
+pub fn parse_instant(s: &str) -> Option<i128> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t.unix_timestamp_nanos());
+    }
+    let date_only = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &date_only)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp_nanos())
+}
+
+fn parse_literal(tok: &str) -> Result<Literal, GraphError> {
     if let Some(s) = tok.strip_prefix('\'') {
-        return Ok(Value::String(s.to_owned()));
+        return Ok(Literal::Json(Value::String(s.to_owned())));
     }
     match tok {
-        "true" => return Ok(Value::Bool(true)),
-        "false" => return Ok(Value::Bool(false)),
-        "null" => return Ok(Value::Null),
+        "true" => return Ok(Literal::Json(Value::Bool(true))),
+        "false" => return Ok(Literal::Json(Value::Bool(false))),
+        "null" => return Ok(Literal::Json(Value::Null)),
         _ => {}
     }
-    if let Ok(n) = tok.parse::<i64>() {
-        return Ok(Value::from(n));
-    }
-    if let Ok(f) = tok.parse::<f64>() {
-        if let Some(n) = serde_json::Number::from_f64(f) {
-            return Ok(Value::Number(n));
+    // Dates first: `2026-01-01` must not be read as the number 2026 minus something.
+    if !looks_like_date(tok) {
+        if let Ok(n) = tok.parse::<i64>() {
+            return Ok(Literal::Json(Value::from(n)));
+        }
+        if let Ok(f) = tok.parse::<f64>() {
+            if let Some(n) = serde_json::Number::from_f64(f) {
+                return Ok(Literal::Json(Value::Number(n)));
+            }
         }
     }
-    // Unquoted DateTimeOffset literals (2026-01-01T00:00:00Z) compare as strings.
-    if tok.len() >= 10
-        && tok.as_bytes()[4] == b'-'
-        && tok
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-:.+TZ".contains(c))
-    {
-        return Ok(Value::String(tok.to_owned()));
+    // Unquoted DateTimeOffset (2026-01-01T00:00:00Z) and Date (2026-01-01) literals: anything
+    // that starts like a date must be a valid one, compared as an instant (never as a string,
+    // which would order `…:31Z` before `…:31.586Z`).
+    if looks_like_date(tok) {
+        return parse_instant(tok).map(Literal::Instant).ok_or_else(|| {
+            GraphError::bad_request(format!(
+                "'{tok}' is not a valid DateTimeOffset (e.g. 2026-01-01T00:00:00Z) or Date (2026-01-01)"
+            ))
+        });
     }
     Err(GraphError::bad_request(format!(
         "'{tok}' is not a literal $filter understands"
@@ -383,8 +415,15 @@ impl Filter {
     }
 }
 
-fn compare(actual: &Value, op: CompareOp, expected: &Value) -> bool {
+fn compare(actual: &Value, op: CompareOp, expected: &Literal) -> bool {
     use std::cmp::Ordering;
+    let expected = match expected {
+        Literal::Json(v) => v,
+        Literal::Instant(want) => {
+            let ord = actual.as_str().and_then(parse_instant).map(|h| h.cmp(want));
+            return holds(op, ord);
+        }
+    };
     let ord: Option<Ordering> = match (actual, expected) {
         (Value::String(a), Value::String(b)) => {
             if matches!(op, CompareOp::Eq | CompareOp::Ne) {
@@ -405,6 +444,11 @@ fn compare(actual: &Value, op: CompareOp, expected: &Value) -> bool {
         (Value::Null, Value::Null) => Some(Ordering::Equal),
         _ => None,
     };
+    holds(op, ord)
+}
+
+fn holds(op: CompareOp, ord: Option<std::cmp::Ordering>) -> bool {
+    use std::cmp::Ordering;
     match (op, ord) {
         (CompareOp::Eq, o) => o == Some(Ordering::Equal),
         (CompareOp::Ne, o) => o != Some(Ordering::Equal),
@@ -491,6 +535,37 @@ mod tests {
     }
 
     #[test]
+    fn date_times_compare_as_instants() {
+        // Issue 15: at second precision a string comparison misses the event at .586.
+        let f = Filter::parse("activityDateTime ge 2026-12-01T20:55:31Z").unwrap();
+        assert!(f.matches(&json!({"activityDateTime":"2026-12-01T20:55:31.586Z"})));
+        assert!(f.matches(&json!({"activityDateTime":"2026-12-01T20:55:31Z"})));
+        assert!(!f.matches(&json!({"activityDateTime":"2026-12-01T20:55:30.999Z"})));
+        // Offsets are instants too: 21:55:31+01:00 is 20:55:31Z.
+        let f = Filter::parse("activityDateTime eq 2026-12-01T21:55:31+01:00").unwrap();
+        assert!(f.matches(&json!({"activityDateTime":"2026-12-01T20:55:31Z"})));
+        let f = Filter::parse("activityDateTime lt 2026-12-02").unwrap();
+        assert!(f.matches(&json!({"activityDateTime":"2026-12-01T23:59:59.999Z"})));
+        assert!(!f.matches(&json!({"activityDateTime":"2026-12-02T00:00:00Z"})));
+        // A property that is not a date-time never matches a date-time literal.
+        assert!(!f.matches(&json!({"activityDateTime":"yesterday"})));
+        assert!(!f.matches(&json!({"activityDateTime":5})));
+    }
+
+    #[test]
+    fn bad_date_time_literals_are_refused() {
+        for bad in [
+            "t ge 2026-13-45T99:00:00Z",
+            "t ge 2026-02-30",
+            "t ge 2026-01-01T00:00:00",
+            "t ge 2026-1-1",
+            "t ge 2026-",
+        ] {
+            assert!(Filter::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
     fn filter_errors() {
         for bad in [
             "",
@@ -510,6 +585,19 @@ mod tests {
         fn parse_never_panics(s in ".{0,64}") {
             let _ = QueryOptions::parse(Some(&s), ResourceKind::Collection);
             let _ = Filter::parse(&s);
+        }
+
+        #[test]
+        fn instants_order_like_time(a in 0i64..4_000_000_000, b in 0i64..4_000_000_000, ms in 0u32..1000) {
+            use time::format_description::well_known::Rfc3339;
+            let fmt = |s: i64, ms: u32| {
+                (time::OffsetDateTime::from_unix_timestamp(s).unwrap() + time::Duration::milliseconds(ms.into()))
+                    .format(&Rfc3339)
+                    .unwrap()
+            };
+            let f = Filter::parse(&format!("t ge {}", fmt(b, 0))).unwrap();
+            let entity = json!({"t": fmt(a, ms)});
+            prop_assert_eq!(f.matches(&entity), a >= b);
         }
 
         #[test]

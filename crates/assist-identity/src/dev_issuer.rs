@@ -51,6 +51,9 @@ pub struct TokenRequest {
     pub scopes: Vec<String>,
     /// Device id.
     pub device_id: Option<String>,
+    /// Entra directory roles put in `wids` (role template ids such as
+    /// [`crate::claims::GLOBAL_ADMINISTRATOR`]).
+    pub directory_roles: Vec<String>,
     /// Lifetime.
     pub ttl: Duration,
     /// Audience.
@@ -143,6 +146,7 @@ impl DevIssuer {
             roles: req.roles.clone(),
             scp: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             deviceid: req.device_id.clone(),
+            wids: req.directory_roles.clone(),
             groups: Vec::new(),
         };
         self.sign(&claims)

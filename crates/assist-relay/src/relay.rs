@@ -71,6 +71,10 @@ pub struct SessionReport {
     pub paired_for: Duration,
     /// Why it ended (close code name).
     pub end: &'static str,
+    /// The side whose leg dropped (closed, failed or stopped reading) after the two legs were
+    /// paired; `None` when the relay or the broker ended the session, or the legs never paired.
+    /// The broker ends its own session when it hears this (`disconnected`, by that side).
+    pub left: Option<Role>,
 }
 
 /// A leg admitted by ticket, ready to run.
@@ -395,7 +399,20 @@ impl Relay {
             );
             let queued: usize = s.dirs.iter().map(|d| lock(&d.queue).len()).sum();
             self.inner.metrics.queued_frames.sub(queued as i64);
-            let paired_for = lock(&s.paired_at).map(|t| t.elapsed()).unwrap_or_default();
+            let paired_at = *lock(&s.paired_at);
+            let paired_for = paired_at.map(|t| t.elapsed()).unwrap_or_default();
+            let left = match (
+                paired_at,
+                s.code_for(Role::Helper).0,
+                s.code_for(Role::Sharer).0,
+            ) {
+                (None, _, _) => None,
+                (Some(_), h, CloseCode::PeerLeft) if h != CloseCode::PeerLeft => Some(Role::Helper),
+                (Some(_), CloseCode::PeerLeft, sh) if sh != CloseCode::PeerLeft => {
+                    Some(Role::Sharer)
+                }
+                _ => None,
+            };
             let report = SessionReport {
                 sid: s.sid.clone(),
                 frames: [
@@ -409,6 +426,7 @@ impl Relay {
                 dropped: s.dropped.load(Ordering::Relaxed),
                 paired_for,
                 end: s.code_for(Role::Helper).0.name(),
+                left,
             };
             tracing::info!(
                 frames_h2s = report.frames[0],

@@ -233,6 +233,8 @@ impl Session {
 #[derive(Debug, Clone)]
 enum Timer {
     Session(SessionId),
+    /// Time to write [`RecordEvent::Seen`] for an active session.
+    Seen(SessionId),
     ForgetCode(CodeDigest),
 }
 
@@ -346,6 +348,7 @@ impl Broker {
             let ((at, _), timer) = entry.remove_entry();
             match timer {
                 Timer::Session(id) => self.on_deadline(&id, at, now),
+                Timer::Seen(id) => self.on_seen(id, now),
                 Timer::ForgetCode(digest) => {
                     self.live.take_code_if(&digest, &|code| {
                         matches!(code, LiveCode::Expired { forget_at } if *forget_at <= now)
@@ -359,6 +362,23 @@ impl Broker {
             self.next_purge =
                 Timestamp::from_millis(now.as_millis().saturating_add(PURGE_EVERY_MS));
         }
+    }
+
+    /// An active session is still running: say so to its record and look again later.
+    fn on_seen(&mut self, id: SessionId, now: Timestamp) {
+        let Some(s) = self.sessions.get(&id).filter(|s| s.mode.is_some()) else {
+            return;
+        };
+        let tenant_id = s.tenant_id.clone();
+        self.outputs.push_back(Output::Record(RecordEvent::Seen {
+            session_id: id.clone(),
+            tenant_id,
+            at: now,
+        }));
+        self.schedule(
+            now.saturating_add(self.config.seen_interval),
+            Timer::Seen(id),
+        );
     }
 
     fn schedule(&mut self, at: Timestamp, timer: Timer) {
@@ -866,6 +886,24 @@ impl Broker {
                         now,
                     );
                 }
+                if self.is_own_session(&session_id, &user) {
+                    // Not a guess: the code stays valid for its real sharer and is not counted
+                    // as a failed redemption.
+                    self.audit(
+                        now,
+                        &tenant,
+                        Some(&session_id),
+                        Some(user),
+                        AuditKind::RedemptionFailed {
+                            code: ErrorCode::OwnSession.as_str().into(),
+                            locked: false,
+                        },
+                    );
+                    return refuse(
+                        ErrorCode::OwnSession,
+                        "this is your own code: the person you help must enter it",
+                    );
+                }
                 // Atomic: of two redemptions racing for one code (on two nodes), one wins.
                 let pending = LiveCode::Pending(session_id.clone());
                 if self
@@ -880,6 +918,13 @@ impl Broker {
             }
             Err(code) => self.redemption_failed(user, code, now),
         }
+    }
+
+    /// Whether `user` is the helper of session `id` (nobody assists themselves).
+    fn is_own_session(&self, id: &SessionId, user: &UserRef) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|s| s.helper.party.user_ref().as_ref() == Some(user))
     }
 
     /// Finds a pending code. A wrong code, a used one and a malformed one all give
@@ -1144,6 +1189,16 @@ impl Broker {
                 ErrorCode::NotAllowed,
                 "this connection is already in a session",
             );
+        }
+        if accept {
+            if let Some(user) = self.conn(conn)?.party.user_ref() {
+                if self.is_own_session(session_id, &user) {
+                    return refuse(
+                        ErrorCode::OwnSession,
+                        "you cannot accept your own launch request; decline it",
+                    );
+                }
+            }
         }
         let Some(Stage::AwaitingSharer {
             offered,
@@ -1542,6 +1597,7 @@ impl Broker {
             self.outputs
                 .push_back(Output::Record(RecordEvent::ModeRaised {
                     session_id: session_id.clone(),
+                    tenant_id: tenant.clone(),
                     mode,
                     at: now,
                 }));
@@ -1609,6 +1665,10 @@ impl Broker {
             );
         }
         self.outputs.push_back(Output::Record(record));
+        self.schedule(
+            now.saturating_add(self.config.seen_interval),
+            Timer::Seen(session_id.clone()),
+        );
         self.audit(
             now,
             &tenant,
@@ -1639,6 +1699,22 @@ impl Broker {
             }
             _ => Err(InputError::NotAwaitingTickets(session_id.clone())),
         }
+    }
+
+    /// The relay says `role`'s leg of an active session dropped (closed, failed or stopped
+    /// reading) after pairing. The session ends for both sides with `disconnected`, by that
+    /// side, so both apps may start a new one. A session that is not active (already ended,
+    /// or never granted) is left alone.
+    pub fn handle_relay_leg_left(&mut self, session_id: &SessionId, role: Role, now: Timestamp) {
+        self.advance(now);
+        if self.sessions.get(session_id).and_then(|s| s.mode).is_none() {
+            return;
+        }
+        let by = match role {
+            Role::Helper => EndedBy::Helper,
+            Role::Sharer => EndedBy::Sharer,
+        };
+        self.end_session(session_id, EndReason::Disconnected, by, now);
     }
 
     // ----------------------------------------------------------------- chat and end
@@ -1781,6 +1857,7 @@ impl Broker {
         if let Some(highest_mode) = session.highest {
             self.outputs.push_back(Output::Record(RecordEvent::Ended {
                 session_id: session_id.clone(),
+                tenant_id: session.tenant_id.clone(),
                 ended_at: now,
                 highest_mode,
                 reason,

@@ -60,6 +60,10 @@ pub struct BrokerConfig {
     pub abuse_strikes: u32,
     /// The window abuse strikes are counted in. Default 60 s.
     pub abuse_window: Duration,
+    /// How often an active session's record is marked as still running
+    /// ([`crate::RecordEvent::Seen`]); a crash loses at most this much of its duration.
+    /// Default 60 s.
+    pub seen_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +93,7 @@ impl Default for BrokerConfig {
             },
             abuse_strikes: 10,
             abuse_window: Duration::from_secs(60),
+            seen_interval: Duration::from_secs(60),
         }
     }
 }
@@ -121,6 +126,7 @@ impl BrokerConfig {
                 self.tenant_redeem_limit.window,
             ),
             ("abuse_window", self.abuse_window),
+            ("seen_interval", self.seen_interval),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::ZeroDuration(name));

@@ -387,11 +387,16 @@ pub enum ErrorCode {
     DeviceBusy,
     /// `unavailable`: the broker could not evaluate the request in time; retry.
     Unavailable,
+    /// `ownSession`: the sharer is the helper's own user (redeeming their own code, or
+    /// accepting their own launch). Nobody assists themselves: such a session would let a
+    /// user's second sign-in act with helper rights on their own screen, and its report would
+    /// name one person twice.
+    OwnSession,
 }
 
 impl ErrorCode {
     /// Every protocol (non-policy) code.
-    pub const PROTOCOL: [ErrorCode; 13] = [
+    pub const PROTOCOL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -405,6 +410,7 @@ impl ErrorCode {
         ErrorCode::DeviceOffline,
         ErrorCode::DeviceBusy,
         ErrorCode::Unavailable,
+        ErrorCode::OwnSession,
     ];
 
     /// The camelCase code on the wire.
@@ -424,6 +430,7 @@ impl ErrorCode {
             ErrorCode::DeviceOffline => "deviceOffline",
             ErrorCode::DeviceBusy => "deviceBusy",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::OwnSession => "ownSession",
         }
     }
 
@@ -449,7 +456,8 @@ impl ErrorCode {
             | ErrorCode::InvalidCode
             | ErrorCode::CodeExpired
             | ErrorCode::RateLimited
-            | ErrorCode::WarningNotAcknowledged => Fault::Client,
+            | ErrorCode::WarningNotAcknowledged
+            | ErrorCode::OwnSession => Fault::Client,
         }
     }
 }
@@ -810,10 +818,15 @@ impl ServerEvent {
 
 /// The optional first message that carries the bearer token, for clients (browsers) that
 /// cannot set the `Authorization` header on a WebSocket: `{"type":"authenticate","token":"…"}`.
-/// The server handles it before the connection reaches the machine.
+/// Sent again later with a fresh token for the same user, it keeps the connection open past
+/// the first token's expiry. The server handles it before the connection reaches the machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "authenticate")]
 pub struct Authenticate {
+    /// Optional request id: when present, the server answers `ack` with it once the token is
+    /// accepted (the first one: once the connection counts as signed in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
     /// The bearer token (a JWT).
     pub token: String,
 }

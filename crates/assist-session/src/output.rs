@@ -21,7 +21,8 @@ pub struct EvalId(pub u64);
 // per output for no gain.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
+// Deliberately exhaustive: the drivers in this workspace match every variant, so a new output
+// breaks their build instead of being dropped silently.
 pub enum Output {
     /// Send `event` as a text message on connection `conn`.
     Send {
@@ -133,7 +134,7 @@ impl From<&Party> for ReportParty {
     rename_all = "camelCase",
     rename_all_fields = "camelCase"
 )]
-#[non_exhaustive]
+// Exhaustive, like `Output`: the record writer matches every variant.
 #[allow(clippy::large_enum_variant)] // see `Output`
 pub enum RecordEvent {
     /// Insert the session row.
@@ -159,8 +160,21 @@ pub enum RecordEvent {
     ModeRaised {
         /// The session.
         session_id: SessionId,
+        /// The tenant.
+        tenant_id: String,
         /// The new mode (higher than any before).
         mode: Mode,
+        /// When.
+        at: Timestamp,
+    },
+    /// The session is still running at `at`: keep the row's last-seen time current, so a
+    /// session that crash recovery closes reports a real end time. Every
+    /// [`crate::BrokerConfig::seen_interval`] while active.
+    Seen {
+        /// The session.
+        session_id: SessionId,
+        /// The tenant.
+        tenant_id: String,
         /// When.
         at: Timestamp,
     },
@@ -168,6 +182,8 @@ pub enum RecordEvent {
     Ended {
         /// The session.
         session_id: SessionId,
+        /// The tenant.
+        tenant_id: String,
         /// When.
         ended_at: Timestamp,
         /// The highest mode used.

@@ -7,7 +7,7 @@ use assist_policy::{DenyReason, Mode, Warning};
 use assist_session::message::{CloseCode, ConsentKind, WithdrawReason};
 use assist_session::{
     AuditKind, BrokerConfig, ClientRequest, EndReason, EndedBy, ErrorCode, FailureLimit, Output,
-    RecordEvent, Role, ServerEvent, SessionState,
+    RecordEvent, Role, ServerEvent, SessionState, Timestamp,
 };
 use common::*;
 
@@ -173,6 +173,7 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
         w.records.last(),
         Some(&RecordEvent::Ended {
             session_id: sid.clone(),
+            tenant_id: "t1".into(),
             ended_at: w.now,
             highest_mode: Mode::FullControl,
             reason: EndReason::Ended,
@@ -561,6 +562,144 @@ fn cross_tenant_redemption_is_refused_and_the_code_stays_for_its_tenant() {
         w.redeem(sam, &code),
         ServerEvent::SessionJoined { .. }
     ));
+}
+
+#[test]
+fn redeeming_your_own_code_is_refused_and_the_code_stays_for_its_sharer() {
+    let mut w = World::new();
+    let helper = w.connect(user("t1", "helen"));
+    let (sid, code) = w.request_code(helper);
+    // The same user, on a second connection (another app, another device).
+    let again = w.connect(device_user("t1", "helen", "dev-1", true));
+    for _ in 0..6 {
+        // Not counted as a failed guess: six tries lock nobody out.
+        assert_eq!(error_code(&w.redeem(again, &code)), Some("ownSession"));
+    }
+    w.assert_silent(helper);
+    assert_eq!(
+        w.broker.session(&sid).unwrap().state,
+        SessionState::AwaitingRedemption
+    );
+    let sam = w.connect(user("t1", "sam"));
+    assert!(matches!(
+        w.redeem(sam, &code),
+        ServerEvent::SessionJoined { .. }
+    ));
+}
+
+#[test]
+fn accepting_your_own_launch_is_refused() {
+    let mut w = World::new();
+    let helper = w.connect(user("t1", "helen"));
+    let own = w.connect(device_user("t1", "helen", "dev-9", true));
+    w.send(
+        helper,
+        ClientRequest::RequestSession {
+            device_id: "dev-9".into(),
+            mode: None,
+            acknowledge_warnings: vec![],
+        },
+    );
+    let ServerEvent::LaunchPending {
+        session_id: sid, ..
+    } = w.expect(helper)
+    else {
+        panic!("expected launchPending")
+    };
+    assert!(matches!(w.expect(own), ServerEvent::LaunchRequested { .. }));
+    w.send(
+        own,
+        ClientRequest::AnswerLaunch {
+            session_id: sid.clone(),
+            accept: true,
+        },
+    );
+    assert_eq!(error_code(&w.expect(own)), Some("ownSession"));
+    assert_eq!(
+        w.broker.session(&sid).unwrap().state,
+        SessionState::AwaitingSharer
+    );
+}
+
+#[test]
+fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
+    let mut w = World::new();
+    let p = w.pair();
+    w.activate(&p, Mode::FullControl);
+    w.broker
+        .handle_relay_leg_left(&p.session, Role::Sharer, w.now);
+    w.pump();
+    for conn in [p.helper, p.sharer] {
+        assert_eq!(
+            w.expect(conn),
+            ServerEvent::SessionEnded {
+                session_id: p.session.clone(),
+                reason: EndReason::Disconnected,
+                by: EndedBy::Sharer,
+            }
+        );
+    }
+    assert!(w.broker.session(&p.session).is_none());
+    assert_eq!(w.record_ends(&p.session), 1);
+    // Chat in the ended session is refused; the helper may start again at once.
+    w.send(
+        p.helper,
+        ClientRequest::Chat {
+            session_id: p.session.clone(),
+            text: "still there?".into(),
+        },
+    );
+    assert_eq!(error_code(&w.expect(p.helper)), Some("notFound"));
+    w.request_code(p.helper);
+    // A late report for a session that is gone, or one that is not active, changes nothing.
+    w.broker
+        .handle_relay_leg_left(&p.session, Role::Helper, w.now);
+    w.pump();
+    w.assert_silent(p.helper);
+    let q = w.pair();
+    w.broker
+        .handle_relay_leg_left(&q.session, Role::Helper, w.now);
+    w.pump();
+    w.assert_silent(q.helper);
+    assert_eq!(
+        w.broker.session(&q.session).unwrap().state,
+        SessionState::Joined
+    );
+}
+
+#[test]
+fn an_active_session_is_marked_seen_every_interval_until_it_ends() {
+    let mut w = World::new();
+    let p = w.pair();
+    w.activate(&p, Mode::ViewOnly);
+    let started = w.now;
+    let seen = |w: &World| -> Vec<(String, Timestamp)> {
+        w.records
+            .iter()
+            .filter_map(|r| match r {
+                RecordEvent::Seen {
+                    session_id,
+                    tenant_id,
+                    at,
+                } if *session_id == p.session => Some((tenant_id.clone(), *at)),
+                _ => None,
+            })
+            .collect()
+    };
+    w.advance(secs(59));
+    assert!(seen(&w).is_empty());
+    w.advance(secs(1));
+    w.advance(secs(60));
+    assert_eq!(
+        seen(&w),
+        vec![
+            ("t1".to_owned(), started.saturating_add(secs(60))),
+            ("t1".to_owned(), started.saturating_add(secs(120))),
+        ]
+    );
+    w.disconnect(p.sharer);
+    w.advance(secs(600));
+    assert_eq!(seen(&w).len(), 2, "nothing after the end");
 }
 
 #[test]

@@ -474,7 +474,9 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             device_id: None,
+            directory_roles: vec![],
             is_device: false,
+            expires_at: u64::MAX,
             groups: groups.iter().map(|g| g.to_string()).collect(),
         }
     }

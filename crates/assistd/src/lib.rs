@@ -8,9 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod facts;
+pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod relay_ws;
 pub mod retention;

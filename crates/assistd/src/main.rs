@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use assistd::config::{self, FileConfig, Overrides, Settings};
+use assistd::logging::LogOutput;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,11 @@ struct TokenArgs {
     /// Device id (`deviceid`), for a sharer signed in on a device or a device itself.
     #[arg(long, value_name = "DEVICEID")]
     device: Option<String>,
+    /// Comma-separated Entra directory role template ids put in `wids`; Global Administrator
+    /// (62e90394-69f5-4237-9190-012177145e10) or Intune Administrator
+    /// (3a2c62db-5318-420d-8d74-23affee5d9d5) grants every admin API call.
+    #[arg(long, value_name = "W1,W2", value_delimiter = ',')]
+    wids: Vec<String>,
     /// Object id (`oid`); derived from tenant and user when omitted.
     #[arg(long, value_name = "OID")]
     oid: Option<String>,
@@ -134,6 +140,7 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.audiences = env("ASSIST_AUTH_AUDIENCES");
     overrides.dev_issuer = env("ASSIST_AUTH_DEV_ISSUER");
     overrides.oidc_issuer = env("ASSIST_AUTH_OIDC_ISSUER");
+    overrides.oidc_tenants = env("ASSIST_AUTH_OIDC_TENANTS");
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
     Settings::resolve(file, &name, overrides)
 }
@@ -157,7 +164,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(&settings.log);
+            let log = match init_tracing(&settings.log) {
+                Ok(log) => log,
+                Err(e) => {
+                    eprintln!("assistd: cannot start the log writer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -168,14 +181,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(settings)) {
+            let code = match rt.block_on(serve(settings, &log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("assistd: {e:#}");
+                    say(&format!("assistd: {e:#}"));
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // The last lines ("stopped") are still queued; give them a moment, never forever.
+            log.flush(Duration::from_secs(2));
+            code
         }
         Command::Token(args) => match token(args) {
             Ok(t) => {
@@ -190,61 +206,126 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("assistd: log filter '{filter}' is invalid ({e}); using 'info'");
-        tracing_subscriber::EnvFilter::new("info")
-    });
+/// Logs to stderr through [`LogOutput`]: a log line never blocks the server or stops it, even
+/// when stderr is a pipe whose reader has gone or stopped reading.
+fn init_tracing(filter: &str) -> std::io::Result<LogOutput> {
+    // `Settings::resolve` has checked the filter, so this fallback is never taken.
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let dropped = prometheus::IntCounter::new(
+        "assist_log_lines_dropped_total",
+        "Log lines dropped because stderr was full or broken.",
+    )
+    .map_err(std::io::Error::other)?;
+    let log = LogOutput::new(std::io::stderr(), dropped)?;
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .with_writer(log.clone())
         .init();
+    Ok(log)
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// One line on stdout for the person who started the server; ignored if stdout is gone
+/// (`println!` would panic on a broken pipe).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+async fn serve(settings: Settings, log: &LogOutput) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::register();
     let server = assistd::start(settings).await?;
-    println!(
+    server
+        .registry()
+        .register(Box::new(log.dropped().clone()))
+        .context("registering the log metrics")?;
+    say(&format!(
         "assistd: serving https://{} (metrics on http://{}); certificate {}",
         server.https_addr,
         server.metrics_addr,
         server.cert_path.display()
-    );
+    ));
     let cancel = server.cancel_token();
+    let hard_stop_log = log.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested; draining");
+        signals.next().await;
+        // Cancel before logging: nothing may stand between SIGTERM and the drain.
         cancel.cancel();
+        tracing::info!("shutdown requested; draining (a second signal stops at once)");
+        signals.next().await;
+        tracing::warn!("second shutdown signal; stopping without draining");
+        hard_stop_log.flush(Duration::from_millis(500));
+        std::process::exit(1);
     });
     server.wait().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the moment this is made: a signal sent while the server is
+/// still starting is then neither lost nor fatal (the default action would kill the process).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Registers the handlers; must run inside the runtime.
+    fn register() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT (Ctrl-C).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            let ShutdownSignals { term, int } = self;
+            tokio::select! {
+                _ = recv(term) => {}
+                _ = recv(int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {
     let settings = load(&args.common, Overrides::default())?;
+    if !settings.auth.dev_issuer {
+        // The token is still printed (a script may mint for another server), but this
+        // configuration's server would refuse it: say so rather than let a 401 puzzle later.
+        eprintln!(
+            "assistd: warning: the dev issuer is disabled in this configuration \
+             (auth.dev_issuer / ASSIST_AUTH_DEV_ISSUER); a server started with it will refuse this token"
+        );
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let dev = assist_identity::DevIssuer::load_or_create(&settings.data_dir)?;
@@ -262,6 +343,7 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
         roles: args.roles.into_iter().filter(|r| !r.is_empty()).collect(),
         scopes: args.scopes.into_iter().filter(|s| !s.is_empty()).collect(),
         device_id: args.device,
+        directory_roles: args.wids.into_iter().filter(|w| !w.is_empty()).collect(),
         ttl: args.ttl,
         audience,
         ..Default::default()

@@ -97,6 +97,7 @@ pub fn routes() -> Router<AppState> {
             post(reports::sessions_report),
         )
         .route("/assist/v1/reports/sessionSummary", get(reports::summary))
+        .route("/assist/v1/reports/sessionsPerDay", get(reports::per_day))
         .route(
             "/beta/deviceManagement/managedDevices/{id}/requestRemoteAssistance",
             post(directory::request_remote_assistance),

@@ -1,5 +1,6 @@
 //! Session reports: `POST /beta/deviceManagement/reports/getRemoteAssistanceSessionsReport` in
-//! the Intune report shape, and the monitor summary (an Assist extension). Both need a Graph
+//! the Intune report shape, and the monitor summary and sessions per day (Assist extensions).
+//! All need a Graph
 //! scope *and* the Intune action `Microsoft.Intune_RemoteAssistance_ViewReports` through one of
 //! the caller's role assignments.
 
@@ -53,9 +54,13 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("endedBy", "String"),
 ];
 
-/// Checks the Graph scope and the RBAC action `ViewReports`.
+/// Checks the Graph scope and the RBAC action `ViewReports`. A Global or Intune
+/// Administrator (`wids`) has both, as in Intune, with no role assignment.
 async fn require_view_reports(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(SCOPES)?;
+    if caller.0.is_intune_admin() {
+        return Ok(());
+    }
     let tenant = &caller.0.tenant_id;
     let user = facts::ensure_user(&state.store, &caller.0).await?;
     let me = facts::helper_signed_in(
@@ -297,9 +302,10 @@ pub async fn summary(
         .split('&')
         .filter(|p| !p.is_empty())
     {
+        // Decoded: a browser's URLSearchParams or encodeURIComponent sends ':' as %3A.
         match pair.split_once('=') {
-            Some(("from", v)) => from = v.to_owned(),
-            Some(("to", v)) => to = v.to_owned(),
+            Some(("from", v)) => from = assist_graph::odata::percent_decode(v)?,
+            Some(("to", v)) => to = assist_graph::odata::percent_decode(v)?,
             _ => {
                 return Err(GraphError::bad_request(format!(
                     "unknown parameter '{pair}' (from, to)"
@@ -342,4 +348,182 @@ pub async fn summary(
         StatusCode::OK,
         json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from, "to": to}),
     ))
+}
+
+/// The modes a day's count is split by, in the order the answer lists them.
+pub const MODES: [&str; 4] = ["viewOnly", "fullControl", "elevation", "unattended"];
+
+/// The longest period `sessionsPerDay` answers, in days.
+pub const MAX_DAYS: i64 = 366;
+
+/// Sessions started on each UTC day of `[from, to)`, by mode: one entry per day, days with
+/// no session included (zeros), oldest first. `starts` are (start time RFC 3339, mode); a
+/// start outside the period or unparsable is skipped, an unknown mode counts in `total` only.
+pub fn sessions_per_day(
+    starts: &[(&str, &str)],
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+) -> Vec<Value> {
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let (from, to) = (
+        from.to_offset(time::UtcOffset::UTC),
+        to.to_offset(time::UtcOffset::UTC),
+    );
+    let first = from.date();
+    let mut days: Vec<(time::Date, [u64; 4], u64)> = Vec::new();
+    let mut d = first;
+    // The last day is the one holding the last instant before `to`.
+    let last = (to - time::Duration::nanoseconds(1)).date();
+    while d <= last {
+        days.push((d, [0; 4], 0));
+        match d.next_day() {
+            Some(n) => d = n,
+            None => break,
+        }
+    }
+    for (start, mode) in starts {
+        let Ok(t) = time::OffsetDateTime::parse(start, fmt) else {
+            continue;
+        };
+        if t < from || t >= to {
+            continue;
+        }
+        let day = t.to_offset(time::UtcOffset::UTC).date();
+        let i = (day - first).whole_days();
+        let Some(entry) = usize::try_from(i).ok().and_then(|i| days.get_mut(i)) else {
+            continue;
+        };
+        if let Some(m) = MODES.iter().position(|m| m == mode) {
+            entry.1[m] += 1;
+        }
+        entry.2 += 1;
+    }
+    days.into_iter()
+        .map(|(day, by_mode, total)| {
+            let mut m = Map::new();
+            m.insert("date".into(), Value::String(day.to_string()));
+            for (name, n) in MODES.iter().zip(by_mode) {
+                m.insert((*name).into(), json!(n));
+            }
+            m.insert("total".into(), json!(total));
+            Value::Object(m)
+        })
+        .collect()
+}
+
+/// `GET /assist/v1/reports/sessionsPerDay?from=&to=` (Assist extension): the Monitor tab's
+/// chart, sessions started on each UTC day of `[from, to)` by mode. Both bounds are required
+/// (RFC 3339), `from < to`, at most [`MAX_DAYS`] days apart.
+pub async fn per_day(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require_view_reports(&state, &caller).await?;
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let (mut from, mut to) = (None, None);
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (slot, name, v) = match pair.split_once('=') {
+            Some(("from", v)) => (&mut from, "from", v),
+            Some(("to", v)) => (&mut to, "to", v),
+            _ => {
+                return Err(GraphError::bad_request(format!(
+                    "unknown parameter '{pair}' (from, to)"
+                ))
+                .into())
+            }
+        };
+        if slot.is_some() {
+            return Err(GraphError::bad_request(format!("'{name}' is given twice")).into());
+        }
+        let v = assist_graph::odata::percent_decode(v)?;
+        let t = time::OffsetDateTime::parse(&v, fmt).map_err(|_| {
+            GraphError::bad_request(format!("'{name}' must be an RFC 3339 time, got '{v}'"))
+        })?;
+        *slot = Some(t);
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(GraphError::bad_request("both 'from' and 'to' are required").into());
+    };
+    if from >= to || (to - from).whole_days() > MAX_DAYS {
+        return Err(GraphError::bad_request(format!(
+            "'from' must be before 'to', at most {MAX_DAYS} days apart"
+        ))
+        .into());
+    }
+    let rows = state.store.sessions(&caller.0.tenant_id).await?;
+    let starts: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.start_time.as_str(), r.mode.as_str()))
+        .collect();
+    let value = sessions_per_day(&starts, from, to);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"from": from.format(fmt).unwrap_or_default(), "to": to.format(fmt).unwrap_or_default(), "value": value}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn per_day_counts_each_utc_day_by_mode_with_empty_days() {
+        let starts = [
+            ("2026-11-29T23:59:59Z", "viewOnly"),
+            ("2026-11-30T00:00:00Z", "fullControl"),
+            ("2026-11-30T10:00:00+02:00", "fullControl"),
+            ("2026-12-01T23:30:00-01:00", "elevation"), // 2026-12-02 00:30 UTC
+            ("2026-12-02T00:00:00Z", "strange"),
+            ("2026-12-03T00:00:00Z", "unattended"), // at `to`: outside
+            ("2026-11-28T12:00:00Z", "viewOnly"),   // before `from`
+            ("not a time", "viewOnly"),
+        ];
+        let days = sessions_per_day(
+            &starts,
+            t("2026-11-29T00:00:00Z"),
+            t("2026-12-03T00:00:00Z"),
+        );
+        let got: Vec<(String, [u64; 5])> = days
+            .iter()
+            .map(|d| {
+                (
+                    d["date"].as_str().unwrap().to_owned(),
+                    [
+                        d["viewOnly"].as_u64().unwrap(),
+                        d["fullControl"].as_u64().unwrap(),
+                        d["elevation"].as_u64().unwrap(),
+                        d["unattended"].as_u64().unwrap(),
+                        d["total"].as_u64().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("2026-11-29".into(), [1, 0, 0, 0, 1]),
+                ("2026-11-30".into(), [0, 2, 0, 0, 2]),
+                ("2026-12-01".into(), [0, 0, 0, 0, 0]),
+                ("2026-12-02".into(), [0, 0, 1, 0, 2]),
+            ]
+        );
+    }
+
+    #[test]
+    fn per_day_of_a_partial_day_is_that_one_day() {
+        let days = sessions_per_day(&[], t("2026-12-01T08:00:00Z"), t("2026-12-01T09:00:00Z"));
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0]["date"], "2026-12-01");
+        assert_eq!(days[0]["total"], 0);
+    }
 }

@@ -54,9 +54,28 @@ struct Common {
     /// A file holding the bearer token (first line), instead of --token.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
-    /// PEM certificate to trust for the server (the dev server's is assist-data/tls/cert.pem).
-    #[arg(long, default_value = "assist-data/tls/cert.pem")]
-    ca: PathBuf,
+    /// PEM certificate to trust for the server. [default: DATA_DIR/tls/cert.pem, the dev
+    /// server's self-signed certificate]
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The dev server's data directory (the same setting as `assistd serve`'s), where the default
+    /// --ca is found.
+    #[arg(
+        long,
+        env = "ASSIST_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./assist-data"
+    )]
+    data_dir: PathBuf,
+}
+
+impl Common {
+    /// The certificate file to trust: --ca, else the one `assistd serve` made in its data dir.
+    fn ca(&self) -> PathBuf {
+        self.ca
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls").join("cert.pem"))
+    }
 }
 
 #[derive(Args)]
@@ -200,7 +219,7 @@ async fn connect(c: &Common, token: &str) -> anyhow::Result<SignalClient> {
     Ok(SignalClient::connect(
         addr,
         &host,
-        assistd::tls::client_config(&c.ca)?,
+        assistd::tls::client_config(&c.ca())?,
         Some(token),
     )
     .await?)
@@ -447,7 +466,7 @@ async fn sign_in(c: &Common) -> anyhow::Result<(String, Option<device_login::Log
         return Ok((token, None));
     }
     let server = c.server.trim_end_matches('/');
-    let login = device_login::Login::device_grant(server, &c.ca).await?;
+    let login = device_login::Login::device_grant(server, &c.ca()).await?;
     Ok((login.access_token.clone(), Some(login)))
 }
 
@@ -578,7 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .ok_or("Screen not shared: no X display (set DISPLAY or pass --display)."),
         RoleCmd::Helper(_) => Err(""),
     };
-    let tls = assistd::tls::client_config(&common.ca)?;
+    let tls = assistd::tls::client_config(&common.ca())?;
     let mut sharing: Option<Sharing> = None;
     let mut session: Option<String> = None;
     let mut last_mode: Option<String> = None;
@@ -632,10 +651,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             Err(_) => {}
                         }
                     }
-                    if m["type"] == "sessionEnded" && !is_helper {
+                    // One session per run: once it has ended, both sides exit (status 0).
+                    if m["type"] == "sessionEnded" {
                         if let Some(s) = sharing.take() {
                             s.stop().await;
                         }
+                        println!("The session is over; exiting.");
                         return Ok(());
                     }
                 }
@@ -696,7 +717,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Tokio reads stdin on a blocking thread that a normal runtime drop would wait on until the
+    // next line is typed; the session is over, so do not wait for it.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("assist: {e:#}");

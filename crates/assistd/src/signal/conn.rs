@@ -27,6 +27,8 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A message over [`super::MAX_MESSAGE`].
     pub const TOO_BIG: u16 = 1009;
+    /// The server could not serve the connection (the directory could not be read).
+    pub const INTERNAL: u16 = 1011;
     /// No traffic, not even pongs, for twice the ping interval.
     pub const IDLE: u16 = 4408;
     /// Repeated abuse: rate limit or malformed messages again and again.

@@ -1,20 +1,31 @@
 //! `GET /v1/signal`: the WebSocket upgrade into a signalling connection. A token in the
-//! `Authorization` header is checked before the upgrade (401 in Graph's shape if bad); without
-//! one, the first message must be `{"type":"authenticate","token":"…"}` within 10 s, else the
-//! connection is closed with 4401.
+//! `Authorization` header is checked before the upgrade (401 in Graph's shape if bad), and the
+//! connection is registered with the broker before the `101` goes out, so a device is reachable
+//! as soon as its upgrade completes. Without a header token, the first message must be
+//! `{"type":"authenticate","token":"…"}` within 10 s, else the connection is closed with 4401.
+//!
+//! A connection lives as long as its token: at `exp` (plus the validator's leeway) it is closed
+//! with 4401, unless the app has sent `authenticate` with a fresh token for the same tenant and
+//! user, whose expiry then counts. A token for anyone else closes the connection with 4401.
 
 use assist_graph::{GraphError, GraphErrorKind};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::conn::{self, Inbound, Outbound};
+
+/// The close code for a missing, invalid, expired or mismatched token.
+const UNAUTHORIZED: u16 = 4401;
 use super::{party_for, SignalHub};
 use crate::api::ApiError;
 use crate::state::AppState;
+use assist_identity::Identity;
+use assist_session::message::{Authenticate, RequestId};
+use assist_session::ConnId;
 
 /// How long a connection without a header token has to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,13 +88,33 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         }
         None => None,
     };
+    // A header token: the connection is the broker's before the client hears `101`.
+    let (out_tx, out_rx) = mpsc::channel(conn::OUTBOUND_QUEUE);
+    let registered = match header_identity {
+        Some(identity) => match register(&state, &hub, &identity, &out_tx).await {
+            Ok(conn_id) => Some((conn_id, identity)),
+            Err(e) => return ApiError(e).into_response(),
+        },
+        None => None,
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = state.relay.as_ref().map(|r| r.tracker().clone());
     let task = async move {
         let Ok(upgraded) = on_upgrade.await else {
+            if let Some((conn_id, _)) = registered {
+                hub.disconnect(conn_id).await;
+            }
             return;
         };
-        serve(state, hub, header_identity, TokioIo::new(upgraded)).await;
+        serve(
+            state,
+            hub,
+            registered,
+            TokioIo::new(upgraded),
+            out_tx,
+            out_rx,
+        )
+        .await;
     };
     match tracker {
         Some(t) => {
@@ -103,69 +134,147 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
     resp
 }
 
+/// Loads the caller's directory record and registers the connection with the broker.
+async fn register(
+    state: &AppState,
+    hub: &SignalHub,
+    identity: &Identity,
+    out: &mpsc::Sender<Outbound>,
+) -> Result<ConnId, GraphError> {
+    let party = party_for(&state.store, identity).await.map_err(|e| {
+        tracing::error!(error = %e, "loading the caller's directory record failed");
+        GraphError::internal("Loading the caller's directory record failed.")
+    })?;
+    if let Some(user_id) = &party.user_id {
+        hub.note_token_groups(identity, user_id);
+    }
+    hub.connect(party, out.clone()).await.ok_or_else(|| {
+        GraphError::new(
+            GraphErrorKind::Unavailable,
+            "The signalling service is shutting down.",
+        )
+    })
+}
+
+/// When a connection signed in with `identity` must be closed: its `exp` plus the leeway the
+/// validator allows, as a point on the monotonic clock.
+fn expiry(identity: &Identity, leeway: Duration) -> tokio::time::Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = Duration::from_secs(identity.expires_at).saturating_add(leeway);
+    tokio::time::Instant::now() + at.saturating_sub(now)
+}
+
+/// An `authenticate` message, if `text` is one (`Err` if it is one that cannot be read).
+fn authenticate_message(text: &str) -> Option<Result<Authenticate, ()>> {
+    // Cheap test first: most messages are not `authenticate`.
+    if !text.contains("authenticate") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("type").and_then(|t| t.as_str()) != Some("authenticate") {
+        return None;
+    }
+    Some(serde_json::from_value(value).map_err(|_| ()))
+}
+
+fn ack(id: &RequestId) -> Outbound {
+    Outbound::Text(serde_json::json!({"type": "ack", "id": id}).to_string())
+}
+
+fn same_principal(a: &Identity, b: &Identity) -> bool {
+    a.tenant_id == b.tenant_id && a.object_id == b.object_id && a.is_device == b.is_device
+}
+
 async fn serve<S>(
     state: AppState,
     hub: SignalHub,
-    identity: Option<assist_identity::Identity>,
+    registered: Option<(ConnId, Identity)>,
     stream: S,
+    out_tx: mpsc::Sender<Outbound>,
+    out_rx: mpsc::Receiver<Outbound>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (in_tx, mut in_rx) = mpsc::channel(64);
-    let (out_tx, out_rx) = mpsc::channel(conn::OUTBOUND_QUEUE);
     let io = tokio::spawn(conn::run(stream, in_tx, out_rx));
     let close = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
+    let unauthorized = || close(UNAUTHORIZED, "unauthorized");
 
-    let identity = match identity {
-        Some(id) => id,
+    let (conn_id, mut identity) = match registered {
+        Some(r) => r,
         None => {
             // First message must authenticate.
             let first = tokio::time::timeout(AUTH_TIMEOUT, in_rx.recv()).await;
-            let token = match first {
-                Ok(Some(Inbound::Text(t))) => {
-                    serde_json::from_str::<assist_session::message::Authenticate>(&t)
-                        .ok()
-                        .map(|a| a.token)
-                }
+            let auth = match first {
+                Ok(Some(Inbound::Text(t))) => serde_json::from_str::<Authenticate>(&t).ok(),
                 _ => None,
             };
-            let validated = match token {
-                Some(t) => state.validator.validate(&t).await.ok(),
+            let validated = match &auth {
+                Some(a) => state.validator.validate(&a.token).await.ok(),
                 None => None,
             };
-            match validated {
-                Some(id) => id,
-                None => {
-                    let _ = out_tx.send(close(4401, "unauthorized")).await;
+            let Some(identity) = validated else {
+                let _ = out_tx.send(unauthorized()).await;
+                let _ = io.await;
+                return;
+            };
+            match register(&state, &hub, &identity, &out_tx).await {
+                Ok(conn_id) => {
+                    if let Some(id) = auth.and_then(|a| a.id) {
+                        let _ = out_tx.send(ack(&id)).await;
+                    }
+                    (conn_id, identity)
+                }
+                Err(e) => {
+                    let code = match e.status() {
+                        503 => conn::close::GOING_AWAY,
+                        _ => conn::close::INTERNAL,
+                    };
+                    let _ = out_tx.send(close(code, "cannot sign in now")).await;
                     let _ = io.await;
                     return;
                 }
             }
         }
     };
-    let party = match party_for(&state.store, &identity).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "loading the caller's directory record failed");
-            let _ = out_tx.send(close(1011, "internal error")).await;
-            let _ = io.await;
-            return;
-        }
-    };
-    if let Some(user_id) = &party.user_id {
-        hub.note_token_groups(&identity, user_id);
-    }
-    let Some(conn_id) = hub.connect(party, out_tx.clone()).await else {
-        let _ = out_tx
-            .send(close(conn::close::GOING_AWAY, "server shutting down"))
-            .await;
-        return;
-    };
-    while let Some(msg) = in_rx.recv().await {
+    let leeway = state.validator.leeway();
+    let mut expires = expiry(&identity, leeway);
+    loop {
+        let msg = tokio::select! {
+            msg = in_rx.recv() => msg,
+            _ = tokio::time::sleep_until(expires) => {
+                let _ = out_tx.send(close(UNAUTHORIZED, "token expired")).await;
+                break;
+            }
+        };
         match msg {
-            Inbound::Text(t) => hub.text(conn_id, t).await,
-            Inbound::RateLimited => {}
-            Inbound::Closed(_) => break,
+            Some(Inbound::Text(t)) => match authenticate_message(&t) {
+                None => hub.text(conn_id, t).await,
+                Some(auth) => {
+                    // A fresh token: it must name the same tenant and user (or device).
+                    let fresh = match &auth {
+                        Ok(a) => state.validator.validate(&a.token).await.ok(),
+                        Err(()) => None,
+                    };
+                    match fresh {
+                        Some(fresh) if same_principal(&identity, &fresh) => {
+                            identity = fresh;
+                            expires = expiry(&identity, leeway);
+                            if let Some(id) = auth.ok().and_then(|a| a.id) {
+                                let _ = out_tx.send(ack(&id)).await;
+                            }
+                        }
+                        _ => {
+                            let _ = out_tx.send(unauthorized()).await;
+                            break;
+                        }
+                    }
+                }
+            },
+            Some(Inbound::RateLimited) => {}
+            Some(Inbound::Closed(_)) | None => break,
         }
     }
     hub.disconnect(conn_id).await;

@@ -271,7 +271,6 @@ impl SignalHub {
             endpoint,
             tx: tx.clone(),
             store_tx,
-            session_tenants: HashMap::new(),
         };
         tracker.spawn(driver.run(rx, cancel));
         Ok(SignalHub { tx, live, facts })
@@ -402,7 +401,7 @@ pub async fn party_for(store: &Store, id: &Identity) -> Result<Party, assist_sto
 }
 
 enum StoreWrite {
-    Record(String, Box<RecordEvent>),
+    Record(Box<RecordEvent>),
     Audit(String, StoreAudit),
     Stats(assist_relay::SessionReport),
 }
@@ -447,7 +446,7 @@ async fn store_writer(store: Store, mut rx: mpsc::UnboundedReceiver<StoreWrite>)
 fn to_session_writes(w: StoreWrite, out: &mut Vec<SessionWrite>) {
     match w {
         StoreWrite::Audit(tenant_id, event) => out.push(SessionWrite::Audit { tenant_id, event }),
-        StoreWrite::Record(tenant, ev) => record_writes(&tenant, *ev, out),
+        StoreWrite::Record(ev) => record_writes(*ev, out),
         StoreWrite::Stats(r) => out.push(SessionWrite::MergeBody {
             id: r.sid.clone(),
             extra: json!({
@@ -460,10 +459,11 @@ fn to_session_writes(w: StoreWrite, out: &mut Vec<SessionWrite>) {
 }
 
 /// The store writes of one session record event.
-fn record_writes(tenant: &str, ev: RecordEvent, out: &mut Vec<SessionWrite>) {
+fn record_writes(ev: RecordEvent, out: &mut Vec<SessionWrite>) {
     match ev {
         RecordEvent::Started {
             session_id,
+            tenant_id,
             started_at,
             mode,
             helper,
@@ -471,8 +471,8 @@ fn record_writes(tenant: &str, ev: RecordEvent, out: &mut Vec<SessionWrite>) {
             device,
             ..
         } => out.push(SessionWrite::Started {
-            tenant_id: tenant.to_owned(),
-            id: session_id.as_str().to_owned(),
+            tenant_id,
+            id: session_id.0,
             start_time: rfc3339(started_at),
             mode: mode.as_str().to_owned(),
             body: json!({
@@ -488,29 +488,40 @@ fn record_writes(tenant: &str, ev: RecordEvent, out: &mut Vec<SessionWrite>) {
         }),
         RecordEvent::ModeRaised {
             session_id,
+            tenant_id,
             mode,
             at,
         } => out.push(SessionWrite::Seen {
-            tenant_id: tenant.to_owned(),
-            id: session_id.as_str().to_owned(),
+            tenant_id,
+            id: session_id.0,
             now: rfc3339(at),
             mode: Some(mode.as_str().to_owned()),
         }),
+        RecordEvent::Seen {
+            session_id,
+            tenant_id,
+            at,
+        } => out.push(SessionWrite::Seen {
+            tenant_id,
+            id: session_id.0,
+            now: rfc3339(at),
+            mode: None,
+        }),
         RecordEvent::Ended {
             session_id,
+            tenant_id,
             ended_at,
             highest_mode,
             reason,
             by,
         } => out.push(SessionWrite::Ended {
-            tenant_id: tenant.to_owned(),
-            id: session_id.as_str().to_owned(),
+            tenant_id,
+            id: session_id.0,
             end_time: rfc3339(ended_at),
             reason: reason.as_str().to_owned(),
             by: wire(&by),
             mode: Some(highest_mode.as_str().to_owned()),
         }),
-        _ => {}
     }
 }
 
@@ -534,7 +545,6 @@ struct Driver {
     endpoint: RelayEndpoint,
     tx: mpsc::Sender<HubInput>,
     store_tx: mpsc::UnboundedSender<StoreWrite>,
-    session_tenants: HashMap<String, String>,
 }
 
 impl Driver {
@@ -592,6 +602,13 @@ impl Driver {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
                         }
                         HubInput::RelayStats(r) => {
+                            if let Some(role) = r.left {
+                                let role = match role {
+                                    RelayRole::Helper => assist_session::Role::Helper,
+                                    RelayRole::Sharer => assist_session::Role::Sharer,
+                                };
+                                self.broker.handle_relay_leg_left(&SessionId(r.sid.clone()), role, t);
+                            }
                             let _ = self.store_tx.send(StoreWrite::Stats(r));
                         }
                     }
@@ -688,29 +705,9 @@ impl Driver {
                             .ended
                             .with_label_values(&[reason.as_str()])
                             .inc(),
-                        _ => {}
+                        RecordEvent::ModeRaised { .. } | RecordEvent::Seen { .. } => {}
                     }
-                    let tenant = match &ev {
-                        RecordEvent::Started {
-                            session_id,
-                            tenant_id,
-                            ..
-                        } => {
-                            self.session_tenants
-                                .insert(session_id.as_str().to_owned(), tenant_id.clone());
-                            Some(tenant_id.clone())
-                        }
-                        RecordEvent::ModeRaised { session_id, .. } => {
-                            self.session_tenants.get(session_id.as_str()).cloned()
-                        }
-                        RecordEvent::Ended { session_id, .. } => {
-                            self.session_tenants.remove(session_id.as_str())
-                        }
-                        _ => None,
-                    };
-                    if let Some(t) = tenant {
-                        let _ = self.store_tx.send(StoreWrite::Record(t, Box::new(ev)));
-                    }
+                    let _ = self.store_tx.send(StoreWrite::Record(Box::new(ev)));
                 }
                 Output::Audit(ev) => {
                     let kind = serde_json::to_value(&ev.kind).unwrap_or_default();
@@ -738,7 +735,6 @@ impl Driver {
                         .store_tx
                         .send(StoreWrite::Audit(ev.tenant_id.clone(), audit));
                 }
-                _ => {}
             }
         }
     }
