@@ -127,6 +127,20 @@ export async function withHarness(name, origin, fn) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   await context.route((u) => u.origin === origin && u.pathname === '/share/', (route) =>
     route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: HARNESS }));
+  // Playwright does not intercept the request a redirect makes, so the provider's 303 back to
+  // /share/ would reach the real sharer page: turn it into a meta refresh, a new navigation
+  // the route above serves the harness for.
+  await context.route((u) => u.origin === origin && u.pathname === '/dev-issuer/authorize', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    const resp = await route.fetch({ maxRedirects: 0 });
+    const location = resp.headers().location;
+    if (resp.status() !== 303 || !location) return route.fulfill({ response: resp });
+    const escaped = location.replace(/&/g, '&amp;').replace(/"/g, '&quot;');
+    return route.fulfill({
+      status: 200, contentType: 'text/html; charset=utf-8',
+      body: `<!doctype html><meta http-equiv="refresh" content="0;url=${escaped}">`,
+    });
+  });
   const page = await context.newPage();
   const lines = [];
   page.on('console', (m) => lines.push(`${m.type()}: ${m.text()}`));
@@ -144,15 +158,9 @@ export async function withHarness(name, origin, fn) {
   }
 }
 
-/**
- * Waits for the provider to send the browser back to /share/. Playwright does not intercept
- * the request a redirect makes, so the real server answered it (404): load the same URL again,
- * through the harness (sessionStorage, holding the verifier, survives in the tab).
- */
+/** Waits for the provider to send the browser back to the harness at /share/. */
 export async function backToHarness(page, origin) {
   await page.waitForURL((u) => u.origin === origin && u.pathname === '/share/', { timeout: 20_000 });
-  const served = await page.evaluate(() => Boolean(document.getElementById('out')));
-  if (!served) await page.goto(page.url());
 }
 
 async function result(page) {
@@ -233,7 +241,7 @@ test('a second provider (panva oidc-provider): the helper page signs in, the CLI
   await first.stop(true);
   const srv = await startAssistd((data) => [
     '[auth]', 'dev_issuer = false', `ca_file = "${data}/tls/cert.pem"`,
-    '[[auth.issuers]]', `issuer = "${idpIssuer}"`, 'discovery = true',
+    '[[auth.issuers]]', `issuer = "${idpIssuer}"`, 'discovery = true', 'tenants = ["contoso"]',
     '[auth.sign_in]', `issuer = "${idpIssuer}"`, 'client_id = "assist-web"', 'cli_client_id = "assist-cli"',
     'scopes = "openid profile offline_access"', '',
   ].join('\n'), first.dir);
