@@ -80,9 +80,10 @@ async function withPages(name, fn) {
 }
 
 async function helperGetsCode(page) {
+  // The helper page signs in through the dev issuer's sign-in page (no token field).
   await page.goto(`${BASE}/helper/`);
-  await page.fill('#token', env.HELPER_TOKEN);
-  await page.click('#connect');
+  await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+  await page.getByRole('button', { name: 'helen@contoso.com' }).click();
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
   await page.click('#get-code');
   await page.waitForSelector('body[data-phase="code"]');
