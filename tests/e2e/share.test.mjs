@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { startDemoServer } from './assistd.mjs';
 
 const env = process.env;
 const BASE = env.ASSIST_URL;
@@ -79,9 +80,9 @@ async function withPages(name, fn) {
   }
 }
 
-async function helperGetsCode(page) {
-  await page.goto(`${BASE}/helper/`);
-  await page.fill('#token', env.HELPER_TOKEN);
+async function helperGetsCode(page, base = BASE, token = env.HELPER_TOKEN) {
+  await page.goto(`${base}/helper/`);
+  await page.fill('#token', token);
   await page.click('#connect');
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
   await page.click('#get-code');
@@ -93,8 +94,8 @@ async function helperGetsCode(page) {
  * Opens the sharer page, signs in as sam@contoso.com through the dev issuer's sign-in page
  * (/assets/auth.mjs: authorization code + PKCE) and redeems `code` as a person types it.
  */
-async function sharerJoins(page, code) {
-  const resp = await page.goto(`${BASE}/share/`);
+async function sharerJoins(page, code, base = BASE) {
+  const resp = await page.goto(`${base}/share/`);
   assert.equal(resp.status(), 200);
   assert.match(resp.headers()['permissions-policy'], /display-capture=\(self\)/);
   await page.click('#signin-button');
@@ -250,4 +251,35 @@ test('browser sharer: a first request for full control is declined and the page 
     await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
     assert.equal(await helper.textContent('#start-status'), 'The user declined the session.');
   });
+});
+
+test('browser sharer: the session outlives the first token (a refreshed token is sent on the open connection)', async () => {
+  // A server of its own whose dev sign-in tokens live 12 s: the broker closes a connection whose
+  // token expired (4401) unless the page sent a fresh one (`authenticate`) before.
+  const srv = await startDemoServer({ bin: env.ASSIST_BIN_DIR || '../../target/debug', config: '[auth]\ndev_token_ttl_secs = 12\nleeway_secs = 0\n' });
+  try {
+    await withPages('share-refresh', async ({ helper, sharer }) => {
+      const code = await helperGetsCode(helper, srv.url, srv.tokens.HELPER_TOKEN);
+      await sharerJoins(sharer, code, srv.url);
+      await helperRequests(helper, 'viewOnly');
+      await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
+      await sharer.click('#allow');
+      await sharer.waitForSelector('body[data-phase="active"]', { timeout: 15_000 });
+      const exp = await sharer.evaluate(async () => (await import('/assets/auth.mjs')).currentAuth().claims.exp);
+      assert.ok(exp * 1000 - Date.now() < 13_000, `a short-lived token (exp ${exp})`);
+      await pause(exp * 1000 - Date.now() + 4000); // past the first token's expiry
+      assert.equal(await sharer.getAttribute('body', 'data-phase'), 'active', await sharer.textContent('#error'));
+      assert.equal(await sharer.isVisible('#error'), false);
+      await sharer.fill('#chat-text', 'Still here after the token expired');
+      await sharer.click('#chat-send');
+      await helper.waitForSelector('#chat-log >> text=Still here after the token expired', { timeout: 10_000 });
+      await sharer.click('#end');
+      await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+    });
+  } catch (e) {
+    console.error(`own assistd log:\n${srv.logs()}`);
+    throw e;
+  } finally {
+    srv.stop();
+  }
 });
