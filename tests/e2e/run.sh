@@ -33,6 +33,7 @@ echo "==> e2e: unit tests of the page's functions"
 node --test --test-reporter=spec "$e2e/unit.test.mjs"
 node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"
@@ -82,6 +83,11 @@ ASSISTD="$root/target/debug/assistd" bash scripts/demo-tenant.sh "$data" "$url" 
   echo "DEVICE_ID=e2e-kiosk"
   echo "DEVICE_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user sam@contoso.com --device e2e-kiosk)"
 } >>"$tmp/demo.env"
+{ # the admin console's test: a Global Administrator, and a device of its own for the launch flow
+  echo "ADMIN_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user ada@contoso.com --name 'Ada Admin' --wids 62e90394-69f5-4237-9190-012177145e10)"
+  echo "ADMIN_DEVICE_ID=admin-e2e-kiosk"
+  echo "ADMIN_DEVICE_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user sam@contoso.com --device admin-e2e-kiosk)"
+} >>"$tmp/demo.env"
 set -a
 # shellcheck disable=SC1091
 . "$tmp/demo.env"
@@ -127,5 +133,11 @@ echo "==> e2e: sign-in (auth.mjs against the dev provider and a second OIDC prov
   cd "$e2e"
   ASSIST_BIN_DIR="$root/target/debug" E2E_OUT="$out" CHROMIUM="$chromium" \
     timeout 240 node --test --test-reporter=spec signin.test.mjs
+)
+echo "==> e2e: admin console (screenshots in target/e2e/admin/)"
+(
+  cd "$e2e"
+  ASSIST_URL="$url" E2E_OUT="$out" CHROMIUM="$chromium" NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
+    timeout 240 node --test --test-reporter=spec admin.test.mjs
 )
 echo "==> e2e: passed in $(($(date +%s) - started))s"

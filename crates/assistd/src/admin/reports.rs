@@ -63,9 +63,9 @@ async fn require_view_reports(state: &AppState, caller: &Caller) -> Result<(), A
     }
     let tenant = &caller.0.tenant_id;
     let user = facts::ensure_user(&state.store, &caller.0).await?;
-    let me = facts::helper(
+    let me = facts::helper_signed_in(
         &state.store,
-        tenant,
+        &caller.0,
         user["id"].as_str().unwrap_or_default(),
     )
     .await?;
@@ -302,9 +302,10 @@ pub async fn summary(
         .split('&')
         .filter(|p| !p.is_empty())
     {
+        // Decoded: a browser's URLSearchParams or encodeURIComponent sends ':' as %3A.
         match pair.split_once('=') {
-            Some(("from", v)) => from = v.to_owned(),
-            Some(("to", v)) => to = v.to_owned(),
+            Some(("from", v)) => from = assist_graph::odata::percent_decode(v)?,
+            Some(("to", v)) => to = assist_graph::odata::percent_decode(v)?,
             _ => {
                 return Err(GraphError::bad_request(format!(
                     "unknown parameter '{pair}' (from, to)"
