@@ -11,7 +11,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
  * Starts assistd (`bin`: the target/debug directory) with `config`, sets up the demo tenant and
- * resolves `{url, data, tokens: {HELPER_TOKEN, SHARER_TOKEN}, logs(), stop()}`.
+ * resolves `{url, data, logs(), stop()}`.
  */
 export async function startDemoServer({ bin, config = '' }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'assist-e2e-own-'));
@@ -42,15 +42,11 @@ export async function startDemoServer({ bin, config = '' }) {
       child.once('exit', (code) => reject(new Error(`assistd exited (${code}): ${out.stderr}`)));
     });
     const url = `https://localhost:${port}`;
-    const printed = await new Promise((resolve, reject) => {
+    await new Promise((resolve, reject) => {
       execFile('bash', [path.join(ROOT, 'scripts/demo-tenant.sh'), data, url], { env: { ...process.env, ASSISTD: assistd } },
-        (e, stdout, stderr) => (e ? reject(new Error(`demo-tenant.sh failed: ${stderr}`)) : resolve(stdout)));
+        (e, _stdout, stderr) => (e ? reject(new Error(`demo-tenant.sh failed: ${stderr}`)) : resolve()));
     });
-    const tokens = Object.fromEntries(printed.split('\n').filter((l) => l.includes('=')).map((l) => {
-      const i = l.indexOf('=');
-      return [l.slice(0, i), l.slice(i + 1)];
-    }));
-    return { url, data, tokens, logs: () => out.stderr, stop };
+    return { url, data, logs: () => out.stderr, stop };
   } catch (e) {
     stop();
     throw e;

@@ -3,8 +3,8 @@
 // environment is described in e2e.test.mjs). The sharer's capture is Chromium's own tab capture,
 // accepted without a picker (--auto-accept-this-tab-capture; the test makes the page prefer its
 // own tab, since headless Chromium has no screen to capture): the test paints four coloured
-// quadrants over the sharer's tab and checks that the helper's canvas shows them.
-// Screenshots of both pages: target/e2e/share-*.png.
+// quadrants over the sharer's tab and checks that the helper's canvas shows them. Both people sign
+// in through the dev issuer's sign-in page (/assets/auth.mjs). Screenshots of both pages: target/e2e/share-*.png.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -30,9 +30,7 @@ const QUADRANTS = [
   { name: 'bottomRight', fx: 0.75, fy: 0.75, colour: 'white' },
 ];
 
-if (!BASE || !env.HELPER_TOKEN || !env.SHARER_TOKEN) {
-  throw new Error('run this through tests/e2e/run.sh (ASSIST_URL, HELPER_TOKEN and SHARER_TOKEN are not set)');
-}
+if (!BASE) throw new Error('run this through tests/e2e/run.sh (ASSIST_URL is not set)');
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,10 +78,11 @@ async function withPages(name, fn) {
   }
 }
 
-async function helperGetsCode(page, base = BASE, token = env.HELPER_TOKEN) {
+/** Opens the helper page, which sends the browser to the dev issuer: signs in as Helen, gets a code. */
+async function helperGetsCode(page, base = BASE) {
   await page.goto(`${base}/helper/`);
-  await page.fill('#token', token);
-  await page.click('#connect');
+  await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+  await page.getByRole('button', { name: 'helen@contoso.com' }).click();
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
   await page.click('#get-code');
   await page.waitForSelector('body[data-phase="code"]');
@@ -259,7 +258,7 @@ test('browser sharer: the session outlives the first token (a refreshed token is
   const srv = await startDemoServer({ bin: env.ASSIST_BIN_DIR || '../../target/debug', config: '[auth]\ndev_token_ttl_secs = 12\nleeway_secs = 0\n' });
   try {
     await withPages('share-refresh', async ({ helper, sharer }) => {
-      const code = await helperGetsCode(helper, srv.url, srv.tokens.HELPER_TOKEN);
+      const code = await helperGetsCode(helper, srv.url);
       await sharerJoins(sharer, code, srv.url);
       await helperRequests(helper, 'viewOnly');
       await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
