@@ -168,6 +168,7 @@ test('browser sharer: code, profile, allow view only, the helper sees the pixels
     await helperRequests(helper, 'viewOnly');
     await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
     assert.match(await sharer.textContent('#consent-text'), /Helen Helper asks to see your screen \(View only\)/);
+    assert.equal(await sharer.evaluate(() => document.activeElement?.id), 'allow', 'focus moves to the choice');
     await sharer.click('#allow');
     await helper.waitForSelector('body[data-mode="viewOnly"]', { timeout: 15_000 });
     await sharer.waitForSelector('body[data-phase="active"]');
@@ -224,6 +225,13 @@ test('browser sharer: code, profile, allow view only, the helper sees the pixels
     await helper.click('#chat-send');
     await sharer.waitForSelector('#chat-log >> text=Yes, I can.', { timeout: 10_000 });
     await sharer.screenshot({ path: path.join(OUT, 'share-sharer-declined.png'), fullPage: true });
+    // The dark theme follows the system's.
+    await sharer.emulateMedia({ colorScheme: 'dark' });
+    const bg = await sharer.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    assert.ok(r + g + b < 150, `dark background, got ${bg}`);
+    await sharer.screenshot({ path: path.join(OUT, 'share-sharer-dark.png'), fullPage: true });
+    await sharer.emulateMedia({ colorScheme: 'light' });
 
     // The sharer ends the session; capture stops.
     await sharer.click('#end');
