@@ -7,6 +7,7 @@
 // in through the dev issuer's sign-in page (/assets/auth.mjs). Screenshots of both pages: target/e2e/share-*.png.
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -282,6 +283,69 @@ test('browser sharer: the session outlives the first token (a refreshed token is
       await helper.waitForSelector('#chat-log >> text=Still here after the token expired', { timeout: 10_000 });
       await sharer.click('#end');
       await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+    });
+  } catch (e) {
+    console.error(`own assistd log:\n${srv.logs()}`);
+    throw e;
+  } finally {
+    srv.stop();
+  }
+});
+
+/**
+ * An /assets/auth.mjs with the contract's shape that hands out `token`: the dev issuer's sign-in
+ * page makes no token with a device id, which the launch flow needs.
+ */
+const deviceAuthModule = (token) => `
+const auth = {
+  user: { name: 'Sam Sharer', upn: 'sam@contoso.com', tenantId: 'contoso', oid: '' },
+  claims: {},
+  async accessToken() { return ${JSON.stringify(token)}; },
+  onTokenRefreshed() { return () => {}; },
+  async signOut() {},
+};
+export async function signIn() { return auth; }
+export function currentAuth() { return auth; }
+`;
+
+test('browser sharer, launch flow: a page signed in on a device accepts the helper\'s launch', async () => {
+  const srv = await startDemoServer({ bin: env.ASSIST_BIN_DIR || '../../target/debug' });
+  try {
+    const device = 'share-kiosk';
+    const token = execFileSync(path.join(env.ASSIST_BIN_DIR || '../../target/debug', 'assistd'), [
+      'token', '--data-dir', srv.data, '--tenant', 'contoso', '--user', 'sam@contoso.com', '--device', device,
+    ], { encoding: 'utf8' }).trim();
+    await withPages('share-launch', async ({ helper, sharer }) => {
+      await sharer.route(`${srv.url}/assets/auth.mjs`, (r) => r.fulfill({ contentType: 'text/javascript', body: deviceAuthModule(token) }));
+      await sharer.goto(`${srv.url}/share/`);
+      await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 15_000 });
+
+      await helper.goto(`${srv.url}/helper/`);
+      await helper.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+      await helper.getByRole('button', { name: 'helen@contoso.com' }).click();
+      await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      await helper.fill('#device-id', device);
+      await helper.click('#help-device');
+
+      await sharer.waitForSelector('body[data-phase="launch"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#launch-text'),
+        'Helen Helper wants to help you on this device (contoso.com, verified). Accept?');
+      assert.equal(await sharer.evaluate(() => document.activeElement?.id), 'launch-accept');
+      await sharer.click('#launch-accept');
+      await sharer.waitForSelector('body[data-phase="joined"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#peer-name'), 'Helen Helper');
+      await helper.waitForSelector('body[data-phase="joined"]', { timeout: 10_000 });
+
+      await helperRequests(helper, 'viewOnly'); // the device is unenrolled: the helper acknowledges the warning
+      await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
+      await sharer.click('#allow');
+      await helper.waitForSelector('body[data-mode="viewOnly"]', { timeout: 15_000 });
+      await paintQuadrants(sharer, QUADRANTS.map((q) => q.colour));
+      for (const q of QUADRANTS) await helperSees(helper, q, q.colour);
+
+      await helper.click('#end');
+      await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#start-status'), 'Your helper ended the session.');
     });
   } catch (e) {
     console.error(`own assistd log:\n${srv.logs()}`);
