@@ -715,7 +715,7 @@ impl Driver {
                     let (upn, uid) = ev
                         .actor
                         .as_ref()
-                        .map(|a| (String::new(), a.user_id.clone()))
+                        .map(|a| (ev.actor_name.clone().unwrap_or_default(), a.user_id.clone()))
                         .unwrap_or_default();
                     let mut audit = StoreAudit::new(
                         &format!("Remote Help session: {activity}"),
