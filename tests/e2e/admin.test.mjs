@@ -6,10 +6,9 @@
 //                     (reads back through the API what the console changed)
 //   ADMIN_DEVICE_TOKEN, ADMIN_DEVICE_ID   sam@contoso.com on a device of its own (launch flow)
 //   E2E_OUT           target/e2e; screenshots of every page go to E2E_OUT/admin/
-// The console signs in through the dev issuer's sign-in page as an Administrator when the
-// server has /assets/auth.mjs; a server without it (the sign-in module not merged yet) gets a
-// stand-in module that keeps the contract's shape and hands out ADMIN_TOKEN, and the test says
-// so in its output.
+// Each browser signs in to the console through /assets/auth.mjs and the dev issuer's sign-in
+// page, as "another user" (ada@contoso.com) with the Administrator box (wids = Global
+// Administrator): no Graph permission in the token, no role assignment.
 // A session is run by a scripted helper (below) and sharer (fake-sharer.mjs) over /v1/signal.
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,33 +54,8 @@ async function api(method, p, body) {
   return { status: resp.status, body: text ? JSON.parse(text) : null };
 }
 
-/** A stand-in for /assets/auth.mjs with the contract's shape, for a server that lacks it. */
-const STAND_IN_AUTH = (token) => `
-const claims = JSON.parse(atob(${JSON.stringify(token.split('.')[1])}.replace(/-/g, '+').replace(/_/g, '/')));
-const auth = {
-  user: { name: claims.name, upn: claims.upn, tenantId: claims.tid, oid: claims.oid },
-  claims,
-  async accessToken() { return ${JSON.stringify(token)}; },
-  onTokenRefreshed() {},
-  async signOut() {},
-};
-export async function signIn() { return auth; }
-export function currentAuth() { return auth; }
-`;
-
-let realSignIn = null;
-
-async function hasAuthModule() {
-  if (realSignIn === null) {
-    const r = await fetch(`${URL_BASE}/assets/auth.mjs`);
-    realSignIn = r.status === 200;
-    if (!realSignIn) console.log('# /assets/auth.mjs is not served: the console signs in with a stand-in module (ADMIN_TOKEN)');
-  }
-  return realSignIn;
-}
-
 /** A browser page signed in to the console as an Administrator. */
-async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, colorScheme = 'light' } = {}) {
+async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, colorScheme = 'light', upn = ADMIN_UPN, administrator = true } = {}) {
   const browser = await chromium.launch({ executablePath: env.CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS });
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, colorScheme, acceptDownloads: true });
   const page = await context.newPage();
@@ -89,25 +63,18 @@ async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, 
   page.on('console', (m) => lines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
   try {
-    if (!(await hasAuthModule())) {
-      await page.route('**/assets/auth.mjs', (route) => route.fulfill({
-        status: 200, contentType: 'text/javascript; charset=utf-8', body: STAND_IN_AUTH(env.ADMIN_TOKEN),
-      }));
-      await page.goto(`${URL_BASE}/admin/`);
-    } else {
-      await page.goto(`${URL_BASE}/admin/`);
-      // The dev issuer's sign-in page: another user, as an Administrator.
-      await page.getByLabel(/^Administrator/).check();
-      await page.getByLabel('Tenant').fill('contoso');
-      await page.getByLabel('User principal name').fill(ADMIN_UPN);
-      await page.getByLabel('Display name').fill('Ada Admin');
-      await page.getByRole('button', { name: 'Sign in as this user' }).click();
-      await page.waitForURL(/\/admin\//, { timeout: 15_000 });
-      // The authorization response is gone from the URL, and no token is in storage.
-      assert.ok(!/[?&](code|state)=/.test(page.url()), page.url());
-    }
+    await page.goto(`${URL_BASE}/admin/`);
+    // The dev issuer's sign-in page: another user, as an Administrator (wids).
+    if (administrator) await page.getByRole('checkbox', { name: /Administrator/ }).check();
+    await page.getByLabel('Tenant').fill('contoso');
+    await page.getByLabel('User principal name').fill(upn);
+    await page.getByLabel('Display name').fill(upn === ADMIN_UPN ? 'Ada Admin' : upn);
+    await page.getByRole('button', { name: 'Sign in as this user' }).click();
+    await page.waitForURL(/\/admin\//, { timeout: 15_000 });
     await page.waitForSelector('body[data-signed-in="true"]', { timeout: 15_000 });
-    assert.match(await page.textContent('#who'), /ada@contoso\.com/);
+    // The authorization response is gone from the URL, and no token is in storage.
+    assert.ok(!/[?&](code|state)=/.test(page.url()), page.url());
+    assert.ok((await page.textContent('#who')).includes(upn));
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
     assert.ok(!stored.includes('eyJ'), `a token in storage: ${stored}`);
     await fn(page);
@@ -183,6 +150,15 @@ async function startScriptedHelper(token) {
   await until('a code', () => state.code);
   return state;
 }
+
+test('without the Administrator box the console shows the API\'s 403 and changes nothing', async () => {
+  await withConsole('not-admin', async (page) => {
+    await page.getByRole('link', { name: 'Settings', exact: true }).click();
+    await page.locator('#error').waitFor();
+    assert.match(await page.textContent('#error'), /lacks the permission.*\(Forbidden, 403\)/);
+    await shot(page, 'not-admin');
+  }, { upn: 'nina@contoso.com', administrator: false });
+});
 
 test('Settings: save the three switches, read them back through the API, see the audit event', async () => {
   const before = (await api('GET', '/beta/deviceManagement/remoteAssistanceSettings')).body;

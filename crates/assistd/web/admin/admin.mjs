@@ -97,7 +97,7 @@ async function startAuth() {
   }
   auth = await mod.signIn();
   const u = auth.user ?? {};
-  $('who').textContent = `${u.name || u.upn || 'Signed in'}${u.upn && u.name ? ` (${u.upn})` : ''}${u.tenantId ? ` · ${u.tenantId}` : ''}`;
+  $('who').textContent = `${u.name || u.upn || 'Signed in'}${u.upn && u.name && u.name !== u.upn ? ` (${u.upn})` : ''}${u.tenantId ? ` · ${u.tenantId}` : ''}`;
   document.body.dataset.signedIn = 'true';
   const out = $('signout');
   out.hidden = false;
@@ -150,7 +150,9 @@ async function show(route, { focus = true } = {}) {
     document.body.dataset.loading = route;
     await loaders[route]?.();
   } catch (e) {
-    showError(e.message);
+    showError(e.status === 403
+      ? `${e.message} Sign in as a Global or Intune Administrator, or get a role assignment or permission that allows it.`
+      : e.message);
   } finally {
     if (document.body.dataset.loading === route) delete document.body.dataset.loading;
   }
