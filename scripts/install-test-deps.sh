@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser end-to-end test (tests/e2e/run.sh) needs and is missing: Xvfb,
-# xauth and Chromium from the distribution (Debian/Ubuntu apt-get, as root or through sudo), and
+# xauth, setxkbmap (x11-xkb-utils, for the agent's keymap test) and Chromium from the
+# distribution (Debian/Ubuntu apt-get, as root or through sudo), and
 # playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download).
 # Node and npm come from the distribution too when missing.
 # Usage: scripts/install-test-deps.sh
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v xauth >/dev/null || missing+=(xauth)
+command -v setxkbmap >/dev/null || missing+=(x11-xkb-utils)  # the agent's non-US keymap test
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
 

@@ -31,6 +31,8 @@ node -e 'WebSocket' >/dev/null 2>&1 || export NODE_OPTIONS="${NODE_OPTIONS:-} --
 
 echo "==> e2e: unit tests of the page's functions"
 node --test --test-reporter=spec "$e2e/unit.test.mjs"
+node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
@@ -124,7 +126,13 @@ mkdir -p "$out"
   ASSIST_URL="$url" ASSIST_CA="$data/tls/cert.pem" ASSIST_BIN_DIR="$root/target/debug" \
     E2E_DISPLAY="$display" E2E_APP_LOG="$app_log" E2E_OUT="$out" CHROMIUM="$chromium" \
     NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
-    timeout 240 node --test --test-reporter=spec e2e.test.mjs
+    timeout 240 node --test --test-reporter=spec e2e.test.mjs share.test.mjs
+)
+echo "==> e2e: sign-in (auth.mjs against the dev provider and a second OIDC provider)"
+(
+  cd "$e2e"
+  ASSIST_BIN_DIR="$root/target/debug" E2E_OUT="$out" CHROMIUM="$chromium" \
+    timeout 240 node --test --test-reporter=spec signin.test.mjs
 )
 echo "==> e2e: admin console (screenshots in target/e2e/admin/)"
 (
