@@ -273,12 +273,27 @@ test('Roles: create a custom role with implications shown, and an assignment; bo
     await row.waitFor();
     assert.match(await row.textContent(), /Tier 2 elevation.*Tier 2.*Finance/s);
     await shot(page, 'roles');
+
+    // Edit the custom role: add View reports (PATCH).
+    await page.getByRole('button', { name: 'Edit Tier 2 elevation' }).click();
+    assert.equal(await sec.getByLabel('Elevation', { exact: true }).isChecked(), true);
+    await sec.getByLabel('View reports').check();
+    await page.getByRole('button', { name: 'Save role' }).click();
+    await until('the edit', async () => (await page.textContent('#role-status')) === 'Saved Tier 2 elevation.');
+    await page.locator('#roles-table tbody tr', { hasText: 'View reports' }).waitFor();
+    // Deleting a role that is still assigned is refused by the API, and the page says so.
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: 'Delete Tier 2 elevation' }).click();
+    await until('the refusal', async () => (await page.getAttribute('#role-status', 'data-tone')) === 'error');
+    assert.match(await page.textContent('#role-status'), /^Not deleted: .*\(BadRequest, 400\)$/);
+    assert.equal(await page.locator('#roles-table tbody tr', { hasText: 'Tier 2 elevation' }).count(), 1);
   });
   const roles = (await api('GET', '/beta/deviceManagement/roleDefinitions')).body.value;
   const role = roles.find((r) => r.displayName === 'Tier 2 elevation');
   assert.ok(role, 'the role exists');
   assert.deepEqual(role.rolePermissions[0].resourceActions[0].allowedResourceActions.sort(),
-    ['Microsoft.Intune_RemoteAssistanceApp_Elevation', 'Microsoft.Intune_RemoteTasks_RequestRemoteAssistance'].sort());
+    ['Microsoft.Intune_RemoteAssistanceApp_Elevation', 'Microsoft.Intune_RemoteTasks_RequestRemoteAssistance',
+      'Microsoft.Intune_RemoteAssistance_ViewReports'].sort());
   const asg = (await api('GET', '/beta/deviceManagement/roleAssignments?$expand=roleDefinition')).body.value
     .find((a) => a.displayName === 'Tier 2 helps Finance');
   assert.ok(asg, 'the assignment exists');

@@ -3,10 +3,10 @@
 // Decisions and formats are in console.mjs (pure, unit-tested); this file does DOM and fetch.
 // Text from the server only ever goes in through textContent or attributes, never as HTML.
 import {
-  ACTIONS, MODES, MODE_LABELS, PAGES, SCOPE_TYPES, SESSION_COLUMNS,
+  ACTIONS, MODES, MODE_LABELS, PAGES, SCOPE_TYPES,
   apiErrorText, assignmentBody, auditChanges, auditFilter, chartGeometry, decisionText,
   deviceStatus, effectiveActions, formatDuration, formatTime, nextSort, pageInfo, reportRows,
-  roleActions, roleBody, routeOf, scopeText, sessionsReportBody, toCsv, whatIfBody, windowRange,
+  roleActions, roleBody, routeOf, scopeText, sessionTableColumns, sessionsReportBody, toCsv, whatIfBody, windowRange,
 } from './console.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -240,12 +240,7 @@ const sessions = { search: '', state: '', mode: '', sort: { column: 'startDateTi
 async function sessionColumns() {
   if (sessions.columns) return sessions.columns;
   const probe = await api('POST', '/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport', { top: 1 });
-  const known = new Set(SESSION_COLUMNS.map((c) => c.column));
-  const hidden = new Set(['id', 'helperTenantId', 'sharerTenantId', 'helperFirstName', 'helperLastName', 'sharerFirstName', 'sharerLastName',
-    'helperOs', 'helperDeviceAadId', 'helperDeviceName', 'helperEnrollmentState', 'sharerDeviceAadId', 'sharerOs', 'sharerEnrollmentState', 'endedBy']);
-  const extra = (probe?.Schema ?? []).map((c) => c.Column).filter((c) => !known.has(c) && !hidden.has(c))
-    .map((c) => ({ column: c, header: c.replace(/([A-Z])/g, ' $1').replace(/^./, (x) => x.toUpperCase()) }));
-  sessions.columns = [...SESSION_COLUMNS, ...extra];
+  sessions.columns = sessionTableColumns(probe?.Schema);
   return sessions.columns;
 }
 
