@@ -187,11 +187,15 @@ test('Settings: save the three switches, read them back through the API, see the
 test('a session run over /v1/signal shows in Monitor (active, chart) and in Sessions (search, filter, sort, CSV)', async () => {
   const helper = await startScriptedHelper(env.HELPER_TOKEN);
   const sharer = await startFakeSharer({ server: URL_BASE, token: env.SHARER_TOKEN, code: helper.code });
+  let waiting = null;
   try {
     await until(`the session to be active (helper saw ${helper.log.join(', ')}; sharer ${sharer.log.join(', ')})`, () => helper.active && sharer.mode, 20_000);
+    // A second code nobody redeems: a waiting session.
+    waiting = await startScriptedHelper(env.HELPER_TOKEN);
     await withConsole('monitor-sessions', async (page) => {
       await open(page, PAGE.monitor);
       assert.ok(Number(await page.textContent('#fig-active')) >= 1, 'an active session');
+      assert.ok(Number(await page.textContent('#fig-waiting')) >= 1, 'a waiting session');
       assert.ok(Number(await page.textContent('#fig-total')) >= 1);
       // The chart: today's bar has a full-control part, and the table under it says the same.
       const today = new Date().toISOString().slice(0, 10);
@@ -238,6 +242,7 @@ test('a session run over /v1/signal shows in Monitor (active, chart) and in Sess
   } finally {
     helper.close();
     sharer.close();
+    waiting?.close();
   }
 });
 
@@ -406,6 +411,15 @@ test('dark theme and a tablet: the same pages, readable (screenshots)', async ()
     await shot(page, 'sessions-tablet');
     await open(page, PAGE.whatif);
     await shot(page, 'whatif-tablet');
+    // Every visible form control has a label (an accessible name).
+    for (const route of Object.values(PAGE)) {
+      await open(page, route);
+      const unlabelled = await page.evaluate(() => [...document.querySelectorAll('main input, main select, main button')]
+        .filter((e) => e.offsetParent !== null)
+        .filter((e) => !(e.labels?.length || e.getAttribute('aria-label') || (e.tagName === 'BUTTON' && e.textContent.trim())))
+        .map((e) => e.id || e.outerHTML.slice(0, 80)));
+      assert.deepEqual(unlabelled, [], `unlabelled controls on ${route.id}`);
+    }
     // Keyboard: the skip link moves focus to the content.
     await page.locator('a.skip').focus();
     await page.keyboard.press('Enter');
