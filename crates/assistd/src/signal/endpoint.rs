@@ -17,14 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::conn::{self, Inbound, Outbound};
-
-/// The close code for a missing, invalid, expired or mismatched token.
-const UNAUTHORIZED: u16 = 4401;
 use super::{party_for, SignalHub};
 use crate::api::ApiError;
 use crate::state::AppState;
 use assist_identity::Identity;
-use assist_session::message::{Authenticate, RequestId};
+use assist_session::message::{Authenticate, CloseCode, RequestId};
 use assist_session::ConnId;
 
 /// How long a connection without a header token has to authenticate.
@@ -196,8 +193,6 @@ async fn serve<S>(
 {
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let io = tokio::spawn(conn::run(stream, in_tx, out_rx));
-    let close = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
-    let unauthorized = || close(UNAUTHORIZED, "unauthorized");
 
     let (conn_id, mut identity) = match registered {
         Some(r) => r,
@@ -213,7 +208,7 @@ async fn serve<S>(
                 None => None,
             };
             let Some(identity) = validated else {
-                let _ = out_tx.send(unauthorized()).await;
+                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                 let _ = io.await;
                 return;
             };
@@ -226,10 +221,10 @@ async fn serve<S>(
                 }
                 Err(e) => {
                     let code = match e.status() {
-                        503 => conn::close::GOING_AWAY,
-                        _ => conn::close::INTERNAL,
+                        503 => CloseCode::GoingAway,
+                        _ => CloseCode::Internal,
                     };
-                    let _ = out_tx.send(close(code, "cannot sign in now")).await;
+                    let _ = out_tx.send(Outbound::Close(code)).await;
                     let _ = io.await;
                     return;
                 }
@@ -242,7 +237,7 @@ async fn serve<S>(
         let msg = tokio::select! {
             msg = in_rx.recv() => msg,
             _ = tokio::time::sleep_until(expires) => {
-                let _ = out_tx.send(close(UNAUTHORIZED, "token expired")).await;
+                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                 break;
             }
         };
@@ -264,7 +259,7 @@ async fn serve<S>(
                             }
                         }
                         _ => {
-                            let _ = out_tx.send(unauthorized()).await;
+                            let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                             break;
                         }
                     }
