@@ -10,9 +10,7 @@
 
 use assist_graph::{GraphError, GraphErrorKind};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -20,20 +18,13 @@ use super::conn::{self, Inbound, Outbound};
 use super::{party_for, SignalHub};
 use crate::api::ApiError;
 use crate::state::AppState;
+use crate::ws_upgrade::{bearer_token, WsUpgrade};
 use assist_identity::Identity;
 use assist_session::message::{Authenticate, CloseCode, RequestId};
 use assist_session::ConnId;
 
 /// How long a connection without a header token has to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn has_token(req: &Request, name: header::HeaderName, token: &str) -> bool {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
 
 /// Upgrades to a signalling connection.
 pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
@@ -43,46 +34,24 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         ))
         .into_response();
     };
-    let key = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let ok = has_token(&req, header::CONNECTION, "upgrade")
-        && has_token(&req, header::UPGRADE, "websocket")
-        && req
-            .headers()
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
-    let (true, Some(key)) = (ok, key) else {
+    let Some(upgrade) = WsUpgrade::from_request(&mut req) else {
         return ApiError(GraphError::bad_request(
             "GET /v1/signal must be a WebSocket upgrade (version 13).",
         ))
         .into_response();
     };
     // A header token is validated now, so a bad one gets an HTTP answer.
-    let header_identity = match req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(v) => {
-            let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or("")
-                .trim();
-            match state.validator.validate(token).await {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    return ApiError(GraphError::new(
-                        GraphErrorKind::Unauthenticated,
-                        format!("Access token validation failure: {e}."),
-                    ))
-                    .into_response()
-                }
+    let header_identity = match bearer_token(&req) {
+        Some(token) => match state.validator.validate(token).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                return ApiError(GraphError::new(
+                    GraphErrorKind::Unauthenticated,
+                    format!("Access token validation failure: {e}."),
+                ))
+                .into_response()
             }
-        }
+        },
         None => None,
     };
     // A header token: the connection is the broker's before the client hears `101`.
@@ -94,24 +63,16 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         },
         None => None,
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (resp, upgraded) = upgrade.accept();
     let tracker = state.relay.as_ref().map(|r| r.tracker().clone());
     let task = async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Ok(stream) = upgraded.await else {
             if let Some((conn_id, _)) = registered {
                 hub.disconnect(conn_id).await;
             }
             return;
         };
-        serve(
-            state,
-            hub,
-            registered,
-            TokioIo::new(upgraded),
-            out_tx,
-            out_rx,
-        )
-        .await;
+        serve(state, hub, registered, stream, out_tx, out_rx).await;
     };
     match tracker {
         Some(t) => {
@@ -120,13 +81,6 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         None => {
             tokio::spawn(task);
         }
-    }
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&assist_relay_proto::ws::accept_key(&key)) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
 }
