@@ -30,7 +30,11 @@ command -v node >/dev/null || skip "node is not installed"
 node -e 'WebSocket' >/dev/null 2>&1 || export NODE_OPTIONS="${NODE_OPTIONS:-} --experimental-websocket"
 
 echo "==> e2e: unit tests of the page's functions"
-node --test --test-reporter=spec "$e2e/unit.test.mjs" "$e2e/view-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/unit.test.mjs"
+node --test --test-reporter=spec "$e2e/view-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"
@@ -80,6 +84,11 @@ ASSISTD="$root/target/debug/assistd" bash scripts/demo-tenant.sh "$data" "$url" 
   echo "DEVICE_ID=e2e-kiosk"
   echo "DEVICE_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user sam@contoso.com --device e2e-kiosk)"
 } >>"$tmp/demo.env"
+{ # the admin console's test: a Global Administrator, and a device of its own for the launch flow
+  echo "ADMIN_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user ada@contoso.com --name 'Ada Admin' --wids 62e90394-69f5-4237-9190-012177145e10)"
+  echo "ADMIN_DEVICE_ID=admin-e2e-kiosk"
+  echo "ADMIN_DEVICE_TOKEN=$(target/debug/assistd token --data-dir "$data" --tenant contoso --user sam@contoso.com --device admin-e2e-kiosk)"
+} >>"$tmp/demo.env"
 set -a
 # shellcheck disable=SC1091
 . "$tmp/demo.env"
@@ -118,6 +127,18 @@ mkdir -p "$out"
   ASSIST_URL="$url" ASSIST_CA="$data/tls/cert.pem" ASSIST_BIN_DIR="$root/target/debug" \
     E2E_DISPLAY="$display" E2E_APP_LOG="$app_log" E2E_OUT="$out" CHROMIUM="$chromium" \
     NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
-    timeout 240 node --test --test-reporter=spec e2e.test.mjs helper-view.test.mjs
+    timeout 300 node --test --test-reporter=spec e2e.test.mjs share.test.mjs helper-view.test.mjs
+)
+echo "==> e2e: sign-in (auth.mjs against the dev provider and a second OIDC provider)"
+(
+  cd "$e2e"
+  ASSIST_BIN_DIR="$root/target/debug" E2E_OUT="$out" CHROMIUM="$chromium" \
+    timeout 240 node --test --test-reporter=spec signin.test.mjs
+)
+echo "==> e2e: admin console (screenshots in target/e2e/admin/)"
+(
+  cd "$e2e"
+  ASSIST_URL="$url" E2E_OUT="$out" CHROMIUM="$chromium" NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
+    timeout 240 node --test --test-reporter=spec admin.test.mjs
 )
 echo "==> e2e: passed in $(($(date +%s) - started))s"

@@ -434,11 +434,36 @@ impl Broker {
         actor: Option<UserRef>,
         kind: AuditKind,
     ) {
+        // The actor's name, from the session's seats or an open connection of theirs.
+        let actor_name = actor.as_ref().and_then(|user| {
+            let session = session_id.and_then(|id| self.sessions.get(id));
+            let seats = session
+                .into_iter()
+                .flat_map(|s| std::iter::once(&s.helper).chain(s.sharer.as_ref()))
+                .map(|seat| &seat.party);
+            seats
+                .chain(self.conns.values().map(|c| &c.party))
+                .find(|p| p.user_ref().as_ref() == Some(user))
+                .and_then(|p| p.user_principal_name.clone())
+        });
+        self.audit_named(now, tenant_id, session_id, actor, actor_name, kind);
+    }
+
+    fn audit_named(
+        &mut self,
+        now: Timestamp,
+        tenant_id: &str,
+        session_id: Option<&SessionId>,
+        actor: Option<UserRef>,
+        actor_name: Option<String>,
+        kind: AuditKind,
+    ) {
         self.outputs.push_back(Output::Audit(AuditEvent {
             at: now,
             tenant_id: tenant_id.to_owned(),
             session_id: session_id.cloned(),
             actor,
+            actor_name,
             kind,
         }));
     }
@@ -1864,16 +1889,18 @@ impl Broker {
                 by,
             }));
         }
+        // The session is already gone from the map: name the actor from its seats here.
         let actor = match by {
-            EndedBy::Helper => session.helper.party.user_ref(),
-            EndedBy::Sharer => session.sharer.as_ref().and_then(|s| s.party.user_ref()),
+            EndedBy::Helper => Some(&session.helper.party),
+            EndedBy::Sharer => session.sharer.as_ref().map(|s| &s.party),
             EndedBy::Broker | EndedBy::Admin => None,
         };
-        self.audit(
+        self.audit_named(
             now,
             &session.tenant_id,
             Some(session_id),
-            actor,
+            actor.and_then(Party::user_ref),
+            actor.and_then(|p| p.user_principal_name.clone()),
             AuditKind::Ended { reason, by },
         );
     }

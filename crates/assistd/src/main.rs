@@ -140,6 +140,7 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.audiences = env("ASSIST_AUTH_AUDIENCES");
     overrides.dev_issuer = env("ASSIST_AUTH_DEV_ISSUER");
     overrides.oidc_issuer = env("ASSIST_AUTH_OIDC_ISSUER");
+    overrides.oidc_tenants = env("ASSIST_AUTH_OIDC_TENANTS");
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
     Settings::resolve(file, &name, overrides)
 }
@@ -324,6 +325,14 @@ impl ShutdownSignals {
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {
     let settings = load(&args.common, Overrides::default())?;
+    if !settings.auth.dev_issuer {
+        // The token is still printed (a script may mint for another server), but this
+        // configuration's server would refuse it: say so rather than let a 401 puzzle later.
+        eprintln!(
+            "assistd: warning: the dev issuer is disabled in this configuration \
+             (auth.dev_issuer / ASSIST_AUTH_DEV_ISSUER); a server started with it will refuse this token"
+        );
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let dev = assist_identity::DevIssuer::load_or_create(&settings.data_dir)?;

@@ -319,9 +319,11 @@ fn html_page(status: StatusCode, title: &str, body: &str, cookie: Option<HeaderV
         HeaderValue::from_static(PROVIDER_CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the form's post, and the
+    // post's Origin is checked.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

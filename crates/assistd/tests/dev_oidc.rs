@@ -641,6 +641,7 @@ async fn no_provider_without_the_dev_issuer() {
     settings.auth.issuers.push(assistd::config::IssuerSettings {
         issuer: "https://idp.example".into(),
         keys: assistd::config::IssuerKeys::File(jwks),
+        tenants: assist_identity::TenantBinding::Only(vec!["t1".into()]),
     });
     let ts = TestServer::start_with(settings).await;
     for path in [

@@ -1,4 +1,4 @@
-// The browser helper: signs in with a bearer token, asks the broker for a code or a device
+// The browser helper: signs in (OpenID Connect, /assets/auth.mjs), asks the broker for a code or a device
 // session over /v1/signal, shows the sharer's profile, asks for modes, and once a session is
 // active shows the screen from the relay (/v1/relay) and sends pointer and keyboard input.
 // Protocols: docs/protocol.md. How to use it: docs/clients.md ("Browser helper").
@@ -9,15 +9,13 @@ import {
   warningText, WheelAccumulator,
 } from './proto.mjs';
 import { ScreenView } from './screen.js';
-
-const TOKEN_KEY = 'assist.helper.token';
+import { signIn } from '/assets/auth.mjs';
 const PING_EVERY_MS = 20_000;
 
 const $ = (id) => document.getElementById(id);
 const el = {
   connStatus: $('conn-status'), error: $('error'),
-  signin: $('signin'), signinForm: $('signin-form'), token: $('token'), tokenInfo: $('token-info'),
-  connect: $('connect'), signout: $('signout'),
+  signin: $('signin'), signinInfo: $('signin-info'), connect: $('connect'), signout: $('signout'),
   start: $('start'), getCode: $('get-code'), launchForm: $('launch-form'), deviceId: $('device-id'),
   helpDevice: $('help-device'), codeBox: $('code-box'), code: $('code'), codeExpiry: $('code-expiry'),
   startStatus: $('start-status'), cancel: $('cancel'),
@@ -37,6 +35,7 @@ const el = {
 // State
 
 let ws = null; // the signalling WebSocket
+let auth = null; // the signed-in session (auth.mjs): tokens in memory only
 let signedIn = false; // the first pong came back: the token was accepted
 let pingTimer = null;
 let nextId = 1;
@@ -88,33 +87,6 @@ function modeLabel(mode) {
 
 function time(ms) {
   return new Date(ms).toLocaleTimeString();
-}
-
-function tokenClaims(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = atob(part + '='.repeat((4 - (part.length % 4)) % 4));
-    return JSON.parse(decodeURIComponent(escape(json)));
-  } catch {
-    return null;
-  }
-}
-
-function describeToken() {
-  const t = el.token.value.trim();
-  if (!t) {
-    el.tokenInfo.textContent = '';
-    return;
-  }
-  const c = tokenClaims(t);
-  if (!c) {
-    el.tokenInfo.textContent = 'This does not look like a token (a JWT has three parts separated by dots).';
-    return;
-  }
-  const who = c.upn || c.preferred_username || c.name || (c.deviceid ? `device ${c.deviceid}` : 'unknown user');
-  const expired = typeof c.exp === 'number' && c.exp * 1000 < Date.now();
-  el.tokenInfo.textContent = `Token for ${who}${c.tid ? ` in tenant ${c.tid}` : ''}` +
-    (typeof c.exp === 'number' ? (expired ? ' — it has EXPIRED; get a new one.' : `, valid until ${time(c.exp * 1000)}.`) : '.');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +143,6 @@ function connect(token) {
     endSessionLocally();
     setPhase('signedOut');
     showSignin(false);
-    if (ev.code === 4401) sessionStorage.removeItem(TOKEN_KEY); // do not retry a refused token on reload
     if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
   };
 }
@@ -194,10 +165,29 @@ function disconnect() {
 }
 
 function showSignin(connected) {
-  el.token.disabled = connected;
   show(el.connect, !connected);
-  show(el.signout, connected || Boolean(el.token.value));
-  el.signout.textContent = connected ? 'Sign out' : 'Forget token';
+  el.connect.textContent = auth ? 'Connect' : 'Sign in';
+  show(el.signout, Boolean(auth));
+  el.signinInfo.textContent = auth
+    ? `Signed in as ${auth.user.name}${auth.user.upn && auth.user.upn !== auth.user.name ? ` (${auth.user.upn})` : ''}` +
+      `${auth.user.tenantId ? `, tenant ${auth.user.tenantId}` : ''}.`
+    : 'Sign in with your organisation\'s account to help someone.';
+}
+
+/** A refreshed token goes to the open connection before the old one expires (else 4401). */
+function reauthenticate(token) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'authenticate', token }));
+}
+
+/** Connects with a fresh token of the signed-in session. */
+async function connectSignedIn() {
+  try {
+    connect(await auth.accessToken());
+  } catch (e) {
+    showError(`${e.message}`);
+    auth = null;
+    showSignin(false);
+  }
 }
 
 function onSignal(msg) {
@@ -207,8 +197,7 @@ function onSignal(msg) {
     case 'pong':
       if (!signedIn) {
         signedIn = true;
-        const c = tokenClaims(el.token.value.trim());
-        el.connStatus.textContent = `Connected${c ? ` as ${c.name || c.upn || c.preferred_username || 'you'}` : ''}`;
+        el.connStatus.textContent = `Connected${auth ? ` as ${auth.user.name || auth.user.upn}` : ''}`;
         showSignin(true);
         if (!session) setPhase('idle');
         el.getCode.focus();
@@ -715,29 +704,24 @@ el.canvas.addEventListener('blur', releaseAll);
 // ---------------------------------------------------------------------------------------------
 // Buttons and forms
 
-el.signinForm.addEventListener('submit', (ev) => {
-  ev.preventDefault();
-  const token = el.token.value.trim();
-  if (!token) {
-    showError('Paste a token first.');
-    el.token.focus();
-    return;
+el.connect.addEventListener('click', () => {
+  if (auth) {
+    connectSignedIn();
+  } else {
+    el.connStatus.textContent = 'Signing in…';
+    beginSignIn(); // redirects to the sign-in page
   }
-  sessionStorage.setItem(TOKEN_KEY, token);
-  connect(token);
 });
 
-el.token.addEventListener('input', describeToken);
-
-el.signout.addEventListener('click', () => {
-  sessionStorage.removeItem(TOKEN_KEY);
+el.signout.addEventListener('click', async () => {
   disconnect();
-  el.token.value = '';
-  describeToken();
+  const a = auth;
+  auth = null;
   setPhase('signedOut');
   showSignin(false);
   el.connStatus.textContent = 'Signed out';
-  el.token.focus();
+  if (a) await a.signOut();
+  el.connect.focus();
 });
 
 el.getCode.addEventListener('click', () => {
@@ -787,12 +771,22 @@ window.addEventListener('beforeunload', () => {
 
 setPhase('signedOut');
 updateScreenHint();
-const saved = sessionStorage.getItem(TOKEN_KEY);
-if (saved) {
-  el.token.value = saved;
-  describeToken();
-  connect(saved);
-} else {
+showSignin(false);
+
+/** Signs in (completing a sign-in that just came back, or going to the sign-in page) and connects. */
+async function beginSignIn() {
+  try {
+    auth = await signIn();
+  } catch (e) {
+    el.connStatus.textContent = 'Not signed in';
+    showError(e.message);
+    showSignin(false);
+    el.connect.focus();
+    return;
+  }
+  auth.onTokenRefreshed(reauthenticate);
   showSignin(false);
-  el.token.focus();
+  await connectSignedIn();
 }
+
+beginSignIn();

@@ -145,6 +145,9 @@ async fn register(
         tracing::error!(error = %e, "loading the caller's directory record failed");
         GraphError::internal("Loading the caller's directory record failed.")
     })?;
+    if let Some(user_id) = &party.user_id {
+        hub.note_token_groups(identity, user_id);
+    }
     hub.connect(party, out.clone()).await.ok_or_else(|| {
         GraphError::new(
             GraphErrorKind::Unavailable,

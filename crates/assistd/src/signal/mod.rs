@@ -215,6 +215,8 @@ pub struct RelayEndpoint {
 pub struct SignalHub {
     tx: mpsc::Sender<HubInput>,
     live: Arc<dyn LiveState>,
+    /// The driver's policy facts (the endpoint notes tokens' `groups` claims in it).
+    facts: Arc<facts::FactsCache>,
 }
 
 impl SignalHub {
@@ -257,12 +259,13 @@ impl SignalHub {
                 }
             });
         }
+        let facts = Arc::new(facts::FactsCache::default());
         let driver = Driver {
             metrics,
             broker,
             conns: HashMap::new(),
             store,
-            facts: Arc::new(facts::FactsCache::default()),
+            facts: facts.clone(),
             relay,
             tickets,
             endpoint,
@@ -270,7 +273,13 @@ impl SignalHub {
             store_tx,
         };
         tracker.spawn(driver.run(rx, cancel));
-        Ok(SignalHub { tx, live })
+        Ok(SignalHub { tx, live, facts })
+    }
+
+    /// Counts the `groups` claim of a token just presented for the policy decisions about
+    /// `user_id`, the directory user it was matched to.
+    pub fn note_token_groups(&self, identity: &Identity, user_id: &str) {
+        self.facts.note_token_groups(identity, user_id);
     }
 
     /// The broker's live state: pending codes, open sessions and who is connected. Readers
@@ -706,7 +715,7 @@ impl Driver {
                     let (upn, uid) = ev
                         .actor
                         .as_ref()
-                        .map(|a| (String::new(), a.user_id.clone()))
+                        .map(|a| (ev.actor_name.clone().unwrap_or_default(), a.user_id.clone()))
                         .unwrap_or_default();
                     let mut audit = StoreAudit::new(
                         &format!("Remote Help session: {activity}"),

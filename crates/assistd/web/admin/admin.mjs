@@ -255,7 +255,7 @@ function cellText(column, v) {
 
 loaders.sessions = async () => {
   const cols = await sessionColumns();
-  const body = sessionsReportBody({ ...sessions, columns: cols.map((c) => c.column) });
+  const body = sessionsReportBody({ ...sessions, columns: ['id', ...cols.map((c) => c.column)] });
   const report = await api('POST', '/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport', body);
   sessions.total = report.TotalRowCount ?? 0;
   const info = pageInfo(sessions.total, sessions.page, sessions.pageSize);
@@ -272,7 +272,7 @@ loaders.sessions = async () => {
   if (rows.length === 0) {
     tbody.replaceChildren(el('tr', {}, el('td', { colspan: cols.length, class: 'empty', text: 'No sessions match.' })));
   } else {
-    tbody.replaceChildren(...rows.map((r) => el('tr', { 'data-id': r.id ?? '' }, ...cols.map((c) => el('td', { text: cellText(c.column, r[c.column]) })))));
+    tbody.replaceChildren(...rows.map((r) => el('tr', { 'data-id': r.id ?? '' }, ...cols.map((c) => el('td', { class: c.column.endsWith('DateTime') ? 'time' : null, text: cellText(c.column, r[c.column]) })))));
   }
   $('sessions-range').textContent = sessions.total ? `Rows ${info.first}–${info.last} of ${sessions.total}` : 'No rows';
   $('sessions-prev').disabled = !info.hasPrev;
