@@ -36,6 +36,7 @@ node --test --test-reporter=spec "$e2e/unit.test.mjs"
 node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/view-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"
@@ -129,7 +130,7 @@ mkdir -p "$out"
   ASSIST_URL="$url" ASSIST_CA="$data/tls/cert.pem" ASSIST_BIN_DIR="$root/target/debug" \
     E2E_DISPLAY="$display" E2E_APP_LOG="$app_log" E2E_OUT="$out" CHROMIUM="$chromium" \
     NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
-    timeout 240 node --test --test-reporter=spec e2e.test.mjs share.test.mjs
+    timeout 420 node --test --test-reporter=spec e2e.test.mjs share.test.mjs helper-view.test.mjs
 )
 echo "==> e2e: sign-in (auth.mjs against the dev provider and a second OIDC provider)"
 (

@@ -193,6 +193,14 @@ impl ScreenCapture for X11Screen {
     fn capture(&mut self) -> Result<Capture, X11Error> {
         self.capture_bgrx()
     }
+
+    fn pointer(&mut self) -> Option<(u16, u16)> {
+        let p = self.conn.query_pointer(self.root).ok()?.reply().ok()?;
+        if !p.same_screen {
+            return None;
+        }
+        Some((u16::try_from(p.root_x).ok()?, u16::try_from(p.root_y).ok()?))
+    }
 }
 
 /// Wheel steps applied per event at most, per axis (a helper's bug should not scroll forever).

@@ -495,8 +495,14 @@ impl Relay {
         }
         let (code, reason) = session.code_for(role);
         if code != CloseCode::Normal {
+            // A code, not prose: the broker's end reason when the broker ended the session,
+            // else the name of the close code that follows (docs/protocol.md lists both).
+            let wire_reason = match code {
+                CloseCode::Ended => reason.clone(),
+                other => other.name().to_owned(),
+            };
             let ended = Frame::relay_control(&RelayControl::Ended {
-                reason: reason.clone(),
+                reason: wire_reason,
             });
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),

@@ -207,6 +207,8 @@ pub struct AuditEvent {
     pub session_id: Option<SessionId>,
     /// The user who acted, if a user did.
     pub actor: Option<UserRef>,
+    /// The acting user's principal name (`upn`), when the broker knows it.
+    pub actor_name: Option<String>,
     /// What happened.
     pub kind: AuditKind,
 }

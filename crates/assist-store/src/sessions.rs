@@ -289,7 +289,7 @@ impl Store {
     /// time, with `reason` (`brokerRestart`). Returns how many it closed.
     pub async fn close_open_sessions(&self, reason: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $1, ended_by = 'system' WHERE state = 'active'",
+            "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $1, ended_by = 'broker' WHERE state = 'active'",
         )
         .bind(reason)
         .execute(&self.pool)
@@ -396,6 +396,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].id, "s2");
         assert_eq!(rows[0].end_reason.as_deref(), Some("brokerRestart"));
+        assert_eq!(rows[0].ended_by.as_deref(), Some("broker"));
         assert_eq!(rows[0].end_time.as_deref(), Some("2026-01-02T10:30:00Z"));
         assert_eq!(rows[1].mode, "fullControl");
         assert_eq!(rows[1].ended_by.as_deref(), Some("helper"));

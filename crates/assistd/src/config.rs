@@ -18,6 +18,277 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
 /// Default token audience.
 pub const DEFAULT_AUDIENCE: &str = "api://assist";
 
+/// One setting as `assistd serve --help` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// The TOML key, with its table (`relay.max_sessions`).
+    pub key: &'static str,
+    /// The environment variable that sets it, if any (a flag of the same name exists for the
+    /// ones `serve --help` lists as options).
+    pub env: Option<&'static str>,
+    /// The default, as a person would write it.
+    pub default: &'static str,
+    /// What it does.
+    pub what: &'static str,
+}
+
+const fn doc(
+    key: &'static str,
+    env: Option<&'static str>,
+    default: &'static str,
+    what: &'static str,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        env,
+        default,
+        what,
+    }
+}
+
+/// Every setting of the TOML file (a unit test checks this against [`FileConfig`]'s keys), in
+/// the order `assistd serve --help` prints them.
+pub const SETTINGS_DOC: &[SettingDoc] = &[
+    doc(
+        "data_dir",
+        Some("ASSIST_DATA_DIR"),
+        DEFAULT_DATA_DIR,
+        "database, TLS certificate, keys",
+    ),
+    doc(
+        "listen",
+        Some("ASSIST_LISTEN"),
+        DEFAULT_LISTEN,
+        "HTTPS: admin API, pages, WSS signalling and relay",
+    ),
+    doc(
+        "quic_listen",
+        Some("ASSIST_QUIC_LISTEN"),
+        DEFAULT_QUIC_LISTEN,
+        "UDP: the relay over QUIC",
+    ),
+    doc(
+        "metrics_listen",
+        Some("ASSIST_METRICS_LISTEN"),
+        DEFAULT_METRICS_LISTEN,
+        "plain HTTP: /metrics, /healthz, /readyz",
+    ),
+    doc(
+        "public_url",
+        Some("ASSIST_PUBLIC_URL"),
+        "(from the Host header)",
+        "public base URL for absolute links",
+    ),
+    doc(
+        "log",
+        Some("ASSIST_LOG"),
+        "info",
+        "log filter: a level, or target=level,...",
+    ),
+    doc(
+        "shutdown_grace_secs",
+        Some("ASSIST_SHUTDOWN_GRACE_SECS"),
+        "10",
+        "drain time on SIGTERM (at most 3600)",
+    ),
+    doc(
+        "retention_days",
+        None,
+        "30",
+        "days session records and audit events are kept (1-3650)",
+    ),
+    doc(
+        "tls.cert_file",
+        Some("ASSIST_TLS_CERT_FILE"),
+        "(self-signed for localhost)",
+        "PEM certificate chain",
+    ),
+    doc(
+        "tls.key_file",
+        Some("ASSIST_TLS_KEY_FILE"),
+        "(self-signed for localhost)",
+        "PEM private key",
+    ),
+    doc(
+        "auth.audiences",
+        Some("ASSIST_AUTH_AUDIENCES"),
+        DEFAULT_AUDIENCE,
+        "accepted token audiences (env: comma-separated)",
+    ),
+    doc(
+        "auth.leeway_secs",
+        None,
+        "60",
+        "clock skew allowed on exp/nbf (at most 600)",
+    ),
+    doc(
+        "auth.dev_issuer",
+        Some("ASSIST_AUTH_DEV_ISSUER"),
+        "true when no other issuer",
+        "trust the local development issuer",
+    ),
+    doc(
+        "auth.ca_file",
+        None,
+        "(system roots only)",
+        "extra PEM roots for fetching JWKS and discovery",
+    ),
+    doc(
+        "auth.jwks_min_refresh_secs",
+        None,
+        "30",
+        "least time between refetches on an unknown key id",
+    ),
+    doc(
+        "auth.dev_token_ttl_secs",
+        None,
+        "3600",
+        "lifetime of the dev provider's access tokens (10-86400)",
+    ),
+    doc(
+        "auth.issuers",
+        Some("ASSIST_AUTH_OIDC_ISSUER"),
+        "(none)",
+        "[[auth.issuers]] tables; the env adds one by discovery",
+    ),
+    doc(
+        "auth.issuers.issuer",
+        None,
+        "(required)",
+        "the exact iss value",
+    ),
+    doc(
+        "auth.issuers.jwks_file",
+        None,
+        "(one of the three)",
+        "a JWKS file read at start",
+    ),
+    doc(
+        "auth.issuers.jwks_uri",
+        None,
+        "(one of the three)",
+        "a JWKS URL (https://)",
+    ),
+    doc(
+        "auth.issuers.discovery",
+        None,
+        "false",
+        "find the JWKS by OIDC discovery",
+    ),
+    doc(
+        "auth.sign_in.issuer",
+        None,
+        "(the dev provider)",
+        "where pages and the CLI sign in (OIDC discovery)",
+    ),
+    doc(
+        "auth.sign_in.client_id",
+        None,
+        "(required with issuer)",
+        "the pages' public client id",
+    ),
+    doc(
+        "auth.sign_in.cli_client_id",
+        None,
+        "(client_id)",
+        "the CLI's public client id (device grant)",
+    ),
+    doc(
+        "auth.sign_in.scopes",
+        None,
+        "openid profile offline_access",
+        "scopes asked for, space-separated",
+    ),
+    doc(
+        "relay.pair_timeout_secs",
+        None,
+        "30",
+        "seconds the first leg waits for the second",
+    ),
+    doc(
+        "relay.idle_timeout_secs",
+        None,
+        "300",
+        "seconds without frames before a session closes",
+    ),
+    doc(
+        "relay.max_frame_bytes",
+        None,
+        "4194304",
+        "largest frame payload",
+    ),
+    doc(
+        "relay.max_sessions",
+        None,
+        "20000",
+        "most relay sessions on this node",
+    ),
+    doc(
+        "relay.max_session_bytes_per_sec",
+        None,
+        "104857600",
+        "bandwidth cap per session",
+    ),
+    doc(
+        "relay.queue_frames",
+        None,
+        "64",
+        "frames queued per direction",
+    ),
+    doc(
+        "relay.queue_bytes",
+        None,
+        "8388608",
+        "bytes queued per direction",
+    ),
+    doc(
+        "relay.public_addr",
+        None,
+        "(unchecked)",
+        "the host:port relay tickets must name",
+    ),
+    doc(
+        "signal.requests_per_second",
+        None,
+        "10",
+        "signalling requests per connection, sustained",
+    ),
+    doc(
+        "signal.request_burst",
+        None,
+        "20",
+        "signalling request burst per connection",
+    ),
+    doc(
+        "signal.code_ttl_minutes",
+        None,
+        "10",
+        "minutes a security code stays valid",
+    ),
+    doc(
+        "signal.consent_timeout_minutes",
+        None,
+        "5",
+        "minutes a sharer has to answer a consent request",
+    ),
+];
+
+/// The settings list `assistd serve --help` ends with.
+pub fn settings_help() -> String {
+    let mut out = String::from(
+        "Settings: TOML key (in --config FILE, or ASSIST_CONFIG) [default], environment variable.\n\
+         Later sources win: defaults, the file, ASSIST_* variables, the options above.\n",
+    );
+    for d in SETTINGS_DOC {
+        let env = d.env.map(|e| format!("  env {e}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {} [{}]{env}\n      {}\n",
+            d.key, d.default, d.what
+        ));
+    }
+    out
+}
+
 /// The TOML file's shape. Unknown keys are an error, so a typo never goes unnoticed.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1009,6 +1280,65 @@ mod tests {
             "off",
         ] {
             assert_eq!(log(good).map(|s| s.log).ok().as_deref(), Some(good));
+        }
+    }
+
+    /// The keys serde expects in one table, from its unknown-field error.
+    fn expected_keys(toml_text: &str) -> Vec<String> {
+        let e = toml::from_str::<FileConfig>(toml_text)
+            .unwrap_err()
+            .to_string();
+        let after = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        after
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn serve_help_documents_every_file_key_and_nothing_else() {
+        let mut keys = Vec::new();
+        for (prefix, probe) in [
+            ("", "__probe = 1"),
+            ("tls.", "[tls]\n__probe = 1"),
+            ("auth.", "[auth]\n__probe = 1"),
+            ("auth.issuers.", "[[auth.issuers]]\n__probe = 1"),
+            ("auth.sign_in.", "[auth.sign_in]\n__probe = 1"),
+            ("relay.", "[relay]\n__probe = 1"),
+            ("signal.", "[signal]\n__probe = 1"),
+        ] {
+            let found = expected_keys(probe);
+            assert!(found.len() >= 2, "{prefix}: {found:?}");
+            for k in found {
+                keys.push(format!("{prefix}{k}"));
+            }
+        }
+        // Tables are documented by their keys.
+        keys.retain(|k| !["tls", "auth", "relay", "signal", "auth.sign_in"].contains(&k.as_str()));
+        let documented: Vec<&str> = SETTINGS_DOC.iter().map(|d| d.key).collect();
+        for k in &keys {
+            assert!(
+                documented.contains(&k.as_str()),
+                "{k} is not in SETTINGS_DOC"
+            );
+        }
+        for d in &documented {
+            assert!(
+                keys.iter().any(|k| k == d),
+                "SETTINGS_DOC has {d}, the file does not"
+            );
+        }
+        let help = settings_help();
+        for d in SETTINGS_DOC {
+            assert!(
+                help.contains(&format!("{} [{}]", d.key, d.default)),
+                "{help}"
+            );
+            if let Some(env) = d.env {
+                assert!(help.contains(env), "{env}");
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use assistd::config::{self, FileConfig, Overrides, Settings};
 use assistd::logging::LogOutput;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,7 +146,14 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --help` ends with every setting: TOML key, environment variable and default.
+    let matches = Cli::command()
+        .mut_subcommand("serve", |c| c.after_help(config::settings_help()))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Serve(args) => {
             let overrides = Overrides {

@@ -245,7 +245,12 @@ async fn a_lonely_leg_times_out_and_its_ticket_cannot_come_back() {
     let (_tx, mut rx) = r.wss(&t).await.unwrap();
     expect_control(&mut rx, "joined").await;
     let ended = expect_control(&mut rx, "ended").await;
-    assert!(matches!(ended, RelayControl::Ended { .. }));
+    assert_eq!(
+        ended,
+        RelayControl::Ended {
+            reason: "peerTimeout".into()
+        }
+    );
     assert_eq!(expect_close(&mut rx).await, Some(4003));
     // The session is over: a fresh sharer ticket for it is refused.
     let late = r.ticket("lonely", Role::Sharer, Mode::ViewOnly, true);

@@ -178,6 +178,42 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
     assert_eq!(b["waitingSessions"], 0);
     assert_eq!(b["totalSessions"], 3);
     assert_eq!(b["averageSessionSeconds"], 1800.0);
+    // What HTTP clients send: percent-encoded, and the same instants with an offset.
+    for period in [
+        "from=2026-11-01T00%3A00%3A00Z&to=2026-12-01T00%3A00%3A00Z",
+        "from=2026-11-01T01%3A00%3A00%2B01%3A00&to=2026-11-30T23:00:00-01:00",
+    ] {
+        let (st, b) = s
+            .get(
+                &format!("/assist/v1/reports/sessionSummary?{period}"),
+                Some(&token),
+            )
+            .await;
+        assert_eq!((st, &b["totalSessions"]), (200, &json!(3)), "{period}: {b}");
+    }
+    let (_, b) = s
+        .get(
+            "/assist/v1/reports/sessionSummary?from=2026-11-02T00%3A00%3A00Z",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(b["totalSessions"], 2, "{b}");
+    assert_eq!(b["from"], "2026-11-02T00:00:00Z");
+    for bad in [
+        "from=garbage",
+        "to=2026-13-01T00:00:00Z",
+        "from=%ZZ",
+        "colour=red",
+    ] {
+        let (st, b) = s
+            .get(
+                &format!("/assist/v1/reports/sessionSummary?{bad}"),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(st, 400, "{bad}: {b}");
+        assert_graph_error(&b, "BadRequest");
+    }
 
     // A code out is a waiting session, read live from the broker, until it is withdrawn.
     let tls = assistd::tls::client_config(&s.server.cert_path).unwrap();
@@ -261,7 +297,7 @@ async fn a_restart_closes_sessions_left_open() {
             "ended",
             "2026-11-05T10:07:00Z",
             "brokerRestart",
-            "system"
+            "broker"
         ]])
     );
     s.server.shutdown().await;

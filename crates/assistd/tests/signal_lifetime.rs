@@ -188,6 +188,28 @@ async fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
         .await
         .unwrap();
     expect(&mut h, "codeIssued").await;
+    // The audit trail names who ended it, and how.
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        let events = store.audit_events("contoso").await.unwrap();
+        found = events
+            .into_iter()
+            .find(|e| e["activity"] == "Remote Help session: ended");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ev = found.expect("the end was audited");
+    assert_eq!(ev["actor"]["userPrincipalName"], "sam@contoso.com", "{ev}");
+    assert_eq!(
+        ev["activityDetails"],
+        json!({"kind": "ended", "reason": "disconnected", "by": "sharer"})
+    );
+    assert_eq!(ev["resources"][0]["resourceId"], sid.as_str());
     s.server.shutdown().await;
 }
 
@@ -307,6 +329,7 @@ async fn crash_recovery_reports_when_a_session_was_last_seen_running() {
         .find(|r| r.id == sid)
         .expect("recorded");
     assert_eq!(row.end_reason.as_deref(), Some("brokerRestart"));
+    assert_eq!(row.ended_by.as_deref(), Some("broker"));
     let parse = |t: &str| {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
     };

@@ -5,7 +5,7 @@
 
 import {
   CHANNEL, MODE_LABELS, canControl, closeText, encodeRelayFrame, endedText, errorText,
-  formatCode, input, modeRank, parseControl, parseRelayFrame, pointerButton, scaleToScreen,
+  formatCode, input, parseControl, parseRelayFrame, pointerButton, scaleToScreen, screenToBox,
   warningText, WheelAccumulator,
 } from './proto.mjs';
 import { ScreenView } from './screen.js';
@@ -27,6 +27,8 @@ const el = {
   chatLog: $('chat-log'), chatForm: $('chat-form'), chatText: $('chat-text'), chatSend: $('chat-send'),
   screenStatus: $('screen-status'), canvas: $('screen'), screenHint: $('screen-hint'),
   screenStats: $('screen-stats'),
+  screenArea: $('screen-area'), screenBox: $('screen-box'), remotePointer: $('remote-pointer'),
+  scaleFit: $('scale-fit'), scaleActual: $('scale-actual'), fullscreen: $('fullscreen'),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +288,7 @@ function onJoined(msg) {
   el.chatLog.replaceChildren();
   el.canvas.setAttribute('aria-label', `The shared screen of ${peerLabel()}`);
   screen.reset();
+  forgetPointer();
   setMode(null, false);
   setPhase('joined');
   setStatus(`${peerLabel()} joined. Choose a mode and press Request.`);
@@ -331,6 +334,7 @@ function onActive(msg) {
   setStatus(`Session active in ${modeLabel(msg.mode)}.`);
   if (relay) relay.close();
   screen.reset();
+  forgetPointer();
   relay = new RelayLeg(msg.relay, session.id);
 }
 
@@ -378,12 +382,9 @@ function updateModeUi() {
   if (!session) return;
   const mode = session.mode;
   el.currentMode.textContent = mode ? modeLabel(mode) : 'none yet';
-  el.requestMode.disabled = Boolean(session.requested);
-  // Suggest the next mode up.
-  if (!session.requested && mode) {
-    const next = Math.min(modeRank(mode) + 1, el.mode.options.length - 1);
-    if (modeRank(el.mode.value) === modeRank(mode)) el.mode.selectedIndex = next;
-  }
+  // The selector keeps the helper's choice: a grant never moves it to the next mode up, so
+  // pressing Request again cannot escalate. Asking for the mode already granted is pointless.
+  el.requestMode.disabled = Boolean(session.requested) || (Boolean(mode) && el.mode.value === mode);
   el.chatText.disabled = !session.chat;
   el.chatSend.disabled = !session.chat;
   el.chatText.placeholder = session.chat ? 'Message' : 'Chat is not available';
@@ -415,6 +416,7 @@ function endSessionLocally() {
     relay = null;
   }
   screen.reset(); // nothing of the sharer's screen stays on the page
+  forgetPointer();
   session = null;
   document.body.dataset.mode = '';
   document.body.dataset.relayMode = '';
@@ -483,6 +485,9 @@ class RelayLeg {
         document.body.dataset.relayMode = c.mode || '';
         if (session && c.mode) setMode(c.mode, c.chat ?? session.chat);
         break;
+      case 'pointer': // the sharer's pointer position (docs/protocol.md, "Screen and input payloads")
+        showPointer(c.x, c.y);
+        break;
       case 'ended':
         el.screenStatus.textContent = `The screen connection ended${c.reason ? ` (${c.reason})` : ''}.`;
         break;
@@ -526,7 +531,59 @@ function updateScreenStats(view) {
     (s.ignored ? `, ignored: ${s.ignored} (${view.lastError})` : '') +
     (s.skipped ? `, skipped: ${s.skipped}` : '');
   el.canvas.dataset.frames = String(s.shown);
+  placePointer(); // the screen size may have changed
 }
+
+// ---------------------------------------------------------------------------------------------
+// Screen size (fit, 1:1, full screen) and the sharer's pointer
+
+let remotePointer = null; // {x, y} in screen pixels, as the sharer last sent it
+
+function forgetPointer() {
+  remotePointer = null;
+  placePointer();
+}
+
+function showPointer(x, y) {
+  remotePointer = { x, y };
+  placePointer();
+}
+
+function placePointer() {
+  const p = remotePointer;
+  const at = p && screenToBox(p.x, p.y, screen.width, screen.height, el.canvas.clientWidth, el.canvas.clientHeight);
+  if (!at) {
+    el.remotePointer.hidden = true;
+    return;
+  }
+  el.remotePointer.style.left = `${el.canvas.offsetLeft + el.canvas.clientLeft + at.x}px`;
+  el.remotePointer.style.top = `${el.canvas.offsetTop + el.canvas.clientTop + at.y}px`;
+  el.remotePointer.dataset.x = String(p.x);
+  el.remotePointer.dataset.y = String(p.y);
+  el.remotePointer.hidden = false;
+}
+
+function setScale(actual) {
+  el.screenBox.classList.toggle('actual', actual);
+  el.scaleFit.setAttribute('aria-pressed', String(!actual));
+  el.scaleActual.setAttribute('aria-pressed', String(actual));
+  placePointer();
+}
+
+el.scaleFit.addEventListener('click', () => setScale(false));
+el.scaleActual.addEventListener('click', () => setScale(true));
+el.fullscreen.addEventListener('click', () => {
+  const done = document.fullscreenElement
+    ? document.exitFullscreen()
+    : el.screenArea.requestFullscreen();
+  done.catch((e) => { el.screenStatus.textContent = `Full screen is not available: ${e.message}`; });
+  el.canvas.focus();
+});
+document.addEventListener('fullscreenchange', () => {
+  el.fullscreen.textContent = document.fullscreenElement ? 'Exit full screen' : 'Full screen';
+  placePointer();
+});
+window.addEventListener('resize', placePointer);
 
 // ---------------------------------------------------------------------------------------------
 // Input: only while the mode is fullControl or higher, and only over the canvas.
@@ -687,6 +744,7 @@ function endSession() {
 el.cancel.addEventListener('click', endSession);
 el.end.addEventListener('click', endSession);
 
+el.mode.addEventListener('change', updateModeUi);
 el.modeForm.addEventListener('submit', (ev) => {
   ev.preventDefault();
   requestMode(false);

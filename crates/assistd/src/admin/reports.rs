@@ -4,7 +4,7 @@
 //! scope *and* the Intune action `Microsoft.Intune_RemoteAssistance_ViewReports` through one of
 //! the caller's role assignments.
 
-use assist_graph::odata::Filter;
+use assist_graph::odata::{percent_decode, Filter};
 use assist_graph::GraphError;
 use assist_policy::ResourceAction;
 use assist_store::sessions::SessionRow;
@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
 
 use crate::api::{json_response, read_json, ApiError, Caller};
 use crate::facts;
@@ -294,21 +295,21 @@ pub async fn summary(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_view_reports(&state, &caller).await?;
-    let mut from = String::new();
-    let mut to = "9999".to_owned();
+    let mut from = None;
+    let mut to = None;
     for pair in query
         .as_deref()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
     {
-        // Decoded: a browser's URLSearchParams or encodeURIComponent sends ':' as %3A.
-        match pair.split_once('=') {
-            Some(("from", v)) => from = assist_graph::odata::percent_decode(v)?,
-            Some(("to", v)) => to = assist_graph::odata::percent_decode(v)?,
-            _ => {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match percent_decode(key)?.as_str() {
+            "from" => from = Some(period_bound("from", &percent_decode(value)?)?),
+            "to" => to = Some(period_bound("to", &percent_decode(value)?)?),
+            other => {
                 return Err(GraphError::bad_request(format!(
-                    "unknown parameter '{pair}' (from, to)"
+                    "unknown parameter '{other}' (from, to)"
                 ))
                 .into())
             }
@@ -327,15 +328,19 @@ pub async fn summary(
     });
     let in_period: Vec<&SessionRow> = rows
         .iter()
-        .filter(|r| r.start_time >= from && r.start_time < to)
+        .filter(|r| {
+            let Ok(start) = time::OffsetDateTime::parse(&r.start_time, &Rfc3339) else {
+                return false;
+            };
+            from.is_none_or(|f| start >= f) && to.is_none_or(|t| start < t)
+        })
         .collect();
     let lengths: Vec<f64> = in_period
         .iter()
         .filter_map(|r| {
             let end = r.end_time.as_deref()?;
-            let fmt = &time::format_description::well_known::Rfc3339;
-            let s = time::OffsetDateTime::parse(&r.start_time, fmt).ok()?;
-            let e = time::OffsetDateTime::parse(end, fmt).ok()?;
+            let s = time::OffsetDateTime::parse(&r.start_time, &Rfc3339).ok()?;
+            let e = time::OffsetDateTime::parse(end, &Rfc3339).ok()?;
             Some((e - s).as_seconds_f64())
         })
         .collect();
@@ -346,8 +351,24 @@ pub async fn summary(
     };
     Ok(json_response(
         StatusCode::OK,
-        json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from, "to": to}),
+        json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from.map(format_bound), "to": to.map(format_bound)}),
     ))
+}
+
+/// A `from`/`to` bound: an RFC 3339 date-time (`2026-01-01T00:00:00Z`), already URL-decoded.
+/// An unencoded `+` of an offset arrives as a space, so a space is read back as `+`.
+fn period_bound(name: &str, value: &str) -> Result<time::OffsetDateTime, GraphError> {
+    time::OffsetDateTime::parse(value, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&value.replace(' ', "+"), &Rfc3339))
+        .map_err(|_| {
+            GraphError::bad_request(format!(
+                "{name} must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z, got '{value}'"
+            ))
+        })
+}
+
+fn format_bound(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// The modes a day's count is split by, in the order the answer lists them.

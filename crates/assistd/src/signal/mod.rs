@@ -12,7 +12,7 @@ pub mod endpoint;
 
 use assist_identity::Identity;
 use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
-use assist_session::message::{EndReason, Profile, RelayAccess, SessionId};
+use assist_session::message::{CloseCode, EndReason, Profile, RelayAccess, SessionId};
 use assist_session::{
     Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, InProcessLiveState, LaunchError,
     LiveState, Output, Party, RecordEvent, Timestamp,
@@ -562,7 +562,7 @@ impl Driver {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     for (_, out) in self.conns.drain() {
-                        let _ = out.try_send(Outbound::Close(conn::close::GOING_AWAY, "server shutting down".into()));
+                        let _ = out.try_send(Outbound::Close(CloseCode::GoingAway));
                     }
                     return;
                 }
@@ -631,14 +631,13 @@ impl Driver {
                             tx.try_send(Outbound::Text(event.to_json()))
                         {
                             tracing::warn!("a signalling connection is not reading; closing it");
-                            let _ =
-                                tx.try_send(Outbound::Close(conn::close::SLOW, "too slow".into()));
+                            let _ = tx.try_send(Outbound::Close(CloseCode::Slow));
                         }
                     }
                 }
                 Output::Close { conn, code } => {
                     if let Some(tx) = self.conns.get(&conn) {
-                        let _ = tx.try_send(Outbound::Close(code.code(), code.as_str().into()));
+                        let _ = tx.try_send(Outbound::Close(code));
                     }
                 }
                 Output::Evaluate(req) => {
@@ -715,7 +714,7 @@ impl Driver {
                     let (upn, uid) = ev
                         .actor
                         .as_ref()
-                        .map(|a| (String::new(), a.user_id.clone()))
+                        .map(|a| (ev.actor_name.clone().unwrap_or_default(), a.user_id.clone()))
                         .unwrap_or_default();
                     let mut audit = StoreAudit::new(
                         &format!("Remote Help session: {activity}"),
