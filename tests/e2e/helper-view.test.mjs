@@ -71,9 +71,10 @@ test('helper page: the mode selector keeps its choice, Fit / 1:1 / Full screen, 
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   let sharer = null;
   try {
+    // The helper page signs in through the dev issuer's sign-in page (no token field).
     await page.goto(`${URL_BASE}/helper/`);
-    await page.fill('#token', env.HELPER_TOKEN);
-    await page.click('#connect');
+    await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+    await page.getByRole('button', { name: 'helen@contoso.com' }).click();
     await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
     await page.click('#get-code');
     await page.waitForSelector('body[data-phase="code"]');
