@@ -715,6 +715,8 @@ impl Driver {
                         "modifiedProperties": [],
                     }]);
                     audit.body["activityDetails"] = kind;
+                    // Stamped once, by the machine, like the session records.
+                    audit.body["activityDateTime"] = json!(rfc3339(ev.at));
                     let _ = self
                         .store_tx
                         .send(StoreWrite::Audit(ev.tenant_id.clone(), audit));
