@@ -1,7 +1,8 @@
 // End-to-end tests of the browser helper page in headless Chromium against a real assistd.
 // Started by tests/e2e/run.sh, which provides (environment):
 //   ASSIST_URL        https://localhost:PORT of a running assistd with the demo tenant
-//   HELPER_TOKEN, SHARER_TOKEN   tokens of helen@contoso.com and sam@contoso.com
+//   HELPER_TOKEN, SHARER_TOKEN   tokens of helen@contoso.com and sam@contoso.com (the helper
+//                     page itself signs in as helen through the dev issuer's sign-in page)
 //   DEVICE_TOKEN, DEVICE_ID      sam@contoso.com signed in on an unenrolled device (launch flow)
 //   ASSIST_CA         the server's certificate (PEM)
 //   ASSIST_BIN_DIR    target/debug (the `assist` binary)
@@ -73,16 +74,25 @@ async function withBrowser(name, fn) {
   }
 }
 
-/** Opens the page, signs in with the helper's token and gets a code. */
-async function signInAndGetCode(page) {
-  await page.goto(`${URL_BASE}/`); // redirects to /helper/
-  assert.equal(new URL(page.url()).pathname, '/helper/');
-  await page.fill('#token', env.HELPER_TOKEN);
-  await page.click('#connect');
+/**
+ * Opens `path`, which sends the browser to the dev issuer's sign-in page; picks `upn` there
+ * and waits until the helper page is back, signed in and connected.
+ */
+async function signInAsHelper(page, path = '/helper/', upn = 'helen@contoso.com') {
+  await page.goto(`${URL_BASE}${path}`);
+  await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+  await page.getByRole('button', { name: upn }).click();
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
-  // The token is kept in sessionStorage only.
-  assert.equal(await page.evaluate(() => localStorage.length), 0);
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('assist.helper.token')), env.HELPER_TOKEN);
+  assert.equal(new URL(page.url()).pathname, '/helper/');
+  assert.equal(new URL(page.url()).search, '', 'the authorization response left the URL');
+  assert.match(await page.textContent('#conn-status'), /Connected as Helen Helper/);
+  // Tokens stay in memory: nothing in either storage.
+  assert.deepEqual(await page.evaluate(() => [localStorage.length, sessionStorage.length]), [0, 0]);
+}
+
+/** Opens the page, signs in as the helper and gets a code. */
+async function signInAndGetCode(page) {
+  await signInAsHelper(page, '/'); // / redirects to /helper/
   await page.click('#get-code');
   await page.waitForSelector('body[data-phase="code"]');
   const shown = (await page.textContent('#code')).trim();
@@ -212,10 +222,7 @@ test('helper page, launch flow: help a device, acknowledge the warning, the shar
   await withBrowser('launch', async (page) => {
     const sharer = await startFakeSharer({ server: URL_BASE, token: env.DEVICE_TOKEN });
     try {
-      await page.goto(`${URL_BASE}/helper/`);
-      await page.fill('#token', env.HELPER_TOKEN);
-      await page.click('#connect');
-      await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      await signInAsHelper(page);
       // An unknown device is offline, in plain words.
       await page.fill('#device-id', 'no-such-device');
       await page.click('#help-device');

@@ -170,6 +170,13 @@ export async function startFakeSharer({ server, token, code }) {
     }
   };
   state.end = () => send({ type: 'endSession', sessionId: state.sessionId });
+  // The agent's pointer message (docs/protocol.md, "Pointer position").
+  state.sendPointer = (x, y) => {
+    const r = state.relay;
+    if (r && r.readyState === WebSocket.OPEN) {
+      r.send(encodeRelayFrame(CHANNEL.control, JSON.stringify({ type: 'pointer', x, y })));
+    }
+  };
   state.close = () => {
     try { state.relay?.close(1000); } catch { /* closed */ }
     try { ws.close(1000); } catch { /* closed */ }

@@ -9,6 +9,9 @@ The convention (also in README.md's "Contributing" note):
 * An HTML comment on the line right before the opening fence changes that:
   - `<!-- readme-test: skip REASON -->`: the block is not run (`./test.sh` itself, interactive
     or graphical steps, repeats of earlier commands). Say why.
+  - `<!-- readme-test: typed (…) -->`: one terminal of the README's two-terminal session
+    ("Try a Remote Help session"), which a person types into. At the first such block the test plays
+    that session itself (below); the others are part of it and not run again.
   - `<!-- readme-test: background -->`: the block is a long-running server. It is started in the
     background, the test waits until https://localhost:8443 and http://127.0.0.1:9090/readyz
     answer, runs the remaining blocks, then sends it SIGTERM and expects it to exit 0 promptly.
@@ -19,10 +22,9 @@ The convention (also in README.md's "Contributing" note):
 * The README's ports (8443, 9090) are used as written. When the machine allows it, the test runs
   in a private network namespace (`unshare --net --map-root-user`), so a developer's running
   server, or another test, on those ports does not clash; otherwise the ports must be free.
-* After the blocks, the test plays the README's two-terminal session ("Try a Remote Help session")
-  with the tokens the README produced: `assist helper` and `assist sharer` (the same
-  binaries `cargo run --bin assist` runs) driven through their standard input as a person types,
-  checking that chat gets through and that both exit 0 once the session ends.
+* The session is played with the tokens the README produced (demo.env): `assist helper` and
+  `assist sharer` (the binaries `cargo run --bin assist` runs) driven through their standard input
+  as a person types, checking that chat gets through and that both exit 0 once the session ends.
 
 Usage: python3 tests/readme/run.py   (./test.sh runs it; needs curl, python3 and a built assistd)
 """
@@ -45,7 +47,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / "target" / "readme-test" / "work"
-MARKER = re.compile(r"^<!--\s*readme-test:\s*(skip|background)\b(.*?)-->\s*$")
+MARKER = re.compile(r"^<!--\s*readme-test:\s*(skip|background|typed)\b(.*?)-->\s*$")
 HTTPS = "https://localhost:8443"
 READY = "http://127.0.0.1:9090/readyz"
 IN_NETNS = "ASSIST_README_TEST_NETNS"
@@ -230,8 +232,9 @@ def run_in_shell(shell: subprocess.Popen, b: Block) -> None:
 
 def main() -> None:
     blocks = extract_blocks((REPO / "README.md").read_text())
-    if not any(b.mode == "run" for b in blocks) or not any(b.mode == "background" for b in blocks):
-        fail("README.md has no ```sh block to run or no server block marked background")
+    for mode in ("run", "background", "typed"):
+        if not any(b.mode == mode for b in blocks):
+            fail(f"README.md has no ```sh block marked {mode}")
     if os.environ.get(IN_NETNS) != "1":
         # Build first, outside the timed waits (a no-op when ./test.sh has just built).
         subprocess.run(["cargo", "build", "-q", "--locked", "-p", "assistd", "--bins"],
@@ -258,6 +261,7 @@ def main() -> None:
     env = clean_env()
 
     server = None
+    played = False
     logs = Path(tempfile.mkdtemp(prefix="readme-test-"))
     # One shell for every foreground block, so variables carry over from block to block.
     shell = subprocess.Popen(["bash"], cwd=WORK, env=env, stdin=subprocess.PIPE, text=True)
@@ -267,6 +271,14 @@ def main() -> None:
         for b in blocks:
             if b.mode == "skip":
                 print(f"==> README.md:{b.line}: skipped {b.note or '(no reason given)'}")
+                continue
+            if b.mode == "typed":
+                if played:
+                    print(f"==> README.md:{b.line}: typed, part of the session played above")
+                else:
+                    print(f"==> README.md:{b.line}: typed: playing the two-terminal session")
+                    play_two_terminal_session(env)
+                    played = True
                 continue
             print(f"==> README.md:{b.line}: {b.mode}\n{b.text.rstrip()}")
             script = "set -euo pipefail\n" + b.text
@@ -283,7 +295,6 @@ def main() -> None:
             run_in_shell(shell, b)
         if server is None:
             fail("no server was started")
-        play_two_terminal_session(env)
     finally:
         if shell.poll() is None:
             shell.kill()

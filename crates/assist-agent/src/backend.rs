@@ -53,6 +53,13 @@ pub trait ScreenCapture: Send + 'static {
     /// Captures the whole screen as it is now. The size may differ from the previous capture (the screen
     /// was resized); the agent then sends a keyframe.
     fn capture(&mut self) -> Result<Capture, Self::Error>;
+
+    /// Where the pointer is on the screen now, in screen pixels, if the platform says (the
+    /// capture itself does not show it). Asked after each capture; the agent sends the helper a
+    /// `pointer` control message when it moved. The default: unknown.
+    fn pointer(&mut self) -> Option<(u16, u16)> {
+        None
+    }
 }
 
 /// Injects input into the session. Called from a dedicated thread: it may block, but should be quick.

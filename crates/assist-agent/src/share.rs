@@ -286,7 +286,8 @@ fn report(opts: &ShareOptions, ev: ShareEvent) {
     }
 }
 
-type CaptureResult = Result<Option<EncodedFrame>, ShareError>;
+/// One capture: the encoded frame (`None`: nothing changed) and where the pointer was.
+type CaptureResult = Result<(Option<EncodedFrame>, Option<(u16, u16)>), ShareError>;
 
 /// Runs the capture thread: one capture and encode per request, the answer on `results`.
 fn spawn_capture<S: ScreenCapture>(
@@ -302,7 +303,8 @@ fn spawn_capture<S: ScreenCapture>(
                 let r = screen
                     .capture()
                     .map_err(|e| ShareError::Screen(Box::new(e)))
-                    .and_then(|c| Ok(encoder.encode(c, keyframe)?));
+                    .and_then(|c| Ok(encoder.encode(c, keyframe)?))
+                    .map(|frame| (frame, screen.pointer()));
                 if results.blocking_send(r).is_err() {
                     return;
                 }
@@ -371,6 +373,8 @@ pub async fn run_session<S: ScreenCapture, I: InputInjector>(
     let mut due = false;
     // The capture in flight, holding its reserved place in the writer's queue.
     let mut in_flight: Option<mpsc::OwnedPermit<Frame>> = None;
+    // The pointer position last sent to the helper.
+    let mut last_pointer: Option<(u16, u16)> = None;
 
     let result = loop {
         let deadline = start + std::time::Duration::from_millis(rate.next_deadline_ms(now_ms()));
@@ -447,11 +451,24 @@ pub async fn run_session<S: ScreenCapture, I: InputInjector>(
             }
             res = res_rx.recv(), if in_flight.is_some() => {
                 let Some(permit) = in_flight.take() else { continue };
-                let encoded = match res {
+                let (encoded, pointer) = match res {
                     None => break Err(ShareError::Thread("the capture thread stopped".into())),
                     Some(Err(e)) => break Err(e),
-                    Some(Ok(None)) => continue, // nothing changed
-                    Some(Ok(Some(f))) => f,
+                    Some(Ok(r)) => r,
+                };
+                if pointer.is_some() && pointer != last_pointer {
+                    // The helper draws it (the capture does not show it); a full queue skips
+                    // this one and the next capture tries again.
+                    if let Some((x, y)) = pointer {
+                        let msg = format!(r#"{{"type":"pointer","x":{x},"y":{y}}}"#);
+                        if link.tx.try_send(Frame::new(Channel::Control, 0, msg.as_bytes())).is_ok() {
+                            last_pointer = pointer;
+                        }
+                    }
+                }
+                let Some(encoded) = encoded else {
+                    drop(permit);
+                    continue; // nothing changed
                 };
                 let flags = if encoded.keyframe { FLAG_KEYFRAME } else { 0 };
                 stats.frames += 1;

@@ -7,13 +7,15 @@
 //! formats (16-bit, 8-bit palettes) are refused with [`X11Error::UnsupportedFormat`].
 
 use crate::backend::{Capture, InputInjector, ScreenCapture};
+use assist_screen::keymap::{self, is_character, Held, Keymap, Plan};
 use assist_screen::{keysym_for, InputEvent};
 use std::collections::HashMap;
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectError, ConnectionError, ReplyError};
 use x11rb::protocol::xproto::{
-    ConnectionExt as _, ImageFormat, ImageOrder, VisualClass, Window, BUTTON_PRESS_EVENT,
-    BUTTON_RELEASE_EVENT, KEY_PRESS_EVENT, KEY_RELEASE_EVENT, MOTION_NOTIFY_EVENT,
+    ConnectionExt as _, ImageFormat, ImageOrder, KeyButMask, VisualClass, Window,
+    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, KEY_PRESS_EVENT, KEY_RELEASE_EVENT,
+    MOTION_NOTIFY_EVENT,
 };
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
@@ -191,19 +193,33 @@ impl ScreenCapture for X11Screen {
     fn capture(&mut self) -> Result<Capture, X11Error> {
         self.capture_bgrx()
     }
+
+    fn pointer(&mut self) -> Option<(u16, u16)> {
+        let p = self.conn.query_pointer(self.root).ok()?.reply().ok()?;
+        if !p.same_screen {
+            return None;
+        }
+        Some((u16::try_from(p.root_x).ok()?, u16::try_from(p.root_y).ok()?))
+    }
 }
 
 /// Wheel steps applied per event at most, per axis (a helper's bug should not scroll forever).
 const MAX_WHEEL_STEPS: i32 = 20;
 
 /// Injects pointer and key events with XTest.
+///
+/// A character is typed with the Shift and AltGr (ISO_Level3_Shift) state its column of the
+/// sharer's keymap needs, whatever the helper held: `H`, `:` or `?` get Shift, `\` on a German
+/// layout gets AltGr, `a` with the helper's Shift down is still `a`, and the modifiers are put back
+/// right after the press ([`assist_screen::keymap`]). Function, cursor and modifier keys are
+/// pressed as they are, so the helper's own Shift+Arrow still selects; with Control, Alt or Super
+/// held (a shortcut) a held Shift is never lifted.
 pub struct X11Input {
     conn: RustConnection,
     root: Window,
-    min_keycode: u8,
     keysyms_per_keycode: u8,
-    /// The keyboard mapping: `keysyms_per_keycode` keysyms for each keycode from `min_keycode`.
-    keymap: Vec<u32>,
+    /// The keyboard and modifier mappings, kept up to date with the keysyms we bind.
+    keymap: Keymap,
     /// Keycodes we bound to a keysym ourselves (xdotool's trick), oldest first, to unbind at the end.
     bound: Vec<u8>,
     /// Keys held down: keysym → the keycode pressed for it.
@@ -244,12 +260,20 @@ impl X11Input {
                 max_keycode.saturating_sub(min_keycode).saturating_add(1),
             )?
             .reply()?;
+        let modifiers = conn.get_modifier_mapping()?.reply()?;
+        let keysyms_per_keycode = map.keysyms_per_keycode.max(1);
+        let keymap = Keymap::new(
+            min_keycode,
+            keysyms_per_keycode,
+            map.keysyms,
+            modifiers.keycodes_per_modifier(),
+            modifiers.keycodes,
+        );
         Ok(X11Input {
             conn,
             root,
-            min_keycode,
-            keysyms_per_keycode: map.keysyms_per_keycode.max(1),
-            keymap: map.keysyms,
+            keysyms_per_keycode,
+            keymap,
             bound: Vec::new(),
             keys_down: HashMap::new(),
             buttons_down: [false; 3],
@@ -276,22 +300,15 @@ impl X11Input {
         Ok(())
     }
 
-    fn keycode_count(&self) -> usize {
-        self.keymap.len() / usize::from(self.keysyms_per_keycode)
-    }
-
-    /// The keycode that types `keysym`, binding it to a spare keycode when the keymap has none.
-    fn keycode_for(&mut self, keysym: u32) -> Result<u8, X11Error> {
-        let per = usize::from(self.keysyms_per_keycode);
-        if let Some(i) = self.keymap.iter().position(|&s| s == keysym) {
-            return Ok(self.keycode_at(i / per));
-        }
+    /// Binds `keysym` to a spare keycode (xdotool's trick): one with no keysym at all, else the
+    /// oldest we bound that is not held.
+    fn bind_spare(&mut self, keysym: u32) -> Result<u8, X11Error> {
         let held: Vec<u8> = self.keys_down.values().copied().collect();
-        // A keycode with no keysym at all, highest first (low ones are real keys); else the oldest we bound.
-        let spare = (0..self.keycode_count())
-            .rev()
-            .find(|&k| self.keymap[k * per..(k + 1) * per].iter().all(|&s| s == 0))
-            .map(|k| self.keycode_at(k))
+        let spare = self
+            .keymap
+            .unbound_keycodes()
+            .first()
+            .copied()
             .or_else(|| self.bound.iter().copied().find(|kc| !held.contains(kc)))
             .ok_or(X11Error::NoSpareKeycode(keysym))?;
         self.bind(spare, keysym)?;
@@ -300,21 +317,59 @@ impl X11Input {
         Ok(spare)
     }
 
-    fn keycode_at(&self, index: usize) -> u8 {
-        // index < keycode_count() <= 256 - min_keycode, so the sum fits in u8.
-        self.min_keycode
-            .saturating_add(u8::try_from(index).unwrap_or(u8::MAX))
-    }
-
     /// Sets every column of `keycode` to `keysym` (0 unbinds it), here and on the server.
     fn bind(&mut self, keycode: u8, keysym: u32) -> Result<(), X11Error> {
-        let per = usize::from(self.keysyms_per_keycode);
-        let k = usize::from(keycode.saturating_sub(self.min_keycode));
-        let syms = vec![keysym; per];
+        let syms = vec![keysym; self.keymap.per_keycode()];
         self.conn
             .change_keyboard_mapping(1, keycode, self.keysyms_per_keycode, &syms)?;
-        if let Some(slot) = self.keymap.get_mut(k * per..(k + 1) * per) {
-            slot.copy_from_slice(&syms);
+        self.keymap.set(keycode, keysym);
+        Ok(())
+    }
+
+    /// The keys down on the server now and the Caps Lock state.
+    fn held(&self) -> Result<Held, X11Error> {
+        let map = self.conn.query_keymap()?.reply()?;
+        let pointer = self.conn.query_pointer(self.root)?.reply()?;
+        let keys = (0u16..256)
+            .filter(|&k| map.keys[usize::from(k / 8)] & (1 << (k % 8)) != 0)
+            .filter_map(|k| u8::try_from(k).ok())
+            .collect();
+        Ok(Held {
+            keys,
+            caps_lock: pointer.mask.contains(KeyButMask::LOCK),
+            shortcut: pointer
+                .mask
+                .intersects(KeyButMask::CONTROL | KeyButMask::MOD1 | KeyButMask::MOD4),
+        })
+    }
+
+    /// The keycode for `keysym` and the modifier changes around its press.
+    fn keycode_and_plan(&mut self, keysym: u32) -> Result<(u8, Plan), X11Error> {
+        let Some(choice) = self.keymap.find(keysym) else {
+            return Ok((self.bind_spare(keysym)?, Plan::default()));
+        };
+        // Modifiers, function keys and keysyms we bound (every column the same) as they are.
+        if !is_character(keysym)
+            || self.keymap.is_modifier(choice.keycode)
+            || self.bound.contains(&choice.keycode)
+        {
+            return Ok((choice.keycode, Plan::default()));
+        }
+        match keymap::plan(&self.keymap, keysym, choice, &self.held()?) {
+            Some(plan) => Ok((choice.keycode, plan)),
+            // A level whose modifier has no key here (no AltGr key): bind the keysym instead.
+            None => Ok((self.bind_spare(keysym)?, Plan::default())),
+        }
+    }
+
+    fn fake_keys(&self, keys: &[(u8, bool)]) -> Result<(), X11Error> {
+        for &(keycode, down) in keys {
+            let kind = if down {
+                KEY_PRESS_EVENT
+            } else {
+                KEY_RELEASE_EVENT
+            };
+            self.fake(kind, keycode, 0, 0)?;
         }
         Ok(())
     }
@@ -322,12 +377,12 @@ impl X11Input {
     fn key(&mut self, key: &str, down: bool) -> Result<(), X11Error> {
         let keysym = keysym_for(key).ok_or_else(|| X11Error::UnknownKey(key.to_owned()))?;
         if down {
-            let keycode = match self.keys_down.get(&keysym) {
-                Some(&kc) => kc, // auto-repeat: press the same keycode again
-                None => self.keycode_for(keysym)?,
-            };
+            // Auto-repeat presses the same keycode again, with the same levels.
+            let (keycode, plan) = self.keycode_and_plan(keysym)?;
             self.keys_down.insert(keysym, keycode);
-            self.fake(KEY_PRESS_EVENT, keycode, 0, 0)
+            self.fake_keys(&plan.before)?;
+            self.fake(KEY_PRESS_EVENT, keycode, 0, 0)?;
+            self.fake_keys(&plan.after)
         } else {
             match self.keys_down.remove(&keysym) {
                 Some(keycode) => self.fake(KEY_RELEASE_EVENT, keycode, 0, 0),

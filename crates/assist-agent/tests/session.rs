@@ -273,3 +273,75 @@ async fn cancel_and_close_end_the_loop() {
         assert_eq!(outcome.end, want);
     }
 }
+
+/// A screen that also reports the pointer, which the test moves.
+#[derive(Clone)]
+struct PointerScreen(Arc<Mutex<Option<(u16, u16)>>>);
+
+impl ScreenCapture for PointerScreen {
+    type Error = std::io::Error;
+    fn capture(&mut self) -> Result<Capture, std::io::Error> {
+        FakeScreen(Arc::new(Mutex::new(0))).capture()
+    }
+    fn pointer(&mut self) -> Option<(u16, u16)> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// The next control frame the loop sends (screen frames are skipped), or `None` within `wait`.
+async fn next_control(rx: &mut mpsc::Receiver<Frame>, wait: Duration) -> Option<String> {
+    let end = tokio::time::Instant::now() + wait;
+    loop {
+        let f = tokio::time::timeout_at(end, rx.recv()).await.ok()??;
+        if f.header.channel == Channel::Control {
+            return Some(String::from_utf8(f.payload().to_vec()).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pointer_goes_to_the_helper_when_it_moves() {
+    let (relay_tx, relay_rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = mpsc::channel(8);
+    let at = Arc::new(Mutex::new(Some((10u16, 20u16))));
+    let task = tokio::spawn(run_session(
+        RelayLink {
+            tx: out_tx,
+            rx: relay_rx,
+            writer: None,
+        },
+        PointerScreen(at.clone()),
+        None::<Recorder>,
+        ShareOptions::default(),
+    ));
+    relay_tx
+        .send(relay(RelayControl::Paired {
+            mode: "viewOnly".into(),
+            chat: true,
+        }))
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(5);
+    assert_eq!(
+        next_control(&mut out_rx, wait).await.as_deref(),
+        Some(r#"{"type":"pointer","x":10,"y":20}"#)
+    );
+    // Not sent again while it stays put.
+    assert_eq!(
+        next_control(&mut out_rx, Duration::from_millis(400)).await,
+        None
+    );
+    *at.lock().unwrap() = Some((129, 0));
+    assert_eq!(
+        next_control(&mut out_rx, wait).await.as_deref(),
+        Some(r#"{"type":"pointer","x":129,"y":0}"#)
+    );
+    relay_tx
+        .send(relay(RelayControl::Ended {
+            reason: "ended".into(),
+        }))
+        .await
+        .unwrap();
+    let outcome = task.await.unwrap().unwrap();
+    assert_eq!(outcome.end, ShareEnd::Ended("ended".into()));
+}

@@ -264,8 +264,8 @@ fn capture_and_inject_under_xvfb() {
         }
         wait_for_log(&log, logged);
     }
-    // Shift + a types "A".
-    for (key, down) in [("Shift", true), ("a", true), ("a", false), ("Shift", false)] {
+    // Shift + A (what a browser sends for Shift+a) types "A".
+    for (key, down) in [("Shift", true), ("A", true), ("A", false), ("Shift", false)] {
         input
             .inject(&InputEvent::Key {
                 key: key.into(),
@@ -274,5 +274,135 @@ fn capture_and_inject_under_xvfb() {
             .unwrap();
     }
     wait_for_log(&log, "key 41");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `key …` lines of the log's character keys (not modifiers or function keys, keysyms
+/// 0xfe00 to 0xffff), as keysyms.
+fn character_keys(log: &Path) -> Vec<u32> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("key "))
+        .filter_map(|k| u32::from_str_radix(k, 16).ok())
+        .filter(|k| !(0xfe00..=0xffff).contains(k))
+        .collect()
+}
+
+/// The character keys after the first `skip`, once there are `count` more (10 s at most).
+fn wait_for_keys(log: &Path, skip: usize, count: usize) -> Vec<u32> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Vec<u32> = character_keys(log).into_iter().skip(skip).collect();
+        if keys.len() >= count || Instant::now() > until {
+            return keys;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Types `text` as a paste or an input method does: each character down and up, no Shift or
+/// AltGr from the helper. Returns what the app saw, as characters.
+fn type_text(input: &mut X11Input, log: &Path, text: &str) -> String {
+    let before = character_keys(log).len();
+    for c in text.chars() {
+        for down in [true, false] {
+            input
+                .inject(&InputEvent::Key {
+                    key: c.to_string(),
+                    down,
+                })
+                .unwrap();
+        }
+    }
+    let n = text.chars().count();
+    wait_for_keys(log, before, n)
+        .into_iter()
+        // Latin-1 keysyms are their code points; others are not in these texts.
+        .map(|sym| {
+            char::from_u32(sym)
+                .filter(|_| sym < 0x100)
+                .unwrap_or('\u{fffd}')
+        })
+        .collect()
+}
+
+#[test]
+fn typed_text_gets_shift_and_altgr_on_us_and_german_layouts_under_xvfb() {
+    let required = std::env::var("ASSIST_REQUIRE_XVFB").is_ok_and(|v| !v.is_empty() && v != "0");
+    let Some(xvfb) = find_xvfb() else {
+        assert!(
+            !required,
+            "Xvfb is not on PATH and ASSIST_REQUIRE_XVFB is set (apt-get install xvfb)"
+        );
+        eprintln!("SKIPPED typed_text…: Xvfb is not on PATH (apt-get install xvfb)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("assist-xvfb-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("input.log");
+    let _ = std::fs::remove_file(&log);
+    let (_xvfb, display) = start_xvfb(&xvfb);
+    let _app = start_app(&display, &log);
+    const TEXT: &str = r"Hi Sam: saved to \\fileserver\finance? (Q4, 100%)";
+
+    // Xvfb's default layout (us).
+    let mut input = X11Input::connect(Some(&display)).expect("connect for input (XTest)");
+    assert_eq!(type_text(&mut input, &log, TEXT), TEXT);
+    // The modifiers are back up: a plain letter is lower case.
+    assert_eq!(type_text(&mut input, &log, "a"), "a");
+    // The helper's own Shift still works, and is still held after a character that needs none.
+    input
+        .inject(&InputEvent::Key {
+            key: "Shift".into(),
+            down: true,
+        })
+        .unwrap();
+    assert_eq!(type_text(&mut input, &log, "B1c"), "B1c");
+    input.release_all().unwrap();
+    drop(input);
+
+    // A German layout: ':' '?' '(' '%' need Shift on other keys, '\' needs AltGr, Y and Z swap.
+    let setxkbmap = Command::new("setxkbmap")
+        .args(["-display", &display, "de"])
+        .status();
+    match setxkbmap {
+        Ok(s) if s.success() => {}
+        other => {
+            assert!(
+                !required,
+                "setxkbmap de failed ({other:?}); scripts/install-test-deps.sh installs x11-xkb-utils"
+            );
+            eprintln!("SKIPPED the German half: setxkbmap is missing or failed ({other:?})");
+            return;
+        }
+    }
+    // The layout really changed: backslash is on level 3 only (AltGr+ß), nowhere on levels 1-2.
+    {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::xproto::ConnectionExt;
+        let (conn, _) = x11rb::rust_connection::RustConnection::connect(Some(&display)).unwrap();
+        let (min, max) = (conn.setup().min_keycode, conn.setup().max_keycode);
+        let map = conn
+            .get_keyboard_mapping(min, max - min + 1)
+            .unwrap()
+            .reply()
+            .unwrap();
+        let per = usize::from(map.keysyms_per_keycode);
+        let columns_of_backslash: Vec<usize> = map
+            .keysyms
+            .chunks(per)
+            .flat_map(|syms| syms.iter().enumerate().filter(|(_, &s)| s == 0x5c))
+            .map(|(col, _)| col)
+            .collect();
+        assert!(
+            !columns_of_backslash.is_empty() && columns_of_backslash.iter().all(|&c| c >= 4),
+            "backslash columns after setxkbmap de: {columns_of_backslash:?}"
+        );
+    }
+    let mut input = X11Input::connect(Some(&display)).expect("connect after the layout change");
+    assert_eq!(type_text(&mut input, &log, TEXT), TEXT);
+    assert_eq!(type_text(&mut input, &log, "@yz"), "@yz");
+    drop(input);
     let _ = std::fs::remove_dir_all(&dir);
 }

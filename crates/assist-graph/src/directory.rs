@@ -72,7 +72,9 @@ pub static GROUP: EntitySchema = EntitySchema {
     props: &[
         Prop::new("id", PropType::String).read_only(),
         Prop::new("displayName", PropType::String).required(),
-        Prop::new("description", PropType::String).max_len(1024),
+        Prop::new("description", PropType::String)
+            .max_len(1024)
+            .multiline(),
         Prop::new("mailNickname", PropType::String).max_len(64),
         Prop::new("mailEnabled", PropType::Bool).default(DefaultValue::Bool(false)),
         Prop::new("securityEnabled", PropType::Bool).default(DefaultValue::Bool(true)),
@@ -133,7 +135,9 @@ pub static ROLE_DEFINITION: EntitySchema = EntitySchema {
         Prop::new("displayName", PropType::String)
             .required()
             .max_len(128),
-        Prop::new("description", PropType::String).max_len(1024),
+        Prop::new("description", PropType::String)
+            .max_len(1024)
+            .multiline(),
         Prop::new("isBuiltIn", PropType::Bool).read_only(),
         Prop::new("isBuiltInRoleDefinition", PropType::Bool).read_only(),
         Prop::new("roleScopeTagIds", PropType::StringList).default(DefaultValue::EmptyList),
@@ -151,7 +155,9 @@ pub static ROLE_ASSIGNMENT: EntitySchema = EntitySchema {
         Prop::new("displayName", PropType::String)
             .required()
             .max_len(128),
-        Prop::new("description", PropType::String).max_len(1024),
+        Prop::new("description", PropType::String)
+            .max_len(1024)
+            .multiline(),
         Prop::new("members", PropType::StringList).default(DefaultValue::EmptyList),
         Prop::new("scopeMembers", PropType::StringList).default(DefaultValue::EmptyList),
         Prop::new("resourceScopes", PropType::StringList).default(DefaultValue::EmptyList),

@@ -46,6 +46,15 @@ pub struct Prop {
     pub default: Option<DefaultValue>,
     /// Write-only: accepted in bodies, never returned (e.g. `roleDefinition@odata.bind`).
     pub write_only: bool,
+    /// Free text that may hold line breaks and tabs (`description`). Every other string, and
+    /// every list item, refuses all control characters (NUL, ESC, CR, LF, DEL, C1, …): they are
+    /// identifiers and names that end up in logs, audit records and other systems' keys.
+    pub multiline: bool,
+}
+
+/// Whether `c` may appear in a string property (`multiline`: free text with line breaks).
+pub fn allowed_char(c: char, multiline: bool) -> bool {
+    !c.is_control() || (multiline && matches!(c, '\n' | '\r' | '\t'))
 }
 
 /// A default value for a property on create.
@@ -70,7 +79,13 @@ impl Prop {
             max_len: DEFAULT_MAX_LEN,
             default: None,
             write_only: false,
+            multiline: false,
         }
+    }
+    /// Marks it free text that may hold line breaks and tabs.
+    pub const fn multiline(mut self) -> Self {
+        self.multiline = true;
+        self
     }
     /// Marks it required on create.
     pub const fn required(mut self) -> Self {
@@ -139,6 +154,9 @@ impl EntitySchema {
                 if s.chars().count() > p.max_len {
                     return Err(bad(&format!("at most {} characters", p.max_len)));
                 }
+                if !s.chars().all(|c| allowed_char(c, p.multiline)) {
+                    return Err(bad("free of control characters"));
+                }
             }
             PropType::Bool => {
                 v.as_bool().ok_or_else(|| bad("a boolean"))?;
@@ -165,6 +183,9 @@ impl EntitySchema {
                             "an array of strings of at most {} characters",
                             p.max_len
                         )));
+                    }
+                    if !s.chars().all(|c| allowed_char(c, false)) {
+                        return Err(bad("an array of strings free of control characters"));
                     }
                 }
             }
@@ -361,6 +382,7 @@ mod tests {
         Prop::new("tags", PropType::StringList),
         Prop::new("on", PropType::Bool),
         Prop::new("secret@odata.bind", PropType::String).write_only(),
+        Prop::new("notes", PropType::String).multiline(),
     ];
     static SCHEMA: EntitySchema = EntitySchema {
         odata_type: "#microsoft.graph.thing",
@@ -395,6 +417,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        for bad in [
+            json!({"displayName": "a\u{0}b"}),
+            json!({"displayName": "a\nb"}),
+            json!({"displayName": "a\u{1b}[31m"}),
+            json!({"displayName": "a\u{7f}"}),
+            json!({"displayName": "a\u{85}"}),
+            json!({"displayName": "x", "tags": ["ok", "b\u{0}"]}),
+            json!({"displayName": "x", "notes": "line\u{0}"}),
+        ] {
+            assert_eq!(
+                SCHEMA.validate_create(&bad).unwrap_err().status(),
+                400,
+                "{bad}"
+            );
+        }
+        // Free text keeps its line breaks and tabs.
+        assert!(SCHEMA
+            .validate_create(&json!({"displayName": "x", "notes": "a\r\nb\tc"}))
+            .is_ok());
+        assert!(SCHEMA
+            .validate_patch(
+                &json!({"id":"1","displayName":"x"}),
+                &json!({"displayName":"\u{0}"})
+            )
+            .is_err());
     }
 
     #[test]

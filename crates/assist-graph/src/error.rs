@@ -25,6 +25,8 @@ pub enum GraphErrorKind {
     PayloadTooLarge,
     /// The body is not JSON (415 `UnsupportedMediaType`).
     UnsupportedMediaType,
+    /// The request's header section is too large (431 `RequestHeaderFieldsTooLarge`).
+    HeadersTooLarge,
     /// Something failed on our side, usually the store (500 `InternalServerError`).
     Internal,
     /// The service cannot answer now, e.g. while shutting down (503 `ServiceUnavailable`).
@@ -43,6 +45,7 @@ impl GraphErrorKind {
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::HeadersTooLarge => 431,
             Self::Internal => 500,
             Self::Unavailable => 503,
         }
@@ -59,6 +62,7 @@ impl GraphErrorKind {
             Self::Conflict => "Conflict",
             Self::PayloadTooLarge => "RequestEntityTooLarge",
             Self::UnsupportedMediaType => "UnsupportedMediaType",
+            Self::HeadersTooLarge => "RequestHeaderFieldsTooLarge",
             Self::Internal => "InternalServerError",
             Self::Unavailable => "ServiceUnavailable",
         }

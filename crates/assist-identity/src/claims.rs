@@ -53,6 +53,9 @@ pub struct Claims {
     /// Entra directory roles of the user (role template ids), e.g. [`GLOBAL_ADMINISTRATOR`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wids: Vec<String>,
+    /// Object ids of the groups the user is in, when the issuer says (Entra's `groups` claim).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// The role template id of Entra's Global Administrator (in a token's `wids`).
@@ -90,6 +93,9 @@ pub struct Identity {
     /// opened with it is closed then (plus the validator's leeway) unless the app sends a fresh
     /// token.
     pub expires_at: u64,
+    /// Group object ids from the token's `groups` claim (empty when it has none). They count
+    /// for RBAC scope and admin-group membership in addition to the stored memberships.
+    pub groups: Vec<String>,
 }
 
 impl std::fmt::Debug for Identity {

@@ -147,6 +147,7 @@ impl DevIssuer {
             scp: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             deviceid: req.device_id.clone(),
             wids: req.directory_roles.clone(),
+            groups: Vec::new(),
         };
         self.sign(&claims)
     }

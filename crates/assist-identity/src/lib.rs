@@ -20,4 +20,4 @@ pub mod validator;
 pub use claims::{Identity, GLOBAL_ADMINISTRATOR, INTUNE_ADMINISTRATOR};
 pub use dev_issuer::{DevIssuer, TokenRequest};
 pub use jwks::{JwksSource, RemoteJwks};
-pub use validator::{TokenError, TokenValidator, TrustedIssuer};
+pub use validator::{TenantBinding, TokenError, TokenValidator, TrustedIssuer, TENANT_PLACEHOLDER};

@@ -45,18 +45,76 @@ pub enum TokenError {
     /// A claim Assist needs is missing.
     #[error("the token lacks the '{0}' claim")]
     MissingClaim(String),
+    /// A claim holds a value Assist refuses (control characters in an identifier or a name).
+    #[error("the token's '{0}' claim holds control characters")]
+    BadClaim(String),
+    /// The issuer is trusted, but not for the tenant the token names (`tid`).
+    #[error("the token's issuer may not speak for its tenant")]
+    TenantNotAllowed,
     /// The issuer's keys could not be fetched.
     #[error("the issuer's signing keys could not be fetched: {0}")]
     KeyFetch(String),
 }
 
-/// An issuer whose tokens are accepted, and where its keys are.
+/// The placeholder a multi-tenant issuer template carries where each tenant's id goes, as in
+/// Entra ID's `https://login.microsoftonline.com/{tenantid}/v2.0`.
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// The tenants an issuer may speak for: a token whose `tid` is outside them is refused, so a
+/// compromised or careless identity provider of one organisation cannot act for another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantBinding {
+    /// Any `tid` (the local dev issuer; an issuer explicitly configured with `tenants = ["*"]`).
+    Any,
+    /// Only these tenant ids.
+    Only(Vec<String>),
+}
+
+impl TenantBinding {
+    fn allows(&self, tid: &str) -> bool {
+        match self {
+            TenantBinding::Any => true,
+            TenantBinding::Only(list) => list.iter().any(|t| t == tid),
+        }
+    }
+}
+
+/// An issuer whose tokens are accepted, where its keys are, and which tenants it speaks for.
 #[derive(Debug, Clone)]
 pub struct TrustedIssuer {
-    /// The exact `iss` value.
+    /// The exact `iss` value, or a template with [`TENANT_PLACEHOLDER`] (Entra ID's multi-tenant
+    /// issuer): then `iss` must be the template with the token's own `tid` in its place.
     pub issuer: String,
     /// Its signing keys.
     pub keys: JwksSource,
+    /// The tenants it may speak for.
+    pub tenants: TenantBinding,
+}
+
+impl TrustedIssuer {
+    /// Whether `iss` is this issuer's (for a template: any tenant's; `tid` is checked later).
+    fn names(&self, iss: &str) -> bool {
+        match self.issuer.split_once(TENANT_PLACEHOLDER) {
+            None => self.issuer == iss,
+            Some((prefix, suffix)) => template_tenant(prefix, suffix, iss).is_some(),
+        }
+    }
+
+    /// Whether a token from `iss` naming tenant `tid` is this issuer speaking for a tenant it may.
+    fn speaks_for(&self, iss: &str, tid: &str) -> bool {
+        let tenant_in_iss = match self.issuer.split_once(TENANT_PLACEHOLDER) {
+            None => true,
+            Some((prefix, suffix)) => template_tenant(prefix, suffix, iss) == Some(tid),
+        };
+        tenant_in_iss && self.tenants.allows(tid)
+    }
+}
+
+/// The tenant segment of `iss` for the template `prefix{tenantid}suffix`: one non-empty path
+/// segment (no `/`, `?` or `#`).
+fn template_tenant<'a>(prefix: &str, suffix: &str, iss: &'a str) -> Option<&'a str> {
+    let middle = iss.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (!middle.is_empty() && !middle.contains(['/', '?', '#'])).then_some(middle)
 }
 
 /// Validates bearer tokens.
@@ -164,7 +222,7 @@ impl TokenValidator {
         let issuer = self
             .issuers
             .iter()
-            .find(|i| i.issuer == iss)
+            .find(|i| i.names(&iss))
             .ok_or(TokenError::UnknownIssuer)?;
         let jwk = issuer.keys.key_for(header.kid.as_deref()).await?;
         if !key_fits(header.alg, &jwk.algorithm) {
@@ -179,7 +237,7 @@ impl TokenValidator {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_issuer(&[issuer.issuer.as_str()]);
+        validation.set_issuer(&[iss.as_str()]);
         validation.set_audience(&self.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
@@ -195,11 +253,38 @@ impl TokenValidator {
                 _ => TokenError::Malformed,
             }
         })?;
-        identity_from(data.claims)
+        let id = identity_from(data.claims)?;
+        if !issuer.speaks_for(&iss, &id.tenant_id) {
+            return Err(TokenError::TenantNotAllowed);
+        }
+        Ok(id)
     }
 }
 
+/// Whether an identifier from a token is fit to be stored, logged and compared: not empty and
+/// free of control characters (NUL, ESC, CR, LF, DEL, C1), which would forge log lines or keys.
+fn clean(v: &str) -> bool {
+    !v.is_empty() && !v.contains(char::is_control)
+}
+
 fn identity_from(c: Claims) -> Result<Identity, TokenError> {
+    for (name, v) in [
+        ("tid", &c.tid),
+        ("oid", &c.oid),
+        ("upn", &c.upn),
+        ("preferred_username", &c.preferred_username),
+        ("deviceid", &c.deviceid),
+        ("name", &c.name),
+        ("given_name", &c.given_name),
+        ("family_name", &c.family_name),
+    ] {
+        if v.as_deref().is_some_and(|v| v.contains(char::is_control)) {
+            return Err(TokenError::BadClaim(name.into()));
+        }
+    }
+    if c.roles.iter().any(|r| !clean(r)) {
+        return Err(TokenError::BadClaim("roles".into()));
+    }
     let tenant_id = c
         .tid
         .filter(|t| !t.is_empty())
@@ -234,6 +319,14 @@ fn identity_from(c: Claims) -> Result<Identity, TokenError> {
         is_device,
         // `exp` is a required claim: decoding fails without it.
         expires_at: c.exp.unwrap_or(0),
+        // Bounded: a token is at most 16 KiB, but a group id is never longer than a UUID-ish
+        // string; anything odd is dropped rather than trusted.
+        groups: c
+            .groups
+            .into_iter()
+            .filter(|g| !g.is_empty() && g.len() <= 128)
+            .take(1000)
+            .collect(),
     })
 }
 
@@ -253,6 +346,7 @@ mod tests {
             vec![TrustedIssuer {
                 issuer: DEV_ISSUER.into(),
                 keys: JwksSource::Static(Arc::new(dev.jwks().clone())),
+                tenants: TenantBinding::Any,
             }],
             vec![AUD.into()],
             60,
@@ -436,12 +530,136 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_groups_claim_is_read() {
+        let (dev, v, _d) = setup();
+        let mut c: Claims = serde_json::from_value(serde_json::json!({
+            "iss": DEV_ISSUER, "aud": AUD, "exp": now() + 60, "tid": "t1", "oid": "o",
+            "upn": "u@x", "groups": ["g1", "", "g2"],
+        }))
+        .unwrap();
+        let id = v.validate(&dev.sign(&c).unwrap()).await.unwrap();
+        assert_eq!(id.groups, vec!["g1", "g2"]);
+        c.groups.clear();
+        assert!(v
+            .validate(&dev.sign(&c).unwrap())
+            .await
+            .unwrap()
+            .groups
+            .is_empty());
+    }
+
+    #[tokio::test]
     async fn unknown_kid_and_other_keys_are_refused() {
         let (_dev, v, _d) = setup();
         let other_dir = tempfile::tempdir().unwrap();
         let other = DevIssuer::load_or_create(other_dir.path()).unwrap();
         let e = v.validate(&other.mint(&req()).unwrap()).await.unwrap_err();
         assert_eq!(e, TokenError::UnknownKey);
+    }
+
+    fn validator_for(dev: &DevIssuer, issuer: &str, tenants: TenantBinding) -> TokenValidator {
+        TokenValidator::new(
+            vec![TrustedIssuer {
+                issuer: issuer.into(),
+                keys: JwksSource::Static(Arc::new(dev.jwks().clone())),
+                tenants,
+            }],
+            vec![AUD.into()],
+            60,
+        )
+    }
+
+    fn claims(iss: &str, tid: &str) -> Claims {
+        Claims {
+            iss: Some(iss.into()),
+            aud: Some(AUD.into()),
+            exp: Some(now() + 60),
+            tid: Some(tid.into()),
+            oid: Some("o".into()),
+            upn: Some("u@x.example".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_issuer_speaks_only_for_its_tenants() {
+        let (dev, _, _d) = setup();
+        let v = validator_for(
+            &dev,
+            "https://idp.example/",
+            TenantBinding::Only(vec!["t1".into()]),
+        );
+        let ok = dev.sign(&claims("https://idp.example/", "t1")).unwrap();
+        assert_eq!(v.validate(&ok).await.unwrap().tenant_id, "t1");
+        let other = dev.sign(&claims("https://idp.example/", "t2")).unwrap();
+        assert_eq!(
+            v.validate(&other).await.unwrap_err(),
+            TokenError::TenantNotAllowed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_multi_tenant_template_must_name_the_tokens_own_tenant() {
+        let (dev, _, _d) = setup();
+        let tpl = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let v = validator_for(&dev, tpl, TenantBinding::Any);
+        let own = |iss_tid: &str, tid: &str| {
+            dev.sign(&claims(
+                &format!("https://login.microsoftonline.com/{iss_tid}/v2.0"),
+                tid,
+            ))
+            .unwrap()
+        };
+        assert_eq!(v.validate(&own("t1", "t1")).await.unwrap().tenant_id, "t1");
+        // Tenant t1's issuer asserting t2: what Microsoft's own validation refuses.
+        assert_eq!(
+            v.validate(&own("t1", "t2")).await.unwrap_err(),
+            TokenError::TenantNotAllowed
+        );
+        for iss in [
+            "https://login.microsoftonline.com//v2.0",
+            "https://login.microsoftonline.com/t1/x/v2.0",
+            "https://login.microsoftonline.com/t1/v2.0/extra",
+            "https://evil.example/t1/v2.0",
+        ] {
+            let tok = dev.sign(&claims(iss, "t1")).unwrap();
+            assert_eq!(
+                v.validate(&tok).await.unwrap_err(),
+                TokenError::UnknownIssuer,
+                "{iss}"
+            );
+        }
+        // A template bound to a list: both must hold.
+        let v = validator_for(&dev, tpl, TenantBinding::Only(vec!["t1".into()]));
+        assert!(v.validate(&own("t1", "t1")).await.is_ok());
+        assert_eq!(
+            v.validate(&own("t3", "t3")).await.unwrap_err(),
+            TokenError::TenantNotAllowed
+        );
+    }
+
+    #[tokio::test]
+    async fn control_characters_in_identity_claims_are_refused() {
+        let (dev, v, _d) = setup();
+        for (field, value) in [
+            ("upn", "ana\u{0}@contoso.com"),
+            ("tid", "t1\n"),
+            ("oid", "o\u{1b}[2J"),
+            ("name", "Ana\r\nINFO forged"),
+        ] {
+            let mut c = claims(DEV_ISSUER, "t1");
+            match field {
+                "upn" => c.upn = Some(value.into()),
+                "tid" => c.tid = Some(value.into()),
+                "oid" => c.oid = Some(value.into()),
+                _ => c.name = Some(value.into()),
+            }
+            assert_eq!(
+                v.validate(&dev.sign(&c).unwrap()).await.unwrap_err(),
+                TokenError::BadClaim(field.into()),
+                "{field}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 pub mod diff;
 pub mod frame;
 pub mod input;
+pub mod keymap;
 pub mod mode;
 pub mod rate;
 

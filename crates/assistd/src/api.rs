@@ -14,6 +14,13 @@ use crate::state::AppState;
 
 /// Write requests over this size are refused with 413, as Graph does.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// A request whose header section (names, values and their separators) is larger is refused
+/// with a Graph-shaped 431. Tokens are at most 16 KiB; browsers send a few KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// A request with more headers than this is refused with a Graph-shaped 431.
+pub const MAX_HEADERS: usize = 100;
+/// `Strict-Transport-Security` on every HTTPS answer: a year, this host only.
+pub const HSTS: &str = "max-age=31536000";
 
 tokio::task_local! {
     static REQUEST_CONTEXT: RequestContext;
@@ -99,7 +106,28 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         request_id: request_id.clone(),
         client_request_id: client_request_id.clone(),
     };
-    let mut resp = REQUEST_CONTEXT.scope(ctx, next.run(req)).await;
+    let mut resp = REQUEST_CONTEXT
+        .scope(ctx, async move {
+            match refuse_at_edge(&req) {
+                Some(e) => e.into_response(),
+                None => next.run(req).await,
+            }
+        })
+        .await;
+    let headers = resp.headers_mut();
+    headers
+        .entry(header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(HeaderValue::from_static(HSTS));
+    if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"))
+    {
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -125,6 +153,66 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         "request"
     );
     resp
+}
+
+/// What the edge refuses before any handler runs, in Graph's shape: oversized or too many
+/// headers (431; hyper's own bare 431 only answers header sections beyond its buffer), and a
+/// path that does not percent-decode to UTF-8 free of control characters (400), which would
+/// otherwise reach an extractor's plain-text rejection or an identifier lookup.
+fn refuse_at_edge(req: &Request) -> Option<ApiError> {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Some(
+            GraphError::new(
+                GraphErrorKind::HeadersTooLarge,
+                format!(
+                    "The request's headers are too large (at most {MAX_HEADERS} headers and \
+                     {} KiB).",
+                    MAX_HEADER_BYTES / 1024
+                ),
+            )
+            .into(),
+        );
+    }
+    match percent_decoded(req.uri().path()) {
+        Some(path) if !path.contains(char::is_control) => None,
+        Some(_) => {
+            Some(GraphError::bad_request("The request path contains control characters.").into())
+        }
+        None => Some(
+            GraphError::bad_request("The request path is not valid percent-encoded UTF-8.").into(),
+        ),
+    }
+}
+
+/// `path` percent-decoded, if that gives UTF-8 (a stray `%` not followed by two hex digits is
+/// kept as is, as the router's extractors do).
+fn percent_decoded(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The authenticated caller of an admin API request.
@@ -247,4 +335,22 @@ pub async fn method_not_allowed(method: http::Method) -> ApiError {
         format!("The method {method} is not allowed on this resource."),
     )
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_or_are_refused() {
+        assert_eq!(
+            percent_decoded("/beta/users/a%40b").as_deref(),
+            Some("/beta/users/a@b")
+        );
+        assert_eq!(percent_decoded("/a%2").as_deref(), Some("/a%2"));
+        assert_eq!(percent_decoded("/%C3%A9").as_deref(), Some("/é"));
+        assert_eq!(percent_decoded("/%FF"), None);
+        assert_eq!(percent_decoded("/%C3"), None);
+        assert!(percent_decoded("/x%00y").unwrap().contains('\0'));
+    }
 }

@@ -18,6 +18,277 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
 /// Default token audience.
 pub const DEFAULT_AUDIENCE: &str = "api://assist";
 
+/// One setting as `assistd serve --help` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// The TOML key, with its table (`relay.max_sessions`).
+    pub key: &'static str,
+    /// The environment variable that sets it, if any (a flag of the same name exists for the
+    /// ones `serve --help` lists as options).
+    pub env: Option<&'static str>,
+    /// The default, as a person would write it.
+    pub default: &'static str,
+    /// What it does.
+    pub what: &'static str,
+}
+
+const fn doc(
+    key: &'static str,
+    env: Option<&'static str>,
+    default: &'static str,
+    what: &'static str,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        env,
+        default,
+        what,
+    }
+}
+
+/// Every setting of the TOML file (a unit test checks this against [`FileConfig`]'s keys), in
+/// the order `assistd serve --help` prints them.
+pub const SETTINGS_DOC: &[SettingDoc] = &[
+    doc(
+        "data_dir",
+        Some("ASSIST_DATA_DIR"),
+        DEFAULT_DATA_DIR,
+        "database, TLS certificate, keys",
+    ),
+    doc(
+        "listen",
+        Some("ASSIST_LISTEN"),
+        DEFAULT_LISTEN,
+        "HTTPS: admin API, pages, WSS signalling and relay",
+    ),
+    doc(
+        "quic_listen",
+        Some("ASSIST_QUIC_LISTEN"),
+        DEFAULT_QUIC_LISTEN,
+        "UDP: the relay over QUIC",
+    ),
+    doc(
+        "metrics_listen",
+        Some("ASSIST_METRICS_LISTEN"),
+        DEFAULT_METRICS_LISTEN,
+        "plain HTTP: /metrics, /healthz, /readyz",
+    ),
+    doc(
+        "public_url",
+        Some("ASSIST_PUBLIC_URL"),
+        "(from the Host header)",
+        "public base URL for absolute links",
+    ),
+    doc(
+        "log",
+        Some("ASSIST_LOG"),
+        "info",
+        "log filter: a level, or target=level,...",
+    ),
+    doc(
+        "shutdown_grace_secs",
+        Some("ASSIST_SHUTDOWN_GRACE_SECS"),
+        "10",
+        "drain time on SIGTERM (at most 3600)",
+    ),
+    doc(
+        "retention_days",
+        None,
+        "30",
+        "days session records and audit events are kept (1-3650)",
+    ),
+    doc(
+        "tls.cert_file",
+        Some("ASSIST_TLS_CERT_FILE"),
+        "(self-signed for localhost)",
+        "PEM certificate chain",
+    ),
+    doc(
+        "tls.key_file",
+        Some("ASSIST_TLS_KEY_FILE"),
+        "(self-signed for localhost)",
+        "PEM private key",
+    ),
+    doc(
+        "auth.audiences",
+        Some("ASSIST_AUTH_AUDIENCES"),
+        DEFAULT_AUDIENCE,
+        "accepted token audiences (env: comma-separated)",
+    ),
+    doc(
+        "auth.leeway_secs",
+        None,
+        "60",
+        "clock skew allowed on exp/nbf (at most 600)",
+    ),
+    doc(
+        "auth.dev_issuer",
+        Some("ASSIST_AUTH_DEV_ISSUER"),
+        "true when no other issuer",
+        "trust the local development issuer",
+    ),
+    doc(
+        "auth.ca_file",
+        None,
+        "(system roots only)",
+        "extra PEM roots for fetching JWKS and discovery",
+    ),
+    doc(
+        "auth.jwks_min_refresh_secs",
+        None,
+        "30",
+        "least time between refetches on an unknown key id",
+    ),
+    doc(
+        "auth.dev_token_ttl_secs",
+        None,
+        "3600",
+        "lifetime of the dev provider's access tokens (10-86400)",
+    ),
+    doc(
+        "auth.issuers",
+        Some("ASSIST_AUTH_OIDC_ISSUER"),
+        "(none)",
+        "[[auth.issuers]] tables; the env adds one by discovery",
+    ),
+    doc(
+        "auth.issuers.issuer",
+        None,
+        "(required)",
+        "the exact iss value",
+    ),
+    doc(
+        "auth.issuers.jwks_file",
+        None,
+        "(one of the three)",
+        "a JWKS file read at start",
+    ),
+    doc(
+        "auth.issuers.jwks_uri",
+        None,
+        "(one of the three)",
+        "a JWKS URL (https://)",
+    ),
+    doc(
+        "auth.issuers.discovery",
+        None,
+        "false",
+        "find the JWKS by OIDC discovery",
+    ),
+    doc(
+        "auth.sign_in.issuer",
+        None,
+        "(the dev provider)",
+        "where pages and the CLI sign in (OIDC discovery)",
+    ),
+    doc(
+        "auth.sign_in.client_id",
+        None,
+        "(required with issuer)",
+        "the pages' public client id",
+    ),
+    doc(
+        "auth.sign_in.cli_client_id",
+        None,
+        "(client_id)",
+        "the CLI's public client id (device grant)",
+    ),
+    doc(
+        "auth.sign_in.scopes",
+        None,
+        "openid profile offline_access",
+        "scopes asked for, space-separated",
+    ),
+    doc(
+        "relay.pair_timeout_secs",
+        None,
+        "30",
+        "seconds the first leg waits for the second",
+    ),
+    doc(
+        "relay.idle_timeout_secs",
+        None,
+        "300",
+        "seconds without frames before a session closes",
+    ),
+    doc(
+        "relay.max_frame_bytes",
+        None,
+        "4194304",
+        "largest frame payload",
+    ),
+    doc(
+        "relay.max_sessions",
+        None,
+        "20000",
+        "most relay sessions on this node",
+    ),
+    doc(
+        "relay.max_session_bytes_per_sec",
+        None,
+        "104857600",
+        "bandwidth cap per session",
+    ),
+    doc(
+        "relay.queue_frames",
+        None,
+        "64",
+        "frames queued per direction",
+    ),
+    doc(
+        "relay.queue_bytes",
+        None,
+        "8388608",
+        "bytes queued per direction",
+    ),
+    doc(
+        "relay.public_addr",
+        None,
+        "(unchecked)",
+        "the host:port relay tickets must name",
+    ),
+    doc(
+        "signal.requests_per_second",
+        None,
+        "10",
+        "signalling requests per connection, sustained",
+    ),
+    doc(
+        "signal.request_burst",
+        None,
+        "20",
+        "signalling request burst per connection",
+    ),
+    doc(
+        "signal.code_ttl_minutes",
+        None,
+        "10",
+        "minutes a security code stays valid",
+    ),
+    doc(
+        "signal.consent_timeout_minutes",
+        None,
+        "5",
+        "minutes a sharer has to answer a consent request",
+    ),
+];
+
+/// The settings list `assistd serve --help` ends with.
+pub fn settings_help() -> String {
+    let mut out = String::from(
+        "Settings: TOML key (in --config FILE, or ASSIST_CONFIG) [default], environment variable.\n\
+         Later sources win: defaults, the file, ASSIST_* variables, the options above.\n",
+    );
+    for d in SETTINGS_DOC {
+        let env = d.env.map(|e| format!("  env {e}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {} [{}]{env}\n      {}\n",
+            d.key, d.default, d.what
+        ));
+    }
+    out
+}
+
 /// The TOML file's shape. Unknown keys are an error, so a typo never goes unnoticed.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +321,76 @@ pub struct FileConfig {
     /// Signalling limits.
     #[serde(default)]
     pub signal: SignalFile,
+    /// Connection limits of the TCP listeners.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[limits]`: connection caps and timeouts of the TCP listeners (docs/security.md, "Limits").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Connections open at once on the HTTPS listener.
+    pub max_connections: Option<usize>,
+    /// Connections open at once on the HTTPS listener from one source address.
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a client may take to send a request's headers (and to start the next request
+    /// on an idle keep-alive connection), on both TCP listeners.
+    pub header_read_timeout_secs: Option<u64>,
+}
+
+/// Default `limits.max_connections` (lowered at start to fit the open-files limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default `limits.max_connections_per_address`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 4_096;
+/// Default `limits.header_read_timeout_secs`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
+
+/// Validated connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// HTTPS listener cap.
+    pub max_connections: usize,
+    /// HTTPS listener cap per source address.
+    pub max_connections_per_address: usize,
+    /// Header read (and keep-alive idle) timeout of both TCP listeners.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+        }
+    }
+}
+
+fn connection_limits(f: &LimitsFile, file_name: &str) -> Result<ConnectionLimits, ConfigError> {
+    let mut c = ConnectionLimits::default();
+    let range = |name: &str, v: u64, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+        if v < lo || v > hi {
+            Err(bad(
+                &format!("limits.{name}"),
+                file_name,
+                format!("{v} is outside {lo}..={hi}"),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(v) = f.max_connections {
+        c.max_connections = range("max_connections", v as u64, 1, 10_000_000)? as usize;
+    }
+    if let Some(v) = f.max_connections_per_address {
+        c.max_connections_per_address =
+            range("max_connections_per_address", v as u64, 1, 10_000_000)? as usize;
+    }
+    if let Some(v) = f.header_read_timeout_secs {
+        c.header_read_timeout = Duration::from_secs(range("header_read_timeout_secs", v, 1, 600)?);
+    }
+    Ok(c)
 }
 
 /// `[signal]`: signalling limits (defaults in docs/protocol.md, "Limits").
@@ -150,6 +491,11 @@ pub struct IssuerFile {
     /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
     #[serde(default)]
     pub discovery: bool,
+    /// The tenant ids (`tid`) this issuer may speak for; `["*"]` for any. Optional only when
+    /// the issuer names its tenant: an Entra ID issuer URL with the tenant's GUID in its path
+    /// (bound to that tenant), or a `{tenantid}` template (each token's `iss` must carry its
+    /// own `tid`).
+    pub tenants: Option<Vec<String>>,
 }
 
 /// Values given on the command line or in the environment (clap fills both).
@@ -177,6 +523,9 @@ pub struct Overrides {
     pub dev_issuer: Option<String>,
     /// `ASSIST_AUTH_OIDC_ISSUER`: one more issuer, found by OIDC discovery.
     pub oidc_issuer: Option<String>,
+    /// `ASSIST_AUTH_OIDC_TENANTS` (comma-separated; `*` for any): the tenants that issuer may
+    /// speak for.
+    pub oidc_tenants: Option<String>,
     /// `ASSIST_SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace_secs: Option<String>,
 }
@@ -209,10 +558,72 @@ pub enum IssuerKeys {
 /// A validated trusted issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerSettings {
-    /// `iss`.
+    /// `iss` (or a template with `{tenantid}`).
     pub issuer: String,
     /// Keys.
     pub keys: IssuerKeys,
+    /// The tenants it may speak for.
+    pub tenants: assist_identity::TenantBinding,
+}
+
+/// Whether `s` has the shape of a GUID (Entra ID tenant ids are GUIDs).
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The tenants an issuer may speak for: the configured list, else what its URL says (an Entra
+/// ID tenant GUID in the path, or a `{tenantid}` template), else an error: an issuer that is
+/// bound to nothing would be believed for every tenant.
+fn tenant_binding(
+    setting: &str,
+    src: &str,
+    issuer: &str,
+    tenants: Option<Vec<String>>,
+) -> Result<assist_identity::TenantBinding, ConfigError> {
+    use assist_identity::TenantBinding;
+    match tenants {
+        Some(list) if list.iter().any(|t| t == "*") => {
+            if list.len() > 1 {
+                return Err(bad(setting, src, "tenants: \"*\" must stand alone"));
+            }
+            Ok(TenantBinding::Any)
+        }
+        Some(list) => {
+            let list: Vec<String> = list.into_iter().map(|t| t.trim().to_owned()).collect();
+            if list.is_empty()
+                || list
+                    .iter()
+                    .any(|t| t.is_empty() || t.contains(char::is_control))
+            {
+                return Err(bad(
+                    setting,
+                    src,
+                    "tenants must name at least one tenant id (or \"*\" for any)",
+                ));
+            }
+            Ok(TenantBinding::Only(list))
+        }
+        None if issuer.contains(assist_identity::TENANT_PLACEHOLDER) => Ok(TenantBinding::Any),
+        None => {
+            let guids: Vec<&str> = issuer.split('/').filter(|seg| is_guid(seg)).collect();
+            match guids.as_slice() {
+                [one] => Ok(TenantBinding::Only(vec![one.to_ascii_lowercase()])),
+                _ => Err(bad(
+                    setting,
+                    src,
+                    format!(
+                        "issuer '{issuer}' is bound to no tenant: set tenants = [\"<tid>\", …] \
+                         (or [\"*\"] to believe it for every tenant)"
+                    ),
+                )),
+            }
+        }
+    }
 }
 
 /// Where pages and the CLI sign in, when it is not the dev issuer's provider.
@@ -279,6 +690,8 @@ pub struct Settings {
     pub relay: assist_relay::RelayConfig,
     /// Signalling limits and timeouts.
     pub signal: assist_session::BrokerConfig,
+    /// Connection caps and timeouts of the TCP listeners.
+    pub limits: ConnectionLimits,
 }
 
 /// A configuration error: one line naming the setting, its source and the problem.
@@ -547,6 +960,13 @@ impl Settings {
                         format!("jwks_uri '{u}' must be https://"),
                     ))
                 }
+                (None, None, true) if f.issuer.contains(assist_identity::TENANT_PLACEHOLDER) => {
+                    return Err(bad(
+                        &name,
+                        file_name,
+                        "a {tenantid} template has no discovery document: set jwks_uri",
+                    ))
+                }
                 (None, None, true) if f.issuer.starts_with("https://") => IssuerKeys::Discovery,
                 (None, None, true) => {
                     return Err(bad(&name, file_name, "discovery needs an https:// issuer"))
@@ -559,9 +979,11 @@ impl Settings {
                     ))
                 }
             };
+            let tenants = tenant_binding(&name, file_name, &f.issuer, f.tenants)?;
             issuers.push(IssuerSettings {
                 issuer: f.issuer,
                 keys,
+                tenants,
             });
         }
         if let Some(iss) = o.oidc_issuer {
@@ -572,9 +994,22 @@ impl Settings {
                     format!("'{iss}' must be an https:// URL"),
                 ));
             }
+            let listed = o.oidc_tenants.map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            });
+            let tenants = tenant_binding(
+                "auth.oidc_issuer",
+                "ASSIST_AUTH_OIDC_ISSUER/ASSIST_AUTH_OIDC_TENANTS",
+                &iss,
+                listed,
+            )?;
             issuers.push(IssuerSettings {
                 issuer: iss,
                 keys: IssuerKeys::Discovery,
+                tenants,
             });
         }
         let dev_issuer = match o.dev_issuer {
@@ -646,6 +1081,7 @@ impl Settings {
             }
         };
         let relay = relay_config(&file.relay, file_name)?;
+        let limits = connection_limits(&file.limits, file_name)?;
         let mut signal = assist_session::BrokerConfig::default();
         if let Some(v) = file.signal.requests_per_second {
             signal.request_rate.per_second = v;
@@ -669,6 +1105,7 @@ impl Settings {
             ));
         }
         Ok(Settings {
+            limits,
             signal,
             retention_days,
             relay,
@@ -793,6 +1230,28 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_parse_and_are_bounded() {
+        let s = resolve("", Overrides::default()).unwrap();
+        assert_eq!(s.limits, ConnectionLimits::default());
+        let s = resolve(
+            "[limits]\nmax_connections = 100\nmax_connections_per_address = 10\nheader_read_timeout_secs = 2",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_connections, 100);
+        assert_eq!(s.limits.max_connections_per_address, 10);
+        assert_eq!(s.limits.header_read_timeout, Duration::from_secs(2));
+        let e = resolve("[limits]\nmax_connections = 0", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("limits.max_connections"), "{e}");
+        let e = resolve(
+            "[limits]\nheader_read_timeout_secs = 0",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("limits.header_read_timeout_secs"), "{e}");
+    }
+
+    #[test]
     fn a_log_filter_that_would_silence_logging_is_refused() {
         let log = |v: &str| {
             resolve(
@@ -824,10 +1283,126 @@ mod tests {
         }
     }
 
+    /// The keys serde expects in one table, from its unknown-field error.
+    fn expected_keys(toml_text: &str) -> Vec<String> {
+        let e = toml::from_str::<FileConfig>(toml_text)
+            .unwrap_err()
+            .to_string();
+        let after = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        after
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn serve_help_documents_every_file_key_and_nothing_else() {
+        let mut keys = Vec::new();
+        for (prefix, probe) in [
+            ("", "__probe = 1"),
+            ("tls.", "[tls]\n__probe = 1"),
+            ("auth.", "[auth]\n__probe = 1"),
+            ("auth.issuers.", "[[auth.issuers]]\n__probe = 1"),
+            ("auth.sign_in.", "[auth.sign_in]\n__probe = 1"),
+            ("relay.", "[relay]\n__probe = 1"),
+            ("signal.", "[signal]\n__probe = 1"),
+        ] {
+            let found = expected_keys(probe);
+            assert!(found.len() >= 2, "{prefix}: {found:?}");
+            for k in found {
+                keys.push(format!("{prefix}{k}"));
+            }
+        }
+        // Tables are documented by their keys.
+        keys.retain(|k| !["tls", "auth", "relay", "signal", "auth.sign_in"].contains(&k.as_str()));
+        let documented: Vec<&str> = SETTINGS_DOC.iter().map(|d| d.key).collect();
+        for k in &keys {
+            assert!(
+                documented.contains(&k.as_str()),
+                "{k} is not in SETTINGS_DOC"
+            );
+        }
+        for d in &documented {
+            assert!(
+                keys.iter().any(|k| k == d),
+                "SETTINGS_DOC has {d}, the file does not"
+            );
+        }
+        let help = settings_help();
+        for d in SETTINGS_DOC {
+            assert!(
+                help.contains(&format!("{} [{}]", d.key, d.default)),
+                "{help}"
+            );
+            if let Some(env) = d.env {
+                assert!(help.contains(env), "{env}");
+            }
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[auth]\naudience = \"x\"").is_err());
+    }
+
+    #[test]
+    fn issuers_are_bound_to_tenants() {
+        use assist_identity::TenantBinding;
+        let issuer = |extra: &str| {
+            resolve(
+                &format!("[[auth.issuers]]\njwks_file = \"/k.json\"\n{extra}"),
+                Overrides::default(),
+            )
+        };
+        let s = issuer("issuer = \"https://idp.example\"\ntenants = [\"t1\", \"t2\"]").unwrap();
+        assert_eq!(
+            s.auth.issuers[0].tenants,
+            TenantBinding::Only(vec!["t1".into(), "t2".into()])
+        );
+        let s = issuer("issuer = \"https://idp.example\"\ntenants = [\"*\"]").unwrap();
+        assert_eq!(s.auth.issuers[0].tenants, TenantBinding::Any);
+        // An Entra ID single-tenant issuer names its tenant.
+        let tid = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
+        let s = issuer(&format!(
+            "issuer = \"https://login.microsoftonline.com/{tid}/v2.0\""
+        ))
+        .unwrap();
+        assert_eq!(
+            s.auth.issuers[0].tenants,
+            TenantBinding::Only(vec![tid.to_ascii_lowercase()])
+        );
+        // A template binds each token to the tenant in its own iss.
+        let s = issuer("issuer = \"https://login.microsoftonline.com/{tenantid}/v2.0\"").unwrap();
+        assert_eq!(s.auth.issuers[0].tenants, TenantBinding::Any);
+        for bad in [
+            "issuer = \"https://idp.example\"",
+            "issuer = \"https://idp.example\"\ntenants = []",
+            "issuer = \"https://idp.example\"\ntenants = [\"*\", \"t1\"]",
+        ] {
+            let e = issuer(bad).unwrap_err();
+            assert!(
+                e.0.contains("auth.issuers[0]") && e.0.contains("tenant"),
+                "{bad}: {e}"
+            );
+        }
+        let e = resolve(
+            "[[auth.issuers]]\nissuer = \"https://login.microsoftonline.com/{tenantid}/v2.0\"\ndiscovery = true",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("jwks_uri"), "{e}");
+        let e = resolve(
+            "",
+            Overrides {
+                oidc_issuer: Some("https://idp.example/realms/x".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("ASSIST_AUTH_OIDC_TENANTS"), "{e}");
     }
 
     #[test]
@@ -857,6 +1432,7 @@ mod tests {
             "",
             Overrides {
                 oidc_issuer: Some("https://login.example.com/t/v2.0".into()),
+                oidc_tenants: Some("t".into()),
                 ..Default::default()
             },
         )

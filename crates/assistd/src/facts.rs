@@ -157,6 +157,18 @@ pub async fn helper(store: &Store, tenant: &str, user_id: &str) -> Result<Helper
     })
 }
 
+/// The facts of the signed-in caller as a helper: the stored memberships of their directory
+/// record (`user_id`) plus the token's `groups` claim.
+pub async fn helper_signed_in(
+    store: &Store,
+    id: &Identity,
+    user_id: &str,
+) -> Result<Helper, StoreError> {
+    let mut h = helper(store, &id.tenant_id, user_id).await?;
+    h.group_ids.extend(id.groups.iter().cloned());
+    Ok(h)
+}
+
 /// The sharer's facts.
 pub async fn sharer(store: &Store, tenant: &str, user_id: &str) -> Result<Sharer, StoreError> {
     Ok(Sharer {
@@ -250,7 +262,19 @@ const FACTS_MAX_ENTRIES: usize = 10_000;
 #[derive(Debug)]
 pub struct FactsCache {
     inner: std::sync::Mutex<CacheInner>,
+    /// Groups named by the latest token of each (tenant, user), with when it was seen: kept
+    /// across directory changes (they come from the issuer, not the store), for
+    /// [`TOKEN_GROUPS_MAX_AGE`], bounded by [`FACTS_MAX_ENTRIES`].
+    token_groups: std::sync::Mutex<TokenGroups>,
 }
+
+/// (tenant, user id) → the groups of that user's last token and when it was presented.
+type TokenGroups =
+    std::collections::HashMap<(String, String), (BTreeSet<String>, std::time::Instant)>;
+
+/// How long the groups of a user's last token count after it was presented (a token lives
+/// about an hour; a connection re-authenticates before its token expires).
+pub const TOKEN_GROUPS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug)]
 struct CacheInner {
@@ -290,6 +314,7 @@ impl Default for FactsCache {
                 groups: Default::default(),
                 devices: Default::default(),
             }),
+            token_groups: Default::default(),
         }
     }
 }
@@ -338,8 +363,54 @@ impl FactsCache {
         Ok(p)
     }
 
-    /// The groups `member` (a user or device id) belongs to, cached.
+    /// Remembers the `groups` claim of a token `identity` presented (replacing the previous
+    /// token's), so [`FactsCache::groups_of`] counts them for `user_id`, the directory record
+    /// the token was matched to (by object id or UPN; see [`ensure_user`]).
+    pub fn note_token_groups(&self, identity: &Identity, user_id: &str) {
+        let mut m = self
+            .token_groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (identity.tenant_id.clone(), user_id.to_owned());
+        if identity.groups.is_empty() {
+            m.remove(&key);
+            return;
+        }
+        if m.len() >= FACTS_MAX_ENTRIES {
+            m.retain(|_, (_, at)| at.elapsed() < TOKEN_GROUPS_MAX_AGE);
+            if m.len() >= FACTS_MAX_ENTRIES {
+                m.clear();
+            }
+        }
+        let groups = identity.groups.iter().cloned().collect();
+        m.insert(key, (groups, std::time::Instant::now()));
+    }
+
+    fn token_groups_of(&self, tenant: &str, member: &str) -> BTreeSet<String> {
+        let m = self
+            .token_groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.get(&(tenant.to_owned(), member.to_owned()))
+            .filter(|(_, at)| at.elapsed() < TOKEN_GROUPS_MAX_AGE)
+            .map(|(g, _)| g.clone())
+            .unwrap_or_default()
+    }
+
+    /// The groups `member` (a user or device id) belongs to: the stored memberships (cached)
+    /// and the `groups` claim of the member's last token ([`FactsCache::note_token_groups`]).
     pub async fn groups_of(
+        &self,
+        store: &Store,
+        tenant: &str,
+        member: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut groups = self.stored_groups_of(store, tenant, member).await?;
+        groups.extend(self.token_groups_of(tenant, member));
+        Ok(groups)
+    }
+
+    async fn stored_groups_of(
         &self,
         store: &Store,
         tenant: &str,
@@ -390,6 +461,68 @@ mod tests {
 
     fn ev() -> AuditEvent {
         AuditEvent::new("test", "Create", "Test")
+    }
+
+    fn identity(groups: &[&str]) -> Identity {
+        Identity {
+            tenant_id: "t".into(),
+            object_id: "u1".into(),
+            user_principal_name: "u1@t.example".into(),
+            display_name: None,
+            given_name: None,
+            family_name: None,
+            roles: vec![],
+            scopes: vec![],
+            device_id: None,
+            directory_roles: vec![],
+            is_device: false,
+            expires_at: u64::MAX,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn token_groups_add_to_stored_memberships() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let cache = FactsCache::default();
+        store
+            .add_member("t", "g-stored", "u1", MemberKind::User, &ev())
+            .await
+            .unwrap();
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            cache.groups_of(&store, "t", "u1").await.unwrap(),
+            set(&["g-stored"])
+        );
+        cache.note_token_groups(&identity(&["g-token"]), "u1");
+        assert_eq!(
+            cache.groups_of(&store, "t", "u1").await.unwrap(),
+            set(&["g-stored", "g-token"])
+        );
+        // Only that user of that tenant.
+        assert!(cache.groups_of(&store, "t", "u2").await.unwrap().is_empty());
+        assert!(cache
+            .groups_of(&store, "t2", "u1")
+            .await
+            .unwrap()
+            .is_empty());
+        // A later token replaces the earlier one's groups, also one without any.
+        cache.note_token_groups(&identity(&["g-other"]), "u1");
+        assert_eq!(
+            cache.groups_of(&store, "t", "u1").await.unwrap(),
+            set(&["g-stored", "g-other"])
+        );
+        cache.note_token_groups(&identity(&[]), "u1");
+        assert_eq!(
+            cache.groups_of(&store, "t", "u1").await.unwrap(),
+            set(&["g-stored"])
+        );
+        // The admin API's view of the caller.
+        let h = helper_signed_in(&store, &identity(&["g-token"]), "u1")
+            .await
+            .unwrap();
+        assert_eq!(h.group_ids, set(&["g-stored", "g-token"]));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use assistd::config::{self, FileConfig, Overrides, Settings};
 use assistd::logging::LogOutput;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -140,12 +140,20 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.audiences = env("ASSIST_AUTH_AUDIENCES");
     overrides.dev_issuer = env("ASSIST_AUTH_DEV_ISSUER");
     overrides.oidc_issuer = env("ASSIST_AUTH_OIDC_ISSUER");
+    overrides.oidc_tenants = env("ASSIST_AUTH_OIDC_TENANTS");
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
     Settings::resolve(file, &name, overrides)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --help` ends with every setting: TOML key, environment variable and default.
+    let matches = Cli::command()
+        .mut_subcommand("serve", |c| c.after_help(config::settings_help()))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Serve(args) => {
             let overrides = Overrides {
@@ -236,6 +244,7 @@ fn say(line: &str) {
 }
 
 async fn serve(settings: Settings, log: &LogOutput) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::register();
     let server = assistd::start(settings).await?;
     server
         .registry()
@@ -250,11 +259,11 @@ async fn serve(settings: Settings, log: &LogOutput) -> anyhow::Result<()> {
     let cancel = server.cancel_token();
     let hard_stop_log = log.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         // Cancel before logging: nothing may stand between SIGTERM and the drain.
         cancel.cancel();
         tracing::info!("shutdown requested; draining (a second signal stops at once)");
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second shutdown signal; stopping without draining");
         hard_stop_log.flush(Duration::from_millis(500));
         std::process::exit(1);
@@ -263,30 +272,67 @@ async fn serve(settings: Settings, log: &LogOutput) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the moment this is made: a signal sent while the server is
+/// still starting is then neither lost nor fatal (the default action would kill the process).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Registers the handlers; must run inside the runtime.
+    fn register() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT (Ctrl-C).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            let ShutdownSignals { term, int } = self;
+            tokio::select! {
+                _ = recv(term) => {}
+                _ = recv(int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {
     let settings = load(&args.common, Overrides::default())?;
+    if !settings.auth.dev_issuer {
+        // The token is still printed (a script may mint for another server), but this
+        // configuration's server would refuse it: say so rather than let a 401 puzzle later.
+        eprintln!(
+            "assistd: warning: the dev issuer is disabled in this configuration \
+             (auth.dev_issuer / ASSIST_AUTH_DEV_ISSUER); a server started with it will refuse this token"
+        );
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let dev = assist_identity::DevIssuer::load_or_create(&settings.data_dir)?;

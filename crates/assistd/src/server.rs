@@ -4,7 +4,9 @@
 
 use anyhow::Context;
 use assist_identity::jwks::RemoteLocation;
-use assist_identity::{DevIssuer, JwksSource, RemoteJwks, TokenValidator, TrustedIssuer};
+use assist_identity::{
+    DevIssuer, JwksSource, RemoteJwks, TenantBinding, TokenValidator, TrustedIssuer,
+};
 use assist_store::Store;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Caps, ConnectionMetrics};
 use crate::config::{IssuerKeys, Settings};
 use crate::health::HttpsProbe;
 use crate::metrics::{self, HttpMetrics};
@@ -32,8 +35,21 @@ use crate::{admin, api, tls};
 pub const DATABASE_FILE: &str = "assist.db";
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an HTTP/1.1 client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// hyper's read buffer per connection, which bounds a request's header section: anything
+/// larger gets hyper's own bare 431. It is well above [`api::MAX_HEADER_BYTES`], so every
+/// header section a client can plausibly send reaches the Graph-shaped 431 of the router.
+const MAX_BUF_BYTES: usize = 256 * 1024;
+/// hyper's cap on the number of headers (beyond it, hyper's bare 431); the router answers a
+/// Graph-shaped 431 above [`api::MAX_HEADERS`].
+const HYPER_MAX_HEADERS: usize = 512;
+/// The metrics listener's caps: it serves scrapers and probes, never the public.
+const METRICS_CAPS: Caps = Caps {
+    max_total: 128,
+    max_per_address: 32,
+};
+/// File descriptors kept free of the HTTPS listener's cap: the metrics listener, the
+/// database, the QUIC socket, key and log files.
+const RESERVED_FDS: u64 = 256;
 
 /// A running server.
 pub struct RunningServer {
@@ -107,6 +123,9 @@ async fn build_validator(
         issuers.push(TrustedIssuer {
             issuer: assist_identity::dev_issuer::DEV_ISSUER.to_owned(),
             keys: JwksSource::Static(Arc::new(dev.jwks().clone())),
+            // Whoever holds the key in the data directory may speak for any tenant: that is
+            // what a development issuer is for (docs/security.md).
+            tenants: TenantBinding::Any,
         });
     }
     let needs_http = settings
@@ -142,6 +161,7 @@ async fn build_validator(
         issuers.push(TrustedIssuer {
             issuer: i.issuer.clone(),
             keys,
+            tenants: i.tenants.clone(),
         });
     }
     Ok(TokenValidator::new(
@@ -263,6 +283,7 @@ fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
 
 /// Starts the server with `settings` and returns once every listener is bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let open_files = crate::admission::raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let store = Store::open_sqlite(&settings.data_dir.join(DATABASE_FILE))
@@ -274,6 +295,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tracing::warn!(
             sessions = recovered,
             "closed sessions left open by the previous run (brokerRestart)"
+        );
+    }
+    if settings.auth.dev_issuer && !settings.auth.issuers.is_empty() {
+        tracing::warn!(
+            issuers = settings.auth.issuers.len(),
+            "the development token issuer is trusted beside a real issuer: anyone who can read \
+             the data directory's dev-issuer key can mint tokens for any tenant; set \
+             auth.dev_issuer = false (ASSIST_AUTH_DEV_ISSUER=false) in production"
         );
     }
     let dev = if settings.auth.dev_issuer {
@@ -311,6 +340,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let registry = metrics::new_registry()?;
     let http_metrics = HttpMetrics::register(&registry)?;
     let relay_metrics = assist_relay::metrics::RelayMetrics::register(&registry)?;
+    let connection_metrics = ConnectionMetrics::register(&registry)?;
+    let https_caps = https_caps(&settings, open_files.soft);
+    let https_admission = Admission::new("https", https_caps, connection_metrics.clone());
+    let ops_admission = Admission::new("metrics", METRICS_CAPS, connection_metrics);
     let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
     let relay = assist_relay::Relay::new(
         settings.relay.clone(),
@@ -369,14 +402,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         sign_in,
     };
 
-    tracker.spawn(serve_https(
+    tracker.spawn(serve_http(
         https,
-        acceptor,
+        Some(acceptor),
         router(state.clone()),
+        https_admission,
+        settings.limits.header_read_timeout,
         cancel.clone(),
         tracker.clone(),
     ));
-    let ops_cancel = cancel.clone();
+    // The metrics listener gets the same header-read (and keep-alive idle) timeout and caps of
+    // its own: a half-sent request must not hold one of its connections forever.
     let probe = HttpsProbe::new(
         https_addr,
         certs_for_probe
@@ -385,15 +421,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             .context("the TLS certificate file holds no certificate")?,
     )
     .context("building the HTTPS self-probe")?;
-    let ops_app = ops_router(state.clone(), probe);
-    tracker.spawn(async move {
-        let served = axum::serve(ops, ops_app)
-            .with_graceful_shutdown(async move { ops_cancel.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "metrics listener failed");
-        }
-    });
+    tracker.spawn(serve_http(
+        ops,
+        None,
+        ops_router(state.clone(), probe),
+        ops_admission,
+        settings.limits.header_read_timeout,
+        cancel.clone(),
+        tracker.clone(),
+    ));
     tracker.spawn(assist_relay::quic::serve(
         quic,
         relay.clone(),
@@ -411,6 +447,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         metrics = %metrics_addr,
         data_dir = %settings.data_dir.display(),
         dev_issuer = settings.auth.dev_issuer,
+        max_connections = https_caps.max_total,
+        max_connections_per_address = https_caps.max_per_address,
         "assistd listening"
     );
     Ok(RunningServer {
@@ -428,10 +466,43 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     })
 }
 
-async fn serve_https(
+/// The HTTPS listener's caps: the configured ones, the total lowered to fit the open-files
+/// soft limit (less what the rest of the process needs), so `accept` itself never fails.
+fn https_caps(settings: &Settings, open_files: Option<u64>) -> Caps {
+    let configured = settings.limits.max_connections;
+    let max_total = match open_files {
+        Some(soft) => {
+            let budget = soft
+                .saturating_sub(RESERVED_FDS + METRICS_CAPS.max_total as u64)
+                .max(16);
+            let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+            if budget < configured {
+                tracing::warn!(
+                    configured,
+                    open_files_limit = soft,
+                    lowered_to = budget,
+                    "limits.max_connections does not fit the open-files limit; lowered"
+                );
+            }
+            configured.min(budget)
+        }
+        None => configured,
+    };
+    Caps {
+        max_total,
+        max_per_address: settings.limits.max_connections_per_address.min(max_total),
+    }
+}
+
+/// Accepts connections on `listener` (TLS when `tls` is given) and serves `app` on each, within
+/// `admission`'s caps and with `header_read_timeout` on every request's headers and on idle
+/// keep-alive connections.
+async fn serve_http(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Option<TlsAcceptor>,
     app: Router,
+    admission: Arc<Admission>,
+    header_read_timeout: Duration,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -448,46 +519,92 @@ async fn serve_https(
                 }
             },
         };
+        let permit = match admission.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.label(), "connection refused: cap reached");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let conn_cancel = cancel.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let tls = tokio::select! {
-                _ = conn_cancel.cancelled() => return,
-                r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = conn_cancel.cancelled() => {
-                    // Finish the request in flight, then close; the grace period bounds this.
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
+            let _permit = permit;
+            match tls {
+                None => serve_connection(TokioIo::new(tcp), service, header_read_timeout, peer, conn_cancel).await,
+                Some(acceptor) => {
+                    let stream = tokio::select! {
+                        _ = conn_cancel.cancelled() => return,
+                        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    serve_connection(TokioIo::new(stream), service, header_read_timeout, peer, conn_cancel).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+}
+
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    header_read_timeout: Duration,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_buf_size(MAX_BUF_BYTES);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            // Finish the request in flight, then close; the grace period bounds this.
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_https_cap_fits_the_open_files_limit() {
+        let mut settings = Settings::ephemeral(std::path::Path::new("/nonexistent"));
+        settings.limits.max_connections = 10_000;
+        settings.limits.max_connections_per_address = 2_000;
+        let caps = https_caps(&settings, Some(1024));
+        // 1024 less the reserve and the metrics listener's own cap.
+        assert_eq!(caps.max_total, 1024 - 256 - 128);
+        assert_eq!(caps.max_per_address, caps.max_total);
+        let caps = https_caps(&settings, Some(1_000_000));
+        assert_eq!((caps.max_total, caps.max_per_address), (10_000, 2_000));
+        assert_eq!(https_caps(&settings, None).max_total, 10_000);
+        // A tiny limit still leaves a usable listener.
+        assert_eq!(https_caps(&settings, Some(10)).max_total, 16);
+    }
 }

@@ -319,9 +319,11 @@ fn html_page(status: StatusCode, title: &str, body: &str, cookie: Option<HeaderV
         HeaderValue::from_static(PROVIDER_CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the form's post, and the
+    // post's Origin is checked.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -397,8 +399,9 @@ async fn picker(
     format!(
         "<p>{intro}</p>\n<form method=\"post\" action=\"{action}\">\n\
          <input type=\"hidden\" name=\"request\" value=\"{id}\">\n\
-         <p><label><input type=\"checkbox\" name=\"administrator\" value=\"1\"> Administrator \
-         (adds the Global Administrator role, <code>wids</code>, to the token)</label></p>\n\
+         <p class=\"admin\"><input type=\"checkbox\" id=\"administrator\" name=\"administrator\" value=\"1\"> \
+         <label for=\"administrator\">Administrator (adds the Global Administrator role, <code>wids</code>, \
+         to the token)</label></p>\n\
          {users_html}\n\
          <fieldset>\n<legend>Sign in as another user</legend>\n\
          <p><label for=\"tenant\">Tenant</label> <input id=\"tenant\" name=\"tenant\" value=\"{ht}\" \

@@ -1,11 +1,13 @@
-//! The browser helper page (`/helper/`) and the admin console (`/admin/`): static files
-//! embedded in the binary, served with a strict Content-Security-Policy. The page itself talks to `/v1/signal` and `/v1/relay`
-//! (see `docs/protocol.md` and `docs/clients.md`); this module only serves it.
+//! The browser helper page (`/helper/`), the browser sharer (`/share/`) and the admin console
+//! (`/admin/`): static files embedded in the binary, served with a strict
+//! Content-Security-Policy. The pages themselves talk to `/v1/signal` and `/v1/relay` (see
+//! `docs/protocol.md` and `docs/clients.md`); this module only serves them.
 //!
 //! `GET /` redirects to `/helper/`. Only the listed files exist; any other path under
-//! `/helper/` falls through to the Graph-shaped 404 like every unknown path.
+//! `/helper/`, `/share/`, `/admin/` or `/assets/` falls through to the Graph-shaped 404 like
+//! every unknown path.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -18,6 +20,15 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self
 
 /// Where the helper page lives.
 pub const HELPER_PATH: &str = "/helper/";
+
+/// The Permissions-Policy of every page but the sharer: no camera, microphone, location or
+/// screen capture.
+pub const PERMISSIONS_POLICY: &str = "camera=(), microphone=(), geolocation=(), display-capture=()";
+
+/// The sharer's Permissions-Policy: screen capture (`getDisplayMedia` needs `display-capture`)
+/// from this origin, and nothing else.
+pub const SHARE_PERMISSIONS_POLICY: &str =
+    "camera=(), microphone=(), geolocation=(), display-capture=(self)";
 
 /// One embedded file: its name under `/helper/`, its media type and its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +89,40 @@ pub const SHARED_ASSETS: &[Asset] = &[
         name: "dev-signin.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../web/assets/dev-signin.css"),
+    },
+];
+
+/// Where the browser sharer lives.
+pub const SHARE_PATH: &str = "/share/";
+
+/// Every file of the browser sharer, embedded from `crates/assistd/web/share/` and served under
+/// `/share/` with [`SHARE_PERMISSIONS_POLICY`]. It also loads the helper page's `helper.css`,
+/// `icon.svg` and `proto.mjs`, and signs in with `/assets/auth.mjs`.
+pub const SHARE_ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../web/share/index.html"),
+    },
+    Asset {
+        name: "share.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/share/share.css"),
+    },
+    Asset {
+        name: "share.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/share/share.js"),
+    },
+    Asset {
+        name: "capture.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/share/capture.mjs"),
+    },
+    Asset {
+        name: "ticker.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/share/ticker.js"),
     },
 ];
 
@@ -149,7 +194,8 @@ pub fn allow_connect_to(mut resp: Response, origin: Option<&str>) -> Response {
 }
 
 /// The routes of the helper page (`/`, `/helper`, `/helper/` and `/helper/<file>`), the
-/// admin console (`/admin`, `/admin/`, `/admin/<file>`) and the shared `/assets/<file>`.
+/// browser sharer (`/share`, `/share/`, `/share/<file>`), the admin console (`/admin`,
+/// `/admin/`, `/admin/<file>`) and the shared `/assets/<file>`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut r = Router::new()
         .route("/", get(|| async { redirect(HELPER_PATH) }))
@@ -166,6 +212,18 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         r = r.route(
             &format!("{SHARED_PATH}{}", a.name),
             get(move || async move { serve_asset(a) }),
+        );
+    }
+    r = r.route("/share", get(|| async { redirect(SHARE_PATH) }));
+    for a in SHARE_ASSETS {
+        let path = if a.name == "index.html" {
+            SHARE_PATH.to_owned()
+        } else {
+            format!("{SHARE_PATH}{}", a.name)
+        };
+        r = r.route(
+            &path,
+            get(move || async move { with_permissions(serve_asset(a), SHARE_PERMISSIONS_POLICY) }),
         );
     }
     r = r.route("/admin", get(|| async { redirect(ADMIN_PATH) }));
@@ -216,6 +274,15 @@ fn serve_asset(a: &'static Asset) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    with_permissions(resp, PERMISSIONS_POLICY)
+}
+
+/// Sets the page's Permissions-Policy (only the sharer's allows screen capture).
+fn with_permissions(mut resp: Response, policy: &'static str) -> Response {
+    resp.headers_mut().insert(
+        HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static(policy),
+    );
     resp
 }
 
@@ -283,6 +350,36 @@ mod tests {
             .find(|a| a.name == "index.html")
             .unwrap();
         assert_no_inline_script_or_style(std::str::from_utf8(index.body).unwrap());
+    }
+
+    #[test]
+    fn the_sharer_is_named_once_has_no_inline_script_or_style_and_alone_may_capture() {
+        for (i, a) in SHARE_ASSETS.iter().enumerate() {
+            assert!(!a.body.is_empty(), "{} is empty", a.name);
+            assert!(
+                SHARE_ASSETS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        let index = SHARE_ASSETS
+            .iter()
+            .find(|a| a.name == "index.html")
+            .unwrap();
+        assert_no_inline_script_or_style(std::str::from_utf8(index.body).unwrap());
+        assert!(SHARE_PERMISSIONS_POLICY.contains("display-capture=(self)"));
+        assert!(PERMISSIONS_POLICY.contains("display-capture=()"));
+        for p in [PERMISSIONS_POLICY, SHARE_PERMISSIONS_POLICY] {
+            assert!(
+                p.contains("camera=()") && p.contains("microphone=()"),
+                "{p}"
+            );
+        }
+        let helper = serve("index.html");
+        assert_eq!(
+            helper.headers()["permissions-policy"].to_str().unwrap(),
+            PERMISSIONS_POLICY
+        );
     }
 
     fn assert_no_inline_script_or_style(html: &str) {

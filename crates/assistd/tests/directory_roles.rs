@@ -201,6 +201,16 @@ async fn sessions_per_day_counts_this_tenants_sessions_by_mode_and_validates_its
         .await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["value"][0]["unattended"], 1);
+    // The summary reads percent-encoded bounds too (as a browser sends them).
+    let (st, b) = s
+        .get(
+            "/assist/v1/reports/sessionSummary?from=2026-11-01T00%3A00%3A00Z&to=2026-11-03T10%3A00%3A00Z",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["totalSessions"], 3, "{b}");
+    assert_eq!(b["to"], "2026-11-03T10:00:00Z");
     for bad in [
         "",
         "?from=2026-11-01T00:00:00Z",

@@ -119,6 +119,7 @@ async fn oidc_discovery_and_key_rotation() {
     settings.auth.issuers.push(IssuerSettings {
         issuer: idp.issuer.clone(),
         keys: IssuerKeys::Discovery,
+        tenants: assist_identity::TenantBinding::Only(vec!["t9".into()]),
     });
     let s = TestServer::start_with(settings).await;
 
@@ -127,6 +128,13 @@ async fn oidc_discovery_and_key_rotation() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], "t9");
+
+    // Issue 15 item 5: the same issuer, validly signing for a tenant it is not bound to.
+    let (status, body) = s
+        .get(SETTINGS, Some(&external_token(&key1, &idp.issuer, "t8")))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(assert_graph_error(&body, "InvalidAuthenticationToken").contains("tenant"));
 
     // The dev issuer is not trusted in this configuration.
     let (status, _) = s.get(SETTINGS, Some(&s.token("t9", &[READ]))).await;

@@ -14,6 +14,10 @@ const CSP_PARTS: &[&str] = &[
     "script-src 'self'",
 ];
 
+fn permissions_policy() -> header::HeaderName {
+    header::HeaderName::from_static("permissions-policy")
+}
+
 fn no_redirects(ts: &TestServer) -> reqwest::Client {
     let pem = std::fs::read(&ts.server.cert_path).expect("cert");
     reqwest::Client::builder()
@@ -128,5 +132,61 @@ async fn unknown_paths_still_get_graph_errors() {
     let (status, body) = send(ts.client.post(ts.url("/helper/"))).await;
     assert_eq!(status, 405, "{body}");
     assert_graph_error(&body, "MethodNotAllowed");
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_browser_sharer_is_served_and_alone_may_capture_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(dir.path()).await;
+
+    let page = fetch(&ts, "/share/").await;
+    assert_page_headers(&page);
+    assert_eq!(
+        header_of(&page, permissions_policy()),
+        "camera=(), microphone=(), geolocation=(), display-capture=(self)"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="share.js"></script>"#));
+    assert!(html.contains("Allow and choose what to share"));
+    assert!(html.contains("Control needs the Assist app"));
+
+    for (file, ctype, needle) in [
+        (
+            "share.js",
+            "text/javascript; charset=utf-8",
+            "getDisplayMedia",
+        ),
+        (
+            "capture.mjs",
+            "text/javascript; charset=utf-8",
+            "changedTiles",
+        ),
+        ("ticker.js", "text/javascript; charset=utf-8", "postMessage"),
+        ("share.css", "text/css; charset=utf-8", "#preview"),
+    ] {
+        let resp = fetch(&ts, &format!("/share/{file}")).await;
+        assert_page_headers(&resp);
+        assert_eq!(header_of(&resp, header::CONTENT_TYPE), ctype, "{file}");
+        assert!(header_of(&resp, permissions_policy()).contains("display-capture=(self)"));
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(needle), "{file} lacks {needle:?}");
+    }
+
+    // The helper page may not capture the screen.
+    let helper = fetch(&ts, "/helper/").await;
+    assert!(header_of(&helper, permissions_policy()).contains("display-capture=()"));
+
+    // `/share` redirects to the page; unknown files there are Graph's 404.
+    let resp = no_redirects(&ts)
+        .get(ts.url("/share"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(header_of(&resp, header::LOCATION), "/share/");
+    let (status, body) = ts.get("/share/nope.js", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_graph_error(&body, "ResourceNotFound");
     ts.server.shutdown().await;
 }

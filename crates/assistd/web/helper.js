@@ -1,23 +1,21 @@
-// The browser helper: signs in with a bearer token, asks the broker for a code or a device
+// The browser helper: signs in (OpenID Connect, /assets/auth.mjs), asks the broker for a code or a device
 // session over /v1/signal, shows the sharer's profile, asks for modes, and once a session is
 // active shows the screen from the relay (/v1/relay) and sends pointer and keyboard input.
 // Protocols: docs/protocol.md. How to use it: docs/clients.md ("Browser helper").
 
 import {
   CHANNEL, MODE_LABELS, canControl, closeText, encodeRelayFrame, endedText, errorText,
-  formatCode, input, modeRank, parseControl, parseRelayFrame, pointerButton, scaleToScreen,
+  formatCode, input, parseControl, parseRelayFrame, pointerButton, scaleToScreen, screenToBox,
   warningText, WheelAccumulator,
 } from './proto.mjs';
 import { ScreenView } from './screen.js';
-
-const TOKEN_KEY = 'assist.helper.token';
+import { signIn } from '/assets/auth.mjs';
 const PING_EVERY_MS = 20_000;
 
 const $ = (id) => document.getElementById(id);
 const el = {
   connStatus: $('conn-status'), error: $('error'),
-  signin: $('signin'), signinForm: $('signin-form'), token: $('token'), tokenInfo: $('token-info'),
-  connect: $('connect'), signout: $('signout'),
+  signin: $('signin'), signinInfo: $('signin-info'), connect: $('connect'), signout: $('signout'),
   start: $('start'), getCode: $('get-code'), launchForm: $('launch-form'), deviceId: $('device-id'),
   helpDevice: $('help-device'), codeBox: $('code-box'), code: $('code'), codeExpiry: $('code-expiry'),
   startStatus: $('start-status'), cancel: $('cancel'),
@@ -29,12 +27,15 @@ const el = {
   chatLog: $('chat-log'), chatForm: $('chat-form'), chatText: $('chat-text'), chatSend: $('chat-send'),
   screenStatus: $('screen-status'), canvas: $('screen'), screenHint: $('screen-hint'),
   screenStats: $('screen-stats'),
+  screenArea: $('screen-area'), screenBox: $('screen-box'), remotePointer: $('remote-pointer'),
+  scaleFit: $('scale-fit'), scaleActual: $('scale-actual'), fullscreen: $('fullscreen'),
 };
 
 // ---------------------------------------------------------------------------------------------
 // State
 
 let ws = null; // the signalling WebSocket
+let auth = null; // the signed-in session (auth.mjs): tokens in memory only
 let signedIn = false; // the first pong came back: the token was accepted
 let pingTimer = null;
 let nextId = 1;
@@ -86,33 +87,6 @@ function modeLabel(mode) {
 
 function time(ms) {
   return new Date(ms).toLocaleTimeString();
-}
-
-function tokenClaims(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = atob(part + '='.repeat((4 - (part.length % 4)) % 4));
-    return JSON.parse(decodeURIComponent(escape(json)));
-  } catch {
-    return null;
-  }
-}
-
-function describeToken() {
-  const t = el.token.value.trim();
-  if (!t) {
-    el.tokenInfo.textContent = '';
-    return;
-  }
-  const c = tokenClaims(t);
-  if (!c) {
-    el.tokenInfo.textContent = 'This does not look like a token (a JWT has three parts separated by dots).';
-    return;
-  }
-  const who = c.upn || c.preferred_username || c.name || (c.deviceid ? `device ${c.deviceid}` : 'unknown user');
-  const expired = typeof c.exp === 'number' && c.exp * 1000 < Date.now();
-  el.tokenInfo.textContent = `Token for ${who}${c.tid ? ` in tenant ${c.tid}` : ''}` +
-    (typeof c.exp === 'number' ? (expired ? ' — it has EXPIRED; get a new one.' : `, valid until ${time(c.exp * 1000)}.`) : '.');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,7 +143,6 @@ function connect(token) {
     endSessionLocally();
     setPhase('signedOut');
     showSignin(false);
-    if (ev.code === 4401) sessionStorage.removeItem(TOKEN_KEY); // do not retry a refused token on reload
     if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
   };
 }
@@ -192,10 +165,29 @@ function disconnect() {
 }
 
 function showSignin(connected) {
-  el.token.disabled = connected;
   show(el.connect, !connected);
-  show(el.signout, connected || Boolean(el.token.value));
-  el.signout.textContent = connected ? 'Sign out' : 'Forget token';
+  el.connect.textContent = auth ? 'Connect' : 'Sign in';
+  show(el.signout, Boolean(auth));
+  el.signinInfo.textContent = auth
+    ? `Signed in as ${auth.user.name}${auth.user.upn && auth.user.upn !== auth.user.name ? ` (${auth.user.upn})` : ''}` +
+      `${auth.user.tenantId ? `, tenant ${auth.user.tenantId}` : ''}.`
+    : 'Sign in with your organisation\'s account to help someone.';
+}
+
+/** A refreshed token goes to the open connection before the old one expires (else 4401). */
+function reauthenticate(token) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'authenticate', token }));
+}
+
+/** Connects with a fresh token of the signed-in session. */
+async function connectSignedIn() {
+  try {
+    connect(await auth.accessToken());
+  } catch (e) {
+    showError(`${e.message}`);
+    auth = null;
+    showSignin(false);
+  }
 }
 
 function onSignal(msg) {
@@ -205,8 +197,7 @@ function onSignal(msg) {
     case 'pong':
       if (!signedIn) {
         signedIn = true;
-        const c = tokenClaims(el.token.value.trim());
-        el.connStatus.textContent = `Connected${c ? ` as ${c.name || c.upn || c.preferred_username || 'you'}` : ''}`;
+        el.connStatus.textContent = `Connected${auth ? ` as ${auth.user.name || auth.user.upn}` : ''}`;
         showSignin(true);
         if (!session) setPhase('idle');
         el.getCode.focus();
@@ -297,6 +288,7 @@ function onJoined(msg) {
   el.chatLog.replaceChildren();
   el.canvas.setAttribute('aria-label', `The shared screen of ${peerLabel()}`);
   screen.reset();
+  forgetPointer();
   setMode(null, false);
   setPhase('joined');
   setStatus(`${peerLabel()} joined. Choose a mode and press Request.`);
@@ -342,6 +334,7 @@ function onActive(msg) {
   setStatus(`Session active in ${modeLabel(msg.mode)}.`);
   if (relay) relay.close();
   screen.reset();
+  forgetPointer();
   relay = new RelayLeg(msg.relay, session.id);
 }
 
@@ -389,12 +382,9 @@ function updateModeUi() {
   if (!session) return;
   const mode = session.mode;
   el.currentMode.textContent = mode ? modeLabel(mode) : 'none yet';
-  el.requestMode.disabled = Boolean(session.requested);
-  // Suggest the next mode up.
-  if (!session.requested && mode) {
-    const next = Math.min(modeRank(mode) + 1, el.mode.options.length - 1);
-    if (modeRank(el.mode.value) === modeRank(mode)) el.mode.selectedIndex = next;
-  }
+  // The selector keeps the helper's choice: a grant never moves it to the next mode up, so
+  // pressing Request again cannot escalate. Asking for the mode already granted is pointless.
+  el.requestMode.disabled = Boolean(session.requested) || (Boolean(mode) && el.mode.value === mode);
   el.chatText.disabled = !session.chat;
   el.chatSend.disabled = !session.chat;
   el.chatText.placeholder = session.chat ? 'Message' : 'Chat is not available';
@@ -426,6 +416,7 @@ function endSessionLocally() {
     relay = null;
   }
   screen.reset(); // nothing of the sharer's screen stays on the page
+  forgetPointer();
   session = null;
   document.body.dataset.mode = '';
   document.body.dataset.relayMode = '';
@@ -494,6 +485,9 @@ class RelayLeg {
         document.body.dataset.relayMode = c.mode || '';
         if (session && c.mode) setMode(c.mode, c.chat ?? session.chat);
         break;
+      case 'pointer': // the sharer's pointer position (docs/protocol.md, "Screen and input payloads")
+        showPointer(c.x, c.y);
+        break;
       case 'ended':
         el.screenStatus.textContent = `The screen connection ended${c.reason ? ` (${c.reason})` : ''}.`;
         break;
@@ -537,7 +531,59 @@ function updateScreenStats(view) {
     (s.ignored ? `, ignored: ${s.ignored} (${view.lastError})` : '') +
     (s.skipped ? `, skipped: ${s.skipped}` : '');
   el.canvas.dataset.frames = String(s.shown);
+  placePointer(); // the screen size may have changed
 }
+
+// ---------------------------------------------------------------------------------------------
+// Screen size (fit, 1:1, full screen) and the sharer's pointer
+
+let remotePointer = null; // {x, y} in screen pixels, as the sharer last sent it
+
+function forgetPointer() {
+  remotePointer = null;
+  placePointer();
+}
+
+function showPointer(x, y) {
+  remotePointer = { x, y };
+  placePointer();
+}
+
+function placePointer() {
+  const p = remotePointer;
+  const at = p && screenToBox(p.x, p.y, screen.width, screen.height, el.canvas.clientWidth, el.canvas.clientHeight);
+  if (!at) {
+    el.remotePointer.hidden = true;
+    return;
+  }
+  el.remotePointer.style.left = `${el.canvas.offsetLeft + el.canvas.clientLeft + at.x}px`;
+  el.remotePointer.style.top = `${el.canvas.offsetTop + el.canvas.clientTop + at.y}px`;
+  el.remotePointer.dataset.x = String(p.x);
+  el.remotePointer.dataset.y = String(p.y);
+  el.remotePointer.hidden = false;
+}
+
+function setScale(actual) {
+  el.screenBox.classList.toggle('actual', actual);
+  el.scaleFit.setAttribute('aria-pressed', String(!actual));
+  el.scaleActual.setAttribute('aria-pressed', String(actual));
+  placePointer();
+}
+
+el.scaleFit.addEventListener('click', () => setScale(false));
+el.scaleActual.addEventListener('click', () => setScale(true));
+el.fullscreen.addEventListener('click', () => {
+  const done = document.fullscreenElement
+    ? document.exitFullscreen()
+    : el.screenArea.requestFullscreen();
+  done.catch((e) => { el.screenStatus.textContent = `Full screen is not available: ${e.message}`; });
+  el.canvas.focus();
+});
+document.addEventListener('fullscreenchange', () => {
+  el.fullscreen.textContent = document.fullscreenElement ? 'Exit full screen' : 'Full screen';
+  placePointer();
+});
+window.addEventListener('resize', placePointer);
 
 // ---------------------------------------------------------------------------------------------
 // Input: only while the mode is fullControl or higher, and only over the canvas.
@@ -658,29 +704,24 @@ el.canvas.addEventListener('blur', releaseAll);
 // ---------------------------------------------------------------------------------------------
 // Buttons and forms
 
-el.signinForm.addEventListener('submit', (ev) => {
-  ev.preventDefault();
-  const token = el.token.value.trim();
-  if (!token) {
-    showError('Paste a token first.');
-    el.token.focus();
-    return;
+el.connect.addEventListener('click', () => {
+  if (auth) {
+    connectSignedIn();
+  } else {
+    el.connStatus.textContent = 'Signing in…';
+    beginSignIn(); // redirects to the sign-in page
   }
-  sessionStorage.setItem(TOKEN_KEY, token);
-  connect(token);
 });
 
-el.token.addEventListener('input', describeToken);
-
-el.signout.addEventListener('click', () => {
-  sessionStorage.removeItem(TOKEN_KEY);
+el.signout.addEventListener('click', async () => {
   disconnect();
-  el.token.value = '';
-  describeToken();
+  const a = auth;
+  auth = null;
   setPhase('signedOut');
   showSignin(false);
   el.connStatus.textContent = 'Signed out';
-  el.token.focus();
+  if (a) await a.signOut();
+  el.connect.focus();
 });
 
 el.getCode.addEventListener('click', () => {
@@ -703,6 +744,7 @@ function endSession() {
 el.cancel.addEventListener('click', endSession);
 el.end.addEventListener('click', endSession);
 
+el.mode.addEventListener('change', updateModeUi);
 el.modeForm.addEventListener('submit', (ev) => {
   ev.preventDefault();
   requestMode(false);
@@ -729,12 +771,22 @@ window.addEventListener('beforeunload', () => {
 
 setPhase('signedOut');
 updateScreenHint();
-const saved = sessionStorage.getItem(TOKEN_KEY);
-if (saved) {
-  el.token.value = saved;
-  describeToken();
-  connect(saved);
-} else {
+showSignin(false);
+
+/** Signs in (completing a sign-in that just came back, or going to the sign-in page) and connects. */
+async function beginSignIn() {
+  try {
+    auth = await signIn();
+  } catch (e) {
+    el.connStatus.textContent = 'Not signed in';
+    showError(e.message);
+    showSignin(false);
+    el.connect.focus();
+    return;
+  }
+  auth.onTokenRefreshed(reauthenticate);
   showSignin(false);
-  el.token.focus();
+  await connectSignedIn();
 }
+
+beginSignIn();

@@ -181,6 +181,19 @@ export function scaleToScreen(clientX, clientY, rect, screenWidth, screenHeight)
   };
 }
 
+/**
+ * The inverse of scaleToScreen: where screen pixel (x, y) of a `screenWidth` × `screenHeight`
+ * screen is shown, in CSS pixels from the top left of a `boxWidth` × `boxHeight` picture; null
+ * for a point outside the screen or an empty picture. Used to draw the sharer's pointer.
+ */
+export function screenToBox(x, y, screenWidth, screenHeight, boxWidth, boxHeight) {
+  if (!(screenWidth > 0 && screenHeight > 0 && boxWidth > 0 && boxHeight > 0)) return null;
+  if (!Number.isInteger(x) || !Number.isInteger(y) || x < 0 || y < 0 || x >= screenWidth || y >= screenHeight) {
+    return null;
+  }
+  return { x: (x * boxWidth) / screenWidth, y: (y * boxHeight) / screenHeight };
+}
+
 /** DOM `PointerEvent.button` (0 main, 1 auxiliary, 2 secondary) to the wire's 1 left, 2 middle, 3 right; null for others. */
 export function pointerButton(domButton) {
   return { 0: 1, 1: 2, 2: 3 }[domButton] ?? null;

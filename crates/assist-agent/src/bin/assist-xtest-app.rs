@@ -10,8 +10,9 @@
 //!   coordinates, and the X button number: 1 left, 2 middle, 3 right, 4/5 wheel up/down, 6/7 left/right),
 //!   then paints the clicked quadrant yellow (255,255,0).
 //! - On each key press, appends `key KEYSYM` with the keysym in lower-case hex without `0x` (`key 61` for
-//!   `a`, `key ff0d` for Return): the keysym of the pressed keycode in the current mapping, in the shifted
-//!   column when Shift is held.
+//!   `a`, `key ff0d` for Return): the keysym of the pressed keycode in the current mapping, in the column
+//!   the state selects: Shift for level 2, the AltGr modifier (the one ISO_Level3_Shift is on) for level 3,
+//!   both for level 4.
 //! - Every log line is flushed at once. It exits with status 0 when the X connection closes, and by the
 //!   default action of SIGTERM (nothing is buffered, so nothing is lost).
 
@@ -124,12 +125,43 @@ impl App {
     }
 
     fn keysym(&self, keycode: u8, state: KeyButMask) -> Result<u32, Box<dyn std::error::Error>> {
-        // Read the mapping on every key: the agent may have just bound a keysym to a spare keycode.
+        // Read the mappings on every key: the agent may have just bound a keysym to a spare keycode.
         let map = self.conn.get_keyboard_mapping(keycode, 1)?.reply()?;
         let shifted = state.contains(KeyButMask::SHIFT);
-        let col0 = map.keysyms.first().copied().unwrap_or(0);
-        let col1 = map.keysyms.get(1).copied().unwrap_or(0);
-        Ok(if shifted && col1 != 0 { col1 } else { col0 })
+        let level3 = u16::from(state) & self.level3_mask()? != 0;
+        // XKB's core columns: group 1 levels 1 and 2, group 2 levels 1 and 2, group 1 levels 3 and 4.
+        let col = |i: usize| map.keysyms.get(i).copied().unwrap_or(0);
+        let base = if level3 { 4 } else { 0 };
+        Ok(match (shifted, col(base + 1), col(base)) {
+            (true, s, _) if s != 0 => s,
+            (_, _, s) if s != 0 => s,
+            _ => col(0),
+        })
+    }
+
+    /// The modifier bit of AltGr: the modifier row holding a keycode bound to ISO_Level3_Shift.
+    fn level3_mask(&self) -> Result<u16, Box<dyn std::error::Error>> {
+        let setup = self.conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let map = self
+            .conn
+            .get_keyboard_mapping(min, max - min + 1)?
+            .reply()?;
+        let per = usize::from(map.keysyms_per_keycode.max(1));
+        let level3: Vec<u8> = map
+            .keysyms
+            .chunks(per)
+            .enumerate()
+            .filter(|(_, syms)| syms.contains(&0xfe03))
+            .filter_map(|(i, _)| u8::try_from(usize::from(min) + i).ok())
+            .collect();
+        let mods = self.conn.get_modifier_mapping()?.reply()?;
+        let per_mod = usize::from(mods.keycodes_per_modifier()).max(1);
+        Ok(mods
+            .keycodes
+            .chunks(per_mod)
+            .position(|row| row.iter().any(|k| *k != 0 && level3.contains(k)))
+            .map_or(0, |m| 1 << m))
     }
 }
 

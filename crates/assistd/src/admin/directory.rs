@@ -389,7 +389,9 @@ async fn prepare(
 fn is_upn(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && is_domain(domain) && !s.contains(char::is_whitespace)
+            !local.is_empty()
+                && is_domain(domain)
+                && !s.contains(|c: char| c.is_whitespace() || c.is_control())
         }
         None => false,
     }

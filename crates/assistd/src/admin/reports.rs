@@ -64,9 +64,9 @@ async fn require_view_reports(state: &AppState, caller: &Caller) -> Result<(), A
     }
     let tenant = &caller.0.tenant_id;
     let user = facts::ensure_user(&state.store, &caller.0).await?;
-    let me = facts::helper(
+    let me = facts::helper_signed_in(
         &state.store,
-        tenant,
+        &caller.0,
         user["id"].as_str().unwrap_or_default(),
     )
     .await?;

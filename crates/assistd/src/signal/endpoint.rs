@@ -96,6 +96,9 @@ async fn register(
         tracing::error!(error = %e, "loading the caller's directory record failed");
         GraphError::internal("Loading the caller's directory record failed.")
     })?;
+    if let Some(user_id) = &party.user_id {
+        hub.note_token_groups(identity, user_id);
+    }
     hub.connect(party, out.clone()).await.ok_or_else(|| {
         GraphError::new(
             GraphErrorKind::Unavailable,
@@ -206,6 +209,19 @@ async fn serve<S>(
                     };
                     match fresh {
                         Some(fresh) if same_principal(&identity, &fresh) => {
+                            // The fresh token's groups replace the old one's in policy facts.
+                            if !fresh.is_device {
+                                match crate::facts::ensure_user(&state.store, &fresh).await {
+                                    Ok(u) => {
+                                        if let Some(uid) = u["id"].as_str() {
+                                            hub.note_token_groups(&fresh, uid);
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "re-authentication: the directory record could not be read")
+                                    }
+                                }
+                            }
                             identity = fresh;
                             expires = expiry(&identity, leeway);
                             if let Some(id) = auth.ok().and_then(|a| a.id) {

@@ -214,6 +214,8 @@ pub struct RelayEndpoint {
 pub struct SignalHub {
     tx: mpsc::Sender<HubInput>,
     live: Arc<dyn LiveState>,
+    /// The driver's policy facts (the endpoint notes tokens' `groups` claims in it).
+    facts: Arc<facts::FactsCache>,
 }
 
 impl SignalHub {
@@ -240,12 +242,13 @@ impl SignalHub {
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         tracker.spawn(store_writer(store.clone(), store_rx));
+        let facts = Arc::new(facts::FactsCache::default());
         let driver = Driver {
             metrics,
             broker,
             conns: HashMap::new(),
             store,
-            facts: Arc::new(facts::FactsCache::default()),
+            facts: facts.clone(),
             relay,
             tickets,
             endpoint,
@@ -253,7 +256,13 @@ impl SignalHub {
             store_tx,
         };
         tracker.spawn(driver.run(rx, relay_reports, cancel));
-        Ok(SignalHub { tx, live })
+        Ok(SignalHub { tx, live, facts })
+    }
+
+    /// Counts the `groups` claim of a token just presented for the policy decisions about
+    /// `user_id`, the directory user it was matched to.
+    pub fn note_token_groups(&self, identity: &Identity, user_id: &str) {
+        self.facts.note_token_groups(identity, user_id);
     }
 
     /// The broker's live state: pending codes, open sessions and who is connected. Readers
