@@ -142,7 +142,6 @@ enum HubInput {
         device_id: String,
         reply: oneshot::Sender<Result<SessionId, LaunchError>>,
     },
-    RelayStats(assist_relay::SessionReport),
 }
 
 /// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
@@ -243,22 +242,6 @@ impl SignalHub {
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         tracker.spawn(store_writer(store.clone(), store_rx));
-        if let Some(mut reports) = relay_reports {
-            let tx2 = tx.clone();
-            let stop = cancel.clone();
-            tracker.spawn(async move {
-                loop {
-                    let r = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        r = reports.recv() => r,
-                    };
-                    let Some(r) = r else { return };
-                    if tx2.send(HubInput::RelayStats(r)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
         let facts = Arc::new(facts::FactsCache::default());
         let driver = Driver {
             metrics,
@@ -272,7 +255,7 @@ impl SignalHub {
             tx: tx.clone(),
             store_tx,
         };
-        tracker.spawn(driver.run(rx, cancel));
+        tracker.spawn(driver.run(rx, relay_reports, cancel));
         Ok(SignalHub { tx, live, facts })
     }
 
@@ -551,6 +534,7 @@ impl Driver {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<HubInput>,
+        mut relay_reports: Option<mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
         cancel: tokio_util::sync::CancellationToken,
     ) {
         let mut next_conn = 1u64;
@@ -568,6 +552,12 @@ impl Driver {
                 }
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.broker.handle_timeout(now());
+                }
+                report = async { match relay_reports.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match report {
+                        Some(r) => self.relay_report(r, now()),
+                        None => relay_reports = None,
+                    }
                 }
                 input = rx.recv() => {
                     let Some(input) = input else { return };
@@ -601,16 +591,6 @@ impl Driver {
                         HubInput::AdminLaunch { party, device_id, reply } => {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
                         }
-                        HubInput::RelayStats(r) => {
-                            if let Some(role) = r.left {
-                                let role = match role {
-                                    RelayRole::Helper => assist_session::Role::Helper,
-                                    RelayRole::Sharer => assist_session::Role::Sharer,
-                                };
-                                self.broker.handle_relay_leg_left(&SessionId(r.sid.clone()), role, t);
-                            }
-                            let _ = self.store_tx.send(StoreWrite::Stats(r));
-                        }
                     }
                 }
             }
@@ -620,6 +600,20 @@ impl Driver {
                 .sessions
                 .set(self.broker.session_count() as i64);
         }
+    }
+
+    /// A relay session ended: a dropped leg ends the broker's session; the counters go to the
+    /// session record.
+    fn relay_report(&mut self, r: assist_relay::SessionReport, now: Timestamp) {
+        if let Some(role) = r.left {
+            let role = match role {
+                RelayRole::Helper => assist_session::Role::Helper,
+                RelayRole::Sharer => assist_session::Role::Sharer,
+            };
+            self.broker
+                .handle_relay_leg_left(&SessionId(r.sid.clone()), role, now);
+        }
+        let _ = self.store_tx.send(StoreWrite::Stats(r));
     }
 
     fn drain(&mut self) {
@@ -730,6 +724,8 @@ impl Driver {
                         "modifiedProperties": [],
                     }]);
                     audit.body["activityDetails"] = kind;
+                    // Stamped once, by the machine, like the session records.
+                    audit.body["activityDateTime"] = json!(rfc3339(ev.at));
                     let _ = self
                         .store_tx
                         .send(StoreWrite::Audit(ev.tenant_id.clone(), audit));
