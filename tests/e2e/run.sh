@@ -36,6 +36,7 @@ node --test --test-reporter=spec "$e2e/unit.test.mjs"
 node --test --test-reporter=spec "$e2e/view-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
+node --test --test-reporter=spec "$e2e/signal-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"

@@ -86,6 +86,11 @@ pub const SHARED_ASSETS: &[Asset] = &[
         body: include_bytes!("../web/assets/auth.mjs"),
     },
     Asset {
+        name: "signal.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/assets/signal.mjs"),
+    },
+    Asset {
         name: "dev-signin.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../web/assets/dev-signin.css"),

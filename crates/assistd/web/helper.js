@@ -10,7 +10,7 @@ import {
 } from './proto.mjs';
 import { ScreenView } from './screen.js';
 import { signIn } from '/assets/auth.mjs';
-const PING_EVERY_MS = 20_000;
+import { SignalConnection, signalUrl } from '/assets/signal.mjs';
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -34,12 +34,8 @@ const el = {
 // ---------------------------------------------------------------------------------------------
 // State
 
-let ws = null; // the signalling WebSocket
+let signal = null; // the SignalConnection (/assets/signal.mjs) to /v1/signal
 let auth = null; // the signed-in session (auth.mjs): tokens in memory only
-let signedIn = false; // the first pong came back: the token was accepted
-let pingTimer = null;
-let nextId = 1;
-const pending = new Map(); // request id -> {type, ...}
 /** The session this page takes part in, or null. */
 let session = null;
 let relay = null; // the RelayLeg of the active session
@@ -93,13 +89,8 @@ function time(ms) {
 // Signalling
 
 function send(msg) {
-  if (!ws || ws.readyState !== WebSocket.OPEN) {
-    showError('Not connected to the server. Connect again.');
-    return null;
-  }
-  const id = nextId++;
-  pending.set(id, msg);
-  ws.send(JSON.stringify({ id, ...msg }));
+  const id = signal ? signal.send(msg) : null;
+  if (id === null) showError('Not connected to the server. Connect again.');
   return id;
 }
 
@@ -107,58 +98,35 @@ function connect(token) {
   disconnect();
   showError('');
   el.connStatus.textContent = 'Connecting…';
-  let socket;
   try {
-    socket = new WebSocket(`wss://${location.host}/v1/signal`);
+    signal = new SignalConnection({
+      url: signalUrl(location.host),
+      token,
+      onOpen: () => { el.connStatus.textContent = 'Signing in…'; },
+      onSignedIn,
+      onMessage: onSignal,
+      onClose: onSignalClosed,
+    });
   } catch (e) {
     el.connStatus.textContent = 'Not connected';
     showError(`Could not open the connection: ${e.message}`);
-    return;
   }
-  ws = socket;
-  socket.onopen = () => {
-    // Browsers cannot set headers: the token goes in the first message.
-    socket.send(JSON.stringify({ type: 'authenticate', token }));
-    el.connStatus.textContent = 'Signing in…';
-    // The server answers nothing to a good token; the first pong shows it was accepted.
-    send({ type: 'ping' });
-    pingTimer = setInterval(() => send({ type: 'ping' }), PING_EVERY_MS);
-  };
-  socket.onmessage = (ev) => {
-    if (typeof ev.data !== 'string') return;
-    let msg;
-    try {
-      msg = JSON.parse(ev.data);
-    } catch {
-      return;
-    }
-    onSignal(msg);
-  };
-  socket.onclose = (ev) => {
-    if (ws !== socket) return;
-    const wasSignedIn = signedIn;
-    cleanupSignal();
-    el.connStatus.textContent = 'Not connected';
-    const lost = session ? ' The session ended with it.' : '';
-    endSessionLocally();
-    setPhase('signedOut');
-    showSignin(false);
-    if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
-  };
 }
 
-function cleanupSignal() {
-  clearInterval(pingTimer);
-  pingTimer = null;
-  signedIn = false;
-  pending.clear();
-  ws = null;
+function onSignalClosed(ev, wasSignedIn) {
+  signal = null;
+  el.connStatus.textContent = 'Not connected';
+  const lost = session ? ' The session ended with it.' : '';
+  endSessionLocally();
+  setPhase('signedOut');
+  showSignin(false);
+  if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
 }
 
 function disconnect() {
-  if (ws) {
-    const s = ws;
-    cleanupSignal();
+  if (signal) {
+    const s = signal;
+    signal = null;
     s.close(1000, 'signed out');
   }
   endSessionLocally();
@@ -176,7 +144,7 @@ function showSignin(connected) {
 
 /** A refreshed token goes to the open connection before the old one expires (else 4401). */
 function reauthenticate(token) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'authenticate', token }));
+  signal?.authenticate(token);
 }
 
 /** Connects with a fresh token of the signed-in session. */
@@ -190,19 +158,16 @@ async function connectSignedIn() {
   }
 }
 
-function onSignal(msg) {
-  const req = typeof msg.id === 'number' ? pending.get(msg.id) : undefined;
-  if (req) pending.delete(msg.id);
+/** The first pong came back: the server accepted the token. */
+function onSignedIn() {
+  el.connStatus.textContent = `Connected${auth ? ` as ${auth.user.name || auth.user.upn}` : ''}`;
+  showSignin(true);
+  if (!session) setPhase('idle');
+  el.getCode.focus();
+}
+
+function onSignal(msg, req) {
   switch (msg.type) {
-    case 'pong':
-      if (!signedIn) {
-        signedIn = true;
-        el.connStatus.textContent = `Connected${auth ? ` as ${auth.user.name || auth.user.upn}` : ''}`;
-        showSignin(true);
-        if (!session) setPhase('idle');
-        el.getCode.focus();
-      }
-      break;
     case 'codeIssued':
       session = newSession({ sessionId: msg.sessionId, phase: 'code' });
       el.code.textContent = formatCode(msg.code);
@@ -763,7 +728,7 @@ el.chatForm.addEventListener('submit', (ev) => {
 });
 
 window.addEventListener('beforeunload', () => {
-  if (ws) ws.close(1000, 'page closed');
+  signal?.close(1000, 'page closed');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import {
   CONTROL_NEEDS_AGENT, FrameRate, changedTiles, consentAction, describeProfile, encodeTiles,
   endedTextForSharer, fitWithin, mergeRects, needsKeyframe, normaliseCode, request, tileGrid,
 } from './capture.mjs';
+import { SignalConnection, signalUrl } from '/assets/signal.mjs';
 
-const PING_EVERY_MS = 20_000;
 /** Bytes the relay socket may hold unsent before the next capture waits (about two big frames). */
 const SEND_BUFFER_LIMIT = 2 * 1024 * 1024;
 
@@ -35,11 +35,7 @@ const el = {
 // State
 
 let auth = null; // the Auth of /assets/auth.mjs once signed in
-let ws = null;
-let signedIn = false;
-let pingTimer = null;
-let nextId = 1;
-const pending = new Map(); // request id -> the request
+let signal = null; // the SignalConnection (/assets/signal.mjs) to /v1/signal
 /** The session this page takes part in: {id, helper, mode, chat, consentMode, launch}, or null. */
 let session = null;
 let stream = null; // the MediaStream the person chose to share
@@ -128,7 +124,7 @@ async function signIn(interactive) {
     auth = signed;
     auth.onTokenRefreshed(async () => {
       // A connection whose token expires is closed unless it hears the fresh one first.
-      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(request.authenticate(await auth.accessToken())));
+      if (signal?.isOpen) signal.authenticate(await auth.accessToken());
     });
   }
   connect();
@@ -138,89 +134,59 @@ async function signIn(interactive) {
 // Signalling
 
 function send(msg) {
-  if (!ws || ws.readyState !== WebSocket.OPEN) {
-    showError('Not connected to the server. Sign in again.');
-    return null;
-  }
-  const id = nextId++;
-  pending.set(id, msg);
-  ws.send(JSON.stringify({ id, ...msg }));
+  const id = signal ? signal.send(msg) : null;
+  if (id === null) showError('Not connected to the server. Sign in again.');
   return id;
 }
 
-async function connect() {
+function connect() {
   disconnect();
   showError('');
   el.connStatus.textContent = 'Connecting…';
-  let socket;
   try {
-    socket = new WebSocket(`wss://${location.host}/v1/signal`);
+    signal = new SignalConnection({
+      url: signalUrl(location.host),
+      token: () => auth.accessToken(),
+      onSignedIn,
+      onMessage: onSignal,
+      onClose: onSignalClosed,
+    });
   } catch (e) {
     el.connStatus.textContent = 'Not connected';
     showError(`Could not open the connection: ${e.message}`);
-    return;
   }
-  ws = socket;
-  socket.onopen = async () => {
-    // Browsers cannot set headers: the token goes in the first message.
-    socket.send(JSON.stringify(request.authenticate(await auth.accessToken())));
-    send(request.ping()); // the first pong shows the token was accepted
-    pingTimer = setInterval(() => send(request.ping()), PING_EVERY_MS);
-  };
-  socket.onmessage = (ev) => {
-    if (typeof ev.data !== 'string') return;
-    let msg;
-    try {
-      msg = JSON.parse(ev.data);
-    } catch {
-      return;
-    }
-    if (msg && typeof msg === 'object') onSignal(msg);
-  };
-  socket.onclose = (ev) => {
-    if (ws !== socket) return;
-    const wasSignedIn = signedIn;
-    const lost = session ? ' The session ended with it.' : '';
-    cleanupSignal();
-    endSessionLocally();
-    el.connStatus.textContent = 'Not connected';
-    setPhase('signedOut');
-    if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
-  };
 }
 
-function cleanupSignal() {
-  clearInterval(pingTimer);
-  pingTimer = null;
-  signedIn = false;
-  pending.clear();
-  ws = null;
+function onSignalClosed(ev, wasSignedIn) {
+  signal = null;
+  const lost = session ? ' The session ended with it.' : '';
+  endSessionLocally();
+  el.connStatus.textContent = 'Not connected';
+  setPhase('signedOut');
+  if (ev.code !== 1000 || !wasSignedIn) showError(closeText('signal', ev.code, ev.reason) + lost);
 }
 
 function disconnect() {
-  if (ws) {
-    const s = ws;
-    cleanupSignal();
+  if (signal) {
+    const s = signal;
+    signal = null;
     s.close(1000, 'signed out');
   }
   endSessionLocally();
 }
 
-function onSignal(msg) {
-  const req = typeof msg.id === 'number' ? pending.get(msg.id) : undefined;
-  if (req) pending.delete(msg.id);
+/** The first pong came back: the server accepted the token. */
+function onSignedIn() {
+  const u = auth?.user;
+  el.connStatus.textContent = `Signed in${u ? ` as ${u.name || u.upn}` : ''}`;
+  if (!session) {
+    setPhase('idle');
+    el.code.focus();
+  }
+}
+
+function onSignal(msg, req) {
   switch (msg.type) {
-    case 'pong':
-      if (!signedIn) {
-        signedIn = true;
-        const u = auth?.user;
-        el.connStatus.textContent = `Signed in${u ? ` as ${u.name || u.upn}` : ''}`;
-        if (!session) {
-          setPhase('idle');
-          el.code.focus();
-        }
-      }
-      break;
     case 'sessionJoined':
       onJoined(msg);
       break;
@@ -731,7 +697,7 @@ el.chatForm.addEventListener('submit', (ev) => {
 });
 
 window.addEventListener('beforeunload', () => {
-  if (ws) ws.close(1000, 'page closed');
+  signal?.close(1000, 'page closed');
 });
 
 // ---------------------------------------------------------------------------------------------
