@@ -184,7 +184,7 @@ async fn serve<S>(
                     };
                     let _ = out_tx.send(Outbound::Close(code)).await;
                     drop(in_rx);
-                let _ = io.await;
+                    let _ = io.await;
                     return;
                 }
             }
