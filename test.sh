@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || ! command -v setxkbmap >/dev/null \
-  || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   echo "==> installing the e2e test's dependencies (scripts/install-test-deps.sh)"
   bash scripts/install-test-deps.sh || echo "warning: could not install them; the browser e2e test may be skipped" >&2
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the browser end-to-end test (tests/e2e/run.sh) needs and is missing: Xvfb,
 # xauth, setxkbmap (x11-xkb-utils, for the agent's keymap test) and Chromium from the
-# distribution (Debian/Ubuntu apt-get, as root or through sudo), and
-# playwright-core in tests/e2e/node_modules (`npm ci`, the pinned version; no browser download).
+# distribution (Debian/Ubuntu apt-get, as root or through sudo), playwright-core in
+# tests/e2e/node_modules (`npm ci`, the pinned version; no browser download), and panva's
+# oidc-provider in tests/oidc/node_modules (the second OpenID Connect provider the sign-in
+# tests run against).
 # Node and npm come from the distribution too when missing.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
@@ -34,4 +36,8 @@ command -v npm >/dev/null || { echo "install-test-deps: npm (node 20+) is needed
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   echo "install-test-deps: npm ci in tests/e2e"
   (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  echo "install-test-deps: npm ci in tests/oidc"
+  (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -6,7 +6,7 @@ import {
   ACTIONS, PAGES, apiErrorText, assignmentBody, auditChanges, auditFilter, canonicalAction,
   chartGeometry, decisionText, deviceStatus, effectiveActions, formatDuration, formatTime,
   isoSeconds, nextSort, niceMax, odataString, pageInfo, reportRows, roleActions, roleBody,
-  routeOf, scopeText, sessionsReportBody, toCsv, whatIfBody, windowRange,
+  routeOf, scopeText, sessionTableColumns, sessionsReportBody, toCsv, whatIfBody, windowRange,
 } from '../../crates/assistd/web/admin/console.mjs';
 
 const A = (s) => `Microsoft.Intune_RemoteAssistanceApp_${s}`;
@@ -92,6 +92,16 @@ test('sessions report body: filters, search, sort and paging', () => {
   assert.deepEqual(reportRows({ Schema: [{ Column: 'id' }, { Column: 'mode' }], Values: [['s1', 'viewOnly'], ['s2']] }),
     [{ id: 's1', mode: 'viewOnly' }, { id: 's2', mode: null }]);
   assert.deepEqual(reportRows(null), []);
+});
+
+test('session table columns: ours first, then any new report column (quality), ids hidden', () => {
+  const schema = ['id', 'startDateTime', 'helperEmail', 'helperFirstName', 'sharerDeviceName', 'framesDropped', 'averageRttMs', 'endedBy']
+    .map((Column) => ({ Column, PropertyType: 'String' }));
+  const cols = sessionTableColumns(schema);
+  assert.deepEqual(cols.slice(0, 8).map((c) => c.column),
+    ['helperEmail', 'sharerEmail', 'sharerDeviceName', 'startDateTime', 'endDateTime', 'remoteAssistanceSessionType', 'endReason', 'state']);
+  assert.deepEqual(cols.slice(8), [{ column: 'framesDropped', header: 'Frames dropped' }, { column: 'averageRttMs', header: 'Average rtt ms' }]);
+  assert.equal(sessionTableColumns(undefined).length, 8);
 });
 
 test('sorting and paging', () => {

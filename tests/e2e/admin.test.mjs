@@ -6,10 +6,9 @@
 //                     (reads back through the API what the console changed)
 //   ADMIN_DEVICE_TOKEN, ADMIN_DEVICE_ID   sam@contoso.com on a device of its own (launch flow)
 //   E2E_OUT           target/e2e; screenshots of every page go to E2E_OUT/admin/
-// The console signs in through the dev issuer's sign-in page as an Administrator when the
-// server has /assets/auth.mjs; a server without it (the sign-in module not merged yet) gets a
-// stand-in module that keeps the contract's shape and hands out ADMIN_TOKEN, and the test says
-// so in its output.
+// Each browser signs in to the console through /assets/auth.mjs and the dev issuer's sign-in
+// page, as "another user" (ada@contoso.com) with the Administrator box (wids = Global
+// Administrator): no Graph permission in the token, no role assignment.
 // A session is run by a scripted helper (below) and sharer (fake-sharer.mjs) over /v1/signal.
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,33 +54,8 @@ async function api(method, p, body) {
   return { status: resp.status, body: text ? JSON.parse(text) : null };
 }
 
-/** A stand-in for /assets/auth.mjs with the contract's shape, for a server that lacks it. */
-const STAND_IN_AUTH = (token) => `
-const claims = JSON.parse(atob(${JSON.stringify(token.split('.')[1])}.replace(/-/g, '+').replace(/_/g, '/')));
-const auth = {
-  user: { name: claims.name, upn: claims.upn, tenantId: claims.tid, oid: claims.oid },
-  claims,
-  async accessToken() { return ${JSON.stringify(token)}; },
-  onTokenRefreshed() {},
-  async signOut() {},
-};
-export async function signIn() { return auth; }
-export function currentAuth() { return auth; }
-`;
-
-let realSignIn = null;
-
-async function hasAuthModule() {
-  if (realSignIn === null) {
-    const r = await fetch(`${URL_BASE}/assets/auth.mjs`);
-    realSignIn = r.status === 200;
-    if (!realSignIn) console.log('# /assets/auth.mjs is not served: the console signs in with a stand-in module (ADMIN_TOKEN)');
-  }
-  return realSignIn;
-}
-
 /** A browser page signed in to the console as an Administrator. */
-async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, colorScheme = 'light' } = {}) {
+async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, colorScheme = 'light', upn = ADMIN_UPN, administrator = true } = {}) {
   const browser = await chromium.launch({ executablePath: env.CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS });
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, colorScheme, acceptDownloads: true });
   const page = await context.newPage();
@@ -89,25 +63,18 @@ async function withConsole(name, fn, { viewport = { width: 1280, height: 800 }, 
   page.on('console', (m) => lines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
   try {
-    if (!(await hasAuthModule())) {
-      await page.route('**/assets/auth.mjs', (route) => route.fulfill({
-        status: 200, contentType: 'text/javascript; charset=utf-8', body: STAND_IN_AUTH(env.ADMIN_TOKEN),
-      }));
-      await page.goto(`${URL_BASE}/admin/`);
-    } else {
-      await page.goto(`${URL_BASE}/admin/`);
-      // The dev issuer's sign-in page: another user, as an Administrator.
-      await page.getByLabel(/^Administrator/).check();
-      await page.getByLabel('Tenant').fill('contoso');
-      await page.getByLabel('User principal name').fill(ADMIN_UPN);
-      await page.getByLabel('Display name').fill('Ada Admin');
-      await page.getByRole('button', { name: 'Sign in as this user' }).click();
-      await page.waitForURL(/\/admin\//, { timeout: 15_000 });
-      // The authorization response is gone from the URL, and no token is in storage.
-      assert.ok(!/[?&](code|state)=/.test(page.url()), page.url());
-    }
+    await page.goto(`${URL_BASE}/admin/`);
+    // The dev issuer's sign-in page: another user, as an Administrator (wids).
+    if (administrator) await page.getByRole('checkbox', { name: /Administrator/ }).check();
+    await page.getByLabel('Tenant').fill('contoso');
+    await page.getByLabel('User principal name').fill(upn);
+    await page.getByLabel('Display name').fill(upn === ADMIN_UPN ? 'Ada Admin' : upn);
+    await page.getByRole('button', { name: 'Sign in as this user' }).click();
+    await page.waitForURL(/\/admin\//, { timeout: 15_000 });
     await page.waitForSelector('body[data-signed-in="true"]', { timeout: 15_000 });
-    assert.match(await page.textContent('#who'), /ada@contoso\.com/);
+    // The authorization response is gone from the URL, and no token is in storage.
+    assert.ok(!/[?&](code|state)=/.test(page.url()), page.url());
+    assert.ok((await page.textContent('#who')).includes(upn));
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
     assert.ok(!stored.includes('eyJ'), `a token in storage: ${stored}`);
     await fn(page);
@@ -184,6 +151,15 @@ async function startScriptedHelper(token) {
   return state;
 }
 
+test('without the Administrator box the console shows the API\'s 403 and changes nothing', async () => {
+  await withConsole('not-admin', async (page) => {
+    await page.getByRole('link', { name: 'Settings', exact: true }).click();
+    await page.locator('#error').waitFor();
+    assert.match(await page.textContent('#error'), /lacks the permission.*\(Forbidden, 403\)/);
+    await shot(page, 'not-admin');
+  }, { upn: 'nina@contoso.com', administrator: false });
+});
+
 test('Settings: save the three switches, read them back through the API, see the audit event', async () => {
   const before = (await api('GET', '/beta/deviceManagement/remoteAssistanceSettings')).body;
   assert.equal(before.remoteAssistanceState, 'enabled', 'the demo tenant enables Remote Help');
@@ -211,11 +187,15 @@ test('Settings: save the three switches, read them back through the API, see the
 test('a session run over /v1/signal shows in Monitor (active, chart) and in Sessions (search, filter, sort, CSV)', async () => {
   const helper = await startScriptedHelper(env.HELPER_TOKEN);
   const sharer = await startFakeSharer({ server: URL_BASE, token: env.SHARER_TOKEN, code: helper.code });
+  let waiting = null;
   try {
     await until(`the session to be active (helper saw ${helper.log.join(', ')}; sharer ${sharer.log.join(', ')})`, () => helper.active && sharer.mode, 20_000);
+    // A second code nobody redeems: a waiting session.
+    waiting = await startScriptedHelper(env.HELPER_TOKEN);
     await withConsole('monitor-sessions', async (page) => {
       await open(page, PAGE.monitor);
       assert.ok(Number(await page.textContent('#fig-active')) >= 1, 'an active session');
+      assert.ok(Number(await page.textContent('#fig-waiting')) >= 1, 'a waiting session');
       assert.ok(Number(await page.textContent('#fig-total')) >= 1);
       // The chart: today's bar has a full-control part, and the table under it says the same.
       const today = new Date().toISOString().slice(0, 10);
@@ -262,6 +242,7 @@ test('a session run over /v1/signal shows in Monitor (active, chart) and in Sess
   } finally {
     helper.close();
     sharer.close();
+    waiting?.close();
   }
 });
 
@@ -297,12 +278,27 @@ test('Roles: create a custom role with implications shown, and an assignment; bo
     await row.waitFor();
     assert.match(await row.textContent(), /Tier 2 elevation.*Tier 2.*Finance/s);
     await shot(page, 'roles');
+
+    // Edit the custom role: add View reports (PATCH).
+    await page.getByRole('button', { name: 'Edit Tier 2 elevation' }).click();
+    assert.equal(await sec.getByLabel('Elevation', { exact: true }).isChecked(), true);
+    await sec.getByLabel('View reports').check();
+    await page.getByRole('button', { name: 'Save role' }).click();
+    await until('the edit', async () => (await page.textContent('#role-status')) === 'Saved Tier 2 elevation.');
+    await page.locator('#roles-table tbody tr', { hasText: 'View reports' }).waitFor();
+    // Deleting a role that is still assigned is refused by the API, and the page says so.
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: 'Delete Tier 2 elevation' }).click();
+    await until('the refusal', async () => (await page.getAttribute('#role-status', 'data-tone')) === 'error');
+    assert.match(await page.textContent('#role-status'), /^Not deleted: .*\(BadRequest, 400\)$/);
+    assert.equal(await page.locator('#roles-table tbody tr', { hasText: 'Tier 2 elevation' }).count(), 1);
   });
   const roles = (await api('GET', '/beta/deviceManagement/roleDefinitions')).body.value;
   const role = roles.find((r) => r.displayName === 'Tier 2 elevation');
   assert.ok(role, 'the role exists');
   assert.deepEqual(role.rolePermissions[0].resourceActions[0].allowedResourceActions.sort(),
-    ['Microsoft.Intune_RemoteAssistanceApp_Elevation', 'Microsoft.Intune_RemoteTasks_RequestRemoteAssistance'].sort());
+    ['Microsoft.Intune_RemoteAssistanceApp_Elevation', 'Microsoft.Intune_RemoteTasks_RequestRemoteAssistance',
+      'Microsoft.Intune_RemoteAssistance_ViewReports'].sort());
   const asg = (await api('GET', '/beta/deviceManagement/roleAssignments?$expand=roleDefinition')).body.value
     .find((a) => a.displayName === 'Tier 2 helps Finance');
   assert.ok(asg, 'the assignment exists');
@@ -415,6 +411,15 @@ test('dark theme and a tablet: the same pages, readable (screenshots)', async ()
     await shot(page, 'sessions-tablet');
     await open(page, PAGE.whatif);
     await shot(page, 'whatif-tablet');
+    // Every visible form control has a label (an accessible name).
+    for (const route of Object.values(PAGE)) {
+      await open(page, route);
+      const unlabelled = await page.evaluate(() => [...document.querySelectorAll('main input, main select, main button')]
+        .filter((e) => e.offsetParent !== null)
+        .filter((e) => !(e.labels?.length || e.getAttribute('aria-label') || (e.tagName === 'BUTTON' && e.textContent.trim())))
+        .map((e) => e.id || e.outerHTML.slice(0, 80)));
+      assert.deepEqual(unlabelled, [], `unlabelled controls on ${route.id}`);
+    }
     // Keyboard: the skip link moves focus to the content.
     await page.locator('a.skip').focus();
     await page.keyboard.press('Enter');

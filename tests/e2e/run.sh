@@ -2,7 +2,9 @@
 # End-to-end test of the browser helper page (crates/assistd/web/) in headless Chromium:
 #   1. node unit tests of the page's pure functions (unit.test.mjs);
 #   2. a real `assistd serve` on free loopback ports with the demo tenant (scripts/demo-tenant.sh);
-#   3. the page against a scripted sharer (fake-sharer.mjs), then against the real sharer agent
+#   3. sign-in (signin.test.mjs): auth.mjs and the CLI against the dev provider and against panva's
+#      oidc-provider (tests/oidc/), each with its own assistd;
+#   4. the page against a scripted sharer (fake-sharer.mjs), then against the real sharer agent
 #      (`assist sharer --display`) sharing an Xvfb display that runs `assist-xtest-app`.
 # Needs node 20+, tests/e2e/node_modules (npm ci), /usr/bin/chromium and Xvfb: see
 # scripts/install-test-deps.sh. Missing parts (browser, Xvfb, the agent) skip those tests unless
@@ -38,6 +40,7 @@ node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"
+[ -d "$root/tests/oidc/node_modules/oidc-provider" ] || skip "tests/oidc/node_modules is missing (npm ci)"
 
 started=$(date +%s)
 echo "==> e2e: building assistd and the sharer agent"
@@ -127,7 +130,7 @@ mkdir -p "$out"
   ASSIST_URL="$url" ASSIST_CA="$data/tls/cert.pem" ASSIST_BIN_DIR="$root/target/debug" \
     E2E_DISPLAY="$display" E2E_APP_LOG="$app_log" E2E_OUT="$out" CHROMIUM="$chromium" \
     NODE_EXTRA_CA_CERTS="$data/tls/cert.pem" \
-    timeout 300 node --test --test-reporter=spec e2e.test.mjs share.test.mjs helper-view.test.mjs
+    timeout 420 node --test --test-reporter=spec e2e.test.mjs share.test.mjs helper-view.test.mjs
 )
 echo "==> e2e: sign-in (auth.mjs against the dev provider and a second OIDC provider)"
 (

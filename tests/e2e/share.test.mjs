@@ -3,13 +3,15 @@
 // environment is described in e2e.test.mjs). The sharer's capture is Chromium's own tab capture,
 // accepted without a picker (--auto-accept-this-tab-capture; the test makes the page prefer its
 // own tab, since headless Chromium has no screen to capture): the test paints four coloured
-// quadrants over the sharer's tab and checks that the helper's canvas shows them.
-// Screenshots of both pages: target/e2e/share-*.png.
+// quadrants over the sharer's tab and checks that the helper's canvas shows them. Both people sign
+// in through the dev issuer's sign-in page (/assets/auth.mjs). Screenshots of both pages: target/e2e/share-*.png.
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { startDemoServer } from './assistd.mjs';
 
 const env = process.env;
 const BASE = env.ASSIST_URL;
@@ -29,9 +31,7 @@ const QUADRANTS = [
   { name: 'bottomRight', fx: 0.75, fy: 0.75, colour: 'white' },
 ];
 
-if (!BASE || !env.HELPER_TOKEN || !env.SHARER_TOKEN) {
-  throw new Error('run this through tests/e2e/run.sh (ASSIST_URL, HELPER_TOKEN and SHARER_TOKEN are not set)');
-}
+if (!BASE) throw new Error('run this through tests/e2e/run.sh (ASSIST_URL is not set)');
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -79,10 +79,11 @@ async function withPages(name, fn) {
   }
 }
 
-async function helperGetsCode(page) {
-  await page.goto(`${BASE}/helper/`);
-  await page.fill('#token', env.HELPER_TOKEN);
-  await page.click('#connect');
+/** Opens the helper page, which sends the browser to the dev issuer: signs in as Helen, gets a code. */
+async function helperGetsCode(page, base = BASE) {
+  await page.goto(`${base}/helper/`);
+  await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+  await page.getByRole('button', { name: 'helen@contoso.com' }).click();
   await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
   await page.click('#get-code');
   await page.waitForSelector('body[data-phase="code"]');
@@ -93,8 +94,8 @@ async function helperGetsCode(page) {
  * Opens the sharer page, signs in as sam@contoso.com through the dev issuer's sign-in page
  * (/assets/auth.mjs: authorization code + PKCE) and redeems `code` as a person types it.
  */
-async function sharerJoins(page, code) {
-  const resp = await page.goto(`${BASE}/share/`);
+async function sharerJoins(page, code, base = BASE) {
+  const resp = await page.goto(`${base}/share/`);
   assert.equal(resp.status(), 200);
   assert.match(resp.headers()['permissions-policy'], /display-capture=\(self\)/);
   await page.click('#signin-button');
@@ -168,6 +169,7 @@ test('browser sharer: code, profile, allow view only, the helper sees the pixels
     await helperRequests(helper, 'viewOnly');
     await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
     assert.match(await sharer.textContent('#consent-text'), /Helen Helper asks to see your screen \(View only\)/);
+    assert.equal(await sharer.evaluate(() => document.activeElement?.id), 'allow', 'focus moves to the choice');
     await sharer.click('#allow');
     await helper.waitForSelector('body[data-mode="viewOnly"]', { timeout: 15_000 });
     await sharer.waitForSelector('body[data-phase="active"]');
@@ -224,6 +226,13 @@ test('browser sharer: code, profile, allow view only, the helper sees the pixels
     await helper.click('#chat-send');
     await sharer.waitForSelector('#chat-log >> text=Yes, I can.', { timeout: 10_000 });
     await sharer.screenshot({ path: path.join(OUT, 'share-sharer-declined.png'), fullPage: true });
+    // The dark theme follows the system's.
+    await sharer.emulateMedia({ colorScheme: 'dark' });
+    const bg = await sharer.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    assert.ok(r + g + b < 150, `dark background, got ${bg}`);
+    await sharer.screenshot({ path: path.join(OUT, 'share-sharer-dark.png'), fullPage: true });
+    await sharer.emulateMedia({ colorScheme: 'light' });
 
     // The sharer ends the session; capture stops.
     await sharer.click('#end');
@@ -249,5 +258,114 @@ test('browser sharer: a first request for full control is declined and the page 
     assert.equal(await sharer.isVisible('#consent'), false, 'the person was never asked to allow control');
     await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
     assert.equal(await helper.textContent('#start-status'), 'The user declined the session.');
+  });
+});
+
+test('browser sharer: the session outlives the first token (a refreshed token is sent on the open connection)', async () => {
+  // A server of its own whose dev sign-in tokens live 12 s: the broker closes a connection whose
+  // token expired (4401) unless the page sent a fresh one (`authenticate`) before.
+  const srv = await startDemoServer({ bin: env.ASSIST_BIN_DIR || '../../target/debug', config: '[auth]\ndev_token_ttl_secs = 12\nleeway_secs = 0\n' });
+  try {
+    await withPages('share-refresh', async ({ helper, sharer }) => {
+      const code = await helperGetsCode(helper, srv.url);
+      await sharerJoins(sharer, code, srv.url);
+      await helperRequests(helper, 'viewOnly');
+      await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
+      await sharer.click('#allow');
+      await sharer.waitForSelector('body[data-phase="active"]', { timeout: 15_000 });
+      const exp = await sharer.evaluate(async () => (await import('/assets/auth.mjs')).currentAuth().claims.exp);
+      assert.ok(exp * 1000 - Date.now() < 13_000, `a short-lived token (exp ${exp})`);
+      await pause(exp * 1000 - Date.now() + 4000); // past the first token's expiry
+      assert.equal(await sharer.getAttribute('body', 'data-phase'), 'active', await sharer.textContent('#error'));
+      assert.equal(await sharer.isVisible('#error'), false);
+      await sharer.fill('#chat-text', 'Still here after the token expired');
+      await sharer.click('#chat-send');
+      await helper.waitForSelector('#chat-log >> text=Still here after the token expired', { timeout: 10_000 });
+      await sharer.click('#end');
+      await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+    });
+  } catch (e) {
+    console.error(`own assistd log:\n${srv.logs()}`);
+    throw e;
+  } finally {
+    srv.stop();
+  }
+});
+
+/**
+ * An /assets/auth.mjs with the contract's shape that hands out `token`: the dev issuer's sign-in
+ * page makes no token with a device id, which the launch flow needs.
+ */
+const deviceAuthModule = (token) => `
+const auth = {
+  user: { name: 'Sam Sharer', upn: 'sam@contoso.com', tenantId: 'contoso', oid: '' },
+  claims: {},
+  async accessToken() { return ${JSON.stringify(token)}; },
+  onTokenRefreshed() { return () => {}; },
+  async signOut() {},
+};
+export async function signIn() { return auth; }
+export function currentAuth() { return auth; }
+`;
+
+test('browser sharer, launch flow: a page signed in on a device accepts the helper\'s launch', async () => {
+  const srv = await startDemoServer({ bin: env.ASSIST_BIN_DIR || '../../target/debug' });
+  try {
+    const device = 'share-kiosk';
+    const token = execFileSync(path.join(env.ASSIST_BIN_DIR || '../../target/debug', 'assistd'), [
+      'token', '--data-dir', srv.data, '--tenant', 'contoso', '--user', 'sam@contoso.com', '--device', device,
+    ], { encoding: 'utf8' }).trim();
+    await withPages('share-launch', async ({ helper, sharer }) => {
+      await sharer.route(`${srv.url}/assets/auth.mjs`, (r) => r.fulfill({ contentType: 'text/javascript', body: deviceAuthModule(token) }));
+      await sharer.goto(`${srv.url}/share/`);
+      await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 15_000 });
+
+      await helper.goto(`${srv.url}/helper/`);
+      await helper.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+      await helper.getByRole('button', { name: 'helen@contoso.com' }).click();
+      await helper.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      await helper.fill('#device-id', device);
+      await helper.click('#help-device');
+
+      await sharer.waitForSelector('body[data-phase="launch"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#launch-text'),
+        'Helen Helper wants to help you on this device (contoso.com, verified). Accept?');
+      assert.equal(await sharer.evaluate(() => document.activeElement?.id), 'launch-accept');
+      await sharer.click('#launch-accept');
+      await sharer.waitForSelector('body[data-phase="joined"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#peer-name'), 'Helen Helper');
+      await helper.waitForSelector('body[data-phase="joined"]', { timeout: 10_000 });
+
+      await helperRequests(helper, 'viewOnly'); // the device is unenrolled: the helper acknowledges the warning
+      await sharer.waitForSelector('#consent:not([hidden])', { timeout: 10_000 });
+      await sharer.click('#allow');
+      await helper.waitForSelector('body[data-mode="viewOnly"]', { timeout: 15_000 });
+      await paintQuadrants(sharer, QUADRANTS.map((q) => q.colour));
+      for (const q of QUADRANTS) await helperSees(helper, q, q.colour);
+
+      await helper.click('#end');
+      await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
+      assert.equal(await sharer.textContent('#start-status'), 'Your helper ended the session.');
+    });
+  } catch (e) {
+    console.error(`own assistd log:\n${srv.logs()}`);
+    throw e;
+  } finally {
+    srv.stop();
+  }
+});
+
+test('browser sharer: cancelling the sign-in is shown, and signing in again works', async () => {
+  await withPages('share-cancel', async ({ sharer }) => {
+    await sharer.goto(`${BASE}/share/`);
+    await sharer.click('#signin-button');
+    await sharer.getByRole('button', { name: 'Cancel' }).click();
+    await sharer.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+    assert.match(await sharer.textContent('#error'), /Sign-in failed: .*access_denied/);
+    assert.equal(await sharer.getAttribute('body', 'data-phase'), 'signedOut');
+    assert.equal(new URL(sharer.url()).search, '', 'the error answer left the URL');
+    await sharer.click('#signin-button');
+    await sharer.getByRole('button', { name: 'sam@contoso.com' }).click();
+    await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 15_000 });
   });
 });

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import https from 'node:https';
+import net from 'node:net';
 import { chromium } from 'playwright-core';
 
 const env = process.env;
@@ -43,12 +44,14 @@ try {
 }
 </script></body></html>`;
 
-/** Starts `assistd serve` on free loopback ports with `config` (TOML); resolves {url, ca, data, stop}. */
-export async function startAssistd(config = '') {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'assist-signin-'));
+/**
+ * Starts `assistd serve` on free loopback ports with `config` (TOML; a function of the data
+ * directory, or a string); resolves {url, ca, data, stop}. With `dir`, reuses that directory.
+ */
+export async function startAssistd(config = '', dir = fs.mkdtempSync(path.join(os.tmpdir(), 'assist-signin-'))) {
   const cfg = path.join(dir, 'assist.toml');
-  fs.writeFileSync(cfg, config);
   const data = path.join(dir, 'data');
+  fs.writeFileSync(cfg, typeof config === 'function' ? config(data) : config);
   const child = spawn(path.join(BIN, 'assistd'), [
     'serve', '--config', cfg, '--data-dir', data, '--listen', '127.0.0.1:0',
     '--quic-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log', 'warn',
@@ -67,9 +70,32 @@ export async function startAssistd(config = '') {
     url: `https://localhost:${port}`,
     ca: fs.readFileSync(path.join(data, 'tls', 'cert.pem')),
     data,
+    dir,
+    port: Number(port),
     logs: () => err,
-    stop: () => { child.kill('SIGTERM'); fs.rmSync(dir, { recursive: true, force: true }); },
+    out: () => out,
+    /** Stops the server; `keep` keeps its directory (to start it again). */
+    stop: async (keep = false) => {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      if (!keep) fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
+}
+
+/** A free loopback TCP port. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /** A JSON request trusting `ca`. */
@@ -101,6 +127,20 @@ export async function withHarness(name, origin, fn) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   await context.route((u) => u.origin === origin && u.pathname === '/share/', (route) =>
     route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: HARNESS }));
+  // Playwright does not intercept the request a redirect makes, so the provider's 303 back to
+  // /share/ would reach the real sharer page: turn it into a meta refresh, a new navigation
+  // the route above serves the harness for.
+  await context.route((u) => u.origin === origin && u.pathname === '/dev-issuer/authorize', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    const resp = await route.fetch({ maxRedirects: 0 });
+    const location = resp.headers().location;
+    if (resp.status() !== 303 || !location) return route.fulfill({ response: resp });
+    const escaped = location.replace(/&/g, '&amp;').replace(/"/g, '&quot;');
+    return route.fulfill({
+      status: 200, contentType: 'text/html; charset=utf-8',
+      body: `<!doctype html><meta http-equiv="refresh" content="0;url=${escaped}">`,
+    });
+  });
   const page = await context.newPage();
   const lines = [];
   page.on('console', (m) => lines.push(`${m.type()}: ${m.text()}`));
@@ -118,15 +158,9 @@ export async function withHarness(name, origin, fn) {
   }
 }
 
-/**
- * Waits for the provider to send the browser back to /share/. Playwright does not intercept
- * the request a redirect makes, so the real server answered it (404): load the same URL again,
- * through the harness (sessionStorage, holding the verifier, survives in the tab).
- */
+/** Waits for the provider to send the browser back to the harness at /share/. */
 export async function backToHarness(page, origin) {
   await page.waitForURL((u) => u.origin === origin && u.pathname === '/share/', { timeout: 20_000 });
-  const served = await page.evaluate(() => Boolean(document.getElementById('out')));
-  if (!served) await page.goto(page.url());
 }
 
 async function result(page) {
@@ -190,6 +224,84 @@ test('auth.mjs against the dev provider: sign in, clean URL, memory-only tokens,
       assert.equal(new URL(page.url()).search, '');
     });
   } finally {
-    srv.stop();
+    await srv.stop();
+  }
+});
+
+const oidcDeps = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'oidc', 'node_modules', 'oidc-provider');
+const noOidc = fs.existsSync(oidcDeps) ? false : 'tests/oidc/node_modules is missing (scripts/install-test-deps.sh)';
+
+test('a second provider (panva oidc-provider): the helper page signs in, the CLI uses the device grant', { skip: noOidc }, async () => {
+  const { startProvider } = await import('../oidc/provider.mjs');
+  const idpPort = await freePort();
+  const idpIssuer = `https://localhost:${idpPort}`;
+  // First start: assistd makes its certificate, which the provider then serves too (both are
+  // localhost), so one CA file is trusted by the server's JWKS fetches, the CLI and the test.
+  const first = await startAssistd('');
+  await first.stop(true);
+  const srv = await startAssistd((data) => [
+    '[auth]', 'dev_issuer = false', `ca_file = "${data}/tls/cert.pem"`,
+    '[[auth.issuers]]', `issuer = "${idpIssuer}"`, 'discovery = true', 'tenants = ["contoso"]',
+    '[auth.sign_in]', `issuer = "${idpIssuer}"`, 'client_id = "assist-web"', 'cli_client_id = "assist-cli"',
+    'scopes = "openid profile offline_access"', '',
+  ].join('\n'), first.dir);
+  const cert = srv.ca;
+  const key = fs.readFileSync(path.join(srv.data, 'tls', 'key.pem'));
+  const idp = await startProvider({
+    port: idpPort, cert, key, redirectUris: ['/helper/', '/share/', '/admin/'].map((p) => `${srv.url}${p}`),
+  });
+  let cli = null;
+  try {
+    // The page's configuration names the provider; the page's CSP lets it be fetched.
+    const cfg = await request('GET', `${srv.url}/v1/auth/config`, { ca: cert });
+    assert.equal(cfg.body.issuer, idpIssuer);
+    await withHarness('signin-oidc-provider', srv.url, async (page, context) => {
+      await page.goto(`${srv.url}/helper/`);
+      await page.waitForURL((u) => u.origin === idpIssuer, { timeout: 15_000 });
+      await page.fill('input[name="login"]', 'helen@contoso.com');
+      await page.fill('input[name="password"]', 'any');
+      await page.click('button[type="submit"]');
+      await page.waitForURL((u) => u.origin === srv.url || u.pathname.includes('consent'), { timeout: 15_000 });
+      if (new URL(page.url()).origin !== srv.url) await page.click('button[type="submit"]');
+      await page.waitForSelector('body[data-phase="idle"]', { timeout: 20_000 });
+      assert.match(await page.textContent('#conn-status'), /Connected as helen/);
+      assert.equal(new URL(page.url()).search, '');
+      assert.deepEqual(await page.evaluate(() => [localStorage.length, sessionStorage.length]), [0, 0]);
+
+      // The CLI: device grant against the same provider.
+      cli = spawn(path.join(BIN, 'assist'), ['helper', '--server', srv.url, '--ca', path.join(srv.data, 'tls', 'cert.pem')],
+        { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ASSIST_TOKEN: '' } });
+      let cliOut = '';
+      cli.stdout.on('data', (d) => { cliOut += d; });
+      cli.stderr.on('data', (d) => { cliOut += `stderr: ${d}`; });
+      const waitOut = async (re, what) => {
+        const deadline = Date.now() + 30_000;
+        while (!re.test(cliOut)) {
+          if (Date.now() > deadline) throw new Error(`CLI: no ${what}; output:\n${cliOut}`);
+          await sleep(100);
+        }
+        return cliOut.match(re);
+      };
+      const [, complete] = await waitOut(/\(or open (https:\/\/\S+)\)/, 'verification URI');
+      assert.ok(complete.startsWith(idpIssuer), complete);
+      const device = await context.newPage();
+      await device.goto(complete);
+      // The provider asks to confirm the code, then (if needed) who signs in.
+      for (let i = 0; i < 4 && !/Sign-in Success|signed in|success/i.test(await device.textContent('body')); i++) {
+        if (await device.locator('input[name="login"]').count()) {
+          await device.fill('input[name="login"]', 'helen@contoso.com');
+          await device.fill('input[name="password"]', 'any');
+        }
+        await device.locator('button[type="submit"]').first().click();
+        await device.waitForLoadState();
+      }
+      await waitOut(/^Signed in\.$/m, '"Signed in."');
+      await waitOut(/^(Your code is|Error)/m, 'a first answer from the server');
+      assert.doesNotMatch(cliOut, /eyJ/, 'no token in the CLI output');
+    });
+  } finally {
+    if (cli && cli.exitCode === null) cli.kill('SIGTERM');
+    await idp.close();
+    await srv.stop();
   }
 });

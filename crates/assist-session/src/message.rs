@@ -831,35 +831,85 @@ pub struct Authenticate {
     pub token: String,
 }
 
-/// WebSocket close codes of the signalling connection.
+/// WebSocket close codes of the signalling connection: the one list the server and the machine
+/// use (docs/protocol.md, "Close codes"). Only [`CloseCode::Abuse`] is emitted by the machine;
+/// the others are the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseCode {
-    /// 4401: no valid token (server; not emitted by the machine).
+    /// 1000: a normal close (the answer to the client's own close).
+    Normal,
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 1002: malformed WebSocket traffic, or a binary message.
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8.
+    InvalidUtf8,
+    /// 1009: a message over [`MAX_MESSAGE_BYTES`] (closed unread).
+    TooBig,
+    /// 1011: the server could not serve the connection (the caller's directory record could
+    /// not be read).
+    Internal,
+    /// 4401: no valid token, the token expired, or a later `authenticate` named someone else.
     Unauthorized,
-    /// 4408: no message (not even `ping`) within the idle timeout (server; not emitted by the machine).
+    /// 4408: no message (not even `ping`) within the idle timeout.
     Idle,
     /// 4429: repeated abuse (rate limit exceeded, malformed or unknown messages) — see
     /// [`crate::BrokerConfig::abuse_strikes`].
     Abuse,
+    /// 4430: the connection did not read what the server had to send it (outbound queue full).
+    Slow,
 }
 
 impl CloseCode {
+    /// Every close code.
+    pub const ALL: [CloseCode; 10] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidUtf8,
+        CloseCode::TooBig,
+        CloseCode::Internal,
+        CloseCode::Unauthorized,
+        CloseCode::Idle,
+        CloseCode::Abuse,
+        CloseCode::Slow,
+    ];
+
     /// The numeric close code.
     pub const fn code(self) -> u16 {
         match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidUtf8 => 1007,
+            CloseCode::TooBig => 1009,
+            CloseCode::Internal => 1011,
             CloseCode::Unauthorized => 4401,
             CloseCode::Idle => 4408,
             CloseCode::Abuse => 4429,
+            CloseCode::Slow => 4430,
         }
     }
 
-    /// The close reason text to send with it.
+    /// The close code with this number, if the signalling protocol defines one.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// The close reason text to send with it (its name in docs/protocol.md).
     pub const fn as_str(self) -> &'static str {
         match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "goingAway",
+            CloseCode::ProtocolError => "protocolError",
+            CloseCode::InvalidUtf8 => "invalidUtf8",
+            CloseCode::TooBig => "tooBig",
+            CloseCode::Internal => "internal",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::Idle => "idle",
             CloseCode::Abuse => "abuse",
+            CloseCode::Slow => "slow",
         }
     }
 }

@@ -94,8 +94,13 @@ fn every_error_code_is_documented_and_parses_back() {
 
 #[test]
 fn close_codes_are_documented() {
-    for code in [CloseCode::Unauthorized, CloseCode::Idle, CloseCode::Abuse] {
-        assert!(PROTOCOL.contains(&format!("| {} |", code.code())));
+    for code in CloseCode::ALL {
+        let row = format!("| {} | {} ", code.code(), code.as_str());
+        assert!(
+            PROTOCOL.contains(&row),
+            "docs/protocol.md lacks the row {row}"
+        );
+        assert_eq!(CloseCode::from_code(code.code()), Some(code));
     }
 }
 

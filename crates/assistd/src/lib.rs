@@ -23,6 +23,7 @@ pub mod signal;
 pub mod state;
 pub mod tls;
 pub mod web;
+pub mod ws_upgrade;
 
 pub use config::Settings;
 pub use server::{start, RunningServer};

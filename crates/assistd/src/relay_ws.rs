@@ -4,25 +4,16 @@
 use assist_graph::{GraphError, GraphErrorKind};
 use assist_relay::AdmitError;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 
 use crate::api::ApiError;
 use crate::state::AppState;
+use crate::ws_upgrade::{bearer_token, WsUpgrade};
 
 fn ticket_from(req: &Request) -> Option<String> {
-    if let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(t.trim().to_owned());
-        }
+    if let Some(t) = bearer_token(req).filter(|t| !t.is_empty()) {
+        return Some(t.to_owned());
     }
     req.uri().query().and_then(|q| {
         q.split('&')
@@ -30,14 +21,6 @@ fn ticket_from(req: &Request) -> Option<String> {
             .find(|(k, _)| *k == "ticket")
             .map(|(_, v)| v.to_owned())
     })
-}
-
-fn header_has(req: &Request, name: header::HeaderName, token: &str) -> bool {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 fn refuse(kind: GraphErrorKind, code: &str, message: String) -> Response {
@@ -59,18 +42,7 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
             "This node runs no relay.".into(),
         );
     };
-    let is_upgrade = header_has(&req, header::CONNECTION, "upgrade")
-        && header_has(&req, header::UPGRADE, "websocket");
-    let version_ok = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let key = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (true, true, Some(key)) = (is_upgrade, version_ok, key) else {
+    let Some(upgrade) = WsUpgrade::from_request(&mut req) else {
         return refuse(
             GraphErrorKind::BadRequest,
             "NotWebSocket",
@@ -99,14 +71,13 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         }
         Err(e) => return refuse(GraphErrorKind::Unavailable, "RelayFull", e.to_string()),
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (resp, upgraded) = upgrade.accept();
     let relay2 = relay.clone();
     relay.tracker().spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match upgraded.await {
+            Ok(stream) => {
                 let max = relay2.config().max_frame_bytes;
-                let (reader, writer) =
-                    assist_relay::leg::websocket(Box::new(TokioIo::new(upgraded)), max);
+                let (reader, writer) = assist_relay::leg::websocket(Box::new(stream), max);
                 relay2.run_leg(admission, reader, writer).await;
             }
             Err(e) => {
@@ -115,12 +86,5 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
             }
         }
     });
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&assist_relay_proto::ws::accept_key(&key)) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
     resp
 }

@@ -399,8 +399,9 @@ async fn picker(
     format!(
         "<p>{intro}</p>\n<form method=\"post\" action=\"{action}\">\n\
          <input type=\"hidden\" name=\"request\" value=\"{id}\">\n\
-         <p><label><input type=\"checkbox\" name=\"administrator\" value=\"1\"> Administrator \
-         (adds the Global Administrator role, <code>wids</code>, to the token)</label></p>\n\
+         <p class=\"admin\"><input type=\"checkbox\" id=\"administrator\" name=\"administrator\" value=\"1\"> \
+         <label for=\"administrator\">Administrator (adds the Global Administrator role, <code>wids</code>, \
+         to the token)</label></p>\n\
          {users_html}\n\
          <fieldset>\n<legend>Sign in as another user</legend>\n\
          <p><label for=\"tenant\">Tenant</label> <input id=\"tenant\" name=\"tenant\" value=\"{ht}\" \

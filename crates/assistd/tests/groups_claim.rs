@@ -66,7 +66,12 @@ async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
 /// Asks for view-only on a fresh session between `helper` and `sharer` tokens; returns the
 /// type of what the helper or sharer gets (`consentRequested` when allowed, else the error code).
 async fn ask(s: &TestServer, helper: &str, sharer: &str) -> String {
-    let mut h = connect(s, helper).await;
+    let h = connect(s, helper).await;
+    ask_on(s, h, sharer).await
+}
+
+/// [`ask`] on an open helper connection.
+async fn ask_on(s: &TestServer, mut h: SignalClient, sharer: &str) -> String {
     let mut sh = connect(s, sharer).await;
     h.send(&json!({"id": "c", "type": "requestCode"}))
         .await
@@ -166,6 +171,15 @@ async fn groups_from_the_token_count_for_members_and_scope() {
         json!({"@odata.id": ed}),
     )
     .await;
+    // A connection's fresh token (authenticate) brings its groups: Hank signs in without the
+    // group, then re-authenticates with a token that has it.
+    let mut h = connect(&s, &hank_alone).await;
+    h.send(&json!({"type": "authenticate", "id": "re", "token": hank_in_desk}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut h, "ack").await["type"], "ack");
+    assert_eq!(ask_on(&s, h, &sam_in_finance).await, "consentRequested");
+
     let ed_alone = token_with_groups(&s, "ed@contoso.com", &[], &[]);
     assert_eq!(
         ask(&s, &ed_alone, &sam_in_finance).await,

@@ -3,6 +3,7 @@
 //! with pings, and a bounded outbound queue. Protocol meaning lives in the session crate.
 
 use assist_relay_proto::ws::{self, Opcode, ServerDecoder, WsEvent};
+use assist_session::message::CloseCode;
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -11,31 +12,11 @@ use tokio::sync::mpsc;
 /// Largest signalling message, bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 /// Silence after which the server pings; the same again without a reply (90 s in all) closes the
-/// connection with 4408.
+/// connection with [`CloseCode::Idle`].
 /// Request rates are limited by the session machine, which sees every message.
 pub const IDLE_PING: Duration = Duration::from_secs(45);
 /// Outbound messages queued per connection before it is considered stuck and closed.
 pub const OUTBOUND_QUEUE: usize = 256;
-
-/// WebSocket close codes of the signalling protocol.
-pub mod close {
-    /// Normal close.
-    pub const NORMAL: u16 = 1000;
-    /// Server going away (shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// Malformed WebSocket traffic or a binary message.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A message over [`super::MAX_MESSAGE`].
-    pub const TOO_BIG: u16 = 1009;
-    /// The server could not serve the connection (the directory could not be read).
-    pub const INTERNAL: u16 = 1011;
-    /// No traffic, not even pongs, for twice the ping interval.
-    pub const IDLE: u16 = 4408;
-    /// Repeated abuse: rate limit or malformed messages again and again.
-    pub const ABUSE: u16 = 4429;
-    /// The connection could not keep up with what the server had to send it.
-    pub const SLOW: u16 = 4430;
-}
 
 /// What arrives from the connection.
 #[derive(Debug)]
@@ -53,8 +34,8 @@ pub enum Inbound {
 pub enum Outbound {
     /// A text message.
     Text(String),
-    /// Close with a code and reason, then stop.
-    Close(u16, String),
+    /// Close with a code and its reason text, then stop.
+    Close(CloseCode),
 }
 
 /// Queued outgoing messages written together, up to about this many bytes.
@@ -74,7 +55,7 @@ pub async fn run<S>(
     let mut decoder = ServerDecoder::new(MAX_MESSAGE);
     let mut last_heard = Instant::now();
     let mut pinged = false;
-    let close_with = |code: u16, reason: &str| ws::server_close_frame(code, reason);
+    let close_with = |code: CloseCode| ws::server_close_frame(code.code(), code.as_str());
     loop {
         // Deliver every complete message already buffered.
         loop {
@@ -83,8 +64,10 @@ pub async fn run<S>(
                     let msg = match String::from_utf8(t.to_vec()) {
                         Ok(s) => Inbound::Text(s),
                         Err(_) => {
-                            let _ = w.write_all(&close_with(1007, "invalid UTF-8")).await;
-                            let _ = inbound.send(Inbound::Closed(Some(1007))).await;
+                            let _ = w.write_all(&close_with(CloseCode::InvalidUtf8)).await;
+                            let _ = inbound
+                                .send(Inbound::Closed(Some(CloseCode::InvalidUtf8.code())))
+                                .await;
                             return;
                         }
                     };
@@ -93,14 +76,9 @@ pub async fn run<S>(
                     }
                 }
                 Ok(Some(WsEvent::Binary(_))) => {
-                    let _ = w
-                        .write_all(&close_with(
-                            close::PROTOCOL_ERROR,
-                            "binary messages are not allowed",
-                        ))
-                        .await;
+                    let _ = w.write_all(&close_with(CloseCode::ProtocolError)).await;
                     let _ = inbound
-                        .send(Inbound::Closed(Some(close::PROTOCOL_ERROR)))
+                        .send(Inbound::Closed(Some(CloseCode::ProtocolError.code())))
                         .await;
                     return;
                 }
@@ -109,16 +87,17 @@ pub async fn run<S>(
                 }
                 Ok(Some(WsEvent::Pong(_))) => {}
                 Ok(Some(WsEvent::Close { code, .. })) => {
-                    let _ = w.write_all(&close_with(close::NORMAL, "bye")).await;
+                    let _ = w.write_all(&close_with(CloseCode::Normal)).await;
                     let _ = w.shutdown().await;
                     let _ = inbound.send(Inbound::Closed(code)).await;
                     return;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let code = e.close_code();
-                    let _ = w.write_all(&close_with(code, &e.to_string())).await;
-                    let _ = inbound.send(Inbound::Closed(Some(code))).await;
+                    let code =
+                        CloseCode::from_code(e.close_code()).unwrap_or(CloseCode::ProtocolError);
+                    let _ = w.write_all(&close_with(code)).await;
+                    let _ = inbound.send(Inbound::Closed(Some(code.code()))).await;
                     return;
                 }
             }
@@ -160,21 +139,21 @@ pub async fn run<S>(
                         let _ = inbound.send(Inbound::Closed(None)).await;
                         return;
                     }
-                    if let Some(Outbound::Close(code, reason)) = then {
-                        let _ = w.write_all(&close_with(code, &reason)).await;
+                    if let Some(Outbound::Close(code)) = then {
+                        let _ = w.write_all(&close_with(code)).await;
                         let _ = w.shutdown().await;
                         let _ = inbound.send(Inbound::Closed(None)).await;
                         return;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => {
-                    let _ = w.write_all(&close_with(code, &reason)).await;
+                Some(Outbound::Close(code)) => {
+                    let _ = w.write_all(&close_with(code)).await;
                     let _ = w.shutdown().await;
                     let _ = inbound.send(Inbound::Closed(None)).await;
                     return;
                 }
                 None => {
-                    let _ = w.write_all(&close_with(close::GOING_AWAY, "server closing")).await;
+                    let _ = w.write_all(&close_with(CloseCode::GoingAway)).await;
                     let _ = w.shutdown().await;
                     let _ = inbound.send(Inbound::Closed(None)).await;
                     return;
@@ -182,8 +161,8 @@ pub async fn run<S>(
             },
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if pinged {
-                    let _ = w.write_all(&close_with(close::IDLE, "idle")).await;
-                    let _ = inbound.send(Inbound::Closed(Some(close::IDLE))).await;
+                    let _ = w.write_all(&close_with(CloseCode::Idle)).await;
+                    let _ = inbound.send(Inbound::Closed(Some(CloseCode::Idle.code()))).await;
                     return;
                 }
                 pinged = true;

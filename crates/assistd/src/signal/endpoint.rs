@@ -10,33 +10,21 @@
 
 use assist_graph::{GraphError, GraphErrorKind};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::conn::{self, Inbound, Outbound};
-
-/// The close code for a missing, invalid, expired or mismatched token.
-const UNAUTHORIZED: u16 = 4401;
 use super::{party_for, SignalHub};
 use crate::api::ApiError;
 use crate::state::AppState;
+use crate::ws_upgrade::{bearer_token, WsUpgrade};
 use assist_identity::Identity;
-use assist_session::message::{Authenticate, RequestId};
+use assist_session::message::{Authenticate, CloseCode, RequestId};
 use assist_session::ConnId;
 
 /// How long a connection without a header token has to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn has_token(req: &Request, name: header::HeaderName, token: &str) -> bool {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
 
 /// Upgrades to a signalling connection.
 pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
@@ -46,46 +34,24 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         ))
         .into_response();
     };
-    let key = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let ok = has_token(&req, header::CONNECTION, "upgrade")
-        && has_token(&req, header::UPGRADE, "websocket")
-        && req
-            .headers()
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
-    let (true, Some(key)) = (ok, key) else {
+    let Some(upgrade) = WsUpgrade::from_request(&mut req) else {
         return ApiError(GraphError::bad_request(
             "GET /v1/signal must be a WebSocket upgrade (version 13).",
         ))
         .into_response();
     };
     // A header token is validated now, so a bad one gets an HTTP answer.
-    let header_identity = match req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(v) => {
-            let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or("")
-                .trim();
-            match state.validator.validate(token).await {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    return ApiError(GraphError::new(
-                        GraphErrorKind::Unauthenticated,
-                        format!("Access token validation failure: {e}."),
-                    ))
-                    .into_response()
-                }
+    let header_identity = match bearer_token(&req) {
+        Some(token) => match state.validator.validate(token).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                return ApiError(GraphError::new(
+                    GraphErrorKind::Unauthenticated,
+                    format!("Access token validation failure: {e}."),
+                ))
+                .into_response()
             }
-        }
+        },
         None => None,
     };
     // A header token: the connection is the broker's before the client hears `101`.
@@ -97,24 +63,16 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         },
         None => None,
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (resp, upgraded) = upgrade.accept();
     let tracker = state.relay.as_ref().map(|r| r.tracker().clone());
     let task = async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Ok(stream) = upgraded.await else {
             if let Some((conn_id, _)) = registered {
                 hub.disconnect(conn_id).await;
             }
             return;
         };
-        serve(
-            state,
-            hub,
-            registered,
-            TokioIo::new(upgraded),
-            out_tx,
-            out_rx,
-        )
-        .await;
+        serve(state, hub, registered, stream, out_tx, out_rx).await;
     };
     match tracker {
         Some(t) => {
@@ -123,13 +81,6 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         None => {
             tokio::spawn(task);
         }
-    }
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&assist_relay_proto::ws::accept_key(&key)) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
 }
@@ -199,8 +150,6 @@ async fn serve<S>(
 {
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let io = tokio::spawn(conn::run(stream, in_tx, out_rx));
-    let close = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
-    let unauthorized = || close(UNAUTHORIZED, "unauthorized");
 
     let (conn_id, mut identity) = match registered {
         Some(r) => r,
@@ -216,7 +165,7 @@ async fn serve<S>(
                 None => None,
             };
             let Some(identity) = validated else {
-                let _ = out_tx.send(unauthorized()).await;
+                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                 let _ = io.await;
                 return;
             };
@@ -229,10 +178,10 @@ async fn serve<S>(
                 }
                 Err(e) => {
                     let code = match e.status() {
-                        503 => conn::close::GOING_AWAY,
-                        _ => conn::close::INTERNAL,
+                        503 => CloseCode::GoingAway,
+                        _ => CloseCode::Internal,
                     };
-                    let _ = out_tx.send(close(code, "cannot sign in now")).await;
+                    let _ = out_tx.send(Outbound::Close(code)).await;
                     let _ = io.await;
                     return;
                 }
@@ -245,7 +194,7 @@ async fn serve<S>(
         let msg = tokio::select! {
             msg = in_rx.recv() => msg,
             _ = tokio::time::sleep_until(expires) => {
-                let _ = out_tx.send(close(UNAUTHORIZED, "token expired")).await;
+                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                 break;
             }
         };
@@ -260,6 +209,19 @@ async fn serve<S>(
                     };
                     match fresh {
                         Some(fresh) if same_principal(&identity, &fresh) => {
+                            // The fresh token's groups replace the old one's in policy facts.
+                            if !fresh.is_device {
+                                match crate::facts::ensure_user(&state.store, &fresh).await {
+                                    Ok(u) => {
+                                        if let Some(uid) = u["id"].as_str() {
+                                            hub.note_token_groups(&fresh, uid);
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "re-authentication: the directory record could not be read")
+                                    }
+                                }
+                            }
                             identity = fresh;
                             expires = expiry(&identity, leeway);
                             if let Some(id) = auth.ok().and_then(|a| a.id) {
@@ -267,7 +229,7 @@ async fn serve<S>(
                             }
                         }
                         _ => {
-                            let _ = out_tx.send(unauthorized()).await;
+                            let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
                             break;
                         }
                     }

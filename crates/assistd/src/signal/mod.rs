@@ -12,7 +12,7 @@ pub mod endpoint;
 
 use assist_identity::Identity;
 use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
-use assist_session::message::{EndReason, Profile, RelayAccess, SessionId};
+use assist_session::message::{CloseCode, EndReason, Profile, RelayAccess, SessionId};
 use assist_session::{
     Broker, BrokerConfig, ConnId, Crypto, DeviceInfo, EvalId, InProcessLiveState, LaunchError,
     LiveState, Output, Party, RecordEvent, Timestamp,
@@ -142,7 +142,6 @@ enum HubInput {
         device_id: String,
         reply: oneshot::Sender<Result<SessionId, LaunchError>>,
     },
-    RelayStats(assist_relay::SessionReport),
 }
 
 /// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
@@ -243,22 +242,6 @@ impl SignalHub {
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         tracker.spawn(store_writer(store.clone(), store_rx));
-        if let Some(mut reports) = relay_reports {
-            let tx2 = tx.clone();
-            let stop = cancel.clone();
-            tracker.spawn(async move {
-                loop {
-                    let r = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        r = reports.recv() => r,
-                    };
-                    let Some(r) = r else { return };
-                    if tx2.send(HubInput::RelayStats(r)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
         let facts = Arc::new(facts::FactsCache::default());
         let driver = Driver {
             metrics,
@@ -272,7 +255,7 @@ impl SignalHub {
             tx: tx.clone(),
             store_tx,
         };
-        tracker.spawn(driver.run(rx, cancel));
+        tracker.spawn(driver.run(rx, relay_reports, cancel));
         Ok(SignalHub { tx, live, facts })
     }
 
@@ -551,6 +534,7 @@ impl Driver {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<HubInput>,
+        mut relay_reports: Option<mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
         cancel: tokio_util::sync::CancellationToken,
     ) {
         let mut next_conn = 1u64;
@@ -562,12 +546,18 @@ impl Driver {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     for (_, out) in self.conns.drain() {
-                        let _ = out.try_send(Outbound::Close(conn::close::GOING_AWAY, "server shutting down".into()));
+                        let _ = out.try_send(Outbound::Close(CloseCode::GoingAway));
                     }
                     return;
                 }
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.broker.handle_timeout(now());
+                }
+                report = async { match relay_reports.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match report {
+                        Some(r) => self.relay_report(r, now()),
+                        None => relay_reports = None,
+                    }
                 }
                 input = rx.recv() => {
                     let Some(input) = input else { return };
@@ -601,16 +591,6 @@ impl Driver {
                         HubInput::AdminLaunch { party, device_id, reply } => {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
                         }
-                        HubInput::RelayStats(r) => {
-                            if let Some(role) = r.left {
-                                let role = match role {
-                                    RelayRole::Helper => assist_session::Role::Helper,
-                                    RelayRole::Sharer => assist_session::Role::Sharer,
-                                };
-                                self.broker.handle_relay_leg_left(&SessionId(r.sid.clone()), role, t);
-                            }
-                            let _ = self.store_tx.send(StoreWrite::Stats(r));
-                        }
                     }
                 }
             }
@@ -622,6 +602,20 @@ impl Driver {
         }
     }
 
+    /// A relay session ended: a dropped leg ends the broker's session; the counters go to the
+    /// session record.
+    fn relay_report(&mut self, r: assist_relay::SessionReport, now: Timestamp) {
+        if let Some(role) = r.left {
+            let role = match role {
+                RelayRole::Helper => assist_session::Role::Helper,
+                RelayRole::Sharer => assist_session::Role::Sharer,
+            };
+            self.broker
+                .handle_relay_leg_left(&SessionId(r.sid.clone()), role, now);
+        }
+        let _ = self.store_tx.send(StoreWrite::Stats(r));
+    }
+
     fn drain(&mut self) {
         while let Some(out) = self.broker.poll_output() {
             match out {
@@ -631,14 +625,13 @@ impl Driver {
                             tx.try_send(Outbound::Text(event.to_json()))
                         {
                             tracing::warn!("a signalling connection is not reading; closing it");
-                            let _ =
-                                tx.try_send(Outbound::Close(conn::close::SLOW, "too slow".into()));
+                            let _ = tx.try_send(Outbound::Close(CloseCode::Slow));
                         }
                     }
                 }
                 Output::Close { conn, code } => {
                     if let Some(tx) = self.conns.get(&conn) {
-                        let _ = tx.try_send(Outbound::Close(code.code(), code.as_str().into()));
+                        let _ = tx.try_send(Outbound::Close(code));
                     }
                 }
                 Output::Evaluate(req) => {
@@ -731,6 +724,8 @@ impl Driver {
                         "modifiedProperties": [],
                     }]);
                     audit.body["activityDetails"] = kind;
+                    // Stamped once, by the machine, like the session records.
+                    audit.body["activityDateTime"] = json!(rfc3339(ev.at));
                     let _ = self
                         .store_tx
                         .send(StoreWrite::Audit(ev.tenant_id.clone(), audit));

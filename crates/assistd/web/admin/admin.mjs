@@ -3,10 +3,10 @@
 // Decisions and formats are in console.mjs (pure, unit-tested); this file does DOM and fetch.
 // Text from the server only ever goes in through textContent or attributes, never as HTML.
 import {
-  ACTIONS, MODES, MODE_LABELS, PAGES, SCOPE_TYPES, SESSION_COLUMNS,
+  ACTIONS, MODES, MODE_LABELS, PAGES, SCOPE_TYPES,
   apiErrorText, assignmentBody, auditChanges, auditFilter, chartGeometry, decisionText,
   deviceStatus, effectiveActions, formatDuration, formatTime, nextSort, pageInfo, reportRows,
-  roleActions, roleBody, routeOf, scopeText, sessionsReportBody, toCsv, whatIfBody, windowRange,
+  roleActions, roleBody, routeOf, scopeText, sessionTableColumns, sessionsReportBody, toCsv, whatIfBody, windowRange,
 } from './console.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -97,7 +97,7 @@ async function startAuth() {
   }
   auth = await mod.signIn();
   const u = auth.user ?? {};
-  $('who').textContent = `${u.name || u.upn || 'Signed in'}${u.upn && u.name ? ` (${u.upn})` : ''}${u.tenantId ? ` · ${u.tenantId}` : ''}`;
+  $('who').textContent = `${u.name || u.upn || 'Signed in'}${u.upn && u.name && u.name !== u.upn ? ` (${u.upn})` : ''}${u.tenantId ? ` · ${u.tenantId}` : ''}`;
   document.body.dataset.signedIn = 'true';
   const out = $('signout');
   out.hidden = false;
@@ -150,7 +150,9 @@ async function show(route, { focus = true } = {}) {
     document.body.dataset.loading = route;
     await loaders[route]?.();
   } catch (e) {
-    showError(e.message);
+    showError(e.status === 403
+      ? `${e.message} Sign in as a Global or Intune Administrator, or get a role assignment or permission that allows it.`
+      : e.message);
   } finally {
     if (document.body.dataset.loading === route) delete document.body.dataset.loading;
   }
@@ -238,12 +240,7 @@ const sessions = { search: '', state: '', mode: '', sort: { column: 'startDateTi
 async function sessionColumns() {
   if (sessions.columns) return sessions.columns;
   const probe = await api('POST', '/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport', { top: 1 });
-  const known = new Set(SESSION_COLUMNS.map((c) => c.column));
-  const hidden = new Set(['id', 'helperTenantId', 'sharerTenantId', 'helperFirstName', 'helperLastName', 'sharerFirstName', 'sharerLastName',
-    'helperOs', 'helperDeviceAadId', 'helperDeviceName', 'helperEnrollmentState', 'sharerDeviceAadId', 'sharerOs', 'sharerEnrollmentState', 'endedBy']);
-  const extra = (probe?.Schema ?? []).map((c) => c.Column).filter((c) => !known.has(c) && !hidden.has(c))
-    .map((c) => ({ column: c, header: c.replace(/([A-Z])/g, ' $1').replace(/^./, (x) => x.toUpperCase()) }));
-  sessions.columns = [...SESSION_COLUMNS, ...extra];
+  sessions.columns = sessionTableColumns(probe?.Schema);
   return sessions.columns;
 }
 

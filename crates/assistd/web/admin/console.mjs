@@ -170,6 +170,24 @@ export const SESSION_COLUMNS = Object.freeze([
   { column: 'state', header: 'State' },
 ]);
 
+/** Report columns the table does not show (ids, split names, the helper's device): the CSV has `id`. */
+const HIDDEN_SESSION_COLUMNS = new Set(['id', 'helperTenantId', 'sharerTenantId', 'helperFirstName', 'helperLastName',
+  'sharerFirstName', 'sharerLastName', 'helperOs', 'helperDeviceAadId', 'helperDeviceName', 'helperEnrollmentState',
+  'sharerDeviceAadId', 'sharerOs', 'sharerEnrollmentState', 'endedBy']);
+
+/**
+ * The table's columns for the report's `Schema`: SESSION_COLUMNS, then every column the server
+ * lists that the table neither shows nor hides (the quality columns, once the relay reports
+ * them), headed by its name in words (`framesDropped` → "Frames dropped").
+ */
+export function sessionTableColumns(schema) {
+  const known = new Set(SESSION_COLUMNS.map((c) => c.column));
+  const extra = (schema ?? []).map((c) => c.Column)
+    .filter((c) => typeof c === 'string' && !known.has(c) && !HIDDEN_SESSION_COLUMNS.has(c))
+    .map((c) => ({ column: c, header: c.replace(/([A-Z])/g, ' $1').toLowerCase().replace(/^./, (x) => x.toUpperCase()) }));
+  return [...SESSION_COLUMNS, ...extra];
+}
+
 /**
  * The sessions report request for the table's state: `search`, `state` and `mode` filters,
  * sort `{ column, desc }`, `page` (0-based) of `pageSize` rows. `columns` are the report
