@@ -17,8 +17,8 @@ const CHROMIUM_ARGS = [
   '--ignore-certificate-errors',
 ];
 
-if (!URL_BASE || !env.HELPER_TOKEN || !env.SHARER_TOKEN) {
-  throw new Error('run this through tests/e2e/run.sh (ASSIST_URL, HELPER_TOKEN and SHARER_TOKEN are not set)');
+if (!URL_BASE || !env.SHARER_TOKEN) {
+  throw new Error('run this through tests/e2e/run.sh (ASSIST_URL and SHARER_TOKEN are not set)');
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -71,9 +71,10 @@ test('helper page: the mode selector keeps its choice, Fit / 1:1 / Full screen, 
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   let sharer = null;
   try {
+    // Sign in as Helen on the dev issuer's sign-in page.
     await page.goto(`${URL_BASE}/helper/`);
-    await page.fill('#token', env.HELPER_TOKEN);
-    await page.click('#connect');
+    await page.waitForURL((u) => u.pathname === '/dev-issuer/authorize', { timeout: 10_000 });
+    await page.getByRole('button', { name: 'helen@contoso.com' }).click();
     await page.waitForSelector('body[data-phase="idle"]', { timeout: 10_000 });
     await page.click('#get-code');
     await page.waitForSelector('body[data-phase="code"]');

@@ -33,10 +33,10 @@ node -e 'WebSocket' >/dev/null 2>&1 || export NODE_OPTIONS="${NODE_OPTIONS:-} --
 
 echo "==> e2e: unit tests of the page's functions"
 node --test --test-reporter=spec "$e2e/unit.test.mjs"
+node --test --test-reporter=spec "$e2e/view-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/share-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/auth-unit.test.mjs"
 node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
-node --test --test-reporter=spec "$e2e/view-unit.test.mjs"
 
 [ -x "$chromium" ] || skip "no Chromium at $chromium"
 [ -d "$e2e/node_modules/playwright-core" ] || skip "tests/e2e/node_modules is missing (npm ci)"

@@ -354,3 +354,18 @@ test('browser sharer, launch flow: a page signed in on a device accepts the help
     srv.stop();
   }
 });
+
+test('browser sharer: cancelling the sign-in is shown, and signing in again works', async () => {
+  await withPages('share-cancel', async ({ sharer }) => {
+    await sharer.goto(`${BASE}/share/`);
+    await sharer.click('#signin-button');
+    await sharer.getByRole('button', { name: 'Cancel' }).click();
+    await sharer.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+    assert.match(await sharer.textContent('#error'), /Sign-in failed: .*access_denied/);
+    assert.equal(await sharer.getAttribute('body', 'data-phase'), 'signedOut');
+    assert.equal(new URL(sharer.url()).search, '', 'the error answer left the URL');
+    await sharer.click('#signin-button');
+    await sharer.getByRole('button', { name: 'sam@contoso.com' }).click();
+    await sharer.waitForSelector('body[data-phase="idle"]', { timeout: 15_000 });
+  });
+});

@@ -1174,4 +1174,44 @@ mod tests {
             ProviderError::Busy
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Only the verifier whose S256 is the challenge redeems a code, whatever is sent.
+            #[test]
+            fn only_the_right_verifier_redeems(verifier in "[A-Za-z0-9._~-]{0,140}") {
+                prop_assume!(verifier != VERIFIER);
+                let mut p = provider();
+                let c = code(&mut p, 0);
+                prop_assert!(p.exchange_code(WEB_CLIENT_ID, &c, REDIRECT, Some(&verifier), 1).is_err());
+                // The code is used up either way.
+                prop_assert!(p.exchange_code(WEB_CLIENT_ID, &c, REDIRECT, Some(VERIFIER), 1).is_err());
+            }
+
+            /// Any redirect URI other than a registered one is never redirected to.
+            #[test]
+            fn unregistered_redirects_are_never_used(uri in "\\PC{0,80}") {
+                prop_assume!(uri != REDIRECT);
+                let mut p = provider();
+                let mut r = request();
+                r.redirect_uri = Some(uri);
+                let e = p.begin_authorization(&r, &[REDIRECT.into()], "b", 0).unwrap_err();
+                prop_assert_eq!(e.redirect, None);
+            }
+
+            /// Codes as people type them normalise to the issued form.
+            #[test]
+            fn user_codes_survive_how_people_type_them(lower in any::<bool>(), dash in any::<bool>()) {
+                let mut p = provider();
+                let d = p.begin_device(CLI_CLIENT_ID, None, 0).unwrap();
+                let mut typed = d.user_code.clone();
+                if lower { typed = typed.to_lowercase(); }
+                if !dash { typed = typed.replace('-', " "); }
+                prop_assert!(p.begin_device_verification(&typed, "b", 1).is_ok());
+            }
+        }
+    }
 }

@@ -241,7 +241,7 @@ const SIGNAL_CLOSE = {
   1006: 'The connection was lost (network error, or the server is not reachable or its certificate is not trusted).',
   1009: 'A message was too large, so the server closed the connection.',
   1011: 'The server had an internal error.',
-  4401: 'The token was refused: it is missing, expired or not valid. Get a new one (for example with assistd token) and connect again.',
+  4401: 'The token was refused: it is missing, expired or not valid. Sign in again.',
   4408: 'The connection was idle for too long and the server closed it.',
   4429: 'Too many bad or too fast requests: the server closed the connection.',
 };

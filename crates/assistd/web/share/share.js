@@ -109,23 +109,28 @@ async function signIn(interactive) {
     return;
   }
   const params = new URLSearchParams(location.search);
-  const returning = params.has('code') && params.has('state');
+  // The issuer's answer: a code, or an error (the person cancelled), with the state.
+  const returning = params.has('state') && (params.has('code') || params.has('error'));
   if (!interactive && !returning && !mod.currentAuth?.()) {
     el.signinButton.focus();
     return; // wait for the button: signing in leaves the page
   }
   el.connStatus.textContent = 'Signing in…';
+  let signed;
   try {
-    auth = await mod.signIn();
+    signed = await mod.signIn();
   } catch (e) {
     el.connStatus.textContent = 'Not signed in';
     showError(`Sign-in failed: ${e.message || e}`);
     return;
   }
-  auth.onTokenRefreshed(async () => {
-    // A connection whose token expires is closed unless it hears the fresh one first.
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(request.authenticate(await auth.accessToken())));
-  });
+  if (signed !== auth) {
+    auth = signed;
+    auth.onTokenRefreshed(async () => {
+      // A connection whose token expires is closed unless it hears the fresh one first.
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(request.authenticate(await auth.accessToken())));
+    });
+  }
   connect();
 }
 
