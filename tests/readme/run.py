@@ -254,6 +254,16 @@ def main() -> None:
                 ["unshare", "--net", "--map-root-user", "sh", "-c", script], env=env
             ).returncode)
 
+    if os.environ.get(IN_NETNS) != "1":
+        # Sharing the machine's network: the README's ports must be free.
+        import socket
+        for port in (8443, 9090):
+            with socket.socket() as probe_socket:
+                try:
+                    probe_socket.bind(("127.0.0.1", port))
+                except OSError:
+                    fail(f"port {port} is in use (a running assistd?) and no private network "
+                         "namespace is available (unshare): stop it and run again")
     if WORK.parent.exists():
         shutil.rmtree(WORK.parent)
     WORK.mkdir(parents=True)

@@ -176,6 +176,12 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "find the JWKS by OIDC discovery",
     ),
     doc(
+        "auth.issuers.tenants",
+        None,
+        "(the tenant its URL names)",
+        "tenant ids (tid) the issuer may speak for; [\"*\"] for any",
+    ),
+    doc(
         "auth.sign_in.issuer",
         None,
         "(the dev provider)",
@@ -270,6 +276,24 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         None,
         "5",
         "minutes a sharer has to answer a consent request",
+    ),
+    doc(
+        "limits.max_connections",
+        None,
+        "16384",
+        "HTTPS connections open at once (lowered to fit the open-files limit)",
+    ),
+    doc(
+        "limits.max_connections_per_address",
+        None,
+        "4096",
+        "HTTPS connections open at once from one source address",
+    ),
+    doc(
+        "limits.header_read_timeout_secs",
+        None,
+        "15",
+        "seconds a client may take to send request headers (1-600)",
     ),
 ];
 
@@ -1308,6 +1332,7 @@ mod tests {
             ("auth.sign_in.", "[auth.sign_in]\n__probe = 1"),
             ("relay.", "[relay]\n__probe = 1"),
             ("signal.", "[signal]\n__probe = 1"),
+            ("limits.", "[limits]\n__probe = 1"),
         ] {
             let found = expected_keys(probe);
             assert!(found.len() >= 2, "{prefix}: {found:?}");
@@ -1316,7 +1341,9 @@ mod tests {
             }
         }
         // Tables are documented by their keys.
-        keys.retain(|k| !["tls", "auth", "relay", "signal", "auth.sign_in"].contains(&k.as_str()));
+        keys.retain(|k| {
+            !["tls", "auth", "relay", "signal", "limits", "auth.sign_in"].contains(&k.as_str())
+        });
         let documented: Vec<&str> = SETTINGS_DOC.iter().map(|d| d.key).collect();
         for k in &keys {
             assert!(

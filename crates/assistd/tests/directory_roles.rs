@@ -165,7 +165,7 @@ async fn a_graph_scope_without_view_reports_is_still_refused_reports_unless_admi
 #[tokio::test]
 async fn sessions_per_day_counts_this_tenants_sessions_by_mode_and_validates_its_period() {
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(dir.path()).await;
+    let s = TestServer::start_keeping_history(dir.path()).await;
     let admin = token_with_wids(&s, "boss@contoso.com", &[GLOBAL_ADMINISTRATOR], false);
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await

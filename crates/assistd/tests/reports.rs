@@ -73,7 +73,7 @@ async fn grant_view_reports(s: &TestServer, token: &str) {
 #[tokio::test]
 async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(dir.path()).await;
+    let s = TestServer::start_keeping_history(dir.path()).await;
     let token = s.token("contoso", ADMIN);
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
@@ -257,7 +257,7 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
 #[tokio::test]
 async fn a_restart_closes_sessions_left_open() {
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(dir.path()).await;
+    let s = TestServer::start_keeping_history(dir.path()).await;
     let token = s.token("contoso", ADMIN);
     grant_view_reports(&s, &token).await;
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
@@ -281,7 +281,7 @@ async fn a_restart_closes_sessions_left_open() {
     store.close().await;
     // The broker dies (here: stops) with the session open, and starts again.
     s.server.shutdown().await;
-    let s = TestServer::start(dir.path()).await;
+    let s = TestServer::start_keeping_history(dir.path()).await;
     let (st, b) = post(
         &s,
         &token,

@@ -166,6 +166,7 @@ async fn serve<S>(
             };
             let Some(identity) = validated else {
                 let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
+                drop(in_rx);
                 let _ = io.await;
                 return;
             };
@@ -182,6 +183,7 @@ async fn serve<S>(
                         _ => CloseCode::Internal,
                     };
                     let _ = out_tx.send(Outbound::Close(code)).await;
+                    drop(in_rx);
                     let _ = io.await;
                     return;
                 }
@@ -239,6 +241,9 @@ async fn serve<S>(
             Some(Inbound::Closed(_)) | None => break,
         }
     }
+    // Nobody reads inbound messages any more: the IO task must not wait to deliver one
+    // (it would never write the close frame queued for it).
+    drop(in_rx);
     hub.disconnect(conn_id).await;
     let _ = io.await;
 }

@@ -32,6 +32,15 @@ impl TestServer {
         Self::start_with(Settings::ephemeral(dir)).await
     }
 
+    /// A server whose retention (3650 days, the most allowed) keeps fixtures written with fixed
+    /// dates: with the default 30 days the retention job deletes them once the calendar has
+    /// moved past them, and the test would start failing on its own one day.
+    pub async fn start_keeping_history(dir: &Path) -> TestServer {
+        let mut settings = Settings::ephemeral(dir);
+        settings.retention_days = 3650;
+        Self::start_with(settings).await
+    }
+
     pub async fn start_with(settings: Settings) -> TestServer {
         let dir = settings.data_dir.clone();
         let server = assistd::start(settings).await.expect("server starts");
