@@ -358,5 +358,14 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains(r#"status="401"} 1"#), "{text}");
     assert!(text.contains("assist_http_request_duration_seconds_bucket"));
     assert!(text.contains("process_resident_memory_bytes"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("assist_runtime_alive_tasks ")
+                && l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v > 0)),
+        "the runtime task gauge is exported and counts the server's own tasks: {text}"
+    );
     s.server.shutdown().await;
 }
