@@ -10,6 +10,10 @@
 //! requestCode → redeemCode → requestMode (warnings acknowledged) → consent → sessionActive
 //! on both sides → endSession. The latency measured is from sending `requestCode` to the
 //! helper's `sessionActive`.
+//!
+//! For a soak (`benches/soak.sh`): `--duration SECS` runs until that much time has passed
+//! instead of stopping after `--pairs`, and `--rate N` caps the pairings started per second
+//! across all pairs (0: as fast as they go). Tokens live for the run plus ten minutes.
 
 use assist_identity::{DevIssuer, TokenRequest};
 use assistd::signal::client::{SignalClient, SignalEvent};
@@ -68,13 +72,23 @@ async fn main() -> anyhow::Result<()> {
     let pairs: usize = arg("--pairs", "1000").parse()?;
     let concurrency: usize = arg("--concurrency", "8").parse()?;
     let server_pid: Option<u32> = arg("--server-pid", "").parse().ok();
+    let duration: Option<Duration> = arg("--duration", "")
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs);
+    let rate: f64 = arg("--rate", "0").parse()?;
+    let token_ttl = duration.map_or(Duration::from_secs(3600), |d| {
+        d.max(Duration::from_secs(3000)) + Duration::from_secs(600)
+    });
+    // Each pair's share of the rate: the pause between two of its pairings' starts.
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(concurrency as f64 / rate));
     let dev = DevIssuer::load_or_create(&data)?;
     let tok = |upn: &str, roles: &[&str]| {
         dev.mint(&TokenRequest {
             tenant_id: "bench".into(),
             user_principal_name: upn.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
-            ttl: Duration::from_secs(3600),
+            ttl: token_ttl,
             audience: "api://assist".into(),
             ..Default::default()
         })
@@ -135,7 +149,21 @@ async fn main() -> anyhow::Result<()> {
             let mut h = SignalClient::connect(addr, "localhost", tls.clone(), Some(&ht)).await?;
             let mut s = SignalClient::connect(addr, "localhost", tls, Some(&st)).await?;
             let mut lat = Vec::with_capacity(per_worker);
-            for n in 0..per_worker {
+            let mut n = 0usize;
+            let mut next_start = Instant::now();
+            loop {
+                let more = match duration {
+                    Some(d) => started.elapsed() < d,
+                    None => n < per_worker,
+                };
+                if !more {
+                    break;
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next_start.into()).await;
+                    next_start += iv;
+                }
+                n += 1;
                 let t0 = Instant::now();
                 h.send(&json!({"id": n, "type": "requestCode"})).await?;
                 let issued = expect(&mut h, "codeIssued").await?;
