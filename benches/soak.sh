@@ -54,6 +54,10 @@ cat >"$WORK/assistd.toml" <<EOF
 max_sessions = 20000
 max_session_bytes_per_sec = 10000000000
 pair_timeout_secs = 60
+# The bench's 8 pairs each send ~4 requests per pairing: above the default 10/s per connection.
+[signal]
+requests_per_second = 1000
+request_burst = 1000
 EOF
 "$BIN/assistd" serve --data-dir "$DATA" --config "$WORK/assistd.toml" \
     --listen 127.0.0.1:$PORT --quic-listen 127.0.0.1:$PORT \
