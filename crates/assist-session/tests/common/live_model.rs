@@ -54,14 +54,13 @@ impl LiveModel {
 
     pub fn query(&mut self, query: LiveQuery) -> LiveAnswer {
         match query {
-            LiveQuery::InsertCode { digest, code } => {
-                if self.codes.contains_key(&digest) {
-                    LiveAnswer::Inserted(false)
-                } else {
-                    self.codes.insert(digest, code);
+            LiveQuery::InsertCode { digest, code } => match self.codes.entry(digest) {
+                std::collections::btree_map::Entry::Occupied(_) => LiveAnswer::Inserted(false),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(code);
                     LiveAnswer::Inserted(true)
                 }
-            }
+            },
             LiveQuery::GetCode { digest } => LiveAnswer::Code(
                 self.codes
                     .get_key_value(&digest)

@@ -138,7 +138,9 @@ fn same_principal(a: &Identity, b: &Identity) -> bool {
     a.tenant_id == b.tenant_id && a.object_id == b.object_id && a.is_device == b.is_device
 }
 
-/// Where a connection stands.
+/// Where a connection stands. One per connection, moved never: boxing the identity would
+/// buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Phase {
     /// No token yet: the first message must be `authenticate`, before `until`.
     Authenticating { until: tokio::time::Instant },
