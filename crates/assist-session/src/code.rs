@@ -14,7 +14,7 @@ pub const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 pub const CODE_LEN: usize = 8;
 
 /// The digest of a normalised security code; the only form in which the machine keeps codes.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CodeDigest(pub [u8; 32]);
 
 impl fmt::Debug for CodeDigest {

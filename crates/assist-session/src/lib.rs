@@ -19,8 +19,14 @@
 //! deterministic and is tested on virtual time.
 //!
 //! **Live state** (pending codes, the session directory, which connection holds which user or
-//! device) is kept behind the [`LiveState`] trait ([`live`]): [`InProcessLiveState`] (dashmap)
-//! in one process, a shared store in cluster mode.
+//! device) is a port ([`live`]): the machine emits writes ([`Output::Live`]) and queries
+//! ([`Output::LiveQuery`]) and gets the answers back as inputs
+//! ([`Broker::handle_live_answer`]), so it never blocks on a store, local or remote. The
+//! stores (in process, and the contract they keep) are in `assist-live`.
+//!
+//! **Router and sessions:** the [`Broker`] is the router (connections, rate limits, strikes,
+//! codes, timers, live-state queries); each session is its own machine inside it, which
+//! references no other session.
 //!
 //! ## The run loop (for the signalling server)
 //! ```text
@@ -31,10 +37,12 @@
 //! on tickets minted:      broker.handle_tickets(session, helper, sharer, now)
 //! on settings PATCH:      broker.handle_settings_changed(tenant, block_chat, enabled, now)
 //! on requestRemoteAssistance: broker.handle_admin_launch(helper_party, device, now)
+//! on a live-state answer: broker.handle_live_answer(token, answer, now)
 //! at poll_timeout():      broker.handle_timeout(now)
 //! after every call:       while let Some(out) = broker.poll_output() { do it }
 //! ```
-//! Outputs are in order; perform `Send`s per connection in that order.
+//! Outputs are in order; perform `Send`s per connection in that order, and live-state ops and
+//! queries in that order too.
 //!
 //! ## Limits
 //! - Codes: 8 symbols of [`code::CODE_ALPHABET`], single use, valid `code_ttl` (10 min).
@@ -60,7 +68,9 @@ mod time;
 pub use broker::{Broker, InputError, LaunchError, SessionInfo, SessionState};
 pub use code::{Crypto, DangerDeterministicCrypto};
 pub use config::{BrokerConfig, ConfigError, FailureLimit, RequestRate};
-pub use live::{InProcessLiveState, LiveCode, LiveSession, LiveStage, LiveState};
+pub use live::{
+    DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, LiveStage, LiveToken,
+};
 pub use message::{
     ClientMessage, ClientRequest, EndReason, EndedBy, ErrorCode, Profile, RelayAccess, RequestId,
     Role, ServerEvent, SessionId,

@@ -4,6 +4,7 @@
 use assist_policy::{DenyReason, Mode};
 use serde::{Deserialize, Serialize};
 
+use crate::live::{LiveOp, LiveQuery, LiveToken};
 use crate::message::{CloseCode, EndReason, EndedBy, ServerEvent, SessionId};
 use crate::party::{DeviceInfo, Party, UserRef};
 use crate::time::Timestamp;
@@ -73,6 +74,17 @@ pub enum Output {
     Record(RecordEvent),
     /// Write an audit event.
     Audit(AuditEvent),
+    /// Apply a write to the live state, in order with the other live outputs; nothing is
+    /// answered.
+    Live(LiveOp),
+    /// Carry out a live-state operation in order with the other live outputs and call
+    /// `handle_live_answer(token, answer, now)` with its answer.
+    LiveQuery {
+        /// Quote this in `handle_live_answer`.
+        token: LiveToken,
+        /// The operation.
+        query: LiveQuery,
+    },
 }
 
 /// A policy evaluation the machine needs. `helper`'s tenant is the tenant evaluated in.

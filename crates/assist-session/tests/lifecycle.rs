@@ -402,7 +402,7 @@ fn an_expired_code_says_so_then_is_forgotten() {
     assert_eq!(error_code(&w.redeem(sharer, &code)), Some("codeExpired"));
     w.advance(secs(600));
     assert_eq!(error_code(&w.redeem(sharer, &code)), Some("invalidCode"));
-    assert_eq!(w.broker.code_count(), 0);
+    assert_eq!(w.live.code_count(), 0);
     // The helper's connection is free for a new code.
     w.request_code(helper);
 }
@@ -1326,7 +1326,7 @@ fn a_helper_leaving_invalidates_its_code() {
     w.disconnect(helper);
     let sam = w.connect(user("t1", "sam"));
     assert_eq!(error_code(&w.redeem(sam, &code)), Some("invalidCode"));
-    assert_eq!(w.broker.code_count(), 0);
+    assert_eq!(w.live.code_count(), 0);
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! Allow for that mode and, unless unattended, the sharer's consent; every recorded session
 //! ends exactly once; codes are single use; every request gets at most one answer (and
 //! exactly one at once, except `requestMode`, which is answered after the decision).
+//! With live-state answers delayed and reordered: once every answer is in, no pending code
+//! is left without its session and no session waits for a redemption without its code.
+
+mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -11,9 +15,10 @@ use assist_session::code::normalize_code;
 use assist_session::message::ClientRequest;
 use assist_session::{
     Broker, BrokerConfig, ClientMessage, ConnId, DangerDeterministicCrypto, DeviceInfo, EvalId,
-    Output, Party, Profile, RecordEvent, RelayAccess, RequestId, Role, ServerEvent, SessionId,
-    Timestamp,
+    LiveQuery, LiveToken, Output, Party, Profile, RecordEvent, RelayAccess, RequestId, Role,
+    ServerEvent, SessionId, SessionState, Timestamp,
 };
+use common::LiveModel;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
@@ -98,6 +103,8 @@ enum Op {
     AdminLaunch(usize, usize),
     /// Take the natural next step of a known session (so that random runs get far).
     Nudge(Index, Mode, Index),
+    /// Answer one of the held live-state queries (any of them: answers come reordered).
+    AnswerLive(Index),
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
@@ -141,9 +148,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// `op()`, plus answers to held live-state queries.
+fn op_delayed() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => op(),
+        3 => any::<Index>().prop_map(Op::AnswerLive),
+    ]
+}
+
 /// The simulation and its oracle.
 struct Sim {
     broker: Broker,
+    live: LiveModel,
+    /// Hold live-state queries until an `AnswerLive` op answers them.
+    delay_live: bool,
+    held: Vec<(LiveToken, LiveQuery)>,
     now: Timestamp,
     parties: Vec<Party>,
     conns: Vec<ConnId>,
@@ -182,6 +201,9 @@ impl Sim {
                 Box::new(DangerDeterministicCrypto::new(3)),
             )
             .unwrap(),
+            live: LiveModel::default(),
+            delay_live: false,
+            held: Vec::new(),
             now: Timestamp::from_millis(1_000_000),
             parties: parties(),
             conns: Vec::new(),
@@ -325,9 +347,62 @@ impl Sim {
                     prop_assert_eq!(*n, 1, "a session ended twice");
                 }
                 Output::Record(_) | Output::Audit(_) => {}
+                Output::Live(op) => self.live.apply(op),
+                Output::LiveQuery { token, query } if self.delay_live => {
+                    self.held.push((token, query))
+                }
+                Output::LiveQuery { token, query } => {
+                    let answer = self.live.query(query);
+                    prop_assert!(self
+                        .broker
+                        .handle_live_answer(token, answer, self.now)
+                        .is_ok());
+                }
             }
         }
         Ok(answers)
+    }
+
+    /// With no live-state query out: every pending code's session waits for its redemption,
+    /// and every session waiting for one has its code.
+    fn check_live_consistent(&self) -> Result<(), TestCaseError> {
+        if !self.held.is_empty() || self.broker.live_queries_out() > 0 {
+            return Ok(());
+        }
+        let pending = self.live.pending_sessions();
+        for sid in &pending {
+            prop_assert_eq!(
+                self.broker.session(sid).map(|s| s.state),
+                Some(SessionState::AwaitingRedemption),
+                "a pending code without its session"
+            );
+        }
+        for sid in &self.sessions {
+            if self.broker.session(sid).map(|s| s.state) == Some(SessionState::AwaitingRedemption) {
+                prop_assert!(pending.contains(sid), "a session without its code");
+            }
+        }
+        let listed: BTreeSet<&SessionId> = self.live.sessions.keys().collect();
+        for sid in &listed {
+            prop_assert!(
+                self.broker.session(sid).is_some(),
+                "an ended session still listed"
+            );
+        }
+        prop_assert_eq!(listed.len(), self.broker.session_count());
+        Ok(())
+    }
+
+    /// Answers held query `i` against the model.
+    fn answer_live(&mut self, i: usize) -> Result<(), TestCaseError> {
+        let (token, query) = self.held.remove(i);
+        let answer = self.live.query(query);
+        prop_assert!(self
+            .broker
+            .handle_live_answer(token, answer, self.now)
+            .is_ok());
+        self.pump(None)?;
+        Ok(())
     }
 
     /// A grant of `mode` needs an Allow for it and, unless unattended, a fresh consent.
@@ -432,6 +507,12 @@ impl Sim {
                 self.pump(None)?;
             }
             Op::Nudge(s, mode, c) => self.nudge(s, mode, c)?,
+            Op::AnswerLive(i) => {
+                if !self.held.is_empty() {
+                    let i = i.index(self.held.len());
+                    self.answer_live(i)?;
+                }
+            }
             Op::AdminLaunch(p, d) => {
                 if let Ok(sid) =
                     self.broker
@@ -598,7 +679,12 @@ impl Sim {
     ) -> Result<(), TestCaseError> {
         self.next_id += 1;
         let id = RequestId::Number(self.next_id);
-        let is_mode = matches!(request, ClientRequest::RequestMode { .. });
+        let is_mode = matches!(request, ClientRequest::RequestMode { .. })
+            || (self.delay_live
+                && matches!(
+                    request,
+                    ClientRequest::RequestCode | ClientRequest::RedeemCode { .. }
+                ));
         let consent_for = match &request {
             ClientRequest::Consent {
                 session_id,
@@ -636,6 +722,11 @@ impl Sim {
 
     /// Everyone leaves and time runs out: nothing may stay open.
     fn finish(&mut self) -> Result<(), TestCaseError> {
+        self.delay_live = false;
+        while !self.held.is_empty() {
+            self.answer_live(0)?;
+        }
+        self.check_live_consistent()?;
         for conn in self.conns.clone() {
             self.broker.handle_disconnect(conn, self.now);
             self.conns.retain(|c| *c != conn);
@@ -647,7 +738,9 @@ impl Sim {
             self.pump(None)?;
         }
         prop_assert_eq!(self.broker.session_count(), 0);
-        prop_assert_eq!(self.broker.code_count(), 0);
+        prop_assert_eq!(self.live.code_count(), 0);
+        prop_assert!(self.live.sessions.is_empty());
+        prop_assert!(self.live.users.is_empty() && self.live.devices.is_empty());
         prop_assert_eq!(self.broker.connection_count(), 0);
         for sid in &self.started {
             prop_assert_eq!(
@@ -678,6 +771,22 @@ proptest! {
         }
         for op in ops {
             sim.run(op)?;
+        }
+        sim.finish()?;
+    }
+
+    #[test]
+    fn delayed_and_reordered_live_answers_never_split_a_code_from_its_session(
+        ops in prop::collection::vec(op_delayed(), 1..150),
+    ) {
+        let mut sim = Sim::new();
+        sim.delay_live = true;
+        for party in [0, 2, 6] {
+            sim.run(Op::Connect(party))?;
+        }
+        for op in ops {
+            sim.run(op)?;
+            sim.check_live_consistent()?;
         }
         sim.finish()?;
     }

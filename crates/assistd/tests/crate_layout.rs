@@ -37,6 +37,10 @@ const IO: &[&str] = &[
     "getrandom",
 ];
 
+/// Crates a pure crate must not reach either: concurrent maps belong with the stores, not with
+/// the machines (`assist-live` holds the in-process live state).
+const NOT_PURE: &[&str] = &["dashmap"];
+
 /// The host's target triple (`rustc -vV`), so metadata needs only the packages this machine
 /// builds (and works offline).
 fn host_triple() -> String {
@@ -114,12 +118,53 @@ fn pure_crates_depend_on_no_runtime_or_io_crate() {
                         !IO.contains(&dep_name),
                         "pure crate {name} reaches the IO crate {dep_name}: {path}"
                     );
+                    assert!(
+                        !NOT_PURE.contains(&dep_name),
+                        "pure crate {name} reaches {dep_name}: {path}"
+                    );
                     stack.push((dep, path));
                 }
             }
         }
     }
     assert_eq!(checked, PURE.len(), "every pure crate is in the workspace");
+}
+
+#[test]
+fn the_live_state_stores_are_a_crate_of_their_own() {
+    let meta = metadata();
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let live = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "assist-live" && members.contains(p["id"].as_str().unwrap()))
+        .expect("assist-live is a workspace member");
+    let manifest = std::fs::read_to_string(live["manifest_path"].as_str().unwrap()).unwrap();
+    let table: toml::Table = manifest.parse().unwrap();
+    assert_eq!(
+        table
+            .get("lints")
+            .and_then(|l| l.get("workspace"))
+            .and_then(|w| w.as_bool()),
+        Some(true),
+        "assist-live must have `[lints] workspace = true`"
+    );
+    let deps: BTreeSet<&str> = live["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        deps.contains("assist-session") && deps.contains("dashmap"),
+        "assist-live implements the session crate's port on dashmap: {deps:?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,27 @@
-//! Connections and requests: opening and closing connections, the request rate limit and
-//! abuse strikes, routing each parsed request to its flow, and the session directory entry.
+//! Connections and requests: opening and closing connections (and their presence), the
+//! request rate limit and abuse strikes, and routing each parsed request to its flow.
 
+use super::session::Stage;
 use super::*;
+use crate::live::LiveOp;
+use crate::message::{ClientMessage, ClientRequest, CloseCode, EndReason, EndedBy, Role};
+
+fn add_to<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BTreeSet<ConnId>>, key: K, conn: ConnId) {
+    map.entry(key).or_default().insert(conn);
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, BTreeSet<ConnId>>,
+    key: &K,
+    conn: ConnId,
+) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&conn);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
 
 impl Broker {
     // ----------------------------------------------------------------- connections
@@ -18,66 +38,46 @@ impl Broker {
             return Err(InputError::DuplicateConnection(conn));
         }
         let user = party.user_ref();
-        self.live.add_connection(
+        let c = Conn {
+            party,
+            session: None,
+            offers: BTreeSet::new(),
+            bucket: RequestBucket::full(self.config.request_rate, now),
+            strikes: Strikes::default(),
+            busy: None,
+        };
+        let device = c.device();
+        if let Some(user) = &user {
+            add_to(&mut self.by_user, user.clone(), conn);
+        }
+        if let Some(device) = &device {
+            add_to(&mut self.by_device, device.clone(), conn);
+        }
+        self.live(LiveOp::AddConnection {
             conn,
-            user.as_ref(),
-            party
-                .device
-                .as_ref()
-                .map(|d| (party.tenant_id.as_str(), d.id.as_str())),
-        );
-        self.conns.insert(
-            conn,
-            Conn {
-                party,
-                session: None,
-                offers: BTreeSet::new(),
-                bucket: RequestBucket::full(self.config.request_rate, now),
-                strikes: Strikes::default(),
-            },
-        );
+            user: user.clone(),
+            device,
+        });
+        self.conns.insert(conn, c);
         if let Some(user) = user {
-            self.attach_helper(conn, &user);
+            self.attach_helper(conn, &user, now);
         }
         Ok(())
     }
 
     /// Gives an admin-launched session waiting for its helper to the helper's new connection.
-    pub(super) fn attach_helper(&mut self, conn: ConnId, user: &UserRef) {
+    fn attach_helper(&mut self, conn: ConnId, user: &UserRef, now: Timestamp) {
         let found = self.unattached.iter().find(|id| {
             self.sessions
                 .get(*id)
-                .is_some_and(|s| s.helper.party.user_ref().as_ref() == Some(user))
+                .is_some_and(|s| s.helper_user().as_ref() == Some(user))
         });
         let Some(id) = found.cloned() else { return };
         self.unattached.remove(&id);
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        session.helper.conn = Some(conn);
-        let event = match &session.stage {
-            Stage::AwaitingSharer { device_id, .. } => ServerEvent::LaunchPending {
-                id: None,
-                session_id: id.clone(),
-                device_id: device_id.clone(),
-                expires_at: session.deadline.unwrap_or_default(),
-            },
-            _ => ServerEvent::SessionJoined {
-                id: None,
-                session_id: id.clone(),
-                role: Role::Helper,
-                peer_profile: session
-                    .sharer
-                    .as_ref()
-                    .map(|s| s.party.profile.clone())
-                    .unwrap_or_default(),
-            },
-        };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(id.clone());
         }
-        self.publish(&id);
-        self.send(conn, event);
+        self.with_session(&id, now, |s, fx| s.attach_helper(conn, fx));
     }
 
     /// A connection closed (or the IO layer closed it after [`Output::Close`]). Its session
@@ -87,41 +87,43 @@ impl Broker {
         self.drop_conn(conn, now);
     }
 
-    pub(super) fn drop_conn(&mut self, conn: ConnId, now: Timestamp) {
+    fn drop_conn(&mut self, conn: ConnId, now: Timestamp) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.live.remove_connection(
-            conn,
-            c.party.user_ref().as_ref(),
-            c.party
-                .device
-                .as_ref()
-                .map(|d| (c.party.tenant_id.as_str(), d.id.as_str())),
-        );
+        let user = c.party.user_ref();
+        let device = c.device();
+        if let Some(user) = &user {
+            remove_from(&mut self.by_user, user, conn);
+        }
+        if let Some(device) = &device {
+            remove_from(&mut self.by_device, device, conn);
+        }
+        self.live(LiveOp::RemoveConnection { conn, user, device });
+        // A live-state query of this connection still out is undone when it is answered.
         for id in &c.offers {
-            let emptied = match self.sessions.get_mut(id).map(|s| &mut s.stage) {
-                Some(Stage::AwaitingSharer { offered, .. }) => {
-                    offered.remove(&conn);
-                    offered.is_empty()
-                }
-                _ => false,
-            };
+            let emptied = self.sessions.get_mut(id).is_some_and(|s| {
+                s.detach(conn);
+                matches!(s.stage(), Stage::AwaitingSharer { offered, .. } if offered.is_empty())
+            });
             if emptied {
                 self.end_session(id, EndReason::LaunchDeclined, EndedBy::Sharer, now);
             }
         }
         if let Some(id) = c.session {
-            let by = match self.sessions.get(&id) {
-                Some(s) if s.helper.conn == Some(conn) => EndedBy::Helper,
-                Some(_) => EndedBy::Sharer,
-                None => return,
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return;
             };
+            let by = match s.role_of(conn) {
+                Some(Role::Helper) => EndedBy::Helper,
+                _ => EndedBy::Sharer,
+            };
+            s.detach(conn);
             self.end_session(&id, EndReason::Disconnected, by, now);
         }
     }
 
-    pub(super) fn close_for_abuse(&mut self, conn: ConnId, now: Timestamp) {
+    fn close_for_abuse(&mut self, conn: ConnId, now: Timestamp) {
         self.outputs.push_back(Output::Close {
             conn,
             code: CloseCode::Abuse,
@@ -130,7 +132,7 @@ impl Broker {
     }
 
     /// Counts an abuse strike; closes the connection when the limit is reached.
-    pub(super) fn strike(&mut self, conn: ConnId, now: Timestamp) {
+    fn strike(&mut self, conn: ConnId, now: Timestamp) {
         let (max, window) = (self.config.abuse_strikes, self.config.abuse_window);
         let reached = self
             .conns
@@ -142,7 +144,7 @@ impl Broker {
     }
 
     /// Takes a request token; on an empty bucket answers `rateLimited` and strikes.
-    pub(super) fn admit(
+    fn admit(
         &mut self,
         conn: ConnId,
         id: Option<RequestId>,
@@ -200,7 +202,7 @@ impl Broker {
         self.handle_message_inner(conn, message, now)
     }
 
-    pub(super) fn handle_message_inner(
+    fn handle_message_inner(
         &mut self,
         conn: ConnId,
         message: ClientMessage,
@@ -218,7 +220,19 @@ impl Broker {
             | ClientRequest::EndSession { session_id } => Some(session_id.clone()),
             _ => None,
         };
+        let needs_idle = matches!(
+            request,
+            ClientRequest::RequestCode
+                | ClientRequest::RedeemCode { .. }
+                | ClientRequest::RequestSession { .. }
+                | ClientRequest::AnswerLaunch { .. }
+        );
+        let busy = self.conns.get(&conn).is_some_and(|c| c.busy.is_some());
         let result = match request {
+            _ if needs_idle && busy => refuse(
+                ErrorCode::NotAllowed,
+                "the previous request on this connection is still being answered; retry",
+            ),
             ClientRequest::Ping => {
                 self.send(conn, ServerEvent::Pong { id: id.clone() });
                 Ok(())
@@ -276,86 +290,16 @@ impl Broker {
         }
     }
 
-    pub(super) fn role_in(
+    /// This node's open connections of `user`, in ascending order.
+    pub(super) fn user_connections(&self, user: &UserRef) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_user.get(user).into_iter().flatten().copied()
+    }
+
+    /// This node's open connections of a device, in ascending order.
+    pub(super) fn device_connections(
         &self,
-        conn: ConnId,
-        id: &SessionId,
-    ) -> Result<Role, (ErrorCode, String)> {
-        match self.sessions.get(id).and_then(|s| s.role_of(conn)) {
-            Some(role) => Ok(role),
-            None => refuse(ErrorCode::NotFound, "no such session"),
-        }
-    }
-
-    pub(super) fn fresh_session_id(&mut self) -> Option<SessionId> {
-        for _ in 0..FRESH_ATTEMPTS {
-            let mut bytes = [0u8; 16];
-            self.crypto.fill_random(&mut bytes);
-            let mut hex = String::with_capacity(32);
-            for b in bytes {
-                let _ = write!(hex, "{b:02x}");
-            }
-            let id = SessionId(hex);
-            if !self.sessions.contains_key(&id) {
-                return Some(id);
-            }
-        }
-        None
-    }
-
-    pub(super) fn new_session(&mut self, id: &SessionId, helper: Seat, stage: Stage) {
-        let tenant_id = helper.party.tenant_id.clone();
-        let chat = !self.chat_blocked.get(&tenant_id).copied().unwrap_or(false);
-        self.sessions.insert(
-            id.clone(),
-            Session {
-                tenant_id,
-                helper,
-                sharer: None,
-                stage,
-                mode: None,
-                highest: None,
-                chat,
-                join_deadline: None,
-                deadline: None,
-            },
-        );
-        self.publish(id);
-    }
-
-    /// Writes a session's directory entry to the live state.
-    pub(super) fn publish(&self, id: &SessionId) {
-        let Some(s) = self.sessions.get(id) else {
-            return;
-        };
-        let stage = match (&s.stage, s.mode) {
-            (_, Some(_)) => LiveStage::Active,
-            (Stage::AwaitingRedemption { .. } | Stage::AwaitingSharer { .. }, None) => {
-                LiveStage::Pending
-            }
-            (_, None) => LiveStage::Joined,
-        };
-        let device_id = match &s.stage {
-            Stage::AwaitingSharer { device_id, .. } => Some(device_id.clone()),
-            _ => s
-                .sharer
-                .as_ref()
-                .and_then(|seat| seat.party.device.as_ref())
-                .map(|d| d.id.clone()),
-        };
-        self.live.put_session(
-            id,
-            LiveSession {
-                tenant_id: s.tenant_id.clone(),
-                stage,
-                mode: s.mode,
-                chat: s.chat,
-                helper: s.helper.party.user_ref(),
-                helper_conn: s.helper.conn,
-                sharer: s.sharer.as_ref().and_then(|seat| seat.party.user_ref()),
-                sharer_conn: s.sharer.as_ref().and_then(|seat| seat.conn),
-                device_id,
-            },
-        );
+        device: &DeviceRef,
+    ) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_device.get(device).into_iter().flatten().copied()
     }
 }

@@ -1,10 +1,13 @@
 //! The launch flow: a helper (or an admin) asks for a device and its connections answer.
 
+use assist_policy::{Mode, Warning};
+
+use super::session::{Seat, Stage};
 use super::*;
+use crate::message::{EndReason, EndedBy, WithdrawReason};
+use crate::output::{AuditEvent, AuditKind};
 
 impl Broker {
-    // ----------------------------------------------------------------- launch flow
-
     pub(super) fn request_session(
         &mut self,
         conn: ConnId,
@@ -56,10 +59,8 @@ impl Broker {
         self.advance(now);
         let user = requested_by.user_ref().ok_or(LaunchError::NotAUser)?;
         let helper_conn = self
-            .live
             .user_connections(&user)
-            .into_iter()
-            .find(|c| self.conns.get(c).is_some_and(|c| c.session.is_none()));
+            .find(|c| self.conns.get(c).is_some_and(Conn::is_idle));
         let (session_id, expires_at) = self.launch(
             Seat {
                 conn: helper_conn,
@@ -92,7 +93,7 @@ impl Broker {
         Ok(session_id)
     }
 
-    pub(super) fn launch(
+    fn launch(
         &mut self,
         helper: Seat,
         device_id: &str,
@@ -101,10 +102,12 @@ impl Broker {
         now: Timestamp,
     ) -> Result<(SessionId, Timestamp), LaunchError> {
         let tenant = helper.party.tenant_id.clone();
+        let device = DeviceRef {
+            tenant_id: tenant.clone(),
+            device_id: device_id.to_owned(),
+        };
         let device_conns: Vec<ConnId> = self
-            .live
-            .device_connections(&tenant, device_id)
-            .into_iter()
+            .device_connections(&device)
             .filter(|c| Some(*c) != helper.conn)
             .collect();
         if device_conns.is_empty() {
@@ -112,7 +115,7 @@ impl Broker {
         }
         let offered: BTreeSet<ConnId> = device_conns
             .into_iter()
-            .filter(|c| self.conns.get(c).is_some_and(|c| c.session.is_none()))
+            .filter(|c| self.conns.get(c).is_some_and(Conn::is_idle))
             .collect();
         if offered.is_empty() {
             return Err(LaunchError::DeviceBusy);
@@ -121,7 +124,8 @@ impl Broker {
         let expires_at = now.saturating_add(self.config.launch_timeout);
         let helper_profile = helper.party.profile.clone();
         let actor = helper.party.user_ref();
-        self.new_session(
+        let actor_name = helper.party.user_principal_name.clone();
+        self.insert_session(
             &session_id,
             helper,
             Stage::AwaitingSharer {
@@ -130,8 +134,9 @@ impl Broker {
                 mode,
                 acknowledged,
             },
+            expires_at,
+            now,
         );
-        self.set_deadline(&session_id, Some(expires_at));
         for conn in &offered {
             if let Some(c) = self.conns.get_mut(conn) {
                 c.offers.insert(session_id.clone());
@@ -146,16 +151,17 @@ impl Broker {
                 },
             );
         }
-        self.audit(
-            now,
-            &tenant,
-            Some(&session_id),
+        self.outputs.push_back(Output::Audit(AuditEvent {
+            at: now,
+            tenant_id: tenant,
+            session_id: Some(session_id.clone()),
             actor,
-            AuditKind::LaunchRequested {
+            actor_name,
+            kind: AuditKind::LaunchRequested {
                 device_id: device_id.to_owned(),
                 notified: offered.len(),
             },
-        );
+        }));
         Ok((session_id, expires_at))
     }
 
@@ -167,44 +173,46 @@ impl Broker {
         accept: bool,
         now: Timestamp,
     ) -> Reply {
+        let Some(session) = self.sessions.get(session_id) else {
+            return refuse(ErrorCode::NotFound, "no such launch request");
+        };
         let offered_here = matches!(
-            self.sessions.get(session_id).map(|s| &s.stage),
-            Some(Stage::AwaitingSharer { offered, .. }) if offered.contains(&conn)
+            session.stage(),
+            Stage::AwaitingSharer { offered, .. } if offered.contains(&conn)
         );
         if !offered_here {
             return refuse(ErrorCode::NotFound, "no such launch request");
         }
-        if accept && self.conn(conn)?.session.is_some() {
+        let own = session.helper_user();
+        let c = self.conn(conn)?;
+        if accept && c.session.is_some() {
             return refuse(
                 ErrorCode::NotAllowed,
                 "this connection is already in a session",
             );
         }
-        if accept {
-            if let Some(user) = self.conn(conn)?.party.user_ref() {
-                if self.is_own_session(session_id, &user) {
-                    return refuse(
-                        ErrorCode::OwnSession,
-                        "you cannot accept your own launch request; decline it",
-                    );
-                }
-            }
+        if accept && own.is_some() && c.party.user_ref() == own {
+            return refuse(
+                ErrorCode::OwnSession,
+                "you cannot accept your own launch request; decline it",
+            );
         }
+        let party = c.party.clone();
         let Some(Stage::AwaitingSharer {
             offered,
             mode,
             acknowledged,
             ..
-        }) = self.sessions.get_mut(session_id).map(|s| &mut s.stage)
+        }) = self.sessions.get_mut(session_id).map(|s| s.stage_mut())
         else {
             return refuse(ErrorCode::NotFound, "no such launch request");
         };
         offered.remove(&conn);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.offers.remove(session_id);
-        }
         if !accept {
             let emptied = offered.is_empty();
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.offers.remove(session_id);
+            }
             self.send(conn, ServerEvent::Ack { id: id.clone() });
             if emptied {
                 self.end_session(session_id, EndReason::LaunchDeclined, EndedBy::Sharer, now);
@@ -213,10 +221,12 @@ impl Broker {
         }
         let others = std::mem::take(offered);
         let pending = mode.take().map(|m| (m, std::mem::take(acknowledged)));
-        for other in others {
+        for other in others.iter().copied().chain([conn]) {
             if let Some(c) = self.conns.get_mut(&other) {
                 c.offers.remove(session_id);
             }
+        }
+        for other in others {
             self.send(
                 other,
                 ServerEvent::LaunchWithdrawn {
@@ -225,14 +235,16 @@ impl Broker {
                 },
             );
         }
-        self.join(session_id, conn, Some(id.clone()), now);
-        let helper_present = self
-            .sessions
-            .get(session_id)
-            .is_some_and(|s| s.helper.conn.is_some());
-        if let (Some((mode, acknowledged)), true) = (pending, helper_present) {
-            self.begin_mode_request(session_id, mode, acknowledged, None, now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(session_id.clone());
         }
+        self.with_session(session_id, now, |s, fx| {
+            s.join(conn, party, Some(id.clone()), fx);
+            // The mode the launch asked for, once the helper is there to hear the answer.
+            if let (Some((mode, acknowledged)), true) = (pending, s.helper().conn.is_some()) {
+                s.begin_mode_request(mode, acknowledged, None, fx);
+            }
+        });
         Ok(())
     }
 }

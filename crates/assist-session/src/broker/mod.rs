@@ -19,36 +19,41 @@
 //! Every input first fires the timers that are due at its `now`, so an answer that arrives
 //! after its deadline is treated as late, whatever order the IO layer calls things in.
 //!
-//! Files by flow: this one holds the state (connections, sessions, timers, outputs) and the
-//! timer and output plumbing; [`connection`] opens and closes connections and routes requests
-//! (rate limits, strikes); [`pairing`] is the code flow; [`launch`] the launch flow; [`mode`]
-//! mode requests, consent and tickets; [`ending`] chat, ending and tenant settings.
+//! The [`Broker`] is the *router*: it owns the connections (rate limits, strikes, presence),
+//! the codes and their live-state queries, the timers, the failure lockouts, and a map of
+//! per-session machines ([`session::SessionMachine`]) it dispatches to. A session machine
+//! holds one session's seats, stage, mode, chat and deadlines and knows nothing of other
+//! sessions or of connections beyond their ids; what it needs from the router (a timer, a
+//! directory update, its own end) it asks for through [`session::Fx`].
+//!
+//! Files by flow: this one holds the router's state and the timer and output plumbing;
+//! [`connection`] opens and closes connections and routes requests; [`pairing`] is the code
+//! flow (live-state queries and their answers); [`launch`] the launch flow; [`dispatch`] the
+//! inputs that go to one session (decisions, tickets, relay legs, settings) and ending;
+//! [`session`] the per-session machine, itself split by flow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use assist_policy::{Decision, DenyReason, Mode, Warning};
+use assist_policy::Mode;
 
-use crate::code::{code_from_bytes, normalize_code, CodeDigest, Crypto, CODE_LEN};
+use crate::code::{CodeDigest, Crypto};
 use crate::config::{BrokerConfig, ConfigError};
 use crate::limit::{FailureLimiter, RequestBucket, Strikes};
-use crate::live::{InProcessLiveState, LiveCode, LiveSession, LiveStage, LiveState};
-use crate::message::{
-    ClientMessage, ClientRequest, CloseCode, ConsentKind, EndReason, EndedBy, ErrorCode,
-    RelayAccess, RequestId, Role, ServerEvent, SessionId, WithdrawReason, MAX_CHAT_CHARS,
-};
-use crate::output::{
-    AuditEvent, AuditKind, ConnId, EvalId, EvaluateRequest, Output, RecordEvent, ReportParty,
-};
+use crate::live::{DeviceRef, LiveCode, LiveOp, LiveToken};
+use crate::message::{ErrorCode, RequestId, ServerEvent, SessionId};
+use crate::output::{ConnId, EvalId, Output};
 use crate::party::{Party, UserRef};
 use crate::time::Timestamp;
 
 mod connection;
-mod ending;
+mod dispatch;
 mod launch;
-mod mode;
 mod pairing;
+mod session;
+
+use pairing::PendingLive;
+use session::{Fx, SessionMachine};
 
 /// How often (at most) idle rate-limit entries are purged.
 const PURGE_EVERY_MS: u64 = 60_000;
@@ -72,6 +77,13 @@ pub enum InputError {
     /// No session is waiting for tickets under this id.
     #[error("session {0} is not waiting for tickets")]
     NotAwaitingTickets(SessionId),
+    /// No live-state query is out under this token (already answered).
+    #[error("no live-state query {0:?} is out")]
+    UnknownLiveQuery(LiveToken),
+    /// The answer is not of the query's kind (an IO-layer bug); the request it was for was
+    /// answered `unavailable`.
+    #[error("the answer to live-state query {0:?} does not fit the query")]
+    MismatchedLiveAnswer(LiveToken),
 }
 
 /// Why an admin launch (`requestRemoteAssistance`) could not be started.
@@ -146,122 +158,50 @@ struct Conn {
     offers: BTreeSet<SessionId>,
     bucket: RequestBucket,
     strikes: Strikes,
+    /// A live-state query is out for a request of this connection (code issue or redemption).
+    busy: Option<LiveToken>,
 }
 
-#[derive(Debug)]
-struct Seat {
-    conn: Option<ConnId>,
-    party: Party,
-}
-
-#[derive(Debug)]
-enum Stage {
-    AwaitingRedemption {
-        digest: CodeDigest,
-    },
-    AwaitingSharer {
-        device_id: String,
-        offered: BTreeSet<ConnId>,
-        mode: Option<Mode>,
-        acknowledged: Vec<Warning>,
-    },
-    Joined,
-    AwaitingDecision {
-        eval: EvalId,
-        mode: Mode,
-        acknowledged: Vec<Warning>,
-        request: Option<RequestId>,
-    },
-    AwaitingConsent {
-        mode: Mode,
-        chat: bool,
-    },
-    AwaitingDeclineWindow {
-        mode: Mode,
-        chat: bool,
-    },
-    AwaitingTickets {
-        mode: Mode,
-        chat: bool,
-    },
-    Active,
-}
-
-#[derive(Debug)]
-struct Session {
-    tenant_id: String,
-    helper: Seat,
-    sharer: Option<Seat>,
-    stage: Stage,
-    /// The mode in force; `Some` exactly when the session is (or was) active.
-    mode: Option<Mode>,
-    highest: Option<Mode>,
-    chat: bool,
-    /// When the first grant must have happened (set on join).
-    join_deadline: Option<Timestamp>,
-    /// The current stage's deadline.
-    deadline: Option<Timestamp>,
-}
-
-impl Session {
-    fn role_of(&self, conn: ConnId) -> Option<Role> {
-        if self.helper.conn == Some(conn) {
-            Some(Role::Helper)
-        } else if self.sharer.as_ref().and_then(|s| s.conn) == Some(conn) {
-            Some(Role::Sharer)
-        } else {
-            None
-        }
+impl Conn {
+    fn device(&self) -> Option<DeviceRef> {
+        self.party.device.as_ref().map(|d| DeviceRef {
+            tenant_id: self.party.tenant_id.clone(),
+            device_id: d.id.clone(),
+        })
     }
 
-    fn conn_of(&self, role: Role) -> Option<ConnId> {
-        match role {
-            Role::Helper => self.helper.conn,
-            Role::Sharer => self.sharer.as_ref().and_then(|s| s.conn),
-        }
-    }
-
-    fn conns(&self) -> impl Iterator<Item = ConnId> {
-        [self.conn_of(Role::Helper), self.conn_of(Role::Sharer)]
-            .into_iter()
-            .flatten()
-    }
-
-    fn state(&self) -> SessionState {
-        match self.stage {
-            Stage::AwaitingRedemption { .. } => SessionState::AwaitingRedemption,
-            Stage::AwaitingSharer { .. } => SessionState::AwaitingSharer,
-            Stage::Joined => SessionState::Joined,
-            Stage::AwaitingDecision { .. } => SessionState::AwaitingDecision,
-            Stage::AwaitingConsent { .. } => SessionState::AwaitingConsent,
-            Stage::AwaitingDeclineWindow { .. } => SessionState::AwaitingDeclineWindow,
-            Stage::AwaitingTickets { .. } => SessionState::AwaitingTickets,
-            Stage::Active => SessionState::Active,
-        }
+    /// Neither in a session nor waiting for a live-state answer.
+    fn is_idle(&self) -> bool {
+        self.session.is_none() && self.busy.is_none()
     }
 }
 
 #[derive(Debug, Clone)]
 enum Timer {
     Session(SessionId),
-    /// Time to write [`RecordEvent::Seen`] for an active session.
+    /// Time to write [`crate::RecordEvent::Seen`] for an active session.
     Seen(SessionId),
+    /// Forget an expired code remembered until this timer's time.
     ForgetCode(CodeDigest),
 }
 
-/// The broker's session lifecycle state machine. See the crate docs for the run loop.
+/// The broker's router and its per-session machines. See the crate docs for the run loop.
 pub struct Broker {
     config: BrokerConfig,
     crypto: Box<dyn Crypto + Send>,
     conns: HashMap<ConnId, Conn>,
-    /// Codes, the session directory and who is connected: shared with other tasks (and, in
-    /// cluster mode, other nodes).
-    live: Arc<dyn LiveState>,
-    sessions: HashMap<SessionId, Session>,
+    /// This node's connections by user and by device (the live state's presence sets are the
+    /// shared copy, written through [`LiveOp::AddConnection`]).
+    by_user: HashMap<UserRef, BTreeSet<ConnId>>,
+    by_device: HashMap<DeviceRef, BTreeSet<ConnId>>,
+    sessions: HashMap<SessionId, SessionMachine>,
     /// Admin-launched sessions whose helper has no connection yet.
     unattached: BTreeSet<SessionId>,
     evals: HashMap<EvalId, SessionId>,
     next_eval: u64,
+    /// Live-state queries out, and what their answers are for.
+    pending: HashMap<LiveToken, PendingLive>,
+    next_token: u64,
     timers: BTreeMap<(Timestamp, u64), Timer>,
     next_timer: u64,
     user_failures: FailureLimiter<UserRef>,
@@ -277,7 +217,7 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("connections", &self.conns.len())
             .field("sessions", &self.sessions.len())
-            .field("codes", &self.live.code_count())
+            .field("live_queries", &self.pending.len())
             .field("pending_outputs", &self.outputs.len())
             .finish_non_exhaustive()
     }
@@ -290,19 +230,10 @@ fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCod
 }
 
 impl Broker {
-    /// A broker with `config` (validated) that draws randomness and hashes codes with `crypto`,
-    /// keeping its live state in a fresh [`InProcessLiveState`].
+    /// A broker with `config` (validated) that draws randomness and hashes codes with `crypto`.
+    /// Its live state is whatever store the IO layer applies [`Output::Live`] and
+    /// [`Output::LiveQuery`] to.
     pub fn new(config: BrokerConfig, crypto: Box<dyn Crypto + Send>) -> Result<Self, ConfigError> {
-        Self::with_live_state(config, crypto, Arc::new(InProcessLiveState::new()))
-    }
-
-    /// A broker that keeps codes, its session directory and connection presence in `live`.
-    /// The broker must be the only writer of the sessions and connections it creates.
-    pub fn with_live_state(
-        config: BrokerConfig,
-        crypto: Box<dyn Crypto + Send>,
-        live: Arc<dyn LiveState>,
-    ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Broker {
             user_failures: FailureLimiter::new(config.user_redeem_limit),
@@ -310,22 +241,20 @@ impl Broker {
             config,
             crypto,
             conns: HashMap::new(),
-            live,
+            by_user: HashMap::new(),
+            by_device: HashMap::new(),
             sessions: HashMap::new(),
             unattached: BTreeSet::new(),
             evals: HashMap::new(),
             next_eval: 0,
+            pending: HashMap::new(),
+            next_token: 0,
             timers: BTreeMap::new(),
             next_timer: 0,
             chat_blocked: HashMap::new(),
             next_purge: Timestamp::ZERO,
             outputs: VecDeque::new(),
         })
-    }
-
-    /// The live state (codes, session directory, presence) this broker writes.
-    pub fn live_state(&self) -> &Arc<dyn LiveState> {
-        &self.live
     }
 
     /// The configuration.
@@ -358,11 +287,16 @@ impl Broker {
             }
             let ((at, _), timer) = entry.remove_entry();
             match timer {
-                Timer::Session(id) => self.on_deadline(&id, at, now),
-                Timer::Seen(id) => self.on_seen(id, now),
+                Timer::Session(id) => {
+                    self.with_session(&id, now, |s, fx| s.on_deadline(at, fx));
+                }
+                Timer::Seen(id) => {
+                    self.with_session(&id, now, |s, fx| s.on_seen(fx));
+                }
                 Timer::ForgetCode(digest) => {
-                    self.live.take_code_if(&digest, &|code| {
-                        matches!(code, LiveCode::Expired { forget_at } if *forget_at <= now)
+                    self.live(LiveOp::RemoveCodeIf {
+                        digest,
+                        expected: LiveCode::Expired { forget_at: at },
                     });
                 }
             }
@@ -375,46 +309,34 @@ impl Broker {
         }
     }
 
-    /// An active session is still running: say so to its record and look again later.
-    fn on_seen(&mut self, id: SessionId, now: Timestamp) {
-        let Some(s) = self.sessions.get(&id).filter(|s| s.mode.is_some()) else {
-            return;
-        };
-        let tenant_id = s.tenant_id.clone();
-        self.outputs.push_back(Output::Record(RecordEvent::Seen {
-            session_id: id.clone(),
-            tenant_id,
-            at: now,
-        }));
-        self.schedule(
-            now.saturating_add(self.config.seen_interval),
-            Timer::Seen(id),
-        );
-    }
-
     fn schedule(&mut self, at: Timestamp, timer: Timer) {
         self.next_timer = self.next_timer.wrapping_add(1);
         self.timers.insert((at, self.next_timer), timer);
     }
 
-    fn set_deadline(&mut self, id: &SessionId, at: Option<Timestamp>) {
-        if let Some(s) = self.sessions.get_mut(id) {
-            s.deadline = at;
-            if let Some(at) = at {
-                self.schedule(at, Timer::Session(id.clone()));
-            }
-        }
+    /// Runs `f` on session `id`'s machine, then carries out what it asked of the router
+    /// (timers, evaluations, a directory update, its end). `None` if there is no such session.
+    fn with_session<R>(
+        &mut self,
+        id: &SessionId,
+        now: Timestamp,
+        f: impl FnOnce(&mut SessionMachine, &mut Fx<'_>) -> R,
+    ) -> Option<R> {
+        let session = self.sessions.get_mut(id)?;
+        let mut fx = Fx::new(&self.config, now, &mut self.outputs, &mut self.next_eval);
+        let result = f(session, &mut fx);
+        let asked = fx.finish();
+        self.apply_asked(id, asked, now);
+        Some(result)
+    }
+
+    fn live(&mut self, op: LiveOp) {
+        self.outputs.push_back(Output::Live(op));
     }
 
     fn send(&mut self, conn: ConnId, event: ServerEvent) {
         if self.conns.contains_key(&conn) {
             self.outputs.push_back(Output::Send { conn, event });
-        }
-    }
-
-    fn send_to(&mut self, conn: Option<ConnId>, event: ServerEvent) {
-        if let Some(conn) = conn {
-            self.send(conn, event);
         }
     }
 
@@ -437,46 +359,20 @@ impl Broker {
         );
     }
 
-    fn audit(
-        &mut self,
-        now: Timestamp,
-        tenant_id: &str,
-        session_id: Option<&SessionId>,
-        actor: Option<UserRef>,
-        kind: AuditKind,
-    ) {
-        // The actor's name, from the session's seats or an open connection of theirs.
-        let actor_name = actor.as_ref().and_then(|user| {
-            let session = session_id.and_then(|id| self.sessions.get(id));
-            let seats = session
-                .into_iter()
-                .flat_map(|s| std::iter::once(&s.helper).chain(s.sharer.as_ref()))
-                .map(|seat| &seat.party);
-            seats
-                .chain(self.conns.values().map(|c| &c.party))
-                .find(|p| p.user_ref().as_ref() == Some(user))
-                .and_then(|p| p.user_principal_name.clone())
-        });
-        self.audit_named(now, tenant_id, session_id, actor, actor_name, kind);
-    }
-
-    fn audit_named(
-        &mut self,
-        now: Timestamp,
-        tenant_id: &str,
-        session_id: Option<&SessionId>,
-        actor: Option<UserRef>,
-        actor_name: Option<String>,
-        kind: AuditKind,
-    ) {
-        self.outputs.push_back(Output::Audit(AuditEvent {
-            at: now,
-            tenant_id: tenant_id.to_owned(),
-            session_id: session_id.cloned(),
-            actor,
-            actor_name,
-            kind,
-        }));
+    fn fresh_session_id(&mut self) -> Option<SessionId> {
+        for _ in 0..FRESH_ATTEMPTS {
+            let mut bytes = [0u8; 16];
+            self.crypto.fill_random(&mut bytes);
+            let mut hex = String::with_capacity(32);
+            for b in bytes {
+                let _ = write!(hex, "{b:02x}");
+            }
+            let id = SessionId(hex);
+            if !self.sessions.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     // ----------------------------------------------------------------- inspection
@@ -485,9 +381,9 @@ impl Broker {
     pub fn session(&self, session_id: &SessionId) -> Option<SessionInfo> {
         self.sessions.get(session_id).map(|s| SessionInfo {
             state: s.state(),
-            mode: s.mode,
-            chat: s.chat,
-            tenant_id: s.tenant_id.clone(),
+            mode: s.mode(),
+            chat: s.chat_allowed(),
+            tenant_id: s.tenant_id().to_owned(),
         })
     }
 
@@ -501,8 +397,8 @@ impl Broker {
         self.conns.len()
     }
 
-    /// Codes remembered (pending, or expired and still answering `codeExpired`).
-    pub fn code_count(&self) -> usize {
-        self.live.code_count()
+    /// Live-state queries the machine is waiting for answers to.
+    pub fn live_queries_out(&self) -> usize {
+        self.pending.len()
     }
 }

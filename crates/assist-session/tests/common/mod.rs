@@ -1,6 +1,8 @@
 //! A virtual-time harness: drives connections through the broker and sorts its outputs.
 #![allow(dead_code)]
 
+pub mod live_model;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -8,9 +10,10 @@ use assist_policy::{Decision, DenyReason, Mode, Warning};
 use assist_session::message::CloseCode;
 use assist_session::{
     AuditEvent, AuditKind, Broker, BrokerConfig, ClientMessage, ClientRequest, ConnId,
-    DangerDeterministicCrypto, DeviceInfo, EvaluateRequest, Output, Party, Profile, RecordEvent,
-    RelayAccess, RequestId, ServerEvent, SessionId, Timestamp,
+    DangerDeterministicCrypto, DeviceInfo, EvaluateRequest, LiveQuery, LiveToken, Output, Party,
+    Profile, RecordEvent, RelayAccess, RequestId, ServerEvent, SessionId, Timestamp,
 };
+pub use live_model::LiveModel;
 
 /// The broker, a fake clock, and everything it said, sorted by destination.
 pub struct World {
@@ -23,6 +26,11 @@ pub struct World {
     pub records: Vec<RecordEvent>,
     pub audits: Vec<AuditEvent>,
     pub closed: Vec<(ConnId, CloseCode)>,
+    /// The live state the broker's ops and queries go to.
+    pub live: LiveModel,
+    /// While set, queries wait in `held` instead of being answered at once.
+    pub hold_live: bool,
+    pub held: VecDeque<(LiveToken, LiveQuery)>,
     next_conn: u64,
     next_request: u64,
 }
@@ -49,6 +57,9 @@ impl World {
             records: Vec::new(),
             audits: Vec::new(),
             closed: Vec::new(),
+            live: LiveModel::default(),
+            hold_live: false,
+            held: VecDeque::new(),
             next_conn: 0,
             next_request: 0,
         }
@@ -73,8 +84,28 @@ impl World {
                 }
                 Output::Record(r) => self.records.push(r),
                 Output::Audit(a) => self.audits.push(a),
+                Output::Live(op) => self.live.apply(op),
+                Output::LiveQuery { token, query } if self.hold_live => {
+                    self.held.push_back((token, query))
+                }
+                Output::LiveQuery { token, query } => {
+                    let answer = self.live.query(query);
+                    self.broker
+                        .handle_live_answer(token, answer, self.now)
+                        .expect("a query out");
+                }
             }
         }
+    }
+
+    /// Answers the held query at `index` (in the order they were asked) against the model.
+    pub fn answer_held(&mut self, index: usize) {
+        let (token, query) = self.held.remove(index).expect("a held query");
+        let answer = self.live.query(query);
+        self.broker
+            .handle_live_answer(token, answer, self.now)
+            .expect("a query out");
+        self.pump();
     }
 
     /// Moves the clock and fires due deadlines.

@@ -319,13 +319,20 @@ pub async fn summary(
     let active = rows.iter().filter(|r| r.state == "active").count();
     // Sessions asked for but not active yet (a code out, a launch ringing, consent pending),
     // from the broker's live directory.
-    let waiting = state.signal.as_ref().map_or(0, |hub| {
-        hub.live_state()
+    let waiting = match state.signal.as_ref() {
+        Some(hub) => hub
+            .live_state()
             .tenant_sessions(&caller.0.tenant_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading the live session directory failed");
+                GraphError::internal("The live session directory could not be read.")
+            })?
             .iter()
             .filter(|(_, s)| s.stage != assist_session::LiveStage::Active)
-            .count()
-    });
+            .count(),
+        None => 0,
+    };
     let in_period: Vec<&SessionRow> = rows
         .iter()
         .filter(|r| {

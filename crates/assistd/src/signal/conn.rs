@@ -18,15 +18,25 @@ pub const IDLE_PING: Duration = Duration::from_secs(45);
 /// Outbound messages queued per connection before it is considered stuck and closed.
 pub const OUTBOUND_QUEUE: usize = 256;
 
-/// What arrives from the connection.
+/// What the connection's task does with what arrives: the endpoint's handler, run on the
+/// same task as the socket IO, so a message goes from the socket to the driver with no task in
+/// between.
+pub trait Inbox: Send {
+    /// A text message arrived (JSON, not yet parsed).
+    fn text(&mut self, text: String) -> impl std::future::Future<Output = Flow> + Send;
+    /// When to close the connection, and with which code, unless it ends before.
+    fn deadline(&self) -> Option<(tokio::time::Instant, CloseCode)>;
+}
+
+/// What [`Inbox::text`] wants done next.
 #[derive(Debug)]
-pub enum Inbound {
-    /// A text message (JSON, not yet parsed).
-    Text(String),
-    /// Reserved: a message the transport refused without closing.
-    RateLimited,
-    /// The connection ended (close code, if the client sent one).
-    Closed(Option<u16>),
+pub enum Flow {
+    /// Go on reading.
+    Continue,
+    /// Write this text message, then go on.
+    Reply(String),
+    /// Close the connection with this code.
+    Close(CloseCode),
 }
 
 /// What to send on the connection.
@@ -41,14 +51,12 @@ pub enum Outbound {
 /// Queued outgoing messages written together, up to about this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
 
-/// Runs a connection: reads into `inbound`, writes what comes from the returned sender. Returns
-/// when either side ends.
-pub async fn run<S>(
-    stream: S,
-    inbound: mpsc::Sender<Inbound>,
-    mut outbound: mpsc::Receiver<Outbound>,
-) where
+/// Runs a connection: hands what it reads to `inbox`, writes what comes from `outbound`.
+/// Returns when either side ends (or the inbox's deadline passes).
+pub async fn run<S, I>(stream: S, inbox: &mut I, mut outbound: mpsc::Receiver<Outbound>)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    I: Inbox,
 {
     let (mut r, mut w) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(4096);
@@ -61,35 +69,36 @@ pub async fn run<S>(
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(WsEvent::Text(t))) => {
-                    let msg = match String::from_utf8(t.to_vec()) {
-                        Ok(s) => Inbound::Text(s),
-                        Err(_) => {
-                            let _ = w.write_all(&close_with(CloseCode::InvalidUtf8)).await;
-                            let _ = inbound
-                                .send(Inbound::Closed(Some(CloseCode::InvalidUtf8.code())))
-                                .await;
+                    let Ok(text) = String::from_utf8(t.to_vec()) else {
+                        let _ = w.write_all(&close_with(CloseCode::InvalidUtf8)).await;
+                        return;
+                    };
+                    match inbox.text(text).await {
+                        Flow::Continue => {}
+                        Flow::Reply(reply) => {
+                            let frame = ws::server_frame(Opcode::Text, reply.as_bytes());
+                            if w.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        Flow::Close(code) => {
+                            let _ = w.write_all(&close_with(code)).await;
+                            let _ = w.shutdown().await;
                             return;
                         }
-                    };
-                    if inbound.send(msg).await.is_err() {
-                        return;
                     }
                 }
                 Ok(Some(WsEvent::Binary(_))) => {
                     let _ = w.write_all(&close_with(CloseCode::ProtocolError)).await;
-                    let _ = inbound
-                        .send(Inbound::Closed(Some(CloseCode::ProtocolError.code())))
-                        .await;
                     return;
                 }
                 Ok(Some(WsEvent::Ping(p))) => {
                     let _ = w.write_all(&ws::server_frame(Opcode::Pong, &p)).await;
                 }
                 Ok(Some(WsEvent::Pong(_))) => {}
-                Ok(Some(WsEvent::Close { code, .. })) => {
+                Ok(Some(WsEvent::Close { .. })) => {
                     let _ = w.write_all(&close_with(CloseCode::Normal)).await;
                     let _ = w.shutdown().await;
-                    let _ = inbound.send(Inbound::Closed(code)).await;
                     return;
                 }
                 Ok(None) => break,
@@ -97,7 +106,6 @@ pub async fn run<S>(
                     let code =
                         CloseCode::from_code(e.close_code()).unwrap_or(CloseCode::ProtocolError);
                     let _ = w.write_all(&close_with(code)).await;
-                    let _ = inbound.send(Inbound::Closed(Some(code.code()))).await;
                     return;
                 }
             }
@@ -106,10 +114,22 @@ pub async fn run<S>(
             buf.reserve(4096);
         }
         let deadline = last_heard + IDLE_PING;
+        let inbox_deadline = inbox.deadline();
         tokio::select! {
+            _ = async {
+                match inbox_deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some((_, code)) = inbox_deadline {
+                    let _ = w.write_all(&close_with(code)).await;
+                    let _ = w.shutdown().await;
+                }
+                return;
+            }
             n = r.read_buf(&mut buf) => match n {
                 Ok(0) | Err(_) => {
-                    let _ = inbound.send(Inbound::Closed(None)).await;
                     return;
                 }
                 Ok(_) => {
@@ -136,33 +156,28 @@ pub async fn run<S>(
                         }
                     }
                     if w.write_all(&frames).await.is_err() {
-                        let _ = inbound.send(Inbound::Closed(None)).await;
                         return;
                     }
                     if let Some(Outbound::Close(code)) = then {
                         let _ = w.write_all(&close_with(code)).await;
                         let _ = w.shutdown().await;
-                        let _ = inbound.send(Inbound::Closed(None)).await;
                         return;
                     }
                 }
                 Some(Outbound::Close(code)) => {
                     let _ = w.write_all(&close_with(code)).await;
                     let _ = w.shutdown().await;
-                    let _ = inbound.send(Inbound::Closed(None)).await;
                     return;
                 }
                 None => {
                     let _ = w.write_all(&close_with(CloseCode::GoingAway)).await;
                     let _ = w.shutdown().await;
-                    let _ = inbound.send(Inbound::Closed(None)).await;
                     return;
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if pinged {
                     let _ = w.write_all(&close_with(CloseCode::Idle)).await;
-                    let _ = inbound.send(Inbound::Closed(Some(CloseCode::Idle.code()))).await;
                     return;
                 }
                 pinged = true;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-use super::conn::{self, Inbound, Outbound};
+use super::conn::{self, Flow, Inbox, Outbound};
 use super::{party_for, SignalHub};
 use crate::api::ApiError;
 use crate::state::AppState;
@@ -130,12 +130,128 @@ fn authenticate_message(text: &str) -> Option<Result<Authenticate, ()>> {
     Some(serde_json::from_value(value).map_err(|_| ()))
 }
 
-fn ack(id: &RequestId) -> Outbound {
-    Outbound::Text(serde_json::json!({"type": "ack", "id": id}).to_string())
+fn ack(id: &RequestId) -> String {
+    serde_json::json!({"type": "ack", "id": id}).to_string()
 }
 
 fn same_principal(a: &Identity, b: &Identity) -> bool {
     a.tenant_id == b.tenant_id && a.object_id == b.object_id && a.is_device == b.is_device
+}
+
+/// Where a connection stands. One per connection, moved never: boxing the identity would
+/// buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// No token yet: the first message must be `authenticate`, before `until`.
+    Authenticating { until: tokio::time::Instant },
+    /// Registered with the broker as `conn`, signed in as `identity` until `expires`.
+    Registered {
+        conn: ConnId,
+        identity: Identity,
+        expires: tokio::time::Instant,
+    },
+}
+
+/// A signalling connection's handler, on the connection's own task: it authenticates (and
+/// re-authenticates) and hands every other message to the driver.
+struct Signalling {
+    state: AppState,
+    hub: SignalHub,
+    /// The connection's outbound queue, given to the driver when it registers.
+    out_tx: mpsc::Sender<Outbound>,
+    leeway: Duration,
+    phase: Phase,
+}
+
+impl Signalling {
+    /// The first message, which must authenticate.
+    async fn authenticate(&mut self, text: &str) -> Flow {
+        let Some(auth) = serde_json::from_str::<Authenticate>(text).ok() else {
+            return Flow::Close(CloseCode::Unauthorized);
+        };
+        let Ok(identity) = self.state.validator.validate(&auth.token).await else {
+            return Flow::Close(CloseCode::Unauthorized);
+        };
+        match register(&self.state, &self.hub, &identity, &self.out_tx).await {
+            Ok(conn) => {
+                self.phase = Phase::Registered {
+                    conn,
+                    expires: expiry(&identity, self.leeway),
+                    identity,
+                };
+                match auth.id {
+                    Some(id) => Flow::Reply(ack(&id)),
+                    None => Flow::Continue,
+                }
+            }
+            Err(e) => Flow::Close(match e.status() {
+                503 => CloseCode::GoingAway,
+                _ => CloseCode::Internal,
+            }),
+        }
+    }
+
+    /// A later `authenticate`: a fresh token for the same tenant and user (or device).
+    async fn reauthenticate(&mut self, auth: Result<Authenticate, ()>) -> Flow {
+        let fresh = match &auth {
+            Ok(a) => self.state.validator.validate(&a.token).await.ok(),
+            Err(()) => None,
+        };
+        let Phase::Registered {
+            identity, expires, ..
+        } = &mut self.phase
+        else {
+            return Flow::Close(CloseCode::Unauthorized);
+        };
+        match fresh {
+            Some(fresh) if same_principal(identity, &fresh) => {
+                // The fresh token's groups replace the old one's in policy facts.
+                if !fresh.is_device {
+                    match crate::facts::ensure_user(&self.state.store, &fresh).await {
+                        Ok(u) => {
+                            if let Some(uid) = u["id"].as_str() {
+                                self.hub.note_token_groups(&fresh, uid);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "re-authentication: the directory record could not be read")
+                        }
+                    }
+                }
+                *expires = expiry(&fresh, self.leeway);
+                *identity = fresh;
+                match auth.ok().and_then(|a| a.id) {
+                    Some(id) => Flow::Reply(ack(&id)),
+                    None => Flow::Continue,
+                }
+            }
+            _ => Flow::Close(CloseCode::Unauthorized),
+        }
+    }
+}
+
+impl Inbox for Signalling {
+    async fn text(&mut self, text: String) -> Flow {
+        let conn = match &self.phase {
+            Phase::Authenticating { .. } => return self.authenticate(&text).await,
+            Phase::Registered { conn, .. } => *conn,
+        };
+        match authenticate_message(&text) {
+            // Straight to the driver: no task in between.
+            None => {
+                self.hub.text(conn, text).await;
+                Flow::Continue
+            }
+            Some(auth) => self.reauthenticate(auth).await,
+        }
+    }
+
+    fn deadline(&self) -> Option<(tokio::time::Instant, CloseCode)> {
+        match &self.phase {
+            Phase::Authenticating { until } => Some((*until, CloseCode::Unauthorized)),
+            Phase::Registered { expires, .. } => Some((*expires, CloseCode::Unauthorized)),
+        }
+    }
 }
 
 async fn serve<S>(
@@ -148,102 +264,26 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (in_tx, mut in_rx) = mpsc::channel(64);
-    let io = tokio::spawn(conn::run(stream, in_tx, out_rx));
-
-    let (conn_id, mut identity) = match registered {
-        Some(r) => r,
-        None => {
-            // First message must authenticate.
-            let first = tokio::time::timeout(AUTH_TIMEOUT, in_rx.recv()).await;
-            let auth = match first {
-                Ok(Some(Inbound::Text(t))) => serde_json::from_str::<Authenticate>(&t).ok(),
-                _ => None,
-            };
-            let validated = match &auth {
-                Some(a) => state.validator.validate(&a.token).await.ok(),
-                None => None,
-            };
-            let Some(identity) = validated else {
-                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
-                drop(in_rx);
-                let _ = io.await;
-                return;
-            };
-            match register(&state, &hub, &identity, &out_tx).await {
-                Ok(conn_id) => {
-                    if let Some(id) = auth.and_then(|a| a.id) {
-                        let _ = out_tx.send(ack(&id)).await;
-                    }
-                    (conn_id, identity)
-                }
-                Err(e) => {
-                    let code = match e.status() {
-                        503 => CloseCode::GoingAway,
-                        _ => CloseCode::Internal,
-                    };
-                    let _ = out_tx.send(Outbound::Close(code)).await;
-                    drop(in_rx);
-                    let _ = io.await;
-                    return;
-                }
-            }
-        }
-    };
     let leeway = state.validator.leeway();
-    let mut expires = expiry(&identity, leeway);
-    loop {
-        let msg = tokio::select! {
-            msg = in_rx.recv() => msg,
-            _ = tokio::time::sleep_until(expires) => {
-                let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
-                break;
-            }
-        };
-        match msg {
-            Some(Inbound::Text(t)) => match authenticate_message(&t) {
-                None => hub.text(conn_id, t).await,
-                Some(auth) => {
-                    // A fresh token: it must name the same tenant and user (or device).
-                    let fresh = match &auth {
-                        Ok(a) => state.validator.validate(&a.token).await.ok(),
-                        Err(()) => None,
-                    };
-                    match fresh {
-                        Some(fresh) if same_principal(&identity, &fresh) => {
-                            // The fresh token's groups replace the old one's in policy facts.
-                            if !fresh.is_device {
-                                match crate::facts::ensure_user(&state.store, &fresh).await {
-                                    Ok(u) => {
-                                        if let Some(uid) = u["id"].as_str() {
-                                            hub.note_token_groups(&fresh, uid);
-                                        }
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "re-authentication: the directory record could not be read")
-                                    }
-                                }
-                            }
-                            identity = fresh;
-                            expires = expiry(&identity, leeway);
-                            if let Some(id) = auth.ok().and_then(|a| a.id) {
-                                let _ = out_tx.send(ack(&id)).await;
-                            }
-                        }
-                        _ => {
-                            let _ = out_tx.send(Outbound::Close(CloseCode::Unauthorized)).await;
-                            break;
-                        }
-                    }
-                }
-            },
-            Some(Inbound::RateLimited) => {}
-            Some(Inbound::Closed(_)) | None => break,
-        }
+    let phase = match registered {
+        Some((conn, identity)) => Phase::Registered {
+            conn,
+            expires: expiry(&identity, leeway),
+            identity,
+        },
+        None => Phase::Authenticating {
+            until: tokio::time::Instant::now() + AUTH_TIMEOUT,
+        },
+    };
+    let mut inbox = Signalling {
+        state,
+        hub: hub.clone(),
+        out_tx,
+        leeway,
+        phase,
+    };
+    conn::run(stream, &mut inbox, out_rx).await;
+    if let Phase::Registered { conn, .. } = inbox.phase {
+        hub.disconnect(conn).await;
     }
-    // Nobody reads inbound messages any more: the IO task must not wait to deliver one
-    // (it would never write the close frame queued for it).
-    drop(in_rx);
-    hub.disconnect(conn_id).await;
-    let _ = io.await;
 }
