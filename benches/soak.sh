@@ -29,7 +29,7 @@ log() { echo "==> $(date -u +%H:%M:%S) $*"; }
 cd "$ROOT"
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
-    cargo build --release --locked -p assistd -p assist-loadgen --example signal_bench
+    cargo build --release --locked -p assistd -p assist-loadgen --bins --example signal_bench
 fi
 BIN=$ROOT/target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
