@@ -23,9 +23,9 @@ pub mod sessions;
 mod url;
 
 use assist_graph::settings::RemoteAssistanceSettings;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Connection as _, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,6 +144,9 @@ impl Tx {
     }
 }
 
+/// How long connecting to PostgreSQL may take (at start, and for a pooled connection later).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -205,7 +208,7 @@ impl Store {
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`)
-    /// and applies migrations. Connecting is bounded (10 s); the error names the URL with its
+    /// and applies migrations. Connecting is bounded (10 s); a failure names the URL with its
     /// password redacted.
     pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
         let redacted = redact_url(url);
@@ -213,15 +216,24 @@ impl Store {
             StoreError::InvalidUrl(format!("store URL {redacted} is not a PostgreSQL URL: {e}"))
         })?;
         let opts = opts.application_name("assistd");
+        let open_error = |source| StoreError::Open {
+            url: redacted.clone(),
+            source,
+        };
+        // One connection first, so that a refused or failed connection is reported at once
+        // (the pool would retry it until its acquire timeout), bounded for a host that never
+        // answers.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+            .await
+            .map_err(|_| open_error(sqlx::Error::PoolTimedOut))?
+            .map_err(open_error)?;
+        first.close().await.map_err(open_error)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                url: redacted.clone(),
-                source,
-            })?;
+            .map_err(open_error)?;
         postgres_db::migrate(&pool).await?;
         Ok(Self::with_pool(Pool::Postgres(pool)))
     }
@@ -318,59 +330,4 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use assist_graph::settings::RemoteAssistanceState;
-
-    #[tokio::test]
-    async fn settings_default_then_persist_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("assist.db");
-        let store = Store::open_sqlite(&path).await.unwrap();
-        assert_eq!(
-            store.settings("t1").await.unwrap(),
-            RemoteAssistanceSettings::default()
-        );
-        let s = RemoteAssistanceSettings {
-            state: RemoteAssistanceState::Enabled,
-            allow_sessions_to_unenrolled_devices: false,
-            block_chat: true,
-        };
-        let ev = AuditEvent::new(
-            "Patch remoteAssistanceSettings",
-            "Update",
-            "RemoteAssistance",
-        );
-        store.save_settings("t1", &s, Some(&ev)).await.unwrap();
-        store.close().await;
-
-        let store = Store::open_sqlite(&path).await.unwrap();
-        assert_eq!(store.settings("t1").await.unwrap(), s);
-        assert_eq!(
-            store.settings("t2").await.unwrap(),
-            RemoteAssistanceSettings::default()
-        );
-        let events = store.audit_events("t1").await.unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0]["activityOperationType"], "Update");
-        assert!(store.audit_events("t2").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("assist.db");
-        let store = Store::open_sqlite(&path).await.unwrap();
-        store
-            .execute_raw_for_tests("INSERT INTO assist_schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')")
-            .await
-            .unwrap();
-        store.close().await;
-        let e = Store::open_sqlite(&path).await.unwrap_err();
-        assert!(
-            matches!(e, StoreError::SchemaTooNew { found: 999, .. }),
-            "{e}"
-        );
-    }
-}
+// Behaviours are tested on both databases in tests/conformance.rs.
