@@ -60,7 +60,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The database could not be reached or opened at start.
-    #[error("cannot open the database {url}: {source}")]
+    #[error("cannot open the database {url}")]
     Open {
         /// The store URL, password redacted.
         url: String,

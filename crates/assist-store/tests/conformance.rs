@@ -812,12 +812,18 @@ async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     let e = Store::open(&StoreUrl::parse(&url).unwrap())
         .await
         .unwrap_err();
-    let msg = e.to_string();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
     assert!(matches!(e, StoreError::Open { .. }), "{msg}");
     assert!(
         msg.contains(&format!("postgres://assist:***@127.0.0.1:{port}/assist")),
         "{msg}"
     );
     assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("refused"), "says why: {msg}");
     assert!(!format!("{e:?}").contains("hunter2"));
 }

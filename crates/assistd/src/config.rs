@@ -1221,6 +1221,41 @@ mod tests {
     }
 
     #[test]
+    fn the_store_url_defaults_to_the_data_dir_and_is_checked() {
+        use assist_store::StoreUrl;
+        let s = resolve("data_dir = \"/srv/a\"", Overrides::default()).unwrap();
+        assert_eq!(s.store, StoreUrl::Sqlite(PathBuf::from("/srv/a/assist.db")));
+        let s = resolve(
+            "[store]\nurl = \"postgres://assist:s3cret@db:5432/assist\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(s.store, StoreUrl::Postgres(_)));
+        assert!(!format!("{s:?}").contains("s3cret"), "Debug redacts it");
+        let env = Overrides {
+            store_url: Some("sqlite:///var/lib/assist/x.db".into()),
+            ..Default::default()
+        };
+        let s = resolve("[store]\nurl = \"postgres://db/a\"", env).unwrap();
+        assert_eq!(
+            s.store,
+            StoreUrl::Sqlite(PathBuf::from("/var/lib/assist/x.db"))
+        );
+        let e = resolve(
+            "[store]\nurl = \"mysql://assist:s3cret@db/a\"",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("`store.url` (store.url in assist.toml)"), "{e}");
+        assert!(
+            e.contains("unknown scheme 'mysql'") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(resolve("[store]\nuri = \"x\"", Overrides::default()).is_err());
+    }
+
+    #[test]
     fn defaults() {
         let s = resolve("", Overrides::default()).unwrap();
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());

@@ -286,10 +286,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let open_files = crate::admission::raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    // The error names the URL with its password redacted (StoreError::Open).
+    // A failure to connect names the URL with its password redacted (StoreError::Open).
     let store = Store::open(&settings.store)
         .await
-        .with_context(|| format!("opening the store {}", settings.store))?;
+        .context("opening the store")?;
     tracing::info!(store = %settings.store, "store open");
     // Recovery: sessions left open by a previous process are closed at their last known time.
     let recovered = store.close_open_sessions("brokerRestart").await?;
