@@ -4,18 +4,27 @@
 # end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent), and README.md's
 # own commands (tests/readme/run.py).
 # Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run,
-#                              and the e2e test's dependencies with scripts/install-test-deps.sh)
+#                              and the e2e and store tests' dependencies, PostgreSQL included,
+#                              with scripts/install-test-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || ! command -v setxkbmap >/dev/null \
-  || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/oidc/node_modules/oidc-provider ]; then
-  echo "==> installing the e2e test's dependencies (scripts/install-test-deps.sh)"
-  bash scripts/install-test-deps.sh || echo "warning: could not install them; the browser e2e test may be skipped" >&2
+  || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/oidc/node_modules/oidc-provider ] \
+  || ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ! command -v redis-server >/dev/null; then
+  echo "==> installing the e2e and store tests' dependencies (scripts/install-test-deps.sh)"
+  bash scripts/install-test-deps.sh || echo "warning: could not install them; the browser e2e and PostgreSQL tests may be skipped" >&2
 fi
 
 echo "==> cargo test (workspace)"
 cargo test --workspace --locked
+
+# The admin API, directory and report tests once more with the server's store on PostgreSQL
+# (a server of the tests' own on loopback; about a minute). The store's own conformance suite
+# already ran on both databases above.
+echo "==> admin API tests against PostgreSQL (ASSIST_TEST_STORE=postgres)"
+ASSIST_TEST_STORE=postgres cargo test --locked -p assistd \
+  --test admin_settings --test admin_directory --test directory_roles --test reports
 
 echo "==> Graph SDK conformance (tests/sdk)"
 cargo build --locked -p assistd

@@ -5,7 +5,9 @@
 # tests/e2e/node_modules (`npm ci`, the pinned version; no browser download), and panva's
 # oidc-provider in tests/oidc/node_modules (the second OpenID Connect provider the sign-in
 # tests run against).
-# Node and npm come from the distribution too when missing.
+# Node and npm come from the distribution too when missing. The database and cache servers the
+# store and cluster tests start on loopback come from the distribution as well: postgresql
+# (initdb and postgres in /usr/lib/postgresql/*/bin) and redis-server.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,9 @@ command -v xauth >/dev/null || missing+=(xauth)
 command -v setxkbmap >/dev/null || missing+=(x11-xkb-utils)  # the agent's non-US keymap test
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
+# The store tests' PostgreSQL (assist-testkit looks in /usr/lib/postgresql/*/bin).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
@@ -30,6 +35,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-test-deps: installing ${missing[*]}"
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's postgresql package creates and starts a cluster of its own; the tests do not use
+  # it (they run their own server on a free port), so it may stay or be stopped.
 fi
 
 command -v npm >/dev/null || { echo "install-test-deps: npm (node 20+) is needed" >&2; exit 1; }

@@ -1,9 +1,7 @@
 //! The audit trail: Graph `auditEvent`s, appended in the same transaction as the change they
 //! record, never updated or deleted through the API.
 
-use crate::StoreError;
 use serde_json::{json, Value};
-use sqlx::{Row, SqlitePool};
 
 /// One audit event, in Graph's `auditEvent` shape.
 #[derive(Debug, Clone)]
@@ -82,80 +80,11 @@ impl AuditEvent {
         self
     }
 
-    fn str_field(&self, k: &str) -> &str {
+    pub(crate) fn str_field(&self, k: &str) -> &str {
         self.body.get(k).and_then(Value::as_str).unwrap_or("")
     }
 }
 
-pub(crate) async fn insert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    tenant_id: &str,
-    event: &AuditEvent,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(tenant_id)
-    .bind(event.str_field("id"))
-    .bind(event.str_field("activityDateTime"))
-    .bind(event.str_field("category"))
-    .bind(event.body.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Rows per multi-row INSERT: 5 bound values each, well under SQLite's 32,766 variables.
+/// Rows per multi-row INSERT: 5 bound values each, well under SQLite's 32,766 variables and
+/// PostgreSQL's 65,535 parameters.
 pub(crate) const MAX_ROWS_PER_INSERT: usize = 200;
-
-/// Inserts `(tenant, event)` rows with one statement.
-pub(crate) async fn insert_many(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &[(&str, &AuditEvent)],
-) -> Result<(), StoreError> {
-    let mut sql = String::from(
-        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ",
-    );
-    for i in 0..events.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let b = i * 5;
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5
-        ));
-    }
-    // Built only from numbered placeholders; every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (tenant_id, event) in events {
-        q = q
-            .bind(*tenant_id)
-            .bind(event.str_field("id"))
-            .bind(event.str_field("activityDateTime"))
-            .bind(event.str_field("category"))
-            .bind(event.body.to_string());
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
-}
-
-pub(crate) async fn list(pool: &SqlitePool, tenant_id: &str) -> Result<Vec<Value>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT body FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
-    )
-    .bind(tenant_id)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let body: String = r.try_get(0)?;
-            serde_json::from_str(&body)
-                .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))
-        })
-        .collect()
-}

@@ -1,10 +1,12 @@
 //! Directory and RBAC objects, stored as their Graph JSON bodies per tenant and kind, and group
 //! membership. Every write takes the audit event that records it and stores both in one
-//! transaction.
+//! transaction. Admin read-modify-writes (read, check, write) run in an
+//! [`AdminTransaction`], which holds the locks that keep them correct with writers on other
+//! nodes.
 
-use crate::{audit, AuditEvent, Store, StoreError};
+use crate::{on_pool, on_tx, postgres_db, AuditEvent, Store, StoreError, Tx};
+use assist_graph::settings::RemoteAssistanceSettings;
 use serde_json::Value;
-use sqlx::Row;
 
 /// What kind of object a member of a group is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +26,7 @@ impl MemberKind {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "user" => Ok(Self::User),
             "managedDevice" => Ok(Self::Device),
@@ -33,46 +35,35 @@ impl MemberKind {
     }
 }
 
-fn decode(body: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("object body: {e}")))
+/// One tenant's admin read-modify-write, in one database transaction: what it reads cannot be
+/// changed by another writer (on this node or another sharing the database) before it commits.
+///
+/// - SQLite: the transaction starts with `BEGIN IMMEDIATE`, so it holds the database's write
+///   lock from its first read to its commit.
+/// - PostgreSQL: it takes a transaction-scoped advisory lock on the tenant (admin writers of one
+///   tenant take turns, which also covers checks over rows that do not exist yet: uniqueness,
+///   references), and the `*_for_update` reads lock their row (`SELECT … FOR UPDATE`).
+///
+/// Dropped without [`AdminTransaction::commit`], it rolls back. Keep it short: it holds a
+/// connection and, on SQLite, every writer waits for it.
+pub struct AdminTransaction {
+    tx: Tx,
+    store: Store,
+    tenant_id: String,
+    policy_changed: bool,
 }
 
-/// A query ready to run on the store's database.
-pub(crate) type Write<'q> =
-    sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>;
-
 impl Store {
-    /// Runs one write and, only if it changed a row, appends `audit`, in one transaction.
-    /// Returns whether a row changed (a write that changed nothing leaves no audit event).
-    pub(crate) async fn audited_write(
-        &self,
-        tenant_id: &str,
-        write: Write<'_>,
-        audit: Option<&AuditEvent>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if write.execute(&mut *tx).await?.rows_affected() == 0 {
-            return Ok(false);
-        }
-        if let Some(a) = audit {
-            audit::insert(&mut tx, tenant_id, a).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// [`Store::audited_write`] of a directory change: also moves the directory generation on.
-    async fn directory_write(
-        &self,
-        tenant_id: &str,
-        write: Write<'_>,
-        audit: Option<&AuditEvent>,
-    ) -> Result<bool, StoreError> {
-        let changed = self.audited_write(tenant_id, write, audit).await?;
-        if changed {
-            self.directory_changed();
-        }
-        Ok(changed)
+    /// Begins an admin read-modify-write transaction on `tenant_id` (see [`AdminTransaction`]).
+    pub async fn admin_transaction(&self, tenant_id: &str) -> Result<AdminTransaction, StoreError> {
+        let mut tx = self.begin(true).await?;
+        on_tx!(tx, lock_tenant(tenant_id))?;
+        Ok(AdminTransaction {
+            tx,
+            store: self.clone(),
+            tenant_id: tenant_id.to_owned(),
+            policy_changed: false,
+        })
     }
 
     /// Every object of `kind` in the tenant, in creation order.
@@ -81,16 +72,7 @@ impl Store {
         tenant_id: &str,
         kind: &str,
     ) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT body FROM directory_objects WHERE tenant_id = $1 AND kind = $2 ORDER BY seq",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| decode(&r.try_get::<String, _>(0)?))
-            .collect()
+        on_pool!(self, list_objects(tenant_id, kind))
     }
 
     /// Up to `limit` objects of `kind` across every tenant, with their tenant ids, in creation
@@ -100,21 +82,7 @@ impl Store {
         kind: &str,
         limit: u32,
     ) -> Result<Vec<(String, Value)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, body FROM directory_objects WHERE kind = $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(kind)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0)?,
-                    decode(&r.try_get::<String, _>(1)?)?,
-                ))
-            })
-            .collect()
+        on_pool!(self, list_objects_all_tenants(kind, limit))
     }
 
     /// One object, if it exists.
@@ -124,15 +92,7 @@ impl Store {
         kind: &str,
         id: &str,
     ) -> Result<Option<Value>, StoreError> {
-        let row = sqlx::query(
-            "SELECT body FROM directory_objects WHERE tenant_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| decode(&r.try_get::<String, _>(0)?)).transpose()
+        on_pool!(self, get_object(tenant_id, kind, id, false))
     }
 
     /// Inserts a new object (its `id` must be unused) with its audit event. Returns false, and
@@ -145,16 +105,10 @@ impl Store {
         body: &Value,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "INSERT INTO directory_objects (tenant_id, kind, id, seq, body) \
-             SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1, $4 FROM directory_objects WHERE tenant_id = $1 AND kind = $2 \
-             ON CONFLICT (tenant_id, kind, id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(id)
-        .bind(body.to_string());
-        self.directory_write(tenant_id, write, audit).await
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        let done = tx.insert_object(kind, id, body, audit).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Replaces an existing object's body with its audit event. Returns false if it does not exist.
@@ -166,14 +120,10 @@ impl Store {
         body: &Value,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "UPDATE directory_objects SET body = $4 WHERE tenant_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(id)
-        .bind(body.to_string());
-        self.directory_write(tenant_id, write, Some(audit)).await
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        let done = tx.update_object(kind, id, body, audit).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Deletes an object, and its group memberships (as a group or as a member), with its audit
@@ -185,29 +135,10 @@ impl Store {
         id: &str,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM directory_objects WHERE tenant_id = $1 AND kind = $2 AND id = $3",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "DELETE FROM group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        audit::insert(&mut tx, tenant_id, audit).await?;
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        let done = tx.delete_object(kind, id, audit).await?;
         tx.commit().await?;
-        self.directory_changed();
-        Ok(true)
+        Ok(done)
     }
 
     /// Adds `member` to `group`. Returns false, writing nothing, if it already is a member.
@@ -219,15 +150,10 @@ impl Store {
         kind: MemberKind,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "INSERT INTO group_members (tenant_id, group_id, member_id, member_kind) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(group_id)
-        .bind(member_id)
-        .bind(kind.as_str());
-        self.directory_write(tenant_id, write, Some(audit)).await
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        let done = tx.add_member(group_id, member_id, kind, audit).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Removes `member` from `group`. Returns false if it was not a member.
@@ -238,13 +164,10 @@ impl Store {
         member_id: &str,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3",
-        )
-        .bind(tenant_id)
-        .bind(group_id)
-        .bind(member_id);
-        self.directory_write(tenant_id, write, Some(audit)).await
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        let done = tx.remove_member(group_id, member_id, audit).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// A group's members, in the order they were added.
@@ -253,19 +176,7 @@ impl Store {
         tenant_id: &str,
         group_id: &str,
     ) -> Result<Vec<(String, MemberKind)>, StoreError> {
-        let rows = sqlx::query("SELECT member_id, member_kind FROM group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY rowid")
-            .bind(tenant_id)
-            .bind(group_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0)?,
-                    MemberKind::parse(&r.try_get::<String, _>(1)?)?,
-                ))
-            })
-            .collect()
+        on_pool!(self, members(tenant_id, group_id))
     }
 
     /// The groups an object (user or device) is a direct member of.
@@ -274,169 +185,145 @@ impl Store {
         tenant_id: &str,
         member_id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT group_id FROM group_members WHERE tenant_id = $1 AND member_id = $2 ORDER BY group_id")
-            .bind(tenant_id)
-            .bind(member_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        on_pool!(self, groups_of(tenant_id, member_id))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sessions::SessionWrite;
-    use serde_json::json;
-
-    fn ev() -> AuditEvent {
-        AuditEvent::new("test", "Create", "Other")
+impl AdminTransaction {
+    /// The tenant this transaction writes.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
     }
 
-    #[tokio::test]
-    async fn the_generation_moves_on_policy_input_changes_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
-        let g0 = store.directory_generation();
-        store
-            .insert_object("t", "group", "g1", &json!({"id":"g1"}), Some(&ev()))
-            .await
-            .unwrap();
-        let g1 = store.directory_generation();
-        assert_ne!(g1, g0, "an insert");
-        assert!(!store
-            .insert_object("t", "group", "g1", &json!({"id":"g1"}), Some(&ev()))
-            .await
-            .unwrap());
-        assert_eq!(
-            store.directory_generation(),
-            g1,
-            "a write that changed nothing"
-        );
-        store
-            .add_member("t", "g1", "u1", MemberKind::User, &ev())
-            .await
-            .unwrap();
-        let g2 = store.directory_generation();
-        assert_ne!(g2, g1, "a membership");
-        let clone = store.clone();
-        clone
-            .save_settings("t", &Default::default(), None)
-            .await
-            .unwrap();
-        let g3 = store.directory_generation();
-        assert_ne!(g3, g2, "settings, through a clone");
-        store.append_audit("t", &ev()).await.unwrap();
-        store
-            .session_started(
-                "t",
-                "s1",
-                "2026-11-01T00:00:00Z",
-                "viewOnly",
-                &json!({}),
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(store.directory_generation(), g3, "audit and session writes");
-        store
-            .delete_object("t", "group", "g1", &ev())
-            .await
-            .unwrap();
-        assert_ne!(store.directory_generation(), g3, "a delete");
+    /// Appends `audit` if a write changed a row, and notes a policy-input change.
+    async fn changed(&mut self, rows: u64, audit: Option<&AuditEvent>) -> Result<bool, StoreError> {
+        if rows == 0 {
+            return Ok(false);
+        }
+        if let Some(a) = audit {
+            let t = self.tenant_id.as_str();
+            on_tx!(self.tx, audit_insert(t, a))?;
+        }
+        self.policy_changed = true;
+        Ok(true)
     }
 
-    #[tokio::test]
-    async fn batched_audit_events_are_all_stored_in_order_per_tenant() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
-        store.write_session_batch(&[]).await.unwrap();
-        // More than one multi-row statement's worth, across two tenants.
-        let events: Vec<SessionWrite> = (0..450)
-            .map(|i| {
-                let tenant = if i % 3 == 0 { "b" } else { "a" };
-                let event = AuditEvent::new(&format!("event {i:03}"), "Action", "Session");
-                SessionWrite::Audit {
-                    tenant_id: tenant.to_owned(),
-                    event,
-                }
-            })
-            .collect();
-        store.write_session_batch(&events).await.unwrap();
-        let a = store.audit_events("a").await.unwrap();
-        let b = store.audit_events("b").await.unwrap();
-        assert_eq!((a.len(), b.len()), (300, 150));
-        let mut names: Vec<String> = a
-            .iter()
-            .map(|e| e["activity"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names.first().map(String::as_str), Some("event 001"));
-        assert_eq!(names.last().map(String::as_str), Some("event 449"));
-        assert!(b.iter().all(|e| e["category"] == "Session"));
+    /// The tenant's settings (the defaults if never configured), locked until commit.
+    pub async fn settings_for_update(&mut self) -> Result<RemoteAssistanceSettings, StoreError> {
+        let t = self.tenant_id.as_str();
+        if let Tx::Postgres(c) = &mut self.tx {
+            // A row to lock even for a tenant still on the defaults (rolled back with the rest
+            // if the change is refused).
+            postgres_db::save_settings(c, t, &RemoteAssistanceSettings::default(), true).await?;
+        }
+        Ok(on_tx!(self.tx, settings(t, true))?.unwrap_or_default())
     }
 
-    #[tokio::test]
-    async fn objects_crud_membership_and_audit_in_one_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
-        assert!(store
-            .insert_object("t", "user", "u1", &json!({"id":"u1"}), Some(&ev()))
-            .await
-            .unwrap());
-        assert!(store
-            .insert_object("t", "user", "u2", &json!({"id":"u2"}), Some(&ev()))
-            .await
-            .unwrap());
-        assert!(!store
-            .insert_object("t", "user", "u1", &json!({"id":"dup"}), Some(&ev()))
-            .await
-            .unwrap());
-        assert!(store
-            .insert_object("t", "group", "g1", &json!({"id":"g1"}), Some(&ev()))
-            .await
-            .unwrap());
-        assert!(store
-            .insert_object("other", "user", "u1", &json!({"id":"u1","t":2}), None)
-            .await
-            .unwrap());
-        let users = store.list_objects("t", "user").await.unwrap();
-        assert_eq!(users, vec![json!({"id":"u1"}), json!({"id":"u2"})]);
-        assert!(store
-            .add_member("t", "g1", "u1", MemberKind::User, &ev())
-            .await
-            .unwrap());
-        assert!(!store
-            .add_member("t", "g1", "u1", MemberKind::User, &ev())
-            .await
-            .unwrap());
-        assert_eq!(store.groups_of("t", "u1").await.unwrap(), vec!["g1"]);
-        assert!(store.groups_of("other", "u1").await.unwrap().is_empty());
-        assert!(store
-            .update_object("t", "user", "u1", &json!({"id":"u1","x":1}), &ev())
-            .await
-            .unwrap());
-        assert!(!store
-            .update_object("t", "user", "nope", &json!({}), &ev())
-            .await
-            .unwrap());
-        assert_eq!(
-            store.get_object("t", "user", "u1").await.unwrap(),
-            Some(json!({"id":"u1","x":1}))
-        );
-        assert!(store.delete_object("t", "user", "u1", &ev()).await.unwrap());
-        assert!(
-            store.groups_of("t", "u1").await.unwrap().is_empty(),
-            "membership went with the user"
-        );
-        assert!(store.members("t", "g1").await.unwrap().is_empty());
-        assert_eq!(
-            store.get_object("other", "user", "u1").await.unwrap(),
-            Some(json!({"id":"u1","t":2}))
-        );
-        // 3 inserts + 1 member add + 1 update + 1 delete; the refused writes left nothing.
-        assert_eq!(store.audit_events("t").await.unwrap().len(), 6);
+    /// Replaces the tenant's settings, with `audit`.
+    pub async fn save_settings(
+        &mut self,
+        settings: &RemoteAssistanceSettings,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, save_settings(t, settings, false))?;
+        self.changed(1, audit).await?;
+        Ok(())
+    }
+
+    /// Every object of `kind` in the tenant, in creation order, as this transaction sees them.
+    pub async fn list_objects(&mut self, kind: &str) -> Result<Vec<Value>, StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, list_objects(t, kind))
+    }
+
+    /// One object, as this transaction sees it (not locked).
+    pub async fn get_object(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, get_object(t, kind, id, false))
+    }
+
+    /// One object, its row locked until commit: the read of a read-modify-write.
+    pub async fn get_object_for_update(
+        &mut self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, get_object(t, kind, id, true))
+    }
+
+    /// [`Store::insert_object`] inside this transaction.
+    pub async fn insert_object(
+        &mut self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        audit: Option<&AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let t = self.tenant_id.as_str();
+        let rows = on_tx!(self.tx, insert_object(t, kind, id, body))?;
+        self.changed(rows, audit).await
+    }
+
+    /// [`Store::update_object`] inside this transaction.
+    pub async fn update_object(
+        &mut self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let t = self.tenant_id.as_str();
+        let rows = on_tx!(self.tx, update_object(t, kind, id, body))?;
+        self.changed(rows, Some(audit)).await
+    }
+
+    /// [`Store::delete_object`] inside this transaction.
+    pub async fn delete_object(
+        &mut self,
+        kind: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let t = self.tenant_id.as_str();
+        let rows = on_tx!(self.tx, delete_object(t, kind, id))?;
+        self.changed(rows, Some(audit)).await
+    }
+
+    /// [`Store::add_member`] inside this transaction.
+    pub async fn add_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        kind: MemberKind,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let t = self.tenant_id.as_str();
+        let rows = on_tx!(self.tx, add_member(t, group_id, member_id, kind))?;
+        self.changed(rows, Some(audit)).await
+    }
+
+    /// [`Store::remove_member`] inside this transaction.
+    pub async fn remove_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let t = self.tenant_id.as_str();
+        let rows = on_tx!(self.tx, remove_member(t, group_id, member_id))?;
+        self.changed(rows, Some(audit)).await
+    }
+
+    /// Commits; the directory generation moves on if a policy input changed.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if self.policy_changed {
+            self.store.directory_changed();
+        }
+        Ok(())
     }
 }
+
+// Behaviours are tested on both databases in tests/conformance.rs.

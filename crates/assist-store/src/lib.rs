@@ -2,21 +2,30 @@
 //!
 //! This crate owns the database: its schema (versioned migrations embedded in the binary,
 //! applied on open, refused if the database is newer than the code), and the reads and writes
-//! the broker and admin API make. Today the backend is SQLite (one file in the data
-//! directory); the queries are written to move to PostgreSQL for cluster mode. It does not
-//! decide anything: validation happens before a write reaches it, permission checks in the
+//! the broker and admin API make. Two databases sit behind one API: SQLite (one file in the
+//! data directory, a single node) and PostgreSQL (shared by every node of a cluster). It does
+//! not decide anything: validation happens before a write reaches it, permission checks in the
 //! admin API.
+//!
+//! Both run the same SQL through sqlx (`backend.rs`, compiled once per database); each has its
+//! own migrations with its own column types. An enum over the two pools rather than
+//! `sqlx::Any`: `Any` knows only integers, floats, text and blobs, so PostgreSQL's columns
+//! would have to be TEXT (or every query carry per-database casts), and SQLite's connection
+//! options (WAL, pragmas) would be out of reach.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+mod codec;
 pub mod directory;
 mod migrations;
 pub mod sessions;
+mod url;
 
-use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};
+use assist_graph::settings::RemoteAssistanceSettings;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection as _, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +33,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use audit::AuditEvent;
+pub use url::{redact_url, StoreUrl};
 
-/// Store failures. All are our side's (or the disk's) fault, never the caller's.
+/// The SQLite instantiation of `backend.rs`.
+mod sqlite_db {
+    type DB = sqlx::Sqlite;
+    const POSTGRES: bool = false;
+    const MIGRATIONS: crate::migrations::Migrations = crate::migrations::SQLITE;
+    include!("backend.rs");
+}
+
+/// The PostgreSQL instantiation of `backend.rs`.
+mod postgres_db {
+    type DB = sqlx::Postgres;
+    const POSTGRES: bool = true;
+    const MIGRATIONS: crate::migrations::Migrations = crate::migrations::POSTGRES;
+    include!("backend.rs");
+}
+
+/// Store failures. All are our side's (or the disk's, or the database server's) fault, never
+/// the caller's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database could not be opened or a query failed.
+    /// A query failed (or the database went away).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database could not be reached or opened at start.
+    #[error("cannot open the database {url}")]
+    Open {
+        /// The store URL, password redacted.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The store URL is not one Assist can use.
+    #[error("{0}")]
+    InvalidUrl(String),
     /// The database was written by a newer Assist.
     #[error("database schema version {found} is newer than this assistd supports ({supported}); upgrade assistd")]
     SchemaTooNew {
@@ -45,23 +83,100 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether the database itself is unreachable or overloaded (a 503 rather than a 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            ) | StoreError::Open { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `backend.rs`'s `$f` on a connection from the store's pool.
+macro_rules! on_pool {
+    ($store:expr, $f:ident($($a:expr),* $(,)?)) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite(p) => {
+                let mut c = p.acquire().await?;
+                $crate::sqlite_db::$f(&mut c, $($a),*).await
+            }
+            $crate::Pool::Postgres(p) => {
+                let mut c = p.acquire().await?;
+                $crate::postgres_db::$f(&mut c, $($a),*).await
+            }
+        }
+    };
+}
+
+/// Runs `backend.rs`'s `$f` inside a transaction.
+macro_rules! on_tx {
+    ($tx:expr, $f:ident($($a:expr),* $(,)?)) => {
+        match &mut $tx {
+            $crate::Tx::Sqlite(t) => $crate::sqlite_db::$f(t, $($a),*).await,
+            $crate::Tx::Postgres(t) => $crate::postgres_db::$f(t, $($a),*).await,
+        }
+    };
+}
+pub(crate) use {on_pool, on_tx};
+
+/// A transaction of either database.
+pub(crate) enum Tx {
+    Sqlite(sqlite_db::Tx),
+    Postgres(postgres_db::Tx),
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// How long connecting to PostgreSQL may take (at start, and for a pooled connection later).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     /// Moves on after every committed change to policy inputs (settings, directory objects,
     /// group memberships) made through this handle or its clones.
     generation: Arc<AtomicU64>,
 }
 
-/// The current time as Graph writes it (RFC 3339, UTC).
+/// The current time as Graph writes it (RFC 3339, UTC), to the microsecond: what both
+/// databases keep, so a time reads back as it was written from either.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
+    let now = time::OffsetDateTime::now_utc();
+    let micros = now.nanosecond() / 1000 * 1000;
+    now.replace_nanosecond(micros)
+        .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
 impl Store {
+    /// Opens the store `url` names (creating a SQLite file if missing) and applies migrations.
+    /// Errors name the URL with its password redacted.
+    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        match url {
+            StoreUrl::Sqlite(path) => Self::open_sqlite(path).await,
+            StoreUrl::Postgres(s) => Self::open_postgres(s).await,
+        }
+    }
+
     /// Opens (creating if missing) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite://")?
@@ -83,66 +198,86 @@ impl Store {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
-            .await?;
-        migrations::apply(&pool).await?;
-        Ok(Self {
+            .await
+            .map_err(|source| StoreError::Open {
+                url: format!("sqlite://{}", path.display()),
+                source,
+            })?;
+        sqlite_db::migrate(&pool).await?;
+        Ok(Self::with_pool(Pool::Sqlite(pool)))
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`)
+    /// and applies migrations. Connecting is bounded (10 s); a failure names the URL with its
+    /// password redacted.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let redacted = redact_url(url);
+        let opts = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::InvalidUrl(format!("store URL {redacted} is not a PostgreSQL URL: {e}"))
+        })?;
+        let opts = opts.application_name("assistd");
+        let open_error = |source| StoreError::Open {
+            url: redacted.clone(),
+            source,
+        };
+        // One connection first, so that a refused or failed connection is reported at once
+        // (the pool would retry it until its acquire timeout), bounded for a host that never
+        // answers.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+            .await
+            .map_err(|_| open_error(sqlx::Error::PoolTimedOut))?
+            .map_err(open_error)?;
+        first.close().await.map_err(open_error)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(open_error)?;
+        postgres_db::migrate(&pool).await?;
+        Ok(Self::with_pool(Pool::Postgres(pool)))
+    }
+
+    fn with_pool(pool: Pool) -> Self {
+        Self {
             pool,
             generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Begins a transaction: `write_lock` makes SQLite's a `BEGIN IMMEDIATE`.
+    pub(crate) async fn begin(&self, write_lock: bool) -> Result<Tx, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(sqlite_db::begin(p, write_lock).await?),
+            Pool::Postgres(p) => Tx::Postgres(postgres_db::begin(p, write_lock).await?),
         })
     }
 
     /// A tenant's settings; the defaults if the tenant never configured them.
     pub async fn settings(&self, tenant_id: &str) -> Result<RemoteAssistanceSettings, StoreError> {
-        let row = sqlx::query(
-            "SELECT remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat \
-             FROM remote_assistance_settings WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(RemoteAssistanceSettings::default());
-        };
-        let state: String = row.try_get(0)?;
-        Ok(RemoteAssistanceSettings {
-            state: RemoteAssistanceState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("remote_assistance_state '{state}'")))?,
-            allow_sessions_to_unenrolled_devices: row.try_get::<i64, _>(1)? != 0,
-            block_chat: row.try_get::<i64, _>(2)? != 0,
-        })
+        Ok(on_pool!(self, settings(tenant_id, false))?.unwrap_or_default())
     }
 
     /// Replaces a tenant's settings and appends `audit` in the same transaction, so a change is
-    /// never stored without its audit event (nor the other way round).
+    /// never stored without its audit event (nor the other way round). A read-modify-write
+    /// (PATCH) goes through [`Store::admin_transaction`] instead.
     pub async fn save_settings(
         &self,
         tenant_id: &str,
         settings: &RemoteAssistanceSettings,
         audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO remote_assistance_settings \
-             (tenant_id, remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant_id) DO UPDATE SET \
-             remote_assistance_state = excluded.remote_assistance_state, \
-             allow_sessions_to_unenrolled_devices = excluded.allow_sessions_to_unenrolled_devices, \
-             block_chat = excluded.block_chat, updated_at = excluded.updated_at",
-        )
-        .bind(tenant_id)
-        .bind(settings.state.as_str())
-        .bind(settings.allow_sessions_to_unenrolled_devices as i64)
-        .bind(settings.block_chat as i64)
-        .bind(now_rfc3339())
-        .execute(&mut *tx)
-        .await?;
-        if let Some(event) = audit {
-            audit::insert(&mut tx, tenant_id, event).await?;
-        }
-        tx.commit().await?;
-        self.directory_changed();
-        Ok(())
+        let mut tx = self.admin_transaction(tenant_id).await?;
+        tx.save_settings(settings, audit).await?;
+        tx.commit().await
     }
 
     /// The directory generation: it changes after every committed change to what the policy
@@ -163,10 +298,7 @@ impl Store {
         tenant_id: &str,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        audit::insert(&mut tx, tenant_id, event).await?;
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self, audit_insert(tenant_id, event))
     }
 
     /// A tenant's audit events, oldest first.
@@ -174,73 +306,28 @@ impl Store {
         &self,
         tenant_id: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        audit::list(&self.pool, tenant_id).await
+        on_pool!(self, audit_list(tenant_id))
     }
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        on_pool!(self, ping())
+    }
+
+    /// Runs one SQL statement as given, for tests that set up states the API cannot make
+    /// (a newer schema, a corrupt row). Not for production code.
+    #[doc(hidden)]
+    pub async fn execute_raw_for_tests(&self, sql: &'static str) -> Result<u64, StoreError> {
+        on_pool!(self, execute_raw(sql))
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn settings_default_then_persist_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("assist.db");
-        let store = Store::open_sqlite(&path).await.unwrap();
-        assert_eq!(
-            store.settings("t1").await.unwrap(),
-            RemoteAssistanceSettings::default()
-        );
-        let s = RemoteAssistanceSettings {
-            state: RemoteAssistanceState::Enabled,
-            allow_sessions_to_unenrolled_devices: false,
-            block_chat: true,
-        };
-        let ev = AuditEvent::new(
-            "Patch remoteAssistanceSettings",
-            "Update",
-            "RemoteAssistance",
-        );
-        store.save_settings("t1", &s, Some(&ev)).await.unwrap();
-        store.close().await;
-
-        let store = Store::open_sqlite(&path).await.unwrap();
-        assert_eq!(store.settings("t1").await.unwrap(), s);
-        assert_eq!(
-            store.settings("t2").await.unwrap(),
-            RemoteAssistanceSettings::default()
-        );
-        let events = store.audit_events("t1").await.unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0]["activityOperationType"], "Update");
-        assert!(store.audit_events("t2").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("assist.db");
-        let store = Store::open_sqlite(&path).await.unwrap();
-        sqlx::query("INSERT INTO assist_schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        store.close().await;
-        let e = Store::open_sqlite(&path).await.unwrap_err();
-        assert!(
-            matches!(e, StoreError::SchemaTooNew { found: 999, .. }),
-            "{e}"
-        );
-    }
-}
+// Behaviours are tested on both databases in tests/conformance.rs.

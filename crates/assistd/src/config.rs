@@ -98,6 +98,13 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
         "days session records and audit events are kept (1-3650)",
     ),
     doc(
+        "store.url",
+        Some("ASSIST_STORE_URL"),
+        "sqlite://<data_dir>/assist.db",
+        "the database: sqlite:///path/assist.db, or postgres://user:password@host:port/db \
+         shared by a cluster's nodes",
+    ),
+    doc(
         "tls.cert_file",
         Some("ASSIST_TLS_CERT_FILE"),
         "(self-signed for localhost)",
@@ -333,6 +340,9 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     /// Days session records and audit events are kept.
     pub retention_days: Option<u32>,
+    /// The database.
+    #[serde(default)]
+    pub store: StoreFile,
     /// TLS.
     #[serde(default)]
     pub tls: TlsFile,
@@ -348,6 +358,14 @@ pub struct FileConfig {
     /// Connection limits of the TCP listeners.
     #[serde(default)]
     pub limits: LimitsFile,
+}
+
+/// `[store]`: where durable data lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `sqlite:///path/assist.db` or `postgres://user:password@host:port/db`.
+    pub url: Option<String>,
 }
 
 /// `[limits]`: connection caps and timeouts of the TCP listeners (docs/security.md, "Limits").
@@ -552,6 +570,8 @@ pub struct Overrides {
     pub oidc_tenants: Option<String>,
     /// `ASSIST_SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace_secs: Option<String>,
+    /// `ASSIST_STORE_URL`.
+    pub store_url: Option<String>,
 }
 
 /// Where the TLS certificate comes from.
@@ -706,6 +726,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Days session records and audit events are kept.
     pub retention_days: u32,
+    /// The database (its `Debug` and `Display` redact the password).
+    pub store: assist_store::StoreUrl,
     /// TLS.
     pub tls: TlsSource,
     /// Tokens.
@@ -943,6 +965,21 @@ impl Settings {
             return Err(bad("shutdown_grace_secs", &src, "must be at most 3600"));
         }
 
+        let store = match pick(
+            o.store_url,
+            "ASSIST_STORE_URL",
+            file.store.url,
+            &fsrc("store.url"),
+            String::new(),
+        ) {
+            (url, _) if url.is_empty() => {
+                assist_store::StoreUrl::Sqlite(data_dir.0.join(crate::server::DATABASE_FILE))
+            }
+            (url, src) => {
+                assist_store::StoreUrl::parse(&url).map_err(|e| bad("store.url", &src, e))?
+            }
+        };
+
         let cert = o.tls_cert_file.or(file.tls.cert_file);
         let key = o.tls_key_file.or(file.tls.key_file);
         let tls = match (cert, key) {
@@ -1133,6 +1170,7 @@ impl Settings {
             signal,
             retention_days,
             relay,
+            store,
             data_dir: data_dir.0,
             listen,
             quic_listen,
@@ -1180,6 +1218,41 @@ mod tests {
     fn resolve(toml_text: &str, o: Overrides) -> Result<Settings, ConfigError> {
         let f: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError(e.to_string()))?;
         Settings::resolve(f, "assist.toml", o)
+    }
+
+    #[test]
+    fn the_store_url_defaults_to_the_data_dir_and_is_checked() {
+        use assist_store::StoreUrl;
+        let s = resolve("data_dir = \"/srv/a\"", Overrides::default()).unwrap();
+        assert_eq!(s.store, StoreUrl::Sqlite(PathBuf::from("/srv/a/assist.db")));
+        let s = resolve(
+            "[store]\nurl = \"postgres://assist:s3cret@db:5432/assist\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(s.store, StoreUrl::Postgres(_)));
+        assert!(!format!("{s:?}").contains("s3cret"), "Debug redacts it");
+        let env = Overrides {
+            store_url: Some("sqlite:///var/lib/assist/x.db".into()),
+            ..Default::default()
+        };
+        let s = resolve("[store]\nurl = \"postgres://db/a\"", env).unwrap();
+        assert_eq!(
+            s.store,
+            StoreUrl::Sqlite(PathBuf::from("/var/lib/assist/x.db"))
+        );
+        let e = resolve(
+            "[store]\nurl = \"mysql://assist:s3cret@db/a\"",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("`store.url` (store.url in assist.toml)"), "{e}");
+        assert!(
+            e.contains("unknown scheme 'mysql'") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(resolve("[store]\nuri = \"x\"", Overrides::default()).is_err());
     }
 
     #[test]
@@ -1333,16 +1406,27 @@ mod tests {
             ("relay.", "[relay]\n__probe = 1"),
             ("signal.", "[signal]\n__probe = 1"),
             ("limits.", "[limits]\n__probe = 1"),
+            ("store.", "[store]\n__probe = 1"),
         ] {
             let found = expected_keys(probe);
-            assert!(found.len() >= 2, "{prefix}: {found:?}");
+            let at_least = if prefix == "store." { 1 } else { 2 };
+            assert!(found.len() >= at_least, "{prefix}: {found:?}");
             for k in found {
                 keys.push(format!("{prefix}{k}"));
             }
         }
         // Tables are documented by their keys.
         keys.retain(|k| {
-            !["tls", "auth", "relay", "signal", "limits", "auth.sign_in"].contains(&k.as_str())
+            ![
+                "tls",
+                "auth",
+                "relay",
+                "signal",
+                "limits",
+                "auth.sign_in",
+                "store",
+            ]
+            .contains(&k.as_str())
         });
         let documented: Vec<&str> = SETTINGS_DOC.iter().map(|d| d.key).collect();
         for k in &keys {

@@ -142,6 +142,7 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.oidc_issuer = env("ASSIST_AUTH_OIDC_ISSUER");
     overrides.oidc_tenants = env("ASSIST_AUTH_OIDC_TENANTS");
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
+    overrides.store_url = env("ASSIST_STORE_URL");
     Settings::resolve(file, &name, overrides)
 }
 

@@ -286,9 +286,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let open_files = crate::admission::raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let store = Store::open_sqlite(&settings.data_dir.join(DATABASE_FILE))
+    // A failure to connect names the URL with its password redacted (StoreError::Open).
+    let store = Store::open(&settings.store)
         .await
-        .with_context(|| format!("opening the database in {}", settings.data_dir.display()))?;
+        .context("opening the store")?;
+    tracing::info!(store = %settings.store, "store open");
     // Recovery: sessions left open by a previous process are closed at their last known time.
     let recovered = store.close_open_sessions("brokerRestart").await?;
     if recovered > 0 {
@@ -394,7 +396,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         validator: Arc::new(validator),
         http_metrics,
         registry,
-        write_lock: Arc::new(tokio::sync::Mutex::new(())),
         relay: Some(relay.clone()),
         signal: Some(signal),
         public_url: settings.public_url.clone(),

@@ -18,8 +18,6 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// The metrics registry (rendered by `/metrics`).
     pub registry: prometheus::Registry,
-    /// Serialises admin read-modify-write updates (settings, directory uniqueness checks) within this process.
-    pub write_lock: Arc<tokio::sync::Mutex<()>>,
     /// The relay on this node (absent on broker-only nodes).
     pub relay: Option<assist_relay::Relay>,
     /// The signalling service (absent on relay-only nodes).

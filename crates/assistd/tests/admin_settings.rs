@@ -258,9 +258,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     s.server.shutdown().await;
 
     // Exactly one audit event: the one successful PATCH.
-    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
-        .await
-        .unwrap();
+    let store = assist_store::Store::open(&s.store_url).await.unwrap();
     let events = store.audit_events("t1").await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["activityResult"], "Success");

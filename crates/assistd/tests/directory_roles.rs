@@ -167,9 +167,7 @@ async fn sessions_per_day_counts_this_tenants_sessions_by_mode_and_validates_its
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start_keeping_history(dir.path()).await;
     let admin = token_with_wids(&s, "boss@contoso.com", &[GLOBAL_ADMINISTRATOR], false);
-    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
-        .await
-        .unwrap();
+    let store = assist_store::Store::open(&s.store_url).await.unwrap();
     for (tenant, id, start, mode) in [
         ("contoso", "s1", "2026-11-01T10:00:00Z", "viewOnly"),
         ("contoso", "s2", "2026-11-01T11:00:00Z", "fullControl"),

@@ -75,9 +75,7 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start_keeping_history(dir.path()).await;
     let token = s.token("contoso", ADMIN);
-    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
-        .await
-        .unwrap();
+    let store = assist_store::Store::open(&s.store_url).await.unwrap();
     for (i, (helper, mode, start)) in [
         ("hana@contoso.com", "viewOnly", "2026-11-01T10:00:00Z"),
         ("hugo@contoso.com", "fullControl", "2026-11-02T10:00:00Z"),
@@ -260,9 +258,7 @@ async fn a_restart_closes_sessions_left_open() {
     let s = TestServer::start_keeping_history(dir.path()).await;
     let token = s.token("contoso", ADMIN);
     grant_view_reports(&s, &token).await;
-    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
-        .await
-        .unwrap();
+    let store = assist_store::Store::open(&s.store_url).await.unwrap();
     store
         .session_started(
             "contoso",

@@ -8,7 +8,7 @@ use assist_graph::entity::{page, EntitySchema};
 use assist_graph::odata::{QueryOptions, ResourceKind};
 use assist_graph::{GraphError, GraphErrorKind};
 use assist_policy::{ResourceAction, RoleDefinition};
-use assist_store::directory::MemberKind;
+use assist_store::directory::{AdminTransaction, MemberKind};
 use assist_store::AuditEvent;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -306,31 +306,36 @@ fn conflict(msg: String) -> ApiError {
 
 /// Per-type checks on a validated entity before it is written: uniqueness, references, and
 /// normalisation. `id` is the entity's id (new or existing).
+/// Reads go through `tx`, the write's own transaction, so that what they check still holds when
+/// it commits, whichever node the other writers are on.
 async fn prepare(
     c: &Collection,
-    state: &AppState,
-    tenant: &str,
+    tx: &mut AdminTransaction,
     id: &str,
     entity: &mut Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let others = |key: &'static str| {
-        let wanted = entity
+    async fn others(
+        c: &Collection,
+        tx: &mut AdminTransaction,
+        id: &str,
+        entity: &Map<String, Value>,
+        key: &str,
+    ) -> Result<bool, ApiError> {
+        let Some(wanted) = entity
             .get(key)
             .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase);
-        async move {
-            let Some(wanted) = wanted else {
-                return Ok::<bool, ApiError>(false);
-            };
-            let all = state.store.list_objects(tenant, c.kind).await?;
-            Ok(all.iter().any(|o| {
-                o["id"] != id
-                    && o.get(key)
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.to_ascii_lowercase() == wanted)
-            }))
-        }
-    };
+            .map(str::to_ascii_lowercase)
+        else {
+            return Ok(false);
+        };
+        let all = tx.list_objects(c.kind).await?;
+        Ok(all.iter().any(|o| {
+            o["id"] != id
+                && o.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.to_ascii_lowercase() == wanted)
+        }))
+    }
     match c.kind {
         "user" => {
             let upn = entity
@@ -343,13 +348,13 @@ async fn prepare(
                 ))
                 .into());
             }
-            if others("userPrincipalName").await? {
+            if others(c, tx, id, entity, "userPrincipalName").await? {
                 return Err(conflict(format!(
                     "Another user already has the userPrincipalName '{upn}'."
                 )));
             }
         }
-        "managedDevice" if others("azureADDeviceId").await? => {
+        "managedDevice" if others(c, tx, id, entity, "azureADDeviceId").await? => {
             return Err(conflict(
                 "Another managed device already has this azureADDeviceId.".into(),
             ));
@@ -380,7 +385,7 @@ async fn prepare(
             entity.insert("isBuiltIn".into(), Value::Bool(false));
             entity.insert("isBuiltInRoleDefinition".into(), Value::Bool(false));
         }
-        "roleAssignment" => prepare_assignment(state, tenant, entity).await?,
+        "roleAssignment" => prepare_assignment(tx, entity).await?,
         _ => {}
     }
     Ok(())
@@ -469,8 +474,7 @@ fn normalise_role_permissions(v: &Value) -> Result<Value, ApiError> {
 }
 
 async fn prepare_assignment(
-    state: &AppState,
-    tenant: &str,
+    tx: &mut AdminTransaction,
     entity: &mut Map<String, Value>,
 ) -> Result<(), ApiError> {
     let bad = |m: String| -> ApiError { GraphError::bad_request(m).into() };
@@ -482,12 +486,8 @@ async fn prepare_assignment(
             .unwrap_or(s)
             .trim_end_matches("')")
             .trim_start_matches("('");
-        let exists = is_built_in_role(role_id)
-            || state
-                .store
-                .get_object(tenant, "roleDefinition", role_id)
-                .await?
-                .is_some();
+        let exists =
+            is_built_in_role(role_id) || tx.get_object("roleDefinition", role_id).await?.is_some();
         if !exists {
             return Err(bad(format!(
                 "roleDefinition@odata.bind names a role definition '{role_id}' that does not exist"
@@ -529,12 +529,7 @@ async fn prepare_assignment(
             })
             .unwrap_or_default();
         for gid in ids {
-            if state
-                .store
-                .get_object(tenant, "group", &gid)
-                .await?
-                .is_none()
-            {
+            if tx.get_object("group", &gid).await?.is_none() {
                 return Err(bad(format!(
                     "{key} names a group '{gid}' that does not exist"
                 )));
@@ -556,7 +551,7 @@ pub async fn create(
     let body = read_json(&headers, body).await?;
     let mut entity = c.schema.validate_create(&body)?;
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
+    let mut tx = state.store.admin_transaction(&tenant).await?;
     let id = if c.schema.client_sets_id {
         entity
             .get("id")
@@ -568,7 +563,7 @@ pub async fn create(
         entity.insert("id".into(), Value::String(id.clone()));
         id
     };
-    prepare(c, &state, &tenant, &id, &mut entity).await?;
+    prepare(c, &mut tx, &id, &mut entity).await?;
     let id = entity
         .get("id")
         .and_then(Value::as_str)
@@ -587,16 +582,13 @@ pub async fn create(
         })
         .unwrap_or_default();
     let audit = audit_for(c, &caller, "Create", "Create", &id, &changes);
-    if !state
-        .store
-        .insert_object(&tenant, c.kind, &id, &stored, Some(&audit))
-        .await?
-    {
+    if !tx.insert_object(c.kind, &id, &stored, Some(&audit)).await? {
         return Err(conflict(format!(
             "A {} with id '{id}' already exists.",
             c.schema.name
         )));
     }
+    tx.commit().await?;
     tracing::info!(kind = c.kind, "created");
     let mut resp = json_response(
         StatusCode::CREATED,
@@ -625,24 +617,20 @@ pub async fn patch(
     }
     let body = read_json(&headers, body).await?;
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
-    let existing = state
-        .store
-        .get_object(&tenant, c.kind, &id)
+    let mut tx = state.store.admin_transaction(&tenant).await?;
+    let existing = tx
+        .get_object_for_update(c.kind, &id)
         .await?
         .ok_or_else(|| not_found(c, &id))?;
     let (merged, changes) = c.schema.validate_patch(&existing, &body)?;
     let mut entity = merged.as_object().cloned().unwrap_or_default();
-    prepare(c, &state, &tenant, &id, &mut entity).await?;
+    prepare(c, &mut tx, &id, &mut entity).await?;
     let stored = Value::Object(entity);
     let audit = audit_for(c, &caller, "Patch", "Patch", &id, &changes);
-    if !state
-        .store
-        .update_object(&tenant, c.kind, &id, &stored, &audit)
-        .await?
-    {
+    if !tx.update_object(c.kind, &id, &stored, &audit).await? {
         return Err(not_found(c, &id));
     }
+    tx.commit().await?;
     Ok(json_response(
         StatusCode::OK,
         present(c, &stored, &QueryOptions::default()),
@@ -661,11 +649,10 @@ pub async fn delete(
         return Err(GraphError::forbidden("Built-in role definitions cannot be deleted.").into());
     }
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
+    let mut tx = state.store.admin_transaction(&tenant).await?;
     if c.kind == ROLE_DEFINITIONS.kind {
-        let assigned = state
-            .store
-            .list_objects(&tenant, ROLE_ASSIGNMENTS.kind)
+        let assigned = tx
+            .list_objects(ROLE_ASSIGNMENTS.kind)
             .await?
             .iter()
             .any(|a| a.get("_roleDefinitionId").and_then(Value::as_str) == Some(id.as_str()));
@@ -677,13 +664,10 @@ pub async fn delete(
         }
     }
     let audit = audit_for(c, &caller, "Delete", "Delete", &id, &[]);
-    if !state
-        .store
-        .delete_object(&tenant, c.kind, &id, &audit)
-        .await?
-    {
+    if !tx.delete_object(c.kind, &id, &audit).await? {
         return Err(not_found(c, &id));
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -756,25 +740,14 @@ pub async fn add_member(
         .unwrap_or_default()
         .to_owned();
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
-    if state
-        .store
-        .get_object(&tenant, GROUPS.kind, &group_id)
-        .await?
-        .is_none()
-    {
+    let mut tx = state.store.admin_transaction(&tenant).await?;
+    if tx.get_object(GROUPS.kind, &group_id).await?.is_none() {
         return Err(not_found(&GROUPS, &group_id));
     }
-    let kind = if state
-        .store
-        .get_object(&tenant, USERS.kind, &member_id)
-        .await?
-        .is_some()
-    {
+    let kind = if tx.get_object(USERS.kind, &member_id).await?.is_some() {
         MemberKind::User
-    } else if state
-        .store
-        .get_object(&tenant, MANAGED_DEVICES.kind, &member_id)
+    } else if tx
+        .get_object(MANAGED_DEVICES.kind, &member_id)
         .await?
         .is_some()
     {
@@ -793,13 +766,10 @@ pub async fn add_member(
             &group_id,
             &[("members", Value::Null, Value::String(member_id.clone()))],
         );
-    if !state
-        .store
-        .add_member(&tenant, &group_id, &member_id, kind, &audit)
-        .await?
-    {
+    if !tx.add_member(&group_id, &member_id, kind, &audit).await? {
         return Err(GraphError::bad_request("One or more added object references already exist for the following modified properties: 'members'.").into());
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -811,13 +781,8 @@ pub async fn remove_member(
 ) -> Result<Response, ApiError> {
     caller.require_any(MEMBER_WRITE)?;
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
-    if state
-        .store
-        .get_object(&tenant, GROUPS.kind, &group_id)
-        .await?
-        .is_none()
-    {
+    let mut tx = state.store.admin_transaction(&tenant).await?;
+    if tx.get_object(GROUPS.kind, &group_id).await?.is_none() {
         return Err(not_found(&GROUPS, &group_id));
     }
     let audit = AuditEvent::new("Remove member from group", "Action", GROUPS.category)
@@ -828,16 +793,13 @@ pub async fn remove_member(
             &group_id,
             &[("members", Value::String(member_id.clone()), Value::Null)],
         );
-    if !state
-        .store
-        .remove_member(&tenant, &group_id, &member_id, &audit)
-        .await?
-    {
+    if !tx.remove_member(&group_id, &member_id, &audit).await? {
         return Err(GraphError::not_found(format!(
             "'{member_id}' is not a member of group '{group_id}'."
         ))
         .into());
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -53,8 +53,10 @@ pub async fn patch_settings(
     caller.require_any(WRITE_PERMISSIONS)?;
     let patch = read_json(&headers, body).await?;
     let tenant = caller.0.tenant_id.clone();
-    let _guard = state.write_lock.lock().await;
-    let current = state.store.settings(&tenant).await?;
+    // Read, patch and write in one transaction holding the settings row's lock: concurrent
+    // PATCHes (on this node or another sharing the database) apply one after the other.
+    let mut tx = state.store.admin_transaction(&tenant).await?;
+    let current = tx.settings_for_update().await?;
     let (next, changed) = current.apply_patch(&patch)?;
     let modified: Vec<(&str, serde_json::Value, serde_json::Value)> = changed
         .iter()
@@ -78,10 +80,8 @@ pub async fn patch_settings(
         &tenant,
         &modified,
     );
-    state
-        .store
-        .save_settings(&tenant, &next, Some(&audit))
-        .await?;
+    tx.save_settings(&next, Some(&audit)).await?;
+    tx.commit().await?;
     tracing::info!(changed = ?changed, "remote assistance settings updated");
     if let Some(hub) = &state.signal {
         // Running sessions learn at once: chat is checked at send time, and disabling Remote

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use assist_identity::{DevIssuer, TokenRequest};
+use assist_store::StoreUrl;
 use assistd::{RunningServer, Settings};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub const READ: &str = "DeviceManagementServiceConfig.Read.All";
@@ -16,6 +18,44 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub base: String,
     pub dev: DevIssuer,
+    /// The store the server uses (open a second handle with `Store::open`).
+    pub store_url: StoreUrl,
+}
+
+/// Whether the tests' servers use PostgreSQL (`ASSIST_TEST_STORE=postgres`) instead of the
+/// default SQLite file in their data directory.
+pub fn testing_postgres() -> bool {
+    match std::env::var("ASSIST_TEST_STORE")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" | "sqlite" => false,
+        "postgres" | "postgresql" => true,
+        other => panic!("ASSIST_TEST_STORE={other}: use sqlite or postgres"),
+    }
+}
+
+/// The store a server with data directory `dir` uses in these tests: with
+/// `ASSIST_TEST_STORE=postgres`, a database of its own on this test binary's PostgreSQL (the
+/// same one again for the same directory, so a restarted server finds its data); otherwise
+/// `None` (the default, `assist.db` in the directory).
+pub fn test_store_for(dir: &Path) -> Option<StoreUrl> {
+    static BY_DIR: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    if !testing_postgres() {
+        return None;
+    }
+    let pg = assist_testkit::PostgresInstance::shared()
+        .expect("ASSIST_TEST_STORE=postgres needs PostgreSQL's server binaries");
+    let mut by_dir = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    let url = match by_dir.iter().find(|(d, _)| d == dir) {
+        Some((_, url)) => url.clone(),
+        None => {
+            let url = pg.fresh_database();
+            by_dir.push((dir.to_path_buf(), url.clone()));
+            url
+        }
+    };
+    Some(StoreUrl::Postgres(url))
 }
 
 pub fn client_trusting(cert_path: &Path) -> reqwest::Client {
@@ -41,8 +81,14 @@ impl TestServer {
         Self::start_with(settings).await
     }
 
-    pub async fn start_with(settings: Settings) -> TestServer {
+    pub async fn start_with(mut settings: Settings) -> TestServer {
         let dir = settings.data_dir.clone();
+        if settings.store == StoreUrl::Sqlite(dir.join("assist.db")) {
+            if let Some(url) = test_store_for(&dir) {
+                settings.store = url;
+            }
+        }
+        let store_url = settings.store.clone();
         let server = assistd::start(settings).await.expect("server starts");
         let client = client_trusting(&server.cert_path);
         let base = format!("https://127.0.0.1:{}", server.https_addr.port());
@@ -52,7 +98,15 @@ impl TestServer {
             client,
             base,
             dev,
+            store_url,
         }
+    }
+
+    /// A second handle on the server's store (to seed or inspect it).
+    pub async fn open_store(&self) -> assist_store::Store {
+        assist_store::Store::open(&self.store_url)
+            .await
+            .expect("store opens")
     }
 
     pub fn token(&self, tenant: &str, roles: &[&str]) -> String {

@@ -1,0 +1,619 @@
+// The store's SQL, written once and compiled twice: lib.rs includes this file (`include!`) in
+// one module per database, each defining `DB` (the sqlx database), `POSTGRES` and `MIGRATIONS`.
+// Every query is one SQL text valid on both; where they differ (row locks, transaction start,
+// SQLite's rowid) the code picks between two literals on `POSTGRES`. Values are bound with
+// types both drivers map to each database's own column types: `bool` (INTEGER 0/1 in SQLite,
+// BOOLEAN in PostgreSQL), `Json` (TEXT / JSONB) and `Ts` (TEXT / TIMESTAMPTZ).
+// cargo fmt does not see included files: format this one with `rustfmt --edition 2021`.
+
+use crate::audit::AuditEvent;
+use crate::codec::{Ts, TsText};
+use crate::directory::MemberKind;
+use crate::sessions::{SessionRow, SessionWrite};
+use crate::StoreError;
+use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::Row;
+
+/// A connection (pooled or in a transaction) of this database.
+pub(crate) type Conn = <DB as sqlx::Database>::Connection;
+/// A transaction of this database.
+pub(crate) type Tx = sqlx::Transaction<'static, DB>;
+
+fn decode(body: &str, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Begins a transaction. `write_lock`: SQLite starts it with `BEGIN IMMEDIATE`, taking the
+/// database's write lock at once (so what the transaction reads cannot change before it
+/// writes); PostgreSQL starts a plain one, and the caller takes row or advisory locks.
+pub(crate) async fn begin(pool: &sqlx::Pool<DB>, write_lock: bool) -> Result<Tx, StoreError> {
+    Ok(if write_lock && !POSTGRES {
+        pool.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        pool.begin().await?
+    })
+}
+
+/// Applies the pending migrations, one transaction each. Two nodes starting at once on one
+/// PostgreSQL take turns on an advisory lock; on SQLite, `BEGIN IMMEDIATE` does the same.
+pub(crate) async fn migrate(pool: &sqlx::Pool<DB>) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    loop {
+        let mut tx = begin(pool, true).await?;
+        if POSTGRES {
+            sqlx::query("SELECT pg_advisory_xact_lock(4163531380597133312)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(if POSTGRES {
+            "CREATE TABLE IF NOT EXISTS assist_schema_migrations (\
+             version BIGINT PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        } else {
+            "CREATE TABLE IF NOT EXISTS assist_schema_migrations (\
+             version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        })
+        .execute(&mut *tx)
+        .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM assist_schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        if current > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported,
+            });
+        }
+        let Some((version, name, sql)) = MIGRATIONS.iter().find(|m| m.0 > current) else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        let now = crate::now_rfc3339();
+        sqlx::query(
+            "INSERT INTO assist_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(version)
+        .bind(*name)
+        .bind(Ts(&now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied database migration");
+    }
+}
+
+/// Serialises admin read-modify-write transactions on one tenant across every node sharing
+/// the database: PostgreSQL's transaction-scoped advisory lock on the tenant (released at
+/// commit or rollback). Needed where a check reads rows that may not exist yet (uniqueness,
+/// references), which no row lock covers. SQLite's `BEGIN IMMEDIATE` already serialises.
+pub(crate) async fn lock_tenant(c: &mut Conn, tenant_id: &str) -> Result<(), StoreError> {
+    if POSTGRES {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("assist.admin:{tenant_id}"))
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn ping(c: &mut Conn) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(&mut *c).await?;
+    Ok(())
+}
+
+/// Only for tests: runs one statement as given.
+pub(crate) async fn execute_raw(c: &mut Conn, sql: &'static str) -> Result<u64, StoreError> {
+    Ok(sqlx::raw_sql(sql).execute(&mut *c).await?.rows_affected())
+}
+
+// ---- settings ----
+
+/// A tenant's settings row, if any; `for_update` locks it (PostgreSQL) until the transaction ends.
+pub(crate) async fn settings(
+    c: &mut Conn,
+    tenant_id: &str,
+    for_update: bool,
+) -> Result<Option<RemoteAssistanceSettings>, StoreError> {
+    let sql = if POSTGRES && for_update {
+        "SELECT remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat \
+         FROM remote_assistance_settings WHERE tenant_id = $1 FOR UPDATE"
+    } else {
+        "SELECT remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat \
+         FROM remote_assistance_settings WHERE tenant_id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(tenant_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let state: String = row.try_get(0)?;
+    Ok(Some(RemoteAssistanceSettings {
+        state: RemoteAssistanceState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("remote_assistance_state '{state}'")))?,
+        allow_sessions_to_unenrolled_devices: row.try_get::<bool, _>(1)?,
+        block_chat: row.try_get::<bool, _>(2)?,
+    }))
+}
+
+/// Inserts or replaces a tenant's settings; `only_if_absent` leaves an existing row alone.
+pub(crate) async fn save_settings(
+    c: &mut Conn,
+    tenant_id: &str,
+    s: &RemoteAssistanceSettings,
+    only_if_absent: bool,
+) -> Result<(), StoreError> {
+    let sql = if only_if_absent {
+        "INSERT INTO remote_assistance_settings \
+         (tenant_id, remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING"
+    } else {
+        "INSERT INTO remote_assistance_settings \
+         (tenant_id, remote_assistance_state, allow_sessions_to_unenrolled_devices, block_chat, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id) DO UPDATE SET \
+         remote_assistance_state = excluded.remote_assistance_state, \
+         allow_sessions_to_unenrolled_devices = excluded.allow_sessions_to_unenrolled_devices, \
+         block_chat = excluded.block_chat, updated_at = excluded.updated_at"
+    };
+    let now = crate::now_rfc3339();
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(s.state.as_str())
+        .bind(s.allow_sessions_to_unenrolled_devices)
+        .bind(s.block_chat)
+        .bind(Ts(&now))
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+// ---- audit ----
+
+pub(crate) async fn audit_insert(
+    c: &mut Conn,
+    tenant_id: &str,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant_id)
+    .bind(event.str_field("id"))
+    .bind(Ts(event.str_field("activityDateTime")))
+    .bind(event.str_field("category"))
+    .bind(Json(&event.body))
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Inserts `(tenant, event)` rows with one statement (at most
+/// [`crate::audit::MAX_ROWS_PER_INSERT`] of them).
+pub(crate) async fn audit_insert_many(
+    c: &mut Conn,
+    events: &[(&str, &AuditEvent)],
+) -> Result<(), StoreError> {
+    let mut sql = String::from(
+        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ",
+    );
+    for i in 0..events.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let b = i * 5;
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
+    }
+    // Built only from numbered placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (tenant_id, event) in events {
+        q = q
+            .bind(*tenant_id)
+            .bind(event.str_field("id"))
+            .bind(Ts(event.str_field("activityDateTime")))
+            .bind(event.str_field("category"))
+            .bind(Json(&event.body));
+    }
+    q.execute(&mut *c).await?;
+    Ok(())
+}
+
+pub(crate) async fn audit_list(c: &mut Conn, tenant_id: &str) -> Result<Vec<Value>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| decode(&r.try_get::<String, _>(0)?, "audit event"))
+        .collect()
+}
+
+// ---- directory ----
+
+pub(crate) async fn list_objects(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+) -> Result<Vec<Value>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM directory_objects WHERE tenant_id = $1 AND kind = $2 ORDER BY seq, id",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| decode(&r.try_get::<String, _>(0)?, "object body"))
+        .collect()
+}
+
+pub(crate) async fn list_objects_all_tenants(
+    c: &mut Conn,
+    kind: &str,
+    limit: u32,
+) -> Result<Vec<(String, Value)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT tenant_id, CAST(body AS TEXT) FROM directory_objects WHERE kind = $1 ORDER BY seq, tenant_id, id LIMIT $2",
+    )
+    .bind(kind)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>(0)?,
+                decode(&r.try_get::<String, _>(1)?, "object body")?,
+            ))
+        })
+        .collect()
+}
+
+/// One object; `for_update` locks its row (PostgreSQL) until the transaction ends.
+pub(crate) async fn get_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    id: &str,
+    for_update: bool,
+) -> Result<Option<Value>, StoreError> {
+    let sql = if POSTGRES && for_update {
+        "SELECT CAST(body AS TEXT) FROM directory_objects WHERE tenant_id = $1 AND kind = $2 AND id = $3 FOR UPDATE"
+    } else {
+        "SELECT CAST(body AS TEXT) FROM directory_objects WHERE tenant_id = $1 AND kind = $2 AND id = $3"
+    };
+    let row = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.map(|r| decode(&r.try_get::<String, _>(0)?, "object body"))
+        .transpose()
+}
+
+/// Rows changed.
+pub(crate) async fn insert_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    id: &str,
+    body: &Value,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO directory_objects (tenant_id, kind, id, seq, body) \
+         SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1, $4 FROM directory_objects WHERE tenant_id = $1 AND kind = $2 \
+         ON CONFLICT (tenant_id, kind, id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(id)
+    .bind(Json(body))
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
+pub(crate) async fn update_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    id: &str,
+    body: &Value,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE directory_objects SET body = $4 WHERE tenant_id = $1 AND kind = $2 AND id = $3",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(id)
+    .bind(Json(body))
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
+/// Deletes an object and its group memberships (as a group or as a member).
+pub(crate) async fn delete_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    id: &str,
+) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("DELETE FROM directory_objects WHERE tenant_id = $1 AND kind = $2 AND id = $3")
+            .bind(tenant_id)
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+    if done > 0 {
+        sqlx::query(
+            "DELETE FROM group_members WHERE tenant_id = $1 AND (group_id = $2 OR member_id = $2)",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(done)
+}
+
+pub(crate) async fn add_member(
+    c: &mut Conn,
+    tenant_id: &str,
+    group_id: &str,
+    member_id: &str,
+    kind: MemberKind,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO group_members (tenant_id, group_id, member_id, member_kind) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(group_id)
+    .bind(member_id)
+    .bind(kind.as_str())
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
+pub(crate) async fn remove_member(
+    c: &mut Conn,
+    tenant_id: &str,
+    group_id: &str,
+    member_id: &str,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id = $3",
+    )
+    .bind(tenant_id)
+    .bind(group_id)
+    .bind(member_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
+/// A group's members in the order they were added (SQLite's rowid; PostgreSQL's identity column).
+pub(crate) async fn members(
+    c: &mut Conn,
+    tenant_id: &str,
+    group_id: &str,
+) -> Result<Vec<(String, MemberKind)>, StoreError> {
+    let sql = if POSTGRES {
+        "SELECT member_id, member_kind FROM group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY seq"
+    } else {
+        "SELECT member_id, member_kind FROM group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY rowid"
+    };
+    let rows = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(group_id)
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>(0)?,
+                MemberKind::parse(&r.try_get::<String, _>(1)?)?,
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn groups_of(
+    c: &mut Conn,
+    tenant_id: &str,
+    member_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT group_id FROM group_members WHERE tenant_id = $1 AND member_id = $2 ORDER BY group_id",
+    )
+    .bind(tenant_id)
+    .bind(member_id)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+// ---- sessions ----
+
+/// Applies one session write; returns the rows it changed.
+pub(crate) async fn session_write(c: &mut Conn, w: &SessionWrite) -> Result<u64, StoreError> {
+    let q = match w {
+        SessionWrite::Started {
+            tenant_id,
+            id,
+            start_time,
+            mode,
+            body,
+        } => sqlx::query(
+            "INSERT INTO sessions (tenant_id, id, state, start_time, last_seen, mode, body) \
+             VALUES ($1, $2, 'active', $3, $3, $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING",
+        )
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .bind(Ts(start_time))
+        .bind(mode.as_str())
+        .bind(Json(body)),
+        SessionWrite::Seen {
+            tenant_id,
+            id,
+            now,
+            mode,
+        } => sqlx::query(
+            "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+        )
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .bind(Ts(now))
+        .bind(mode.as_deref()),
+        SessionWrite::Ended {
+            tenant_id,
+            id,
+            end_time,
+            reason,
+            by,
+            mode,
+        } => sqlx::query(
+            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5, \
+             mode = COALESCE($6, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
+        )
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .bind(Ts(end_time))
+        .bind(reason.as_str())
+        .bind(by.as_str())
+        .bind(mode.as_deref()),
+        SessionWrite::MergeBody { id, extra } => return merge_body(c, id, extra).await,
+        SessionWrite::Audit { tenant_id, event } => {
+            audit_insert(c, tenant_id, event).await?;
+            return Ok(1);
+        }
+    };
+    Ok(q.execute(&mut *c).await?.rows_affected())
+}
+
+/// Merges `extra`'s fields into a session's body (its row locked on PostgreSQL, so merges from
+/// two nodes do not lose each other's fields).
+async fn merge_body(c: &mut Conn, id: &str, extra: &Value) -> Result<u64, StoreError> {
+    let sql = if POSTGRES {
+        "SELECT tenant_id, CAST(body AS TEXT) FROM sessions WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT tenant_id, CAST(body AS TEXT) FROM sessions WHERE id = $1"
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *c).await?;
+    let Some(row) = row else { return Ok(0) };
+    let tenant: String = row.try_get(0)?;
+    let mut body = decode(&row.try_get::<String, _>(1)?, "session body")?;
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(
+        sqlx::query("UPDATE sessions SET body = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant)
+            .bind(id)
+            .bind(Json(&body))
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Applies `writes` in order; runs of audit events go in multi-row statements.
+pub(crate) async fn session_batch(c: &mut Conn, writes: &[SessionWrite]) -> Result<(), StoreError> {
+    let mut audits: Vec<(&str, &AuditEvent)> = Vec::new();
+    for w in writes {
+        match w {
+            SessionWrite::Audit { tenant_id, event } => {
+                audits.push((tenant_id, event));
+                if audits.len() == crate::audit::MAX_ROWS_PER_INSERT {
+                    audit_insert_many(c, &audits).await?;
+                    audits.clear();
+                }
+            }
+            other => {
+                // Audit events queued before this write are inserted before it.
+                if !audits.is_empty() {
+                    audit_insert_many(c, &audits).await?;
+                    audits.clear();
+                }
+                session_write(c, other).await?;
+            }
+        }
+    }
+    if !audits.is_empty() {
+        audit_insert_many(c, &audits).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn close_open_sessions(c: &mut Conn, reason: &str) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $1, ended_by = 'broker' WHERE state = 'active'",
+    )
+    .bind(reason)
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
+pub(crate) async fn sessions(c: &mut Conn, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, state, start_time, end_time, mode, end_reason, ended_by, CAST(body AS TEXT) \
+         FROM sessions WHERE tenant_id = $1 ORDER BY start_time DESC, id",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SessionRow {
+                id: r.try_get(0)?,
+                state: r.try_get(1)?,
+                start_time: r.try_get::<TsText, _>(2)?.0,
+                end_time: r.try_get::<Option<TsText>, _>(3)?.map(|t| t.0),
+                mode: r.try_get(4)?,
+                end_reason: r.try_get(5)?,
+                ended_by: r.try_get(6)?,
+                body: decode(&r.try_get::<String, _>(7)?, "session body")?,
+            })
+        })
+        .collect()
+}
+
+/// Retention: (sessions, audit events) deleted.
+pub(crate) async fn delete_older_than(
+    c: &mut Conn,
+    cutoff: &str,
+) -> Result<(u64, u64), StoreError> {
+    let s = sqlx::query("DELETE FROM sessions WHERE state = 'ended' AND end_time < $1")
+        .bind(Ts(cutoff))
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    let a = sqlx::query("DELETE FROM audit_events WHERE activity_date_time < $1")
+        .bind(Ts(cutoff))
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    Ok((s, a))
+}
