@@ -11,8 +11,8 @@
 //! on both sides → endSession. The latency measured is from sending `requestCode` to the
 //! helper's `sessionActive`.
 
+use assist_client::signal::{SignalClient, SignalEvent};
 use assist_identity::{DevIssuer, TokenRequest};
-use assistd::signal::client::{SignalClient, SignalEvent};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let tls = assistd::tls::client_config(&data.join("tls/cert.pem"))?;
+    let tls = assist_client::tls::client_config(&data.join("tls/cert.pem"))?;
     let per_worker = pairs.div_ceil(concurrency);
     let cpu0 = server_pid.and_then(cpu_secs);
     let started = Instant::now();

@@ -6,7 +6,6 @@
 //! output is drained and carried out in order; the driver sleeps until the machine's next
 //! deadline or the next input.
 
-pub mod client;
 pub mod conn;
 pub mod endpoint;
 
