@@ -167,14 +167,17 @@ fn the_server_builds_no_client() {
             "assistd reaches {dep}: {path}"
         );
     }
-    // The sharer agent joins the relay through the client crate, not the relay node.
-    let agent = graph.reachable("assist-agent");
-    assert!(agent.iter().any(|(d, _)| d == "assist-client"), "{agent:?}");
-    for (dep, path) in agent {
-        assert_ne!(
-            dep, "assist-relay",
-            "the agent reaches the relay node: {path}"
-        );
+    // The sharer agent and the load generator join the relay through the client crate, not
+    // the relay node.
+    for client in ["assist-agent", "assist-loadgen"] {
+        let deps = graph.reachable(client);
+        assert!(deps.iter().any(|(d, _)| d == "assist-client"), "{deps:?}");
+        for (dep, path) in deps {
+            assert_ne!(
+                dep, "assist-relay",
+                "{client} reaches the relay node: {path}"
+            );
+        }
     }
 }
 
