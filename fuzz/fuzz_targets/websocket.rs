@@ -1,10 +1,10 @@
-//! The relay's WebSocket decoders (server side: masked client frames; client side: unmasked),
-//! fed in chunks whose sizes the input chooses, as TCP would deliver them. Never panics; never
-//! yields a message over the limit; binary messages go on to the relay frame parser.
+//! The WebSocket decoders of `assist-ws` (server side: masked client frames; client side:
+//! unmasked), fed in chunks whose sizes the input chooses, as TCP would deliver them. Never
+//! panics; never yields a message over the limit; binary messages go on to the relay frame parser.
 #![no_main]
 
 use assist_relay_proto::frame::Frame;
-use assist_relay_proto::ws::{ClientDecoder, ServerDecoder, WsEvent};
+use assist_ws::{ClientDecoder, ServerDecoder, WsEvent};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

@@ -44,8 +44,8 @@ node --test --test-reporter=spec "$e2e/admin-unit.test.mjs"
 [ -d "$root/tests/oidc/node_modules/oidc-provider" ] || skip "tests/oidc/node_modules is missing (npm ci)"
 
 started=$(date +%s)
-echo "==> e2e: building assistd and the sharer agent"
-cargo build --locked -q -p assistd -p assist-agent
+echo "==> e2e: building assistd, the sharer agent and the assist CLI"
+cargo build --locked -q -p assistd -p assist-agent -p assist-cli
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/assist-e2e.XXXXXX")
 pids=()

@@ -237,7 +237,8 @@ def main() -> None:
             fail(f"README.md has no ```sh block marked {mode}")
     if os.environ.get(IN_NETNS) != "1":
         # Build first, outside the timed waits (a no-op when ./test.sh has just built).
-        subprocess.run(["cargo", "build", "-q", "--locked", "-p", "assistd", "--bins"],
+        subprocess.run(["cargo", "build", "-q", "--locked", "-p", "assistd", "-p", "assist-cli",
+                        "--bins"],
                        cwd=REPO, check=True)
     if os.environ.get(IN_NETNS) != "1" and shutil.which("unshare") and shutil.which("ip"):
         probe = subprocess.run(

@@ -11,7 +11,7 @@
 use crate::backend::{InputInjector, ScreenCapture};
 use crate::tiles::{EncodedFrame, TileEncoder, TileError};
 use crate::x11::{X11Error, X11Input, X11Screen};
-use assist_relay::client::{connect_wss, ClientError, ClientEvent};
+use assist_client::relay::{connect_wss, ClientError, ClientEvent};
 use assist_relay_proto::control::RelayControl;
 use assist_relay_proto::frame::{Channel, Frame, DEFAULT_MAX_PAYLOAD, FLAG_KEYFRAME};
 use assist_screen::{input_decision, FrameRate, InputDecision, InputEvent};
@@ -243,8 +243,8 @@ pub struct RelayLink {
 impl RelayLink {
     /// Spawns a reader and a writer task around a relay leg.
     pub fn spawn(
-        mut sender: assist_relay::client::ClientSender,
-        mut receiver: assist_relay::client::ClientReceiver,
+        mut sender: assist_client::relay::ClientSender,
+        mut receiver: assist_client::relay::ClientReceiver,
     ) -> RelayLink {
         let (tx, mut out_rx) = mpsc::channel::<Frame>(SCREEN_FRAMES_IN_FLIGHT);
         let (in_tx, rx) = mpsc::channel(64);

@@ -4,7 +4,7 @@
 
 use assist_agent::share::{run_session, RelayLink, ShareEnd, ShareEvent, ShareOptions};
 use assist_agent::{Capture, InputInjector, ScreenCapture};
-use assist_relay::client::ClientEvent;
+use assist_client::relay::ClientEvent;
 use assist_relay_proto::control::RelayControl;
 use assist_relay_proto::frame::{Channel, Frame};
 use assist_screen::{decode_frame, InputEvent};
@@ -62,11 +62,11 @@ impl Recorder {
     }
 }
 
-fn relay(msg: RelayControl) -> Result<ClientEvent, assist_relay::client::ClientError> {
+fn relay(msg: RelayControl) -> Result<ClientEvent, assist_client::ClientError> {
     Ok(ClientEvent::Frame(Frame::relay_control(&msg)))
 }
 
-fn input(json: &str) -> Result<ClientEvent, assist_relay::client::ClientError> {
+fn input(json: &str) -> Result<ClientEvent, assist_client::ClientError> {
     Ok(ClientEvent::Frame(Frame::new(
         Channel::Input,
         0,

@@ -4,12 +4,12 @@
 use crate::parse::{Event, Parser};
 use crate::traffic::{feed, Leg, Rx, Tx};
 use anyhow::{anyhow, bail, Context};
+use assist_client::relay::{connect_wss, ClientReceiver, ClientSender};
 use assist_policy::Mode;
-use assist_relay::client::{connect_wss, ClientReceiver, ClientSender};
-use assist_relay::ticket::{Role, TicketAuthority, DEFAULT_TTL};
 use assist_relay_proto::control::RelayControl;
 use assist_relay_proto::frame::{Channel, Frame};
 use assist_relay_proto::quic::encode_ticket_prelude;
+use assist_ticket::{Role, TicketAuthority, DEFAULT_TTL};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;
@@ -96,14 +96,14 @@ async fn tls_connect(
 /// Capped by `net.core.rmem_max` / `wmem_max`.
 const UDP_BUFFER: usize = 8 * 1024 * 1024;
 
-/// A client endpoint like `assist_relay::client::quic_endpoint` (ALPN, the relay's transport settings),
+/// A client endpoint like `assist_client::relay::quic_endpoint` (ALPN, the relay's transport settings),
 /// on a socket with [`UDP_BUFFER`]-sized buffers.
 fn quic_endpoint(mut tls: rustls::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol, Socket, Type};
     tls.alpn_protocols = vec![assist_relay_proto::quic::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(assist_relay::quic::transport_config()));
+    cfg.transport_config(Arc::new(assist_client::relay::transport_config()));
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = sock.set_recv_buffer_size(UDP_BUFFER);
     let _ = sock.set_send_buffer_size(UDP_BUFFER);

@@ -202,7 +202,7 @@ impl Parser {
 mod tests {
     use super::*;
     use assist_relay_proto::frame::{Channel, Frame};
-    use assist_relay_proto::ws::{server_frame, Opcode};
+    use assist_ws::{server_frame, Opcode};
 
     fn data(channel: Channel, ts: u64, len: usize) -> Frame {
         let mut p = vec![7u8; len];
@@ -268,7 +268,7 @@ mod tests {
             ws.extend_from_slice(&server_frame(Opcode::Binary, &f.bytes));
             raw.extend_from_slice(&f.bytes);
         }
-        ws.extend_from_slice(&assist_relay_proto::ws::server_close_frame(4004, "x"));
+        ws.extend_from_slice(&assist_ws::server_close_frame(4004, "x"));
         for chunk in [1, 3, 7, 1000, 100_000] {
             let mut p = Parser::new(true, 4096, &[]);
             assert_eq!(feed_all(&mut p, &ws, chunk), expected, "ws chunk {chunk}");

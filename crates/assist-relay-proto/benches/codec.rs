@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use assist_relay_proto::frame::{Channel, Frame, FrameHeader, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use assist_relay_proto::queue::{DirectionQueue, QueueLimits};
-use assist_relay_proto::ws::{encode_client_frame, Opcode, ServerDecoder, WsEvent};
+use assist_ws::{encode_client_frame, Opcode, ServerDecoder, WsEvent};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -119,7 +119,7 @@ fn queue(c: &mut Criterion) {
 /// WebSocket decode with in-place unmasking → relay frame validation → direction queue →
 /// batch pop → server frame headers for one vectored write. Kernel and TLS costs are not in it.
 fn forwarding_path(c: &mut Criterion) {
-    use assist_relay_proto::ws::encode_server_header;
+    use assist_ws::encode_server_header;
     let mut group = c.benchmark_group("forwarding_path");
     for (name, size, count) in [("4KiB", 4096usize, 64usize), ("64KiB", 65536, 16)] {
         let frame = Frame::new(Channel::Screen, 0, &vec![0x5Au8; size - HEADER_LEN]);

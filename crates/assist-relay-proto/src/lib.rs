@@ -3,8 +3,6 @@
 //! This crate owns the relay's wire formats and its queueing policy, and nothing else:
 //!
 //! - [`frame`]: the 6-byte-header relay frame, validated once and then forwarded as shared [`bytes::Bytes`];
-//! - [`ws`]: RFC 6455 framing for WSS legs, unmasking client frames in place with no per-message copy, plus the
-//!   handshake's `Sec-WebSocket-Accept` computation;
 //! - [`quic`]: the QUIC ALPN, the ticket prelude and the length-delimited frame decoder for QUIC streams;
 //! - [`control`]: the JSON control messages the relay originates;
 //! - [`close`]: the relay's close codes;
@@ -14,6 +12,8 @@
 //! It does **no IO**: no sockets, no async runtime, no clock reads (time is passed in as
 //! [`std::time::Instant`]) and no randomness. Decoders take the caller's read buffer and never panic on
 //! malformed input; they return errors that map to close codes.
+//!
+//! The WebSocket framing WSS legs use is its own crate, `assist-ws`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,4 +23,3 @@ pub mod control;
 pub mod frame;
 pub mod queue;
 pub mod quic;
-pub mod ws;

@@ -6,7 +6,7 @@
 use assist_relay_proto::close::CloseCode;
 use assist_relay_proto::frame::{Channel, Frame, FrameError};
 use assist_relay_proto::quic::StreamFrameDecoder;
-use assist_relay_proto::ws::{self, Opcode, ServerDecoder, WsError, WsEvent};
+use assist_ws::{self as ws, Opcode, ServerDecoder, WsError, WsEvent};
 use bytes::{Bytes, BytesMut};
 use std::io::IoSlice;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};

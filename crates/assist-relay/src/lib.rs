@@ -2,20 +2,20 @@
 //!
 //! This crate owns the relay's IO: admitting legs by ticket (`ticket`), pairing and forwarding
 //! with the session's mode enforced (`relay`), the WebSocket and QUIC transports (`leg`,
-//! `quic`), its metrics, and a client for tests and the load generator (`client`). The wire
-//! codecs and the queue policy are pure code in `assist-relay-proto`; the HTTP upgrade to
+//! `quic`) and its metrics. The wire codecs and the queue policy are pure code in
+//! `assist-relay-proto` and `assist-ws`; the client side of a leg is `assist-client`; the HTTP upgrade to
 //! WebSocket happens in `assistd`, which hands the upgraded stream to [`Relay::run_leg`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
 pub mod config;
 pub mod leg;
 pub mod metrics;
 pub mod quic;
 pub mod relay;
-pub mod ticket;
 
+/// Tickets are their own crate (the load generator mints them too); `crate::ticket` names it.
+pub use assist_ticket as ticket;
 pub use config::RelayConfig;
 pub use relay::{Admission, AdmitError, Relay, SessionReport};
 pub use ticket::{Role, TicketAuthority, TicketClaims};

@@ -15,8 +15,8 @@
 //! instead of stopping after `--pairs`, and `--rate N` caps the pairings started per second
 //! across all pairs (0: as fast as they go). Tokens live for the run plus ten minutes.
 
+use assist_client::signal::{SignalClient, SignalEvent};
 use assist_identity::{DevIssuer, TokenRequest};
-use assistd::signal::client::{SignalClient, SignalEvent};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let tls = assistd::tls::client_config(&data.join("tls/cert.pem"))?;
+    let tls = assist_client::tls::client_config(&data.join("tls/cert.pem"))?;
     let per_worker = pairs.div_ceil(concurrency);
     let cpu0 = server_pid.and_then(cpu_secs);
     let started = Instant::now();

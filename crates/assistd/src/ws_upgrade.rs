@@ -76,7 +76,7 @@ impl WsUpgrade {
         let h = resp.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        if let Ok(v) = HeaderValue::from_str(&assist_relay_proto::ws::accept_key(&self.key)) {
+        if let Ok(v) = HeaderValue::from_str(&assist_ws::accept_key(&self.key)) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
         let on_upgrade = self.on_upgrade;

@@ -1,5 +1,6 @@
 //! CI guards on the workspace's shape (`cargo metadata`): the pure crates depend on no runtime
-//! or IO crate, however deep, and every crate takes the shared `[workspace.lints]`.
+//! or IO crate, however deep; the server does not build the clients (no sharer agent, no X11);
+//! and every crate takes the shared `[workspace.lints]`.
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -11,6 +12,7 @@ const PURE: &[&str] = &[
     "assist-relay-proto",
     "assist-screen",
     "assist-graph",
+    "assist-ws",
 ];
 
 /// Runtime, networking, TLS, HTTP and database crates a pure crate must not reach.
@@ -73,61 +75,118 @@ fn metadata() -> Value {
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
-#[test]
-fn pure_crates_depend_on_no_runtime_or_io_crate() {
-    let meta = metadata();
-    let name_of: HashMap<&str, &str> = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-        .collect();
-    // Normal (not dev or build) dependency edges, by package id.
-    let mut normal: HashMap<&str, Vec<&str>> = HashMap::new();
-    for node in meta["resolve"]["nodes"].as_array().unwrap() {
-        let deps = node["deps"]
+/// The packages by id, and the normal (not dev or build) dependency edges between them.
+struct Graph {
+    name_of: HashMap<String, String>,
+    normal: HashMap<String, Vec<String>>,
+}
+
+impl Graph {
+    fn of(meta: &Value) -> Graph {
+        let name_of = meta["packages"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|k| k["kind"].is_null())
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["name"].as_str().unwrap().to_owned(),
+                )
             })
-            .map(|d| d["pkg"].as_str().unwrap())
             .collect();
-        normal.insert(node["id"].as_str().unwrap(), deps);
-    }
-    let mut checked = 0;
-    for (id, name) in &name_of {
-        if !PURE.contains(name) {
-            continue;
+        let mut normal = HashMap::new();
+        for node in meta["resolve"]["nodes"].as_array().unwrap() {
+            let deps = node["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+                })
+                .map(|d| d["pkg"].as_str().unwrap().to_owned())
+                .collect();
+            normal.insert(node["id"].as_str().unwrap().to_owned(), deps);
         }
-        checked += 1;
-        // Every crate reachable through normal dependencies, with the path that reaches it.
+        Graph { name_of, normal }
+    }
+
+    /// The id of the workspace package `name`.
+    fn id(&self, name: &str) -> &str {
+        self.name_of
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(id, _)| id.as_str())
+            .unwrap_or_else(|| panic!("{name} is in the workspace"))
+    }
+
+    /// Every package reachable from `name` through normal dependencies, by name, with the path
+    /// that first reaches it.
+    fn reachable(&self, name: &str) -> Vec<(String, String)> {
         let mut seen = BTreeSet::new();
-        let mut stack = vec![(*id, name.to_string())];
+        let mut out = Vec::new();
+        let mut stack = vec![(self.id(name).to_owned(), name.to_owned())];
         while let Some((at, path)) = stack.pop() {
-            for dep in normal.get(at).into_iter().flatten() {
-                if seen.insert(*dep) {
-                    let dep_name = name_of[dep];
+            for dep in self.normal.get(&at).into_iter().flatten() {
+                if seen.insert(dep.clone()) {
+                    let dep_name = &self.name_of[dep];
                     let path = format!("{path} → {dep_name}");
-                    assert!(
-                        !IO.contains(&dep_name),
-                        "pure crate {name} reaches the IO crate {dep_name}: {path}"
-                    );
-                    assert!(
-                        !NOT_PURE.contains(&dep_name),
-                        "pure crate {name} reaches {dep_name}: {path}"
-                    );
-                    stack.push((dep, path));
+                    out.push((dep_name.clone(), path.clone()));
+                    stack.push((dep.clone(), path));
                 }
             }
         }
+        out
     }
-    assert_eq!(checked, PURE.len(), "every pure crate is in the workspace");
+}
+
+#[test]
+fn pure_crates_depend_on_no_runtime_or_io_crate() {
+    let graph = Graph::of(&metadata());
+    for name in PURE {
+        for (dep, path) in graph.reachable(name) {
+            assert!(
+                !IO.contains(&dep.as_str()),
+                "pure crate {name} reaches the IO crate {dep}: {path}"
+            );
+            assert!(
+                !NOT_PURE.contains(&dep.as_str()),
+                "pure crate {name} reaches {dep}: {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_server_builds_no_client() {
+    let graph = Graph::of(&metadata());
+    // The server build stops compiling the sharer agent and its X11 connection.
+    let server = graph.reachable("assistd");
+    assert!(
+        server.iter().any(|(d, _)| d == "assist-relay"),
+        "{server:?}"
+    );
+    for (dep, path) in server {
+        assert!(
+            !["assist-agent", "assist-cli", "x11rb"].contains(&dep.as_str()),
+            "assistd reaches {dep}: {path}"
+        );
+    }
+    // The sharer agent and the load generator join the relay through the client crate, not
+    // the relay node.
+    for client in ["assist-agent", "assist-loadgen"] {
+        let deps = graph.reachable(client);
+        assert!(deps.iter().any(|(d, _)| d == "assist-client"), "{deps:?}");
+        for (dep, path) in deps {
+            assert_ne!(
+                dep, "assist-relay",
+                "{client} reaches the relay node: {path}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -176,6 +235,7 @@ fn every_crate_uses_the_workspace_lints() {
         .iter()
         .map(|m| m.as_str().unwrap())
         .collect();
+    let mut checked = BTreeSet::new();
     for p in meta["packages"].as_array().unwrap() {
         if !members.contains(p["id"].as_str().unwrap()) {
             continue;
@@ -191,5 +251,12 @@ fn every_crate_uses_the_workspace_lints() {
             "{} must have `[lints] workspace = true`",
             p["name"]
         );
+        checked.insert(p["name"].as_str().unwrap());
+    }
+    for name in PURE
+        .iter()
+        .chain(&["assist-client", "assist-cli", "assistd"])
+    {
+        assert!(checked.contains(name), "{name} is a workspace member");
     }
 }

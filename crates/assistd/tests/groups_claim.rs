@@ -4,8 +4,8 @@
 
 mod common;
 
+use assist_client::signal::{SignalClient, SignalEvent};
 use assist_identity::claims::Claims;
-use assistd::signal::client::{SignalClient, SignalEvent};
 use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
@@ -35,7 +35,7 @@ fn token_with_groups(s: &TestServer, upn: &str, groups: &[&str], roles: &[&str])
 }
 
 async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    let tls = assistd::tls::client_config(&s.server.cert_path).unwrap();
+    let tls = assist_client::tls::client_config(&s.server.cert_path).unwrap();
     SignalClient::connect(s.server.https_addr, "localhost", tls, Some(token))
         .await
         .unwrap()

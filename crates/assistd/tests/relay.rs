@@ -3,11 +3,11 @@
 
 mod common;
 
-use assist_policy::Mode;
-use assist_relay::client::{
+use assist_client::relay::{
     connect_quic, connect_wss, quic_endpoint, ClientError, ClientEvent, ClientReceiver,
     ClientSender,
 };
+use assist_policy::Mode;
 use assist_relay::Role;
 use assist_relay_proto::control::RelayControl;
 use assist_relay_proto::frame::{Channel, Frame, FLAG_FROM_RELAY, FLAG_KEYFRAME};
@@ -25,7 +25,7 @@ struct Relayd {
 }
 
 fn client_tls(cert: &std::path::Path) -> rustls::ClientConfig {
-    (*assistd::tls::client_config(cert).unwrap()).clone()
+    (*assist_client::tls::client_config(cert).unwrap()).clone()
 }
 
 async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir) {

@@ -214,8 +214,8 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
     }
 
     // A code out is a waiting session, read live from the broker, until it is withdrawn.
-    let tls = assistd::tls::client_config(&s.server.cert_path).unwrap();
-    let mut helper = assistd::signal::client::SignalClient::connect(
+    let tls = assist_client::tls::client_config(&s.server.cert_path).unwrap();
+    let mut helper = assist_client::signal::SignalClient::connect(
         s.server.https_addr,
         "localhost",
         tls,
@@ -228,7 +228,7 @@ async fn sessions_report_filters_orders_pages_and_needs_view_reports() {
         .await
         .unwrap();
     let issued = match helper.recv().await.unwrap() {
-        assistd::signal::client::SignalEvent::Message(m) => m,
+        assist_client::signal::SignalEvent::Message(m) => m,
         other => panic!("expected codeIssued, got {other:?}"),
     };
     assert_eq!(issued["type"], "codeIssued", "{issued}");

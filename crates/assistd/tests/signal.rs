@@ -4,9 +4,9 @@
 
 mod common;
 
-use assist_relay::client::{connect_wss, ClientEvent};
+use assist_client::relay::{connect_wss, ClientEvent};
+use assist_client::signal::{SignalClient, SignalEvent};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
-use assistd::signal::client::{SignalClient, SignalEvent};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ const ADMIN: &[&str] = &[
 ];
 
 fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    assistd::tls::client_config(&s.server.cert_path).unwrap()
+    assist_client::tls::client_config(&s.server.cert_path).unwrap()
 }
 
 fn user_token(s: &TestServer, tenant: &str, upn: &str, device: Option<&str>) -> String {
@@ -312,7 +312,7 @@ async fn denials_cross_tenant_codes_and_authentication() {
     .await;
     assert!(matches!(
         bad,
-        Err(assist_relay::client::ClientError::Rejected { status: 401, .. })
+        Err(assist_client::relay::ClientError::Rejected { status: 401, .. })
     ));
     let mut anon = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
         .await

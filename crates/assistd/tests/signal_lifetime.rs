@@ -5,9 +5,9 @@
 
 mod common;
 
-use assist_relay::client::{connect_wss, ClientEvent};
+use assist_client::relay::{connect_wss, ClientEvent};
+use assist_client::signal::{SignalClient, SignalEvent};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
-use assistd::signal::client::{SignalClient, SignalEvent};
 use assistd::Settings;
 use common::*;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ const ADMIN: &[&str] = &[
 ];
 
 fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    assistd::tls::client_config(&s.server.cert_path).unwrap()
+    assist_client::tls::client_config(&s.server.cert_path).unwrap()
 }
 
 fn token(s: &TestServer, upn: &str, device: Option<&str>, ttl: Duration) -> String {

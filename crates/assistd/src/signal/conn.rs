@@ -2,8 +2,8 @@
 //! upgrade), with the limits of `docs/protocol.md`: message size, message rate, idle timeout
 //! with pings, and a bounded outbound queue. Protocol meaning lives in the session crate.
 
-use assist_relay_proto::ws::{self, Opcode, ServerDecoder, WsEvent};
 use assist_session::message::CloseCode;
+use assist_ws::{self as ws, Opcode, ServerDecoder, WsEvent};
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

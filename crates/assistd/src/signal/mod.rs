@@ -9,7 +9,6 @@
 //!
 //! This file holds [`SignalHub`], the handle the rest of the server uses.
 
-pub mod client;
 pub mod conn;
 mod crypto;
 mod driver;

@@ -12,7 +12,8 @@
 use assist_agent::share::{
     share_screen, RelayInfo, ShareEnd, ShareEvent, ShareOptions, ShareOutcome,
 };
-use assistd::signal::client::{SignalClient, SignalEvent};
+use assist_client::auth::{given_token, Login};
+use assist_client::signal::{SignalClient, SignalEvent};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -219,255 +220,30 @@ async fn connect(c: &Common, token: &str) -> anyhow::Result<SignalClient> {
     Ok(SignalClient::connect(
         addr,
         &host,
-        assistd::tls::client_config(&c.ca())?,
+        assist_client::tls::client_config(&c.ca())?,
         Some(token),
     )
     .await?)
 }
 
-/// Signing in with the device authorization grant (RFC 8628), and refreshing.
-mod device_login {
-    use anyhow::{bail, Context};
-    use serde_json::Value;
-    use std::time::{Duration, Instant};
-
-    /// A signed-in session: the access token and what renews it.
-    pub struct Login {
-        client: reqwest::Client,
-        token_endpoint: String,
-        client_id: String,
-        refresh_token: Option<String>,
-        /// The access token (never printed).
-        pub access_token: String,
-        /// When to refresh (a quarter of the lifetime before expiry, 5 s .. 2 min).
-        pub refresh_at: Instant,
-    }
-
-    fn http(ca: &std::path::Path) -> anyhow::Result<reqwest::Client> {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let mut b = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::none());
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("parsing {}", ca.display()))?
-        {
-            b = b.add_root_certificate(cert);
-        }
-        Ok(b.build()?)
-    }
-
-    async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-        let resp = client
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if !resp.status().is_success() {
-            bail!("GET {url}: HTTP {}", resp.status());
-        }
-        resp.json().await.with_context(|| format!("GET {url}"))
-    }
-
-    /// POSTs a form; returns the status and the JSON body (an OAuth error body on 4xx).
-    async fn post_form(
-        client: &reqwest::Client,
-        url: &str,
-        form: &[(&str, &str)],
-    ) -> anyhow::Result<(u16, Value)> {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let resp = client
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = resp.status().as_u16();
-        let v = resp.json().await.unwrap_or(Value::Null);
-        Ok((status, v))
-    }
-
-    fn oauth_error(v: &Value) -> String {
-        let e = v["error"].as_str().unwrap_or("unknown error");
-        match v["error_description"].as_str() {
-            Some(d) => format!("{e} ({d})"),
-            None => e.to_owned(),
-        }
-    }
-
-    impl Login {
-        fn from_response(
-            client: reqwest::Client,
-            token_endpoint: String,
-            client_id: String,
-            v: &Value,
-            old_refresh: Option<String>,
-        ) -> anyhow::Result<Login> {
-            let Some(access_token) = v["access_token"].as_str() else {
-                bail!("the token endpoint answered without an access token");
-            };
-            let lifetime = v["expires_in"].as_u64().filter(|s| *s > 0).unwrap_or(3600);
-            let margin = (lifetime / 4).clamp(5, 120);
-            Ok(Login {
-                client,
-                token_endpoint,
-                client_id,
-                refresh_token: v["refresh_token"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or(old_refresh),
-                access_token: access_token.to_owned(),
-                refresh_at: Instant::now() + Duration::from_secs(lifetime.saturating_sub(margin)),
-            })
-        }
-
-        /// Signs in against the provider `server` names: prints where to go and the code, then
-        /// polls at the interval the provider asks for.
-        pub async fn device_grant(server: &str, ca: &std::path::Path) -> anyhow::Result<Login> {
-            let client = http(ca)?;
-            let cfg = get_json(&client, &format!("{server}/v1/auth/config"))
-                .await
-                .context("asking the server where to sign in")?;
-            let issuer = cfg["issuer"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_end_matches('/');
-            let client_id = cfg["cliClientId"]
-                .as_str()
-                .or(cfg["clientId"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let scopes = cfg["scopes"].as_str().unwrap_or("openid offline_access");
-            let meta = get_json(
-                &client,
-                &format!("{issuer}/.well-known/openid-configuration"),
-            )
-            .await
-            .context("reading the issuer's discovery document")?;
-            let (Some(device_ep), Some(token_ep)) = (
-                meta["device_authorization_endpoint"].as_str(),
-                meta["token_endpoint"].as_str(),
-            ) else {
-                bail!(
-                    "the issuer {issuer} does not offer the device authorization grant: pass a \
-                     token with ASSIST_TOKEN or --token-file"
-                );
-            };
-            let (status, d) = post_form(
-                &client,
-                device_ep,
-                &[("client_id", &client_id), ("scope", scopes)],
-            )
-            .await?;
-            if status != 200 {
-                bail!(
-                    "the issuer refused to start a device sign-in: {}",
-                    oauth_error(&d)
-                );
-            }
-            let (Some(device_code), Some(user_code), Some(uri)) = (
-                d["device_code"].as_str(),
-                d["user_code"].as_str(),
-                d["verification_uri"].as_str(),
-            ) else {
-                bail!("the device authorization answer lacks device_code, user_code or verification_uri");
-            };
-            println!("To sign in, open {uri} and enter the code {user_code}");
-            if let Some(complete) = d["verification_uri_complete"].as_str() {
-                println!("(or open {complete})");
-            }
-            let mut interval = d["interval"].as_u64().unwrap_or(5).max(1);
-            let deadline =
-                Instant::now() + Duration::from_secs(d["expires_in"].as_u64().unwrap_or(600));
-            loop {
-                tokio::time::sleep(Duration::from_secs(interval)).await;
-                if Instant::now() > deadline {
-                    bail!("the code expired before it was entered; run the command again");
-                }
-                let (status, v) = post_form(
-                    &client,
-                    token_ep,
-                    &[
-                        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                        ("device_code", device_code),
-                        ("client_id", &client_id),
-                    ],
-                )
-                .await?;
-                if status == 200 {
-                    let login =
-                        Login::from_response(client, token_ep.to_owned(), client_id, &v, None)?;
-                    println!("Signed in.");
-                    return Ok(login);
-                }
-                match v["error"].as_str() {
-                    Some("authorization_pending") => {}
-                    Some("slow_down") => interval += 5,
-                    Some("access_denied") => bail!("sign-in was denied"),
-                    Some("expired_token") => {
-                        bail!("the code expired before it was entered; run the command again")
-                    }
-                    _ => bail!("sign-in failed: {}", oauth_error(&v)),
-                }
-            }
-        }
-
-        /// Whether a refresh token is at hand.
-        pub fn can_refresh(&self) -> bool {
-            self.refresh_token.is_some()
-        }
-
-        /// Renews the access token with the refresh token.
-        pub async fn refresh(&mut self) -> anyhow::Result<()> {
-            let Some(rt) = self.refresh_token.clone() else {
-                bail!("no refresh token");
-            };
-            let (status, v) = post_form(
-                &self.client,
-                &self.token_endpoint,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &rt),
-                    ("client_id", &self.client_id),
-                ],
-            )
-            .await?;
-            if status != 200 {
-                self.refresh_token = None;
-                bail!("refreshing the sign-in failed: {}", oauth_error(&v));
-            }
-            *self = Login::from_response(
-                self.client.clone(),
-                self.token_endpoint.clone(),
-                self.client_id.clone(),
-                &v,
-                Some(rt),
-            )?;
-            Ok(())
-        }
-    }
-}
-
 /// The token to connect with: given (`--token`, `ASSIST_TOKEN`, `--token-file`) or from a
 /// device sign-in (returned too, to refresh it).
-async fn sign_in(c: &Common) -> anyhow::Result<(String, Option<device_login::Login>)> {
-    if let Some(t) = c.token.as_deref().filter(|t| !t.trim().is_empty()) {
-        return Ok((t.trim().to_owned(), None));
-    }
-    if let Some(path) = &c.token_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading the token file {}: {e}", path.display()))?;
-        let token = text.lines().next().unwrap_or_default().trim().to_owned();
-        if token.is_empty() {
-            anyhow::bail!("the token file {} is empty", path.display());
-        }
+async fn sign_in(c: &Common) -> anyhow::Result<(String, Option<Login>)> {
+    if let Some(token) = given_token(c.token.as_deref(), c.token_file.as_deref())? {
         return Ok((token, None));
     }
-    let server = c.server.trim_end_matches('/');
-    let login = device_login::Login::device_grant(server, &c.ca()).await?;
-    Ok((login.access_token.clone(), Some(login)))
+    let login = Login::device_grant(&c.server, &c.ca(), |p| {
+        println!(
+            "To sign in, open {} and enter the code {}",
+            p.verification_uri, p.user_code
+        );
+        if let Some(complete) = &p.verification_uri_complete {
+            println!("(or open {complete})");
+        }
+    })
+    .await?;
+    println!("Signed in.");
+    Ok((login.access_token().to_owned(), Some(login)))
 }
 
 /// One line describing an event for a person.
@@ -597,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .ok_or("Screen not shared: no X display (set DISPLAY or pass --display)."),
         RoleCmd::Helper(_) => Err(""),
     };
-    let tls = assistd::tls::client_config(&common.ca())?;
+    let tls = assist_client::tls::client_config(&common.ca())?;
     let mut sharing: Option<Sharing> = None;
     let mut session: Option<String> = None;
     let mut last_mode: Option<String> = None;
@@ -608,14 +384,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let refresh_at = login
             .as_ref()
             .filter(|l| l.can_refresh())
-            .map(|l| tokio::time::Instant::from_std(l.refresh_at));
+            .map(|l| tokio::time::Instant::from_std(l.refresh_at()));
         tokio::select! {
             // Renew the sign-in before the token expires and hand the new token to the
             // connection (else the server closes it with 4401).
             _ = async { tokio::time::sleep_until(refresh_at.unwrap_or_else(tokio::time::Instant::now)).await }, if refresh_at.is_some() => {
                 if let Some(l) = login.as_mut() {
                     match l.refresh().await {
-                        Ok(()) => client.send(&json!({"type": "authenticate", "token": l.access_token})).await?,
+                        Ok(()) => client.send(&json!({"type": "authenticate", "token": l.access_token()})).await?,
                         Err(e) => println!("{e:#}"),
                     }
                 }

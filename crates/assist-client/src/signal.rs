@@ -1,8 +1,10 @@
-//! A signalling client over WSS: JSON text messages, for tests and the `assist` CLI. It speaks
-//! `docs/protocol.md` and nothing else.
+//! The signalling client: a WSS connection to `/v1/signal` carrying JSON text messages, for the
+//! `assist` CLI, benchmarks and tests. It speaks `docs/protocol.md` ("Signalling") and nothing
+//! else: which messages to send and what they mean is the caller's business.
 
-use assist_relay::client::{mask, mask_seed, websocket_handshake, ClientError};
-use assist_relay_proto::ws::{self, ClientDecoder, Opcode, WsEvent};
+use crate::wss::{mask_seed, next_mask as mask, websocket_handshake};
+pub use crate::ClientError;
+use assist_ws::{self as ws, ClientDecoder, Opcode, WsEvent};
 use bytes::BytesMut;
 use serde_json::Value;
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! (prints the verification URI and the user code, polls, connects once approved), and takes a
 //! token from a file; tokens never reach its output.
 
+// The server fixture assistd's own integration tests use.
+#[path = "../../assistd/tests/common/mod.rs"]
 mod common;
 
 use common::*;

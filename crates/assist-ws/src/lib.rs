@@ -1,13 +1,33 @@
-//! RFC 6455 WebSocket framing for the relay's WSS legs, server side primarily (plus what a client-side load
-//! generator or test needs).
+//! Assist's WebSocket codec: RFC 6455 framing for the WSS signalling (`/v1/signal`) and relay
+//! (`/v1/relay`) legs, server side and client side.
 //!
 //! The decoders work on the caller's read buffer: they unmask client frames **in place** and split the payload
 //! off with [`BytesMut::split_to`] + [`BytesMut::freeze`], so an unfragmented message reaches the caller as a
 //! [`Bytes`] pointing into the read buffer, with no per-message copy. Only fragmented messages are copied, into
 //! one reassembly buffer. The opening handshake's HTTP parsing belongs to the IO side; [`accept_key`] computes the
-//! `Sec-WebSocket-Accept` value (SHA-1 and base64 are implemented here to keep the crate dependency-free).
+//! `Sec-WebSocket-Accept` value (RustCrypto's `sha1` and the `base64` crate).
+//!
+//! It does **no IO**: no sockets, no runtime, no clock, no randomness (clients pass their masks
+//! in). Decoders never panic on malformed input; every [`WsError`] maps to a close code.
+//!
+//! ```
+//! use assist_ws::{encode_client_frame, Opcode, ServerDecoder, WsEvent};
+//! use bytes::BytesMut;
+//!
+//! let mut wire = BytesMut::new();
+//! encode_client_frame(Opcode::Text, b"hello", [1, 2, 3, 4], &mut wire);
+//! let mut decoder = ServerDecoder::new(64 * 1024);
+//! match decoder.decode(&mut wire) {
+//!     Ok(Some(WsEvent::Text(t))) => assert_eq!(&t[..], b"hello"),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
 
+#![forbid(unsafe_code)]
+
+use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sha1::{Digest as _, Sha1};
 
 /// Maximum payload of a control frame (close, ping, pong).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -518,85 +538,8 @@ pub fn accept_key(sec_websocket_key: &str) -> String {
     let mut input = Vec::with_capacity(sec_websocket_key.len() + HANDSHAKE_GUID.len());
     input.extend_from_slice(sec_websocket_key.as_bytes());
     input.extend_from_slice(HANDSHAKE_GUID.as_bytes());
-    base64_encode(&sha1(&input))
-}
-
-/// SHA-1 (FIPS 180-4). Only for the WebSocket handshake, where it is not a security primitive.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    let (blocks, _) = msg.as_chunks::<64>(); // the padding makes the length a multiple of 64
-    for block in blocks {
-        let mut w = [0u32; 80];
-        for (i, word) in block.as_chunks::<4>().0.iter().enumerate() {
-            w[i] = u32::from_be_bytes(*word);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (hv, v) in h.iter_mut().zip([a, b, c, d, e]) {
-            *hv = hv.wrapping_add(v);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (o, v) in out.chunks_exact_mut(4).zip(h) {
-        o.copy_from_slice(&v.to_be_bytes());
-    }
-    out
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64_encode(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let digest = Sha1::digest(&input);
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
 #[cfg(test)]
@@ -1065,41 +1008,13 @@ mod tests {
     }
 
     #[test]
-    fn sha1_known_vectors() {
-        fn hex(b: &[u8]) -> String {
-            b.iter().map(|x| format!("{x:02x}")).collect()
-        }
-        assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    fn accept_key_other_keys() {
+        // RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the GUID (values from Python's
+        // hashlib and base64). The empty key hashes the GUID alone.
         assert_eq!(
-            hex(&sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
+            accept_key("x3JJHMbDL1EzLkh9GBhXDw=="),
+            "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
         );
-        assert_eq!(
-            hex(&sha1(
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-            )),
-            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
-        );
-        assert_eq!(
-            hex(&sha1(&vec![b'a'; 1_000_000])),
-            "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
-        );
-    }
-
-    #[test]
-    fn base64_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (input, out) in cases {
-            assert_eq!(base64_encode(input.as_bytes()), out);
-        }
-        assert_eq!(base64_encode(&[0xFB, 0xFF]), "+/8=");
+        assert_eq!(accept_key(""), "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=");
     }
 }

@@ -1,13 +1,21 @@
-//! A relay client over WSS or QUIC, for tests, the load generator and the reference apps. It
-//! speaks `docs/protocol.md` and nothing else: a client in another language does the same.
+//! The relay client: one leg of a session over WSS (`/v1/relay`) or QUIC (ALPN
+//! `assist-relay/1`), for the sharer agent, the load generator and tests. It speaks
+//! `docs/protocol.md` ("Relay") and nothing else: a client in another language does the same.
+//!
+//! A leg is a [`ClientSender`] and a [`ClientReceiver`], so one task can send while another
+//! receives. Join with the ticket the broker gave in `sessionActive`: [`connect_wss`], or
+//! [`quic_endpoint`] once and then [`connect_quic`] per leg.
 
+pub use crate::ClientError;
+
+use crate::wss::{mask_seed, next_mask, websocket_handshake};
 use assist_relay_proto::frame::{Channel, Frame, FrameError};
 use assist_relay_proto::quic::{encode_ticket_prelude, StreamFrameDecoder, ALPN};
-use assist_relay_proto::ws::{self, ClientDecoder, Opcode, WsError, WsEvent};
-use base64::Engine;
+use assist_ws::{self as ws, ClientDecoder, Opcode, WsEvent};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -20,34 +28,6 @@ pub enum ClientEvent {
     Frame(Frame),
     /// The leg was closed, with the close code when there was one.
     Closed(Option<u16>),
-}
-
-/// Client failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Transport failure.
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    /// The relay refused the join over HTTP (401, 409, 503) with a Graph error body.
-    #[error("relay refused the join: HTTP {status}: {body}")]
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// Response body.
-        body: String,
-    },
-    /// The server's handshake answer was not a valid WebSocket upgrade.
-    #[error("bad handshake: {0}")]
-    Handshake(String),
-    /// A malformed frame from the relay.
-    #[error("frame: {0}")]
-    Frame(#[from] FrameError),
-    /// A malformed WebSocket frame from the relay.
-    #[error("websocket: {0}")]
-    Ws(#[from] WsError),
-    /// QUIC failure.
-    #[error("quic: {0}")]
-    Quic(String),
 }
 
 /// Sends frames on a leg.
@@ -96,108 +76,6 @@ pub enum ClientReceiver {
     },
 }
 
-fn next_mask(rng: &mut u64) -> [u8; 4] {
-    // xorshift64: masks need not be secret here, only varied (RFC 6455 §10.3 concerns proxies).
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    (*rng as u32).to_be_bytes()
-}
-
-/// Opens a TLS connection and performs a WebSocket upgrade of `path`, with an optional bearer
-/// token. Returns the stream and any bytes already read past the handshake.
-pub async fn websocket_handshake(
-    addr: SocketAddr,
-    host: &str,
-    tls: Arc<rustls::ClientConfig>,
-    path: &str,
-    bearer: Option<&str>,
-) -> Result<(TlsStream<TcpStream>, BytesMut), ClientError> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let mut stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?;
-    let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
-    );
-    stream.write_all(req.as_bytes()).await?;
-    stream.flush().await?;
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        if buf.len() > 16 * 1024 {
-            return Err(ClientError::Handshake("response headers too long".into()));
-        }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(ClientError::Handshake(
-                "connection closed during the handshake".into(),
-            ));
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ClientError::Handshake("no status line".into()))?;
-    if status != 101 {
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        let _ = buf.split_to(head_end);
-        while buf.len() < len.min(64 * 1024) {
-            if stream.read_buf(&mut buf).await? == 0 {
-                break;
-            }
-        }
-        return Err(ClientError::Rejected {
-            status,
-            body: String::from_utf8_lossy(&buf).to_string(),
-        });
-    }
-    let expected = ws::accept_key(&key);
-    let accepted = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == expected
-        })
-    });
-    if !accepted {
-        return Err(ClientError::Handshake(
-            "missing or wrong Sec-WebSocket-Accept".into(),
-        ));
-    }
-    let _ = buf.split_to(head_end);
-    Ok((stream, buf))
-}
-
-/// A seed for WebSocket masks.
-pub fn mask_seed() -> u64 {
-    u64::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..8]
-            .try_into()
-            .unwrap_or([7; 8]),
-    ) | 1
-}
-
-/// The next WebSocket mask from `rng` (xorshift64).
-pub fn mask(rng: &mut u64) -> [u8; 4] {
-    next_mask(rng)
-}
-
 /// Joins a relay over WSS. `host` is the TLS server name and `Host` header.
 pub async fn connect_wss(
     addr: SocketAddr,
@@ -221,13 +99,28 @@ pub async fn connect_wss(
     ))
 }
 
+/// The client's QUIC transport settings, the same as the relay's own (`assist-relay`'s
+/// `quic::transport_config`): at most 16 screen streams and 4 bidirectional streams open towards
+/// this client, a 30 s idle timeout and a keep-alive every 10 s, so an idle leg stays open behind
+/// NATs.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(16u32.into());
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        30_000,
+    ))));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t
+}
+
 /// A QUIC client endpoint trusting `tls`'s roots, with the relay's ALPN.
 pub fn quic_endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, ClientError> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ClientError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::quic::transport_config()));
+    cfg.transport_config(Arc::new(transport_config()));
     let mut ep = quinn::Endpoint::client(
         "127.0.0.1:0"
             .parse()
@@ -396,7 +289,7 @@ impl ClientReceiver {
                         Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
                         Ok(None) | Err(_) => {
                             // Give the close frame a moment to arrive so its code is known.
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
                             return Ok(ClientEvent::Closed(quic_code(conn)));
                         }
                     },

@@ -2,6 +2,8 @@
 //! run from a directory other than the data directory's parent (the certificate is found through
 //! ASSIST_DATA_DIR), and both programs exiting 0 once the session has ended.
 
+// The server fixture assistd's own integration tests use.
+#[path = "../../assistd/tests/common/mod.rs"]
 mod common;
 
 use common::*;
