@@ -620,7 +620,7 @@ impl Relay {
                 let pushed = {
                     let mut q = lock(&dir.queue);
                     let was_empty = q.is_empty();
-                    let r = q.push(pending, Instant::now());
+                    let r = q.push(pending);
                     if r.is_ok() && was_empty {
                         *lock(&dir.oldest) = Some(Instant::now());
                     }
@@ -640,7 +640,7 @@ impl Relay {
                                 .sub(n as i64 - i64::from(!outcome.queued));
                             session.dropped.fetch_add(n, Ordering::Relaxed);
                         }
-                        if outcome.request_keyframe {
+                        if outcome.dropped_frames > 0 {
                             self.request_keyframe(&session);
                         }
                         dir.frames_ready.notify_one();
