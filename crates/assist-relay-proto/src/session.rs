@@ -141,6 +141,24 @@ impl Ended {
         }
     }
 
+    /// The same end with `role`'s leg closed with `code` instead.
+    pub fn with_code(mut self, role: Role, code: CloseCode) -> Ended {
+        self.codes[role.index()] = code;
+        self
+    }
+
+    /// The `ended` control frame for `role`'s leg (none for a leg closed with 1000, which closed itself or
+    /// failed): the broker's end reason when the broker ended the session (4000), else the close code's name.
+    pub fn frame_for(&self, role: Role) -> Option<Frame> {
+        let code = self.codes[role.index()];
+        let reason = match code {
+            CloseCode::Normal => return None,
+            CloseCode::Ended => self.reason.clone(),
+            other => other.name().to_owned(),
+        };
+        Some(Frame::relay_control(&RelayControl::Ended { reason }))
+    }
+
     /// The side whose leg dropped (closed, failed or stopped reading): exactly one leg got `peerLeft`.
     pub fn left(&self) -> Option<Role> {
         match self.codes {
@@ -690,16 +708,7 @@ impl SessionCore {
     /// The `ended` control frame for `role`'s leg (none for a leg closed with 1000, which closed itself or
     /// failed): the broker's end reason when the broker ended the session, else the close code's name.
     pub fn ended_frame(&self, role: Role) -> Option<Frame> {
-        let end = self.end.as_ref()?;
-        let code = end.codes[role.index()];
-        if code == CloseCode::Normal {
-            return None;
-        }
-        let reason = match code {
-            CloseCode::Ended => end.reason.clone(),
-            other => other.name().to_owned(),
-        };
-        Some(Frame::relay_control(&RelayControl::Ended { reason }))
+        self.end.as_ref()?.frame_for(role)
     }
 
     /// Discards what is queued (the session is over), returning the number of frames discarded.

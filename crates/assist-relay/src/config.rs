@@ -12,7 +12,8 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// Per-direction queue bounds and keyframe request interval.
     pub queue: QueueLimits,
-    /// A leg that accepts no bytes this long while frames wait is closed (4007).
+    /// A leg that accepts no bytes this long while frames wait is closed (4007); one deadline per
+    /// leg, checked by the session's watchdog about once a second.
     pub slow_consumer_timeout: Duration,
     /// No frame in either direction this long closes the session (4008).
     pub idle_timeout: Duration,
@@ -22,7 +23,7 @@ pub struct RelayConfig {
     pub max_sessions: usize,
     /// The address tickets must name in `relay`, if checked.
     pub public_addr: Option<String>,
-    /// WebSocket ping after this much silence from a leg.
+    /// A WebSocket ping goes to each WSS leg this often (liveness and round-trip samples).
     pub ping_interval: Duration,
     /// Bytes one batched write may carry.
     pub write_batch_bytes: usize,

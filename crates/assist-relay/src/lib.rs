@@ -1,10 +1,11 @@
 //! Assist's relay.
 //!
-//! This crate owns the relay's IO: admitting legs by ticket (`ticket`), pairing and forwarding
-//! with the session's mode enforced (`relay`), the WebSocket and QUIC transports (`leg`,
+//! This crate owns the relay's IO: admitting legs by ticket (`ticket`), the session's task that
+//! polls both legs and forwards inline (`relay`), the WebSocket and QUIC transports (`leg`,
 //! `quic`), its metrics, and a client for tests and the load generator (`client`). The wire
-//! codecs and the queue policy are pure code in `assist-relay-proto`; the HTTP upgrade to
-//! WebSocket happens in `assistd`, which hands the upgraded stream to [`Relay::run_leg`].
+//! codecs and every per-session decision are pure code in `assist-relay-proto` (`session`); the
+//! HTTP upgrade to WebSocket happens in `assistd`, which takes the TLS stream back out of hyper
+//! and hands it to [`Relay::run_leg`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

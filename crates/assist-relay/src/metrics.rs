@@ -10,35 +10,7 @@ use prometheus::{
 /// Direction of travel, by the leg that sent the frame.
 pub const DIRECTIONS: [&str; 2] = ["helperToSharer", "sharerToHelper"];
 
-/// Why a frame was not forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Input or control from a helper whose mode does not grant control.
-    Mode,
-    /// Chat while chat is blocked.
-    ChatBlocked,
-    /// A channel that does not flow this way (screen from the helper, input from the sharer).
-    Direction,
-    /// A stale screen frame dropped under congestion.
-    Congestion,
-}
-
-impl DropReason {
-    const ALL: [DropReason; 4] = [
-        Self::Mode,
-        Self::ChatBlocked,
-        Self::Direction,
-        Self::Congestion,
-    ];
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Mode => "mode",
-            Self::ChatBlocked => "chatBlocked",
-            Self::Direction => "direction",
-            Self::Congestion => "congestion",
-        }
-    }
-}
+pub use assist_relay_proto::session::DropReason;
 
 /// The relay's metrics.
 #[derive(Clone)]

@@ -136,9 +136,8 @@ async fn handle(incoming: quinn::Incoming, relay: Relay) -> Result<(), String> {
     };
     match relay.admit(&ticket) {
         Ok(admission) => {
-            let (reader, writer) =
-                crate::leg::quic(conn, send, recv, leftover, relay.config().max_frame_bytes);
-            relay.run_leg(admission, reader, writer).await;
+            let leg = crate::leg::quic(conn, send, recv, leftover, relay.config().max_frame_bytes);
+            relay.run_leg(admission, leg).await;
             Ok(())
         }
         Err(e) => {

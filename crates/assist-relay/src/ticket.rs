@@ -17,41 +17,7 @@ pub const KEY_FILE: &str = "relay-ticket-key.pem";
 /// Default ticket lifetime.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
-/// Which side of the session a leg is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Role {
-    /// The help-desk person: receives the screen, sends input.
-    Helper,
-    /// The person sharing a screen: sends the screen, receives input.
-    Sharer,
-}
-
-impl Role {
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Helper => "helper",
-            Self::Sharer => "sharer",
-        }
-    }
-
-    /// The other side.
-    pub fn peer(self) -> Role {
-        match self {
-            Self::Helper => Self::Sharer,
-            Self::Sharer => Self::Helper,
-        }
-    }
-
-    /// 0 for helper, 1 for sharer (array index).
-    pub fn index(self) -> usize {
-        match self {
-            Self::Helper => 0,
-            Self::Sharer => 1,
-        }
-    }
-}
+pub use assist_relay_proto::session::Role;
 
 /// A ticket's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
