@@ -372,6 +372,13 @@ async fn the_broker_ends_a_session() {
         }
     );
     assert_eq!(expect_close(&mut s.1).await, Some(4000));
+    // The helper is on QUIC: its `ended` arrives before the connection closes.
+    assert_eq!(
+        expect_control(&mut h.1, "ended").await,
+        RelayControl::Ended {
+            reason: "helper ended the session".into()
+        }
+    );
     assert_eq!(expect_close(&mut h.1).await, Some(4000));
     assert!(!r.s.server.relay.end_session("e1", "again"));
     r.s.server.shutdown().await;
@@ -471,5 +478,113 @@ async fn a_slow_helper_loses_stale_screen_frames_but_no_input() {
         screens + dropped <= 600 && screens < 600,
         "screens {screens}, dropped {dropped}"
     );
+    r.s.server.shutdown().await;
+}
+
+/// A QUIC helper that never reads its screen streams: small receive windows, no `accept_uni`.
+/// The relay must treat its full path like a full WSS socket: drop stale screen frames, ask the
+/// sharer for a keyframe, keep every input, and hold a bounded amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
+    let (r, _d) = relayd(|s| {
+        s.relay.queue.max_frames = 8;
+        s.relay.queue.max_bytes = 512 * 1024;
+    })
+    .await;
+    let mut tls = client_tls(&r.s.server.cert_path);
+    tls.alpn_protocols = vec![assist_relay_proto::quic::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = assist_relay::quic::transport_config();
+    transport.receive_window(quinn::VarInt::from_u32(256 * 1024));
+    transport.stream_receive_window(quinn::VarInt::from_u32(128 * 1024));
+    cfg.transport_config(Arc::new(transport));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    let conn = ep
+        .connect(r.s.server.quic_addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut h_send, mut h_recv) = conn.open_bi().await.unwrap();
+    let ht = r.ticket("slowq", Role::Helper, Mode::FullControl, true);
+    h_send
+        .write_chunk(assist_relay_proto::quic::encode_ticket_prelude(&ht))
+        .await
+        .unwrap();
+    // Read the helper's control stream until `paired` (joined, then paired once the sharer is in).
+    let st = r.ticket("slowq", Role::Sharer, Mode::FullControl, true);
+    let mut s = r.wss(&st).await.unwrap();
+    expect_control(&mut s.1, "paired").await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"paired\"") {
+        let c = tokio::time::timeout(Duration::from_secs(10), h_recv.read_chunk(4096, true))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&c.bytes);
+    }
+    let flood = tokio::spawn(async move {
+        let frame = Frame::new(Channel::Screen, 0, &vec![9u8; 64 * 1024]);
+        for _ in 0..600 {
+            if s.0.send(&frame).await.is_err() {
+                break;
+            }
+        }
+        s
+    });
+    for i in 0..50u32 {
+        h_send
+            .write_chunk(Frame::new(Channel::Input, 0, &i.to_be_bytes()).bytes)
+            .await
+            .unwrap();
+    }
+    let mut s = flood.await.unwrap();
+    let mut inputs = Vec::new();
+    let mut keyframe_requests = 0;
+    while inputs.len() < 50 {
+        match next(&mut s.1).await {
+            ClientEvent::Frame(f) => match control_of(&f) {
+                Some(RelayControl::KeyframeRequest { .. }) => keyframe_requests += 1,
+                Some(_) => {}
+                None => {
+                    assert_eq!(f.header.channel, Channel::Input);
+                    inputs.push(u32::from_be_bytes(f.payload()[..4].try_into().unwrap()));
+                }
+            },
+            ClientEvent::Closed(c) => panic!("sharer closed: {c:?}"),
+        }
+    }
+    assert_eq!(inputs, (0..50).collect::<Vec<_>>());
+    if keyframe_requests == 0 {
+        expect_control(&mut s.1, "keyframeRequest").await;
+    }
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let dropped = metric(r#"assist_relay_frames_dropped_total{reason="congestion"}"#);
+    let forwarded =
+        metric(r#"assist_relay_frames_total{channel="screen",direction="sharerToHelper"}"#);
+    assert!(
+        dropped > 0,
+        "stale screen frames dropped on the full QUIC path: {text}"
+    );
+    // Bounded: what the helper's windows took plus the in-flight permits and the queue, not 600.
+    assert!(
+        forwarded < 100,
+        "{forwarded} screen frames handed to the QUIC leg"
+    );
+    conn.close(0u32.into(), b"");
     r.s.server.shutdown().await;
 }
