@@ -19,4 +19,4 @@ pub mod ticket;
 
 pub use config::RelayConfig;
 pub use relay::{Admission, AdmitError, Relay, SessionReport};
-pub use ticket::{Role, TicketAuthority, TicketClaims};
+pub use ticket::{RelayIdentity, Role, TicketAuthority, TicketClaims};

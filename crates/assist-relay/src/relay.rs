@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::RelayConfig;
 use crate::leg::{Incoming, Leg};
 use crate::metrics::RelayMetrics;
-use crate::ticket::{Role, TicketAuthority, TicketClaims, TicketError};
+use crate::ticket::{RelayIdentity, Role, TicketAuthority, TicketClaims, TicketError};
 
 /// Why a join was refused before the leg started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +178,7 @@ fn now_secs() -> u64 {
 
 struct Inner {
     config: RelayConfig,
+    identity: RelayIdentity,
     tickets: Arc<TicketAuthority>,
     sessions: DashMap<String, Arc<Session>>,
     used_tickets: Mutex<HashMap<String, u64>>,
@@ -210,9 +211,20 @@ impl Relay {
         metrics: RelayMetrics,
         reports: Option<tokio::sync::mpsc::UnboundedSender<SessionReport>>,
     ) -> Self {
+        let name = config
+            .public_addr
+            .clone()
+            .or_else(|| config.listen_addr.clone())
+            .unwrap_or_else(|| {
+                tracing::warn!("the relay has neither a public nor a listen address; tickets must name \"localhost\"");
+                "localhost".into()
+            });
+        let identity = RelayIdentity::new(name);
+        tracing::info!(relay = %identity.name, instance = %identity.instance, "relay identity");
         Self {
             inner: Arc::new(Inner {
                 config,
+                identity,
                 tickets,
                 sessions: DashMap::new(),
                 used_tickets: Mutex::new(HashMap::new()),
@@ -228,6 +240,11 @@ impl Relay {
     /// The configuration.
     pub fn config(&self) -> &RelayConfig {
         &self.inner.config
+    }
+
+    /// Who this relay is (this run): what tickets must name (`relay`, `inst`).
+    pub fn identity(&self) -> &RelayIdentity {
+        &self.inner.identity
     }
 
     /// Sessions with at least one leg.
@@ -249,9 +266,7 @@ impl Relay {
         if inner.shutdown.is_cancelled() {
             return Err(AdmitError::ShuttingDown);
         }
-        let claims = inner
-            .tickets
-            .verify(ticket, inner.config.public_addr.as_deref())?;
+        let claims = inner.tickets.verify(ticket, &inner.identity)?;
         let now = now_secs();
         {
             let mut ended = lock(&inner.ended);

@@ -40,7 +40,10 @@ async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir)
 
 impl Relayd {
     fn ticket(&self, sid: &str, role: Role, mode: Mode, chat: bool) -> String {
-        self.s.server.tickets.mint(sid, role, mode, chat, "test")
+        self.s
+            .server
+            .tickets
+            .mint(sid, role, mode, chat, self.s.server.relay.identity())
     }
     async fn wss(&self, ticket: &str) -> Result<Leg, ClientError> {
         connect_wss(
@@ -191,7 +194,13 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     let stranger =
         assist_relay::TicketAuthority::load_or_create(other.path(), Duration::from_secs(60))
             .unwrap();
-    let forged = stranger.mint("t1", Role::Helper, Mode::FullControl, true, "test");
+    let forged = stranger.mint(
+        "t1",
+        Role::Helper,
+        Mode::FullControl,
+        true,
+        r.s.server.relay.identity(),
+    );
     match r.wss(&forged).await {
         Err(ClientError::Rejected { status, body }) => {
             assert_eq!(status, 401);
@@ -206,7 +215,10 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     let mut claims =
         r.s.server
             .tickets
-            .verify(&r.ticket("t1", Role::Helper, Mode::ViewOnly, true), None)
+            .verify(
+                &r.ticket("t1", Role::Helper, Mode::ViewOnly, true),
+                r.s.server.relay.identity(),
+            )
             .unwrap();
     claims.exp = claims.iat - 120;
     let expired = r.s.server.tickets.sign(&claims);
@@ -235,6 +247,69 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     // Not a WebSocket upgrade at all.
     let (status, body) = send(r.s.client.get(r.s.url("/v1/relay"))).await;
     assert_eq!(status, 400, "{body}");
+    r.s.server.shutdown().await;
+}
+
+/// A ticket names the relay it is for: the relay's public address when configured, else its
+/// HTTPS listen address as advertised (`localhost:PORT` on loopback), and this run's instance.
+#[tokio::test]
+async fn a_ticket_must_name_this_relay() {
+    let (r, _d) = relayd(|_| {}).await;
+    let me = r.s.server.relay.identity().clone();
+    assert_eq!(
+        me.name,
+        format!("localhost:{}", r.s.server.https_addr.port()),
+        "no public address: the advertised listen address"
+    );
+    let mint = |relay: &assist_relay::RelayIdentity| {
+        r.s.server
+            .tickets
+            .mint("n1", Role::Helper, Mode::ViewOnly, true, relay)
+    };
+    for other in [
+        assist_relay::RelayIdentity {
+            name: "relay.elsewhere:443".into(),
+            instance: me.instance.clone(),
+        },
+        assist_relay::RelayIdentity {
+            name: format!("127.0.0.1:{}", r.s.server.https_addr.port()),
+            instance: me.instance.clone(),
+        },
+        assist_relay::RelayIdentity::new(me.name.clone()),
+    ] {
+        match r.wss(&mint(&other)).await {
+            Err(ClientError::Rejected { status, .. }) => assert_eq!(status, 401, "{other:?}"),
+            x => panic!("{other:?}: {:?}", x.err()),
+        }
+        let (_tx, mut rx) = r.quic(&mint(&other)).await.unwrap();
+        assert_eq!(expect_close(&mut rx).await, Some(4001), "{other:?}");
+    }
+    let (_tx, mut rx) = r.wss(&mint(&me)).await.unwrap();
+    expect_control(&mut rx, "joined").await;
+    r.s.server.shutdown().await;
+
+    // With a public address configured, that is the name, and the listen address is refused.
+    let (r, _d) = relayd(|s| s.relay.public_addr = Some("relay.example.com:443".into())).await;
+    let me = r.s.server.relay.identity().clone();
+    assert_eq!(me.name, "relay.example.com:443");
+    let listen = assist_relay::RelayIdentity {
+        name: format!("localhost:{}", r.s.server.https_addr.port()),
+        instance: me.instance.clone(),
+    };
+    let t =
+        r.s.server
+            .tickets
+            .mint("n2", Role::Helper, Mode::ViewOnly, true, &listen);
+    assert!(matches!(
+        r.wss(&t).await,
+        Err(ClientError::Rejected { status: 401, .. })
+    ));
+    let t =
+        r.s.server
+            .tickets
+            .mint("n2", Role::Helper, Mode::ViewOnly, true, &me);
+    let (_tx, mut rx) = r.wss(&t).await.unwrap();
+    expect_control(&mut rx, "joined").await;
     r.s.server.shutdown().await;
 }
 
