@@ -29,6 +29,7 @@ pub struct RelayMetrics {
     rejected: IntCounterVec,
     /// Keyframe requests sent to sharers.
     pub keyframe_requests: IntCounter,
+    rtt: Vec<Histogram>,
 }
 
 fn idx(channel: Channel, direction: usize) -> usize {
@@ -99,6 +100,21 @@ impl RelayMetrics {
             "assist_relay_keyframe_requests_total",
             "Keyframe requests sent to sharers.",
         )?;
+        let rtt_vec = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "assist_relay_leg_rtt_seconds",
+                "Round-trip time samples of relay legs (WebSocket ping/pong, QUIC path statistics), by transport.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["transport"],
+        )?;
+        registry.register(Box::new(rtt_vec.clone()))?;
+        let rtt = ["wss", "quic"]
+            .iter()
+            .map(|t| rtt_vec.with_label_values(&[t]))
+            .collect();
         for c in [&frames_vec, &bytes_vec, &dropped_vec, &closes, &rejected] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -130,6 +146,7 @@ impl RelayMetrics {
             closes,
             rejected,
             keyframe_requests,
+            rtt,
         })
     }
 
@@ -157,6 +174,14 @@ impl RelayMetrics {
     /// Counts a leg closed with `code`.
     pub fn closed(&self, code: CloseCode) {
         self.closes.with_label_values(&[code.name()]).inc();
+    }
+
+    /// Records a round-trip sample of a leg on `transport` ("wss" or "quic").
+    pub fn rtt(&self, transport: &str, rtt: std::time::Duration) {
+        let i = usize::from(transport == "quic");
+        if let Some(h) = self.rtt.get(i) {
+            h.observe(rtt.as_secs_f64());
+        }
     }
 
     /// Counts a refused join.

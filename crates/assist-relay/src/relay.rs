@@ -88,6 +88,26 @@ pub struct SessionReport {
     pub left: Option<Role>,
 }
 
+impl SessionReport {
+    /// The fields the session record (and the sessions report's Assist columns) carry:
+    /// frames, bytes and drops per direction, screen frames dropped under congestion, keyframe
+    /// requests, and each leg's mean round-trip time in milliseconds (`null` if not measured).
+    pub fn record_fields(&self) -> serde_json::Value {
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0);
+        serde_json::json!({
+            "relayFramesHelperToSharer": self.frames[0],
+            "relayFramesSharerToHelper": self.frames[1],
+            "relayBytesHelperToSharer": self.bytes[0],
+            "relayBytesSharerToHelper": self.bytes[1],
+            "relayFramesDropped": self.dropped,
+            "relayScreenFramesDropped": self.screen_dropped,
+            "relayKeyframeRequests": self.keyframe_requests,
+            "relayHelperRttMs": ms(self.rtt[0]),
+            "relaySharerRttMs": ms(self.rtt[1]),
+        })
+    }
+}
+
 /// A leg admitted by ticket, ready to run.
 #[derive(Debug)]
 pub struct Admission {
@@ -650,7 +670,15 @@ impl Driver<'_> {
                     Received::Paused | Received::Ended => {}
                 },
                 Ok(Incoming::Ping(p)) => self.core.on_ping(role, p),
-                Ok(Incoming::Pong) => self.core.on_pong(role, now),
+                Ok(Incoming::Pong) => {
+                    let before = self.core.counters().rtt[role.index()];
+                    self.core.on_pong(role, now);
+                    let after = self.core.counters().rtt[role.index()];
+                    if after.samples > before.samples {
+                        let last = Duration::from_micros(after.sum_us - before.sum_us);
+                        self.metrics.rtt("wss", last);
+                    }
+                }
                 Ok(Incoming::Closed(_)) => {
                     self.core
                         .end(Ended::by(role, CloseCode::Normal, "the other leg left"));
@@ -736,6 +764,7 @@ impl Driver<'_> {
             let leg = &mut self.legs[role.index()];
             if let Some(rtt) = leg.transport_rtt() {
                 self.core.add_rtt_sample(role, rtt);
+                self.metrics.rtt(leg.transport(), rtt);
             }
             if !std::mem::take(&mut leg.read_any) {
                 leg.release_idle_buffer();
