@@ -772,12 +772,9 @@ impl Driver<'_> {
         }
         let t = self.core.on_tick(now);
         for role in Role::ALL {
+            // QUIC keeps itself alive and measures its own round trips: no pings there.
             if t.ping[role.index()] && self.legs[role.index()].wants_pings() {
                 self.ping[role.index()] = true;
-            } else if t.ping[role.index()] {
-                // QUIC keeps itself alive; just restart the ping clock.
-                self.core.on_ping_sent(role, now);
-                self.core.on_pong(role, now);
             }
         }
     }

@@ -663,3 +663,56 @@ async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
     conn.close(0u32.into(), b"");
     r.s.server.shutdown().await;
 }
+
+/// The relay pings WSS legs every `ping_interval`; a leg that answers gives round-trip samples
+/// (the session record's `relayHelperRttMs` / `relaySharerRttMs`, and the RTT histogram).
+#[tokio::test]
+async fn wss_pings_measure_round_trips() {
+    use assist_relay_proto::ws::{encode_client_frame, ClientDecoder, Opcode, WsEvent};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (r, _d) = relayd(|s| s.relay.ping_interval = Duration::from_millis(100)).await;
+    let ht = r.ticket("rtt", Role::Helper, Mode::FullControl, true);
+    let st = r.ticket("rtt", Role::Sharer, Mode::FullControl, true);
+    let (mut io, mut buf) = assist_relay::client::websocket_handshake(
+        r.s.server.https_addr,
+        "localhost",
+        r.tls.clone(),
+        "/v1/relay",
+        Some(&ht),
+    )
+    .await
+    .unwrap();
+    let _sharer = r.wss(&st).await.unwrap();
+    // Answer every ping for a while (the watchdog ticks once a second).
+    let mut decoder = ClientDecoder::new(1 << 20);
+    let mut pongs = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        while let Some(ev) = decoder.decode(&mut buf).unwrap() {
+            if let WsEvent::Ping(p) = ev {
+                let mut out = bytes::BytesMut::new();
+                encode_client_frame(Opcode::Pong, &p, [1, 2, 3, 4], &mut out);
+                io.write_all(&out).await.unwrap();
+                io.flush().await.unwrap();
+                pongs += 1;
+            }
+        }
+        buf.reserve(4096);
+        let _ = tokio::time::timeout(Duration::from_millis(100), io.read_buf(&mut buf)).await;
+    }
+    assert!(pongs > 0, "the relay pinged the helper");
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(samples > 0, "round trips measured from pongs: {text}");
+    r.s.server.shutdown().await;
+}
