@@ -71,7 +71,7 @@ impl DirectionQueue {
         };
         DirectionQueue {
             limits,
-            frames: VecDeque::with_capacity(limits.max_frames.min(64)),
+            frames: VecDeque::new(),
             bytes: 0,
             screen_frames: 0,
             screen_bytes: 0,

@@ -521,7 +521,7 @@ impl Relay {
             legs,
             wake,
             tick,
-            batch: Vec::with_capacity(64),
+            batch: Vec::new(),
             ping: [false; 2],
             queued: 0,
             metrics: &self.inner.metrics,
