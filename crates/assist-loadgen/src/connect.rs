@@ -279,6 +279,16 @@ pub async fn relay_pairs(
             )
         })?,
     );
+    // Tickets name the running relay (its address and this run's instance id), which it
+    // publishes in its data directory.
+    let identity = Arc::new(
+        assist_ticket::RelayIdentity::read_published(&t.data_dir).map_err(|e| {
+            anyhow!(
+                "reading the relay identity in {} (is the relay running?): {e}",
+                t.data_dir.display()
+            )
+        })?,
+    );
     let quic_legs = match t.transport {
         Transport::Wss => 0,
         Transport::Quic => 2 * pairs,
@@ -302,6 +312,7 @@ pub async fn relay_pairs(
     for i in 0..pairs {
         let sem = sem.clone();
         let authority = authority.clone();
+        let identity = identity.clone();
         let tls = tls.clone();
         let sid = format!("{run_id}-{i}");
         let (addr, qaddr, transport) = (t.addr, t.quic_addr, t.transport);
@@ -314,9 +325,8 @@ pub async fn relay_pairs(
             .cloned();
         tasks.spawn(async move {
             let _permit = sem.acquire().await;
-            let relay = addr.to_string();
-            let st = authority.mint(&sid, Role::Sharer, Mode::FullControl, true, &relay);
-            let ht = authority.mint(&sid, Role::Helper, Mode::FullControl, true, &relay);
+            let st = authority.mint(&sid, Role::Sharer, Mode::FullControl, true, &identity);
+            let ht = authority.mint(&sid, Role::Helper, Mode::FullControl, true, &identity);
             let leg = |quic: bool, ticket: String| {
                 let tls = tls.clone();
                 let ep = ep.clone();

@@ -4,7 +4,7 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assist_relay_proto::frame::{Channel, Frame, FrameHeader, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use assist_relay_proto::queue::{DirectionQueue, QueueLimits};
@@ -62,7 +62,6 @@ fn header(c: &mut Criterion) {
 fn queue(c: &mut Criterion) {
     let screen = Frame::new(Channel::Screen, 0, &[0u8; 4090]);
     let input = Frame::new(Channel::Input, 0, &[0u8; 26]);
-    let now = Instant::now();
     let mut group = c.benchmark_group("direction_queue");
     group.throughput(Throughput::Elements(1));
     group.bench_function("push_pop", |b| {
@@ -75,7 +74,7 @@ fn queue(c: &mut Criterion) {
             } else {
                 screen.clone()
             };
-            let _ = black_box(q.push(f, now));
+            let _ = black_box(q.push(f));
             if q.len() > 16 {
                 black_box(q.pop());
             }
@@ -89,7 +88,7 @@ fn queue(c: &mut Criterion) {
         };
         let mut q = DirectionQueue::new(limits);
         b.iter(|| {
-            let _ = black_box(q.push(screen.clone(), now));
+            let _ = black_box(q.push(screen.clone()));
         });
     });
     group.throughput(Throughput::Elements(64));
@@ -103,7 +102,7 @@ fn queue(c: &mut Criterion) {
                 } else {
                     screen.clone()
                 };
-                let _ = q.push(f, now);
+                let _ = q.push(f);
             }
             while !q.is_empty() {
                 out.clear();
@@ -145,10 +144,9 @@ fn forwarding_path(c: &mut Criterion) {
                 || wire.clone(),
                 |buf| {
                     let mut dec = ServerDecoder::new(DEFAULT_MAX_PAYLOAD + HEADER_LEN);
-                    let now = Instant::now();
                     while let Ok(Some(WsEvent::Binary(msg))) = dec.decode(buf) {
                         if let Ok(f) = Frame::from_client_bytes(msg, DEFAULT_MAX_PAYLOAD) {
-                            let _ = queue.push(f, now);
+                            let _ = queue.push(f);
                         }
                     }
                     batch.clear();

@@ -9,10 +9,11 @@
 //! relay header included), with one exception: a single frame larger than `max_bytes` is queued when the queue
 //! is empty (otherwise such a non-screen frame could never be forwarded; the frame size limit of 4 MiB is below
 //! the default 8 MiB queue anyway). Order: frames leave in the order they were queued (minus drops); non-screen
-//! frames keep their relative order always. Time is passed in; the queue never reads a clock.
+//! frames keep their relative order always. The queue keeps no time at all: the keyframe-request throttle and the oldest-frame age are the
+//! session's ([`crate::session`]).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::frame::Frame;
 
@@ -23,7 +24,8 @@ pub struct QueueLimits {
     pub max_frames: usize,
     /// Maximum queued bytes (whole frames, header included).
     pub max_bytes: usize,
-    /// Minimum time between two keyframe requests.
+    /// Minimum time between two keyframe requests. The queue only reports drops; the throttle that applies
+    /// this interval is the session's ([`crate::session::SessionCore`]), the one place it lives.
     pub keyframe_request_interval: Duration,
 }
 
@@ -48,9 +50,6 @@ pub struct PushOutcome {
     pub dropped_frames: u32,
     /// Bytes of the dropped frames.
     pub dropped_bytes: u64,
-    /// Send the sharer a `keyframeRequest` now: a screen frame was dropped and no request was made within
-    /// [`QueueLimits::keyframe_request_interval`].
-    pub request_keyframe: bool,
 }
 
 /// The bounded queue of one direction of a pair.
@@ -61,7 +60,6 @@ pub struct DirectionQueue {
     bytes: usize,
     screen_frames: usize,
     screen_bytes: usize,
-    last_keyframe_request: Option<Instant>,
 }
 
 impl DirectionQueue {
@@ -73,11 +71,10 @@ impl DirectionQueue {
         };
         DirectionQueue {
             limits,
-            frames: VecDeque::with_capacity(limits.max_frames.min(64)),
+            frames: VecDeque::new(),
             bytes: 0,
             screen_frames: 0,
             screen_bytes: 0,
-            last_keyframe_request: None,
         }
     }
 
@@ -86,14 +83,14 @@ impl DirectionQueue {
     /// **Screen frames** are always accepted (`Ok`): if the new screen frame arrives while the queue is more than
     /// half full (by frames or bytes) and holds screen frames, those stale screen frames are dropped first; then,
     /// while there is no room, the oldest queued screen frames are dropped; if that does not free room, the new
-    /// screen frame itself is dropped (`queued == false`). Any screen drop sets `request_keyframe`, at most once
-    /// per [`QueueLimits::keyframe_request_interval`] measured with `now`.
+    /// screen frame itself is dropped (`queued == false`). Drops are reported in the outcome; whether they
+    /// lead to a `keyframeRequest` is the session's decision.
     ///
     /// **Non-screen frames** (input, chat, control) are never dropped. If there is no room, the oldest queued
     /// screen frames are dropped to make it, but only when dropping them is enough; otherwise nothing changes and
     /// the frame is handed back as `Err(frame)`: the caller keeps it, pauses reading from the sender, and pushes
     /// the same frame again after popping (this is never the case on an empty queue).
-    pub fn push(&mut self, frame: Frame, now: Instant) -> Result<PushOutcome, Frame> {
+    pub fn push(&mut self, frame: Frame) -> Result<PushOutcome, Frame> {
         let len = frame.len();
         let mut out = PushOutcome::default();
         if frame.is_screen() {
@@ -128,9 +125,6 @@ impl DirectionQueue {
             debug_assert!(self.has_room_for(len));
             self.enqueue(frame);
             out.queued = true;
-        }
-        if out.dropped_frames > 0 {
-            out.request_keyframe = self.keyframe_request_due(now);
         }
         Ok(out)
     }
@@ -242,19 +236,6 @@ impl DirectionQueue {
         self.screen_frames = 0;
         self.screen_bytes = 0;
     }
-
-    fn keyframe_request_due(&mut self, now: Instant) -> bool {
-        let due = match self.last_keyframe_request {
-            None => true,
-            Some(last) => {
-                now.saturating_duration_since(last) >= self.limits.keyframe_request_interval
-            }
-        };
-        if due {
-            self.last_keyframe_request = Some(now);
-        }
-        due
-    }
 }
 
 #[cfg(test)]
@@ -298,11 +279,10 @@ mod tests {
 
     #[test]
     fn fifo_without_congestion() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(10, 1000));
         assert!(q.is_empty());
         for i in 0..3 {
-            let o = q.push(input(i), now).unwrap();
+            let o = q.push(input(i)).unwrap();
             assert_eq!(
                 o,
                 PushOutcome {
@@ -311,7 +291,7 @@ mod tests {
                 }
             );
         }
-        q.push(screen(3, 10), now).unwrap();
+        q.push(screen(3, 10)).unwrap();
         assert_eq!((q.len(), q.bytes(), q.screen_len()), (4, 3 * 7 + 16, 1));
         assert_eq!(
             tags(&mut q),
@@ -328,18 +308,16 @@ mod tests {
 
     #[test]
     fn full_queue_drops_oldest_screen_frame() {
-        let now = Instant::now();
         // Half full (not over): only the oldest screen frame goes, to make room by bytes.
         let mut q = DirectionQueue::new(limits(100, 100));
-        q.push(screen(1, 44), now).unwrap(); // 50 bytes: exactly half, not over
-        let o = q.push(screen(2, 54), now).unwrap(); // 60 bytes: would make 110 > 100
+        q.push(screen(1, 44)).unwrap(); // 50 bytes: exactly half, not over
+        let o = q.push(screen(2, 54)).unwrap(); // 60 bytes: would make 110 > 100
         assert_eq!(
             o,
             PushOutcome {
                 queued: true,
                 dropped_frames: 1,
-                dropped_bytes: 50,
-                request_keyframe: true
+                dropped_bytes: 50
             }
         );
         assert_eq!(tags(&mut q), [(Channel::Screen, 2)]);
@@ -347,23 +325,21 @@ mod tests {
 
     #[test]
     fn stale_screen_frames_dropped_when_over_half_full() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(6, 10_000));
-        q.push(screen(1, 10), now).unwrap();
-        q.push(input(2), now).unwrap();
-        q.push(screen(3, 10), now).unwrap();
+        q.push(screen(1, 10)).unwrap();
+        q.push(input(2)).unwrap();
+        q.push(screen(3, 10)).unwrap();
         // 3 of 6: not over half, no drop.
-        let o = q.push(screen(4, 10), now).unwrap();
+        let o = q.push(screen(4, 10)).unwrap();
         assert_eq!(o.dropped_frames, 0);
         // 4 of 6: over half, with screen frames queued: all three stale screens go.
-        let o = q.push(screen(5, 10), now).unwrap();
+        let o = q.push(screen(5, 10)).unwrap();
         assert_eq!(
             o,
             PushOutcome {
                 queued: true,
                 dropped_frames: 3,
-                dropped_bytes: 48,
-                request_keyframe: true
+                dropped_bytes: 48
             }
         );
         assert_eq!(tags(&mut q), [(Channel::Input, 2), (Channel::Screen, 5)]);
@@ -371,27 +347,24 @@ mod tests {
 
     #[test]
     fn over_half_by_bytes_also_drops_stale() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(64, 100));
-        q.push(screen(1, 50), now).unwrap(); // 56 bytes > 50
-        let o = q.push(screen(2, 4), now).unwrap();
+        q.push(screen(1, 50)).unwrap(); // 56 bytes > 50
+        let o = q.push(screen(2, 4)).unwrap();
         assert_eq!((o.queued, o.dropped_frames, o.dropped_bytes), (true, 1, 56));
     }
 
     #[test]
     fn new_screen_frame_dropped_when_nothing_droppable() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(2, 1000));
-        q.push(input(1), now).unwrap();
-        q.push(input(2), now).unwrap();
-        let o = q.push(screen(3, 10), now).unwrap();
+        q.push(input(1)).unwrap();
+        q.push(input(2)).unwrap();
+        let o = q.push(screen(3, 10)).unwrap();
         assert_eq!(
             o,
             PushOutcome {
                 queued: false,
                 dropped_frames: 1,
-                dropped_bytes: 16,
-                request_keyframe: true
+                dropped_bytes: 16
             }
         );
         assert_eq!(tags(&mut q), [(Channel::Input, 1), (Channel::Input, 2)]);
@@ -399,20 +372,18 @@ mod tests {
 
     #[test]
     fn non_screen_frame_makes_room_by_dropping_screens() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(4, 1000));
-        q.push(screen(1, 10), now).unwrap();
-        q.push(input(2), now).unwrap();
-        assert_eq!(q.push(screen(3, 10), now).unwrap().dropped_frames, 0); // half full, not over
-        assert_eq!(q.push(input(4), now).unwrap().dropped_frames, 0);
-        let o = q.push(input(5), now).unwrap();
+        q.push(screen(1, 10)).unwrap();
+        q.push(input(2)).unwrap();
+        assert_eq!(q.push(screen(3, 10)).unwrap().dropped_frames, 0); // half full, not over
+        assert_eq!(q.push(input(4)).unwrap().dropped_frames, 0);
+        let o = q.push(input(5)).unwrap();
         assert_eq!(
             o,
             PushOutcome {
                 queued: true,
                 dropped_frames: 1,
-                dropped_bytes: 16,
-                request_keyframe: true
+                dropped_bytes: 16
             }
         );
         assert_eq!(
@@ -428,72 +399,49 @@ mod tests {
 
     #[test]
     fn non_screen_frame_handed_back_when_only_non_screen_queued() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(2, 1000));
-        q.push(input(1), now).unwrap();
-        q.push(input(2), now).unwrap();
-        let back = q.push(input(3), now).unwrap_err();
+        q.push(input(1)).unwrap();
+        q.push(input(2)).unwrap();
+        let back = q.push(input(3)).unwrap_err();
         assert_eq!(back, input(3));
         assert!(!q.has_room_for(back.len()));
         assert_eq!(q.pop(), Some(input(1)));
         assert!(q.has_room_for(back.len()));
-        assert!(q.push(back, now).unwrap().queued);
+        assert!(q.push(back).unwrap().queued);
         assert_eq!(tags(&mut q), [(Channel::Input, 2), (Channel::Input, 3)]);
     }
 
     #[test]
     fn non_screen_frame_handed_back_without_useless_drops() {
-        let now = Instant::now();
         // 100 bytes: a 16-byte screen frame and a 76-byte chat frame queued; a 36-byte chat frame does not fit
         // even without the screen frame (76 + 36 > 100), so the screen frame is kept.
         let mut q = DirectionQueue::new(limits(10, 100));
-        q.push(screen(1, 10), now).unwrap();
-        q.push(Frame::new(Channel::Chat, 0, &[7; 70]), now).unwrap();
+        q.push(screen(1, 10)).unwrap();
+        q.push(Frame::new(Channel::Chat, 0, &[7; 70])).unwrap();
         let chat = Frame::new(Channel::Chat, 0, &[8; 30]);
-        assert_eq!(q.push(chat.clone(), now), Err(chat));
+        assert_eq!(q.push(chat.clone()), Err(chat));
         assert_eq!(q.screen_len(), 1);
     }
 
     #[test]
     fn oversized_frame_queued_alone_when_empty() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(10, 50));
         let big = Frame::new(Channel::Chat, 0, &[0; 100]);
-        assert!(q.push(big.clone(), now).unwrap().queued);
-        assert_eq!(q.push(input(1), now), Err(input(1)));
+        assert!(q.push(big.clone()).unwrap().queued);
+        assert_eq!(q.push(input(1)), Err(input(1)));
         assert_eq!(q.pop(), Some(big));
         // A big screen frame on a non-empty queue is dropped after the queued screens.
-        q.push(screen(1, 10), now).unwrap();
-        let o = q.push(screen(2, 100), now).unwrap();
+        q.push(screen(1, 10)).unwrap();
+        let o = q.push(screen(2, 100)).unwrap();
         assert!(o.queued, "queued alone once the old screen frame is gone");
         assert_eq!(q.len(), 1);
     }
 
     #[test]
-    fn keyframe_requests_are_rate_limited() {
-        let t0 = Instant::now();
-        let mut q = DirectionQueue::new(limits(1, 1000));
-        q.push(input(0), t0).unwrap();
-        // Every screen push now drops the new frame.
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let req =
-            |q: &mut DirectionQueue, ms| q.push(screen(1, 1), at(ms)).unwrap().request_keyframe;
-        assert!(req(&mut q, 0));
-        assert!(!req(&mut q, 100));
-        assert!(!req(&mut q, 249));
-        assert!(req(&mut q, 250));
-        assert!(!req(&mut q, 260));
-        // A clock going backwards never triggers a request.
-        assert!(!req(&mut q, 10));
-        assert!(req(&mut q, 600));
-    }
-
-    #[test]
     fn pop_batch_respects_byte_budget() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(10, 10_000));
         for i in 0..5 {
-            q.push(screen(i, 94), now).unwrap(); // 100 bytes each
+            q.push(screen(i, 94)).unwrap(); // 100 bytes each
         }
         let mut out = Vec::new();
         q.pop_batch(250, &mut out);
@@ -511,12 +459,11 @@ mod tests {
 
     #[test]
     fn clear_discards_everything() {
-        let now = Instant::now();
         let mut q = DirectionQueue::new(limits(10, 10_000));
-        q.push(screen(1, 10), now).unwrap();
-        q.push(Frame::new(Channel::Screen, FLAG_KEYFRAME, &[1]), now)
+        q.push(screen(1, 10)).unwrap();
+        q.push(Frame::new(Channel::Screen, FLAG_KEYFRAME, &[1]))
             .unwrap();
-        q.push(input(2), now).unwrap();
+        q.push(input(2)).unwrap();
         assert_eq!(q.clear(), (3, 16 + 7 + 7));
         assert!(q.is_empty() && q.bytes() == 0 && q.screen_len() == 0);
     }

@@ -182,7 +182,6 @@ struct Model {
     popped_bytes: u64,
     dropped_frames: u64,
     dropped_bytes: u64,
-    last_request: Option<Instant>,
 }
 
 fn id_of(f: &Frame) -> u32 {
@@ -222,29 +221,12 @@ impl Model {
         let mut pops = 0;
         loop {
             let (len_before, bytes_before) = (q.len(), q.bytes());
-            match q.push(attempt, self.now) {
+            match q.push(attempt) {
                 Ok(o) => {
                     self.pushed_bytes += frame.len() as u64;
                     self.pushed.push(frame);
                     prop_assert!(screen || o.queued, "non-screen frames are never dropped");
                     prop_assert!(o.queued || o.dropped_frames >= 1);
-                    prop_assert!(!o.request_keyframe || o.dropped_frames > 0);
-                    if o.request_keyframe {
-                        if let Some(last) = self.last_request {
-                            prop_assert!(
-                                self.now.duration_since(last)
-                                    >= self.limits.keyframe_request_interval
-                            );
-                        }
-                        self.last_request = Some(self.now);
-                    } else if o.dropped_frames > 0 {
-                        let last = self
-                            .last_request
-                            .expect("a drop without a request needs an earlier request");
-                        prop_assert!(
-                            self.now.duration_since(last) < self.limits.keyframe_request_interval
-                        );
-                    }
                     self.dropped_frames += u64::from(o.dropped_frames);
                     self.dropped_bytes += o.dropped_bytes;
                     return Ok(());
@@ -285,7 +267,7 @@ proptest! {
         let mut q = DirectionQueue::new(limits);
         let mut m = Model {
             now: Instant::now(), limits, pushed: Vec::new(), pushed_bytes: 0, popped: Vec::new(), popped_bytes: 0,
-            dropped_frames: 0, dropped_bytes: 0, last_request: None,
+            dropped_frames: 0, dropped_bytes: 0,
         };
         let mut next_id = 0u32;
         for op in ops {

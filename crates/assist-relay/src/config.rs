@@ -12,7 +12,8 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// Per-direction queue bounds and keyframe request interval.
     pub queue: QueueLimits,
-    /// A leg that accepts no bytes this long while frames wait is closed (4007).
+    /// A leg that accepts no bytes this long while frames wait is closed (4007); one deadline per
+    /// leg, checked by the session's watchdog about once a second.
     pub slow_consumer_timeout: Duration,
     /// No frame in either direction this long closes the session (4008).
     pub idle_timeout: Duration,
@@ -20,9 +21,12 @@ pub struct RelayConfig {
     pub max_session_bytes_per_sec: u64,
     /// Most sessions this node holds (503 / 4010 beyond).
     pub max_sessions: usize,
-    /// The address tickets must name in `relay`, if checked.
+    /// The relay's public address: what tickets must name in `relay`.
     pub public_addr: Option<String>,
-    /// WebSocket ping after this much silence from a leg.
+    /// The HTTPS address the relay listens on, as advertised to clients (set by the server at
+    /// start): what tickets must name when no `public_addr` is configured.
+    pub listen_addr: Option<String>,
+    /// A WebSocket ping goes to each WSS leg this often (liveness and round-trip samples).
     pub ping_interval: Duration,
     /// Bytes one batched write may carry.
     pub write_batch_bytes: usize,
@@ -39,6 +43,7 @@ impl Default for RelayConfig {
             max_session_bytes_per_sec: 100 * 1024 * 1024,
             max_sessions: 20_000,
             public_addr: None,
+            listen_addr: None,
             ping_interval: Duration::from_secs(15),
             write_batch_bytes: 256 * 1024,
         }

@@ -1,20 +1,33 @@
-//! One leg's transport: reading relay frames from, and writing them to, a WebSocket (over TLS,
-//! after the HTTP upgrade) or a QUIC connection. The WebSocket path is purpose-built: client
-//! frames are unmasked in place and handed on as `Bytes` slices of the read buffer, and each
-//! batch of outgoing frames is one vectored write of small headers and the frames' own bytes.
+//! One leg's transport, poll-based: reading relay frames from, and writing them to, a WebSocket (over TLS,
+//! after the HTTP upgrade) or a QUIC connection. The session's task polls both legs of a pair itself, so a
+//! frame read from one leg is written to the other in the same pass (docs/architecture.md, "Relay").
+//!
+//! The WebSocket path is purpose-built: client frames are unmasked in place and handed on as `Bytes` slices of
+//! the read buffer, and each batch of outgoing frames is one vectored write of small headers and the frames'
+//! own bytes, with no allocation per batch (the header and frame vectors are reused). The read buffer is
+//! released while the leg is idle ([`Leg::release_idle_buffer`]).
 
 use assist_relay_proto::close::CloseCode;
-use assist_relay_proto::frame::{Channel, Frame, FrameError};
+use assist_relay_proto::frame::{Frame, FrameError};
 use assist_relay_proto::quic::StreamFrameDecoder;
 use assist_ws::{self as ws, Opcode, ServerDecoder, WsError, WsEvent};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::io::IoSlice;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::PollSemaphore;
 
 /// How much the read buffer grows by when it needs room. Small on purpose: a large buffer
-/// costs memory per idle leg (see `../shared/notes/relay-performance.md`).
+/// costs memory per leg (see `../shared/notes/relay-performance.md`).
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most slices one vectored write carries.
+const MAX_SLICES: usize = 64;
 
 /// What a leg delivered.
 #[derive(Debug)]
@@ -23,6 +36,8 @@ pub enum Incoming {
     Frame(Frame),
     /// A WebSocket ping to answer.
     Ping(Bytes),
+    /// A WebSocket pong (answer to the relay's ping).
+    Pong,
     /// The peer closed (with its close code, if any) or the connection ended.
     Closed(Option<u16>),
 }
@@ -59,135 +74,196 @@ impl LegError {
     }
 }
 
-/// Reading side of a leg.
-pub enum LegReader {
-    /// WebSocket over any byte stream.
-    Ws(WsReader),
-    /// QUIC.
-    Quic(QuicReader),
-}
-
-/// Writing side of a leg.
-pub enum LegWriter {
-    /// WebSocket over any byte stream.
-    Ws(WsWriter),
-    /// QUIC.
-    Quic(QuicWriter),
-}
-
-/// A boxed byte stream (TLS over TCP, or hyper's upgraded connection).
+/// A boxed byte stream (TLS over TCP taken back from hyper, or hyper's upgraded connection).
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// Splits a WebSocket byte stream into the leg's halves.
-pub fn websocket(stream: Box<dyn Stream>, max_payload: usize) -> (LegReader, LegWriter) {
-    let (r, w) = tokio::io::split(stream);
-    (
-        LegReader::Ws(WsReader {
-            io: r,
-            buf: BytesMut::new(),
-            decoder: ServerDecoder::new(max_payload + assist_relay_proto::frame::HEADER_LEN),
-            max_payload,
-        }),
-        LegWriter::Ws(WsWriter {
-            io: w,
-            headers: Vec::new(),
-        }),
-    )
+/// One leg: a WebSocket or QUIC connection, read and written by polling.
+pub struct Leg {
+    io: LegIo,
+    /// Bytes were written since the caller last cleared this (the slow-consumer deadline's input).
+    pub(crate) progressed: bool,
+    /// Something was read since the caller last cleared this (idle buffer release).
+    pub(crate) read_any: bool,
 }
 
-/// WebSocket reader.
-pub struct WsReader {
-    io: ReadHalf<Box<dyn Stream>>,
+enum LegIo {
+    Ws(Box<WsLeg>),
+    Quic(Box<QuicLeg>),
+}
+
+/// A WebSocket leg over `stream`.
+pub fn websocket(stream: Box<dyn Stream>, max_payload: usize) -> Leg {
+    websocket_with(stream, Bytes::new(), max_payload)
+}
+
+/// A WebSocket leg over `stream`, with `leftover` bytes already read from it (what hyper read past the
+/// upgrade request).
+pub fn websocket_with(stream: Box<dyn Stream>, leftover: Bytes, max_payload: usize) -> Leg {
+    Leg {
+        io: LegIo::Ws(Box::new(WsLeg {
+            io: stream,
+            buf: BytesMut::from(&leftover[..]),
+            decoder: ServerDecoder::new(max_payload + assist_relay_proto::frame::HEADER_LEN),
+            max_payload,
+            raw: Vec::new(),
+            raw_off: 0,
+            frames: Vec::new(),
+            heads: Vec::new(),
+            part: 0,
+            offset: 0,
+            need_flush: false,
+        })),
+        progressed: false,
+        read_any: false,
+    }
+}
+
+struct WsLeg {
+    io: Box<dyn Stream>,
     buf: BytesMut,
     decoder: ServerDecoder,
     max_payload: usize,
+    /// Ping and pong frames, written before the batch.
+    raw: Vec<u8>,
+    raw_off: usize,
+    /// The batch being written: header, frame, header, frame, …
+    frames: Vec<Frame>,
+    heads: Vec<([u8; 10], usize)>,
+    /// Next part (2 per frame: header, bytes) and the offset in it.
+    part: usize,
+    offset: usize,
+    need_flush: bool,
 }
 
-impl WsReader {
-    async fn next(&mut self) -> Result<Incoming, LegError> {
+/// Part `k` of a batch: header, frame, header, frame, …
+fn part<'a>(heads: &'a [([u8; 10], usize)], frames: &'a [Frame], k: usize) -> &'a [u8] {
+    if k.is_multiple_of(2) {
+        let (h, n) = &heads[k / 2];
+        &h[..*n]
+    } else {
+        &frames[k / 2].bytes
+    }
+}
+
+impl WsLeg {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, LegError>> {
         loop {
             if let Some(ev) = self.decoder.decode(&mut self.buf)? {
                 match ev {
                     WsEvent::Binary(b) => {
-                        return Ok(Incoming::Frame(Frame::from_client_bytes(
+                        return Poll::Ready(Ok(Incoming::Frame(Frame::from_client_bytes(
                             b,
                             self.max_payload,
-                        )?))
+                        )?)))
                     }
-                    WsEvent::Text(_) => return Err(LegError::Text),
-                    WsEvent::Ping(p) => return Ok(Incoming::Ping(p)),
-                    WsEvent::Pong(_) => continue,
-                    WsEvent::Close { code, .. } => return Ok(Incoming::Closed(code)),
+                    WsEvent::Text(_) => return Poll::Ready(Err(LegError::Text)),
+                    WsEvent::Ping(p) => return Poll::Ready(Ok(Incoming::Ping(p))),
+                    WsEvent::Pong(_) => return Poll::Ready(Ok(Incoming::Pong)),
+                    WsEvent::Close { code, .. } => return Poll::Ready(Ok(Incoming::Closed(code))),
                 }
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(READ_CHUNK);
             }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Ok(Incoming::Closed(None));
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.buf
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Ok(Incoming::Closed(None)));
             }
         }
     }
-}
 
-/// WebSocket writer.
-pub struct WsWriter {
-    io: WriteHalf<Box<dyn Stream>>,
-    headers: Vec<([u8; 10], usize)>,
-}
+    fn is_idle(&self) -> bool {
+        self.raw.is_empty() && self.frames.is_empty() && !self.need_flush
+    }
 
-impl WsWriter {
-    async fn write_frames(&mut self, frames: &[Frame]) -> std::io::Result<()> {
-        self.headers.clear();
-        for f in frames {
+    fn load(&mut self, pong: Option<Bytes>, ping: bool, frames: &mut Vec<Frame>) {
+        if let Some(p) = pong {
+            self.raw
+                .extend_from_slice(&ws::server_frame(Opcode::Pong, &p));
+        }
+        if ping {
+            self.raw
+                .extend_from_slice(&ws::server_frame(Opcode::Ping, b""));
+        }
+        std::mem::swap(&mut self.frames, frames);
+        frames.clear();
+        self.heads.clear();
+        for f in &self.frames {
             let mut h = [0u8; 10];
             let n = ws::encode_server_header(Opcode::Binary, f.bytes.len(), &mut h);
-            self.headers.push((h, n));
+            self.heads.push((h, n));
         }
-        // One vectored write per batch: header, frame, header, frame, … with partial writes resumed.
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 2);
-        for (f, (h, n)) in frames.iter().zip(self.headers.iter()) {
-            parts.push(&h[..*n]);
-            parts.push(&f.bytes);
-        }
-        let mut first = 0;
-        let mut offset = 0;
-        while first < parts.len() {
-            let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&parts[first][offset..]))
-                .chain(parts[first + 1..].iter().take(63).map(|p| IoSlice::new(p)))
-                .collect();
-            let mut written = self.io.write_vectored(&slices).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            while written > 0 && first < parts.len() {
-                let left = parts[first].len() - offset;
-                if written >= left {
-                    written -= left;
-                    first += 1;
-                    offset = 0;
-                } else {
-                    offset += written;
-                    written = 0;
+        self.part = 0;
+        self.offset = 0;
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        progressed: &mut bool,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if self.raw_off < self.raw.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.raw[self.raw_off..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
+                *progressed = true;
+                self.raw_off += n;
+                self.need_flush = true;
+                continue;
             }
+            let parts = self.frames.len() * 2;
+            if self.part < parts {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for k in self.part..parts.min(self.part + MAX_SLICES) {
+                    let p = part(&self.heads, &self.frames, k);
+                    slices[count] =
+                        IoSlice::new(if k == self.part { &p[self.offset..] } else { p });
+                    count += 1;
+                }
+                let mut written =
+                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                *progressed = true;
+                self.need_flush = true;
+                while written > 0 && self.part < parts {
+                    let left = part(&self.heads, &self.frames, self.part).len() - self.offset;
+                    if written >= left {
+                        written -= left;
+                        self.part += 1;
+                        self.offset = 0;
+                    } else {
+                        self.offset += written;
+                        written = 0;
+                    }
+                }
+                // Skip empty parts (a zero-length frame cannot exist, but stay safe).
+                while self.part < parts && part(&self.heads, &self.frames, self.part).is_empty() {
+                    self.part += 1;
+                }
+                continue;
+            }
+            self.frames.clear();
+            self.heads.clear();
+            self.part = 0;
+            self.offset = 0;
+            self.raw.clear();
+            self.raw_off = 0;
+            if self.need_flush {
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                self.need_flush = false;
+            }
+            return Poll::Ready(Ok(()));
         }
-        self.io.flush().await
-    }
-
-    async fn write_pong(&mut self, payload: Bytes) -> std::io::Result<()> {
-        self.io
-            .write_all(&ws::server_frame(Opcode::Pong, &payload))
-            .await?;
-        self.io.flush().await
-    }
-
-    async fn write_ping(&mut self) -> std::io::Result<()> {
-        self.io
-            .write_all(&ws::server_frame(Opcode::Ping, b""))
-            .await?;
-        self.io.flush().await
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) {
@@ -200,26 +276,33 @@ impl WsWriter {
     }
 }
 
-/// QUIC reader: the control/input/chat stream, plus one unidirectional stream per screen frame.
-pub struct QuicReader {
+/// Screen frames a QUIC leg may have in flight (sent, not yet acknowledged by the peer). When they are all
+/// out, the leg takes no more frames from the session: frames stay in the session's queue, whose policy drops
+/// the stale ones and asks for a keyframe, as over WSS. Without this bound quinn would buffer every frame and
+/// latency would grow with the backlog.
+pub const QUIC_SCREEN_FRAMES_IN_FLIGHT: usize = 4;
+
+/// How long a closing QUIC leg waits for the peer to acknowledge its last stream data (`ended`).
+pub const QUIC_FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct QuicLeg {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
     recv: quinn::RecvStream,
     buf: BytesMut,
     decoder: StreamFrameDecoder,
     screens: mpsc::Receiver<Result<Frame, LegError>>,
-    _acceptor: tokio::task::JoinHandle<()>,
+    acceptor: tokio::task::JoinHandle<()>,
+    permits: PollSemaphore,
+    /// Loaded frames not yet handed to quinn, and the one being written on the control stream.
+    frames: VecDeque<Frame>,
+    current: Option<(Bytes, usize)>,
 }
 
-/// Screen frames a QUIC leg may have in flight (sent, not yet acknowledged by the peer).
-/// When they are all out, the writer waits, frames queue in the relay, and the relay's queue
-/// policy drops the stale ones and asks for a keyframe, as over WSS; without this bound quinn
-/// would buffer every frame and latency would grow with the backlog.
-pub const QUIC_SCREEN_FRAMES_IN_FLIGHT: usize = 4;
-
-/// QUIC writer.
-pub struct QuicWriter {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    screens_in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+impl Drop for QuicLeg {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
 }
 
 /// Builds a QUIC leg from an established connection and its first bidirectional stream.
@@ -230,7 +313,7 @@ pub fn quic(
     recv: quinn::RecvStream,
     leftover: BytesMut,
     max_payload: usize,
-) -> (LegReader, LegWriter) {
+) -> Leg {
     let (tx, rx) = mpsc::channel(16);
     let acceptor_conn = conn.clone();
     let acceptor = tokio::spawn(async move {
@@ -259,137 +342,232 @@ pub fn quic(
             });
         }
     });
-    (
-        LegReader::Quic(QuicReader {
+    Leg {
+        io: LegIo::Quic(Box::new(QuicLeg {
+            conn,
+            send,
             recv,
             buf: leftover,
             decoder: StreamFrameDecoder::new(max_payload),
             screens: rx,
-            _acceptor: acceptor,
-        }),
-        LegWriter::Quic(QuicWriter {
-            conn,
-            send,
-            screens_in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                QUIC_SCREEN_FRAMES_IN_FLIGHT,
-            )),
-        }),
-    )
-}
-
-impl QuicReader {
-    async fn next(&mut self) -> Result<Incoming, LegError> {
-        loop {
-            if let Some(f) = self.decoder.decode(&mut self.buf, true)? {
-                return Ok(Incoming::Frame(f));
-            }
-            self.buf.reserve(READ_CHUNK);
-            tokio::select! {
-                screen = self.screens.recv() => match screen {
-                    Some(r) => return r.map(Incoming::Frame),
-                    None => return Ok(Incoming::Closed(None)),
-                },
-                chunk = self.recv.read_chunk(64 * 1024, true) => match chunk {
-                    Ok(Some(c)) => self.buf.extend_from_slice(&c.bytes),
-                    Ok(None) => return Ok(Incoming::Closed(None)),
-                    Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c))) => {
-                        return Ok(Incoming::Closed(u16::try_from(c.error_code.into_inner()).ok()))
-                    }
-                    Err(e) => return Err(LegError::Quic(e.to_string())),
-                },
-            }
-        }
+            acceptor,
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(QUIC_SCREEN_FRAMES_IN_FLIGHT))),
+            frames: VecDeque::new(),
+            current: None,
+        })),
+        progressed: false,
+        read_any: false,
     }
 }
 
-impl QuicWriter {
-    async fn write_frames(&mut self, frames: &[Frame]) -> std::io::Result<()> {
-        for f in frames {
-            if f.header.channel == Channel::Screen {
-                let permit = self
-                    .screens_in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let mut uni = self.conn.open_uni().await.map_err(std::io::Error::other)?;
-                uni.write_chunk(f.bytes.clone())
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let _ = uni.finish();
-                // The permit returns once the peer has acknowledged the whole frame (or the
-                // stream or connection is gone).
-                tokio::spawn(async move {
-                    let _ = uni.stopped().await;
-                    drop(permit);
+fn closed_code(e: &quinn::ConnectionError) -> Option<u16> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            u16::try_from(c.error_code.into_inner()).ok()
+        }
+        _ => None,
+    }
+}
+
+impl QuicLeg {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, LegError>> {
+        loop {
+            if let Some(f) = self.decoder.decode(&mut self.buf, true)? {
+                return Poll::Ready(Ok(Incoming::Frame(f)));
+            }
+            if let Poll::Ready(screen) = self.screens.poll_recv(cx) {
+                return Poll::Ready(match screen {
+                    Some(r) => r.map(Incoming::Frame),
+                    None => Ok(Incoming::Closed(None)),
                 });
-            } else {
-                self.send
-                    .write_chunk(f.bytes.clone())
-                    .await
-                    .map_err(std::io::Error::other)?;
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.recv),
+                cx,
+                &mut self.buf
+            )) {
+                Ok(0) => return Poll::Ready(Ok(Incoming::Closed(None))),
+                Ok(_) => {}
+                Err(e) => {
+                    let inner = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<quinn::ReadError>());
+                    if let Some(quinn::ReadError::ConnectionLost(c)) = inner {
+                        if let Some(code) = closed_code(c) {
+                            return Poll::Ready(Ok(Incoming::Closed(Some(code))));
+                        }
+                    }
+                    return Poll::Ready(Err(LegError::Quic(e.to_string())));
+                }
             }
         }
-        Ok(())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.frames.is_empty() && self.current.is_none()
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        progressed: &mut bool,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if let Some((bytes, off)) = &mut self.current {
+                let n = ready!(Pin::new(&mut self.send).poll_write(cx, &bytes[*off..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                *progressed = true;
+                *off += n;
+                if *off >= bytes.len() {
+                    self.current = None;
+                }
+                continue;
+            }
+            let Some(front) = self.frames.front() else {
+                return Poll::Ready(Ok(()));
+            };
+            if front.is_screen() {
+                let Some(permit) = ready!(self.permits.poll_acquire(cx)) else {
+                    return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+                };
+                let Some(frame) = self.frames.pop_front() else {
+                    continue;
+                };
+                *progressed = true;
+                let conn = self.conn.clone();
+                // One unidirectional stream per screen frame; the permit returns once the peer has
+                // acknowledged the whole frame (or the stream or connection is gone).
+                tokio::spawn(async move {
+                    let Ok(mut uni) = conn.open_uni().await else {
+                        return;
+                    };
+                    if uni.write_chunk(frame.bytes).await.is_ok() {
+                        let _ = uni.finish();
+                        let _ = uni.stopped().await;
+                    }
+                    drop(permit);
+                });
+            } else if let Some(frame) = self.frames.pop_front() {
+                self.current = Some((frame.bytes, 0));
+            }
+        }
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) {
-        let _ = self.send.finish();
+        // Deliver what was written (the `ended` frame) before the connection closes: finish the stream and
+        // wait, bounded, for the peer to acknowledge it; closing at once would discard it.
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(QUIC_FINISH_TIMEOUT, self.send.stopped()).await;
+        }
         self.conn.close(
-            quinn::VarInt::from_u32(code.code() as u32),
+            quinn::VarInt::from_u32(u32::from(code.code())),
             reason.as_bytes(),
         );
     }
 }
 
-impl LegReader {
-    /// The next thing the leg delivered.
-    pub async fn next(&mut self) -> Result<Incoming, LegError> {
-        match self {
-            LegReader::Ws(r) => r.next().await,
-            LegReader::Quic(r) => r.next().await,
+impl Leg {
+    /// The next thing the leg delivered; `Pending` registers the task for more.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, LegError>> {
+        let r = match &mut self.io {
+            LegIo::Ws(w) => w.poll_next(cx),
+            LegIo::Quic(q) => q.poll_next(cx),
+        };
+        if r.is_ready() {
+            self.read_any = true;
         }
-    }
-}
-
-impl LegWriter {
-    /// Writes frames in order, as one batch.
-    pub async fn write_frames(&mut self, frames: &[Frame]) -> std::io::Result<()> {
-        match self {
-            LegWriter::Ws(w) => w.write_frames(frames).await,
-            LegWriter::Quic(w) => w.write_frames(frames).await,
-        }
+        r
     }
 
-    /// Answers a WebSocket ping (QUIC has its own keep-alive).
-    pub async fn write_pong(&mut self, payload: Bytes) -> std::io::Result<()> {
-        match self {
-            LegWriter::Ws(w) => w.write_pong(payload).await,
-            LegWriter::Quic(_) => Ok(()),
+    /// Whether everything loaded has been written (and flushed).
+    pub fn is_idle(&self) -> bool {
+        match &self.io {
+            LegIo::Ws(w) => w.is_idle(),
+            LegIo::Quic(q) => q.is_idle(),
         }
     }
 
-    /// Sends a WebSocket ping (no-op on QUIC).
-    pub async fn write_ping(&mut self) -> std::io::Result<()> {
-        match self {
-            LegWriter::Ws(w) => w.write_ping().await,
-            LegWriter::Quic(_) => Ok(()),
+    /// Whether the leg takes one forwarded frame at a time (QUIC: a screen frame needs an in-flight permit,
+    /// and frames waiting for one must stay in the session's queue, where stale ones can be dropped).
+    pub fn one_frame_at_a_time(&self) -> bool {
+        matches!(self.io, LegIo::Quic(_))
+    }
+
+    /// Loads the next output: a pong and a ping (WebSocket only), then `frames` (taken; `frames` is left
+    /// empty, with the leg's previous buffer, so batches allocate nothing). Call only when idle.
+    pub fn load(&mut self, pong: Option<Bytes>, ping: bool, frames: &mut Vec<Frame>) {
+        match &mut self.io {
+            LegIo::Ws(w) => w.load(pong, ping, frames),
+            LegIo::Quic(q) => q.frames.extend(frames.drain(..)),
         }
     }
 
-    /// Closes the leg with `code`.
+    /// Writes what is loaded; `Ready(Ok)` once all of it is written and flushed.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut progressed = false;
+        let r = match &mut self.io {
+            LegIo::Ws(w) => w.poll_send(cx, &mut progressed),
+            LegIo::Quic(q) => q.poll_send(cx, &mut progressed),
+        };
+        self.progressed |= progressed;
+        r
+    }
+
+    /// Writes `frames` and closes the leg with `code`: the closing handshake of the transport (a WebSocket
+    /// close frame; on QUIC the stream is finished and acknowledged before the connection closes). The caller
+    /// bounds the time.
+    pub async fn finish(&mut self, mut frames: Vec<Frame>, code: CloseCode, reason: &str) {
+        let ok = std::future::poll_fn(|cx| self.poll_send(cx)).await.is_ok();
+        if ok && !frames.is_empty() {
+            self.load(None, false, &mut frames);
+            let _ = std::future::poll_fn(|cx| self.poll_send(cx)).await;
+        }
+        match &mut self.io {
+            LegIo::Ws(w) => w.close(code, reason).await,
+            LegIo::Quic(q) => q.close(code, reason).await,
+        }
+    }
+
+    /// Closes the leg with `code` without writing anything first.
     pub async fn close(&mut self, code: CloseCode, reason: &str) {
-        match self {
-            LegWriter::Ws(w) => w.close(code, reason).await,
-            LegWriter::Quic(w) => w.close(code, reason).await,
+        self.finish(Vec::new(), code, reason).await
+    }
+
+    /// Drops the read buffer if it holds nothing (the leg read nothing for a while); the next read allocates.
+    pub fn release_idle_buffer(&mut self) {
+        let buf = match &mut self.io {
+            LegIo::Ws(w) => &mut w.buf,
+            LegIo::Quic(q) => &mut q.buf,
+        };
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
         }
+    }
+
+    /// The transport's current round-trip estimate (QUIC path statistics); `None` on WebSocket legs, whose
+    /// round trips are measured with pings.
+    pub fn transport_rtt(&self) -> Option<Duration> {
+        match &self.io {
+            LegIo::Ws(_) => None,
+            LegIo::Quic(q) => Some(q.conn.rtt()),
+        }
+    }
+
+    /// Whether the relay should ping this leg (WebSocket; QUIC has its own keep-alive).
+    pub fn wants_pings(&self) -> bool {
+        matches!(self.io, LegIo::Ws(_))
     }
 
     /// "wss" or "quic".
     pub fn transport(&self) -> &'static str {
-        match self {
-            LegWriter::Ws(_) => "wss",
-            LegWriter::Quic(_) => "quic",
+        match self.io {
+            LegIo::Ws(_) => "wss",
+            LegIo::Quic(_) => "quic",
         }
     }
 }

@@ -10,35 +10,7 @@ use prometheus::{
 /// Direction of travel, by the leg that sent the frame.
 pub const DIRECTIONS: [&str; 2] = ["helperToSharer", "sharerToHelper"];
 
-/// Why a frame was not forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Input or control from a helper whose mode does not grant control.
-    Mode,
-    /// Chat while chat is blocked.
-    ChatBlocked,
-    /// A channel that does not flow this way (screen from the helper, input from the sharer).
-    Direction,
-    /// A stale screen frame dropped under congestion.
-    Congestion,
-}
-
-impl DropReason {
-    const ALL: [DropReason; 4] = [
-        Self::Mode,
-        Self::ChatBlocked,
-        Self::Direction,
-        Self::Congestion,
-    ];
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Mode => "mode",
-            Self::ChatBlocked => "chatBlocked",
-            Self::Direction => "direction",
-            Self::Congestion => "congestion",
-        }
-    }
-}
+pub use assist_relay_proto::session::DropReason;
 
 /// The relay's metrics.
 #[derive(Clone)]
@@ -57,6 +29,7 @@ pub struct RelayMetrics {
     rejected: IntCounterVec,
     /// Keyframe requests sent to sharers.
     pub keyframe_requests: IntCounter,
+    rtt: Vec<Histogram>,
 }
 
 fn idx(channel: Channel, direction: usize) -> usize {
@@ -127,6 +100,21 @@ impl RelayMetrics {
             "assist_relay_keyframe_requests_total",
             "Keyframe requests sent to sharers.",
         )?;
+        let rtt_vec = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "assist_relay_leg_rtt_seconds",
+                "Round-trip time samples of relay legs (WebSocket ping/pong, QUIC path statistics), by transport.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["transport"],
+        )?;
+        registry.register(Box::new(rtt_vec.clone()))?;
+        let rtt = ["wss", "quic"]
+            .iter()
+            .map(|t| rtt_vec.with_label_values(&[t]))
+            .collect();
         for c in [&frames_vec, &bytes_vec, &dropped_vec, &closes, &rejected] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -158,6 +146,7 @@ impl RelayMetrics {
             closes,
             rejected,
             keyframe_requests,
+            rtt,
         })
     }
 
@@ -185,6 +174,14 @@ impl RelayMetrics {
     /// Counts a leg closed with `code`.
     pub fn closed(&self, code: CloseCode) {
         self.closes.with_label_values(&[code.name()]).inc();
+    }
+
+    /// Records a round-trip sample of a leg on `transport` ("wss" or "quic").
+    pub fn rtt(&self, transport: &str, rtt: std::time::Duration) {
+        let i = usize::from(transport == "quic");
+        if let Some(h) = self.rtt.get(i) {
+            h.observe(rtt.as_secs_f64());
+        }
     }
 
     /// Counts a refused join.

@@ -47,28 +47,76 @@ pub fn server_endpoint(
         .map_err(|e| anyhow::anyhow!("QUIC TLS configuration: {e}"))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    // The kernel's default UDP buffers (about 208 KiB) overflow at a few dozen legs of screen
-    // frames and every drop costs a retransmission; ask for 8 MiB (the kernel caps it at
-    // net.core.rmem_max / wmem_max).
+    let socket = udp_socket(addr)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
+    let socket = runtime.wrap_udp_socket(socket)?;
+    // quinn-udp turns on GSO (segmentation offload: one send of up to 64 datagrams) and GRO (one
+    // receive of several) when the kernel offers them; log what this socket got.
+    tracing::info!(
+        %addr,
+        gso_segments = socket.max_transmit_segments(),
+        gro_segments = socket.max_receive_segments(),
+        "QUIC endpoint: UDP segmentation offload"
+    );
+    Ok(quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket,
+        runtime,
+    )?)
+}
+
+/// What the kernel allows a socket buffer to be, from `/proc/sys/net/core/{r,w}mem_max`.
+fn kernel_max(name: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The endpoint's one UDP socket, with receive and send buffers of [`UDP_BUFFER_BYTES`] or, when
+/// the kernel caps them lower (`net.core.rmem_max` / `wmem_max`), the cap; logs what was granted.
+/// The kernel's default (about 208 KiB) overflows at a few dozen legs of screen frames, and every
+/// datagram dropped there costs a retransmission.
+pub fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
-    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    let rmem_max = kernel_max("rmem_max");
+    let wmem_max = kernel_max("wmem_max");
+    let want_recv = rmem_max.map_or(UDP_BUFFER_BYTES, |m| m.min(UDP_BUFFER_BYTES));
+    let want_send = wmem_max.map_or(UDP_BUFFER_BYTES, |m| m.min(UDP_BUFFER_BYTES));
+    let _ = socket.set_recv_buffer_size(want_recv);
+    let _ = socket.set_send_buffer_size(want_send);
+    // Linux reports twice the size asked for (its bookkeeping overhead); anything from the
+    // request up is what was asked.
+    let got_recv = socket.recv_buffer_size().unwrap_or(0);
+    let got_send = socket.send_buffer_size().unwrap_or(0);
+    tracing::info!(
+        %addr,
+        recv_buffer = got_recv,
+        send_buffer = got_send,
+        rmem_max = rmem_max.unwrap_or(0),
+        wmem_max = wmem_max.unwrap_or(0),
+        "QUIC endpoint: UDP socket buffers"
+    );
+    if want_recv < UDP_BUFFER_BYTES {
+        tracing::warn!(
+            rmem_max = want_recv,
+            wanted = UDP_BUFFER_BYTES,
+            "net.core.rmem_max caps the QUIC receive buffer; under load datagrams may be dropped \
+             (raise it with sysctl -w net.core.rmem_max={UDP_BUFFER_BYTES})"
+        );
+    }
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
     socket.bind(&addr.into())?;
-    let runtime =
-        quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(cfg),
-        socket.into(),
-        runtime,
-    )?)
+    Ok(socket.into())
 }
 
 /// Accepts QUIC connections until `cancel`, running each as a relay leg.
@@ -89,11 +137,25 @@ pub async fn serve(endpoint: quinn::Endpoint, relay: Relay, cancel: Cancellation
             }
         });
     }
+    // Stop accepting, but let the relay close its QUIC legs itself (each gets `ended` and 4011,
+    // delivered before its connection closes) before the endpoint closes whatever is left.
+    endpoint.set_server_config(None);
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
+        while !relay.is_shutting_down() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        relay.tracker().wait().await;
+    })
+    .await;
     endpoint.close(
         quinn::VarInt::from_u32(CloseCode::ShuttingDown.code() as u32),
         b"shutting down",
     );
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
+
+/// How long the endpoint waits, once told to stop, for the relay to close its legs.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 async fn handle(incoming: quinn::Incoming, relay: Relay) -> Result<(), String> {
     let conn = incoming.await.map_err(|e| e.to_string())?;
@@ -136,9 +198,8 @@ async fn handle(incoming: quinn::Incoming, relay: Relay) -> Result<(), String> {
     };
     match relay.admit(&ticket) {
         Ok(admission) => {
-            let (reader, writer) =
-                crate::leg::quic(conn, send, recv, leftover, relay.config().max_frame_bytes);
-            relay.run_leg(admission, reader, writer).await;
+            let leg = crate::leg::quic(conn, send, recv, leftover, relay.config().max_frame_bytes);
+            relay.run_leg(admission, leg).await;
             Ok(())
         }
         Err(e) => {

@@ -2,29 +2,33 @@
 //! between them with the session's mode enforced, and ends sessions (on the broker's word, a
 //! leg leaving, a timeout, or a limit).
 //!
-//! Per paired session there are four tasks: each leg has a reader (its frames → the other
-//! leg's queue) and a writer (its queue → the wire, in batches). The queue policy (what to
-//! drop under congestion, when to ask for a keyframe) is `assist_relay_proto::queue`.
+//! Every decision is the pure session core's (`assist_relay_proto::session`); this module holds
+//! the tasks and sockets. Per paired session there is **one task**, the first leg's: it polls
+//! both legs, and a frame read from one is written to the other in the same pass while that
+//! leg's socket accepts bytes; frames wait in the core's queue only under backpressure. No
+//! cross-task hand-off, no lock and no timer per message: one watchdog tick per session
+//! (about a second) checks the idle, bandwidth and slow-consumer limits and schedules pings.
 
 use assist_policy::Mode;
 use assist_relay_proto::close::CloseCode;
 use assist_relay_proto::control::RelayControl;
-use assist_relay_proto::frame::{Channel, Frame};
-use assist_relay_proto::queue::DirectionQueue;
-use bytes::Bytes;
+use assist_relay_proto::frame::Frame;
+use assist_relay_proto::session::{
+    DropReason, Ended, Membership, Received, SessionCore, SessionLimits,
+};
 use dashmap::DashMap;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RelayConfig;
-use crate::leg::{Incoming, LegReader, LegWriter};
-use crate::metrics::{DropReason, RelayMetrics};
-use crate::ticket::{Role, TicketAuthority, TicketClaims, TicketError};
+use crate::leg::{Incoming, Leg};
+use crate::metrics::RelayMetrics;
+use crate::ticket::{RelayIdentity, Role, TicketAuthority, TicketClaims, TicketError};
 
 /// Why a join was refused before the leg started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +71,13 @@ pub struct SessionReport {
     pub bytes: [u64; 2],
     /// Frames dropped (any reason).
     pub dropped: u64,
+    /// Screen frames dropped under congestion.
+    pub screen_dropped: u64,
+    /// Keyframe requests sent to the sharer.
+    pub keyframe_requests: u64,
+    /// Mean round-trip time of the helper's and the sharer's leg (WebSocket ping/pong, QUIC
+    /// path statistics), if measured.
+    pub rtt: [Option<Duration>; 2],
     /// How long the session was paired.
     pub paired_for: Duration,
     /// Why it ended (close code name).
@@ -77,6 +88,26 @@ pub struct SessionReport {
     pub left: Option<Role>,
 }
 
+impl SessionReport {
+    /// The fields the session record (and the sessions report's Assist columns) carry:
+    /// frames, bytes and drops per direction, screen frames dropped under congestion, keyframe
+    /// requests, and each leg's mean round-trip time in milliseconds (`null` if not measured).
+    pub fn record_fields(&self) -> serde_json::Value {
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0);
+        serde_json::json!({
+            "relayFramesHelperToSharer": self.frames[0],
+            "relayFramesSharerToHelper": self.frames[1],
+            "relayBytesHelperToSharer": self.bytes[0],
+            "relayBytesSharerToHelper": self.bytes[1],
+            "relayFramesDropped": self.dropped,
+            "relayScreenFramesDropped": self.screen_dropped,
+            "relayKeyframeRequests": self.keyframe_requests,
+            "relayHelperRttMs": ms(self.rtt[0]),
+            "relaySharerRttMs": ms(self.rtt[1]),
+        })
+    }
+}
+
 /// A leg admitted by ticket, ready to run.
 #[derive(Debug)]
 pub struct Admission {
@@ -85,42 +116,29 @@ pub struct Admission {
     session: Arc<Session>,
 }
 
-struct Direction {
-    queue: Mutex<DirectionQueue>,
-    /// The queue's writer waits on this for frames.
-    frames_ready: Notify,
-    /// A paused reader waits on this for room.
-    room: Notify,
-    /// When the queue last went from empty to non-empty (for the latency histogram).
-    oldest: Mutex<Option<Instant>>,
-}
-
-struct Outbox {
-    /// Relay-originated control frames for this leg (never dropped; written before queued frames).
-    control: Mutex<VecDeque<Frame>>,
-    pong: Mutex<Option<Bytes>>,
+/// Where the second leg finds the first.
+enum Slot {
+    /// Nobody is waiting yet.
+    Empty,
+    /// The first leg's task waits for the second leg.
+    Waiting(oneshot::Sender<Leg>),
+    /// Paired, or the wait is over.
+    Closed,
 }
 
 struct Session {
     sid: String,
-    joined: Mutex<[bool; 2]>,
-    paired: CancellationToken,
+    mode: Mode,
+    chat: bool,
+    members: Mutex<Membership>,
+    /// Cancelled when the session ends (wakes a leg waiting for its peer).
     end: CancellationToken,
-    /// Close codes per role, set once when the session ends.
-    end_codes: Mutex<Option<([CloseCode; 2], String)>>,
-    mode: AtomicU8,
-    chat: AtomicBool,
-    /// `dirs[i]` carries frames *to* role i.
-    dirs: [Direction; 2],
-    outbox: [Outbox; 2],
-    frames: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
-    dropped: AtomicU64,
-    last_activity_ms: AtomicU64,
-    window_bytes: AtomicU64,
-    created: Instant,
-    paired_at: Mutex<Option<Instant>>,
-    last_keyframe_request: Mutex<Option<Instant>>,
+    slot: Mutex<Slot>,
+    /// A mode change for the session's task to apply.
+    pending_mode: Mutex<Option<(Mode, bool)>>,
+    /// Wakes the session's task (a mode change or an end); capacity 1, a pending wake is enough.
+    wake: mpsc::Sender<()>,
+    wake_rx: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -131,88 +149,38 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn mode_to_u8(m: Mode) -> u8 {
-    match m {
-        Mode::ViewOnly => 0,
-        Mode::FullControl => 1,
-        Mode::Elevation => 2,
-        Mode::Unattended => 3,
-    }
-}
-
-fn mode_from_u8(v: u8) -> Mode {
-    match v {
-        1 => Mode::FullControl,
-        2 => Mode::Elevation,
-        3 => Mode::Unattended,
-        _ => Mode::ViewOnly,
-    }
-}
-
 impl Session {
-    fn new(sid: &str, mode: Mode, chat: bool, cfg: &RelayConfig) -> Self {
-        let dir = || Direction {
-            queue: Mutex::new(DirectionQueue::new(cfg.queue)),
-            frames_ready: Notify::new(),
-            room: Notify::new(),
-            oldest: Mutex::new(None),
-        };
-        let outbox = || Outbox {
-            control: Mutex::new(VecDeque::new()),
-            pong: Mutex::new(None),
-        };
+    fn new(sid: &str, mode: Mode, chat: bool) -> Self {
+        let (wake, wake_rx) = mpsc::channel(1);
         Self {
             sid: sid.to_owned(),
-            joined: Mutex::new([false; 2]),
-            paired: CancellationToken::new(),
+            mode,
+            chat,
+            members: Mutex::new(Membership::new()),
             end: CancellationToken::new(),
-            end_codes: Mutex::new(None),
-            mode: AtomicU8::new(mode_to_u8(mode)),
-            chat: AtomicBool::new(chat),
-            dirs: [dir(), dir()],
-            outbox: [outbox(), outbox()],
-            frames: [AtomicU64::new(0), AtomicU64::new(0)],
-            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-            dropped: AtomicU64::new(0),
-            last_activity_ms: AtomicU64::new(0),
-            window_bytes: AtomicU64::new(0),
-            created: Instant::now(),
-            paired_at: Mutex::new(None),
-            last_keyframe_request: Mutex::new(None),
+            slot: Mutex::new(Slot::Empty),
+            pending_mode: Mutex::new(None),
+            wake,
+            wake_rx: Mutex::new(Some(wake_rx)),
         }
     }
 
-    fn mode(&self) -> Mode {
-        mode_from_u8(self.mode.load(Ordering::Relaxed))
-    }
-
-    fn touch(&self) {
-        self.last_activity_ms
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Ends the session once: `codes[i]` is what role i's leg is closed with.
-    fn finish(&self, codes: [CloseCode; 2], reason: &str) -> bool {
-        let mut slot = lock(&self.end_codes);
-        if slot.is_some() {
-            return false;
+    /// Ends the session once (the first end wins).
+    fn finish(&self, end: Ended) -> bool {
+        let first = lock(&self.members).finish(end);
+        if first {
+            self.end.cancel();
+            let _ = self.wake.try_send(());
         }
-        *slot = Some((codes, reason.to_owned()));
-        drop(slot);
-        self.end.cancel();
-        true
+        first
+    }
+
+    fn ended(&self) -> Option<Ended> {
+        lock(&self.members).ended().cloned()
     }
 
     fn code_for(&self, role: Role) -> (CloseCode, String) {
-        lock(&self.end_codes)
-            .as_ref()
-            .map(|(c, r)| (c[role.index()], r.clone()))
-            .unwrap_or((CloseCode::Ended, "ended".into()))
-    }
-
-    fn send_control(&self, to: Role, msg: &RelayControl) {
-        lock(&self.outbox[to.index()].control).push_back(Frame::relay_control(msg));
-        self.dirs[to.index()].frames_ready.notify_one();
+        lock(&self.members).code_for(role)
     }
 }
 
@@ -230,6 +198,7 @@ fn now_secs() -> u64 {
 
 struct Inner {
     config: RelayConfig,
+    identity: RelayIdentity,
     tickets: Arc<TicketAuthority>,
     sessions: DashMap<String, Arc<Session>>,
     used_tickets: Mutex<HashMap<String, u64>>,
@@ -262,9 +231,20 @@ impl Relay {
         metrics: RelayMetrics,
         reports: Option<tokio::sync::mpsc::UnboundedSender<SessionReport>>,
     ) -> Self {
+        let name = config
+            .public_addr
+            .clone()
+            .or_else(|| config.listen_addr.clone())
+            .unwrap_or_else(|| {
+                tracing::warn!("the relay has neither a public nor a listen address; tickets must name \"localhost\"");
+                "localhost".into()
+            });
+        let identity = RelayIdentity::new(name);
+        tracing::info!(relay = %identity.name, instance = %identity.instance, "relay identity");
         Self {
             inner: Arc::new(Inner {
                 config,
+                identity,
                 tickets,
                 sessions: DashMap::new(),
                 used_tickets: Mutex::new(HashMap::new()),
@@ -280,6 +260,11 @@ impl Relay {
     /// The configuration.
     pub fn config(&self) -> &RelayConfig {
         &self.inner.config
+    }
+
+    /// Who this relay is (this run): what tickets must name (`relay`, `inst`).
+    pub fn identity(&self) -> &RelayIdentity {
+        &self.inner.identity
     }
 
     /// Sessions with at least one leg.
@@ -301,9 +286,7 @@ impl Relay {
         if inner.shutdown.is_cancelled() {
             return Err(AdmitError::ShuttingDown);
         }
-        let claims = inner
-            .tickets
-            .verify(ticket, inner.config.public_addr.as_deref())?;
+        let claims = inner.tickets.verify(ticket, &inner.identity)?;
         let now = now_secs();
         {
             let mut ended = lock(&inner.ended);
@@ -312,54 +295,48 @@ impl Relay {
                 return Err(AdmitError::TicketUsed);
             }
         }
-        {
-            let mut used = lock(&inner.used_tickets);
-            if used.len() > 4096 {
-                used.retain(|_, exp| *exp + 10 > now);
-            }
-            if used.contains_key(&claims.jti) {
-                return Err(AdmitError::TicketUsed);
-            }
-            if !inner.sessions.contains_key(&claims.sid)
-                && inner.sessions.len() >= inner.config.max_sessions
-            {
-                return Err(AdmitError::NodeFull);
-            }
-            let session = inner
-                .sessions
-                .entry(claims.sid.clone())
-                .or_insert_with(|| {
-                    inner.metrics.sessions_active.inc();
-                    Arc::new(Session::new(
-                        &claims.sid,
-                        claims.mode,
-                        claims.chat,
-                        &inner.config,
-                    ))
-                })
-                .clone();
-            let mut joined = lock(&session.joined);
-            if joined[claims.role.index()] || session.end.is_cancelled() {
-                return Err(AdmitError::TicketUsed);
-            }
-            joined[claims.role.index()] = true;
-            used.insert(claims.jti.clone(), claims.exp);
-            drop(joined);
-            Ok(Admission { claims, session })
+        let mut used = lock(&inner.used_tickets);
+        if used.len() > 4096 {
+            used.retain(|_, exp| *exp + 10 > now);
         }
+        if used.contains_key(&claims.jti) {
+            return Err(AdmitError::TicketUsed);
+        }
+        if !inner.sessions.contains_key(&claims.sid)
+            && inner.sessions.len() >= inner.config.max_sessions
+        {
+            return Err(AdmitError::NodeFull);
+        }
+        let session = inner
+            .sessions
+            .entry(claims.sid.clone())
+            .or_insert_with(|| {
+                inner.metrics.sessions_active.inc();
+                Arc::new(Session::new(&claims.sid, claims.mode, claims.chat))
+            })
+            .clone();
+        lock(&session.members)
+            .join(claims.role)
+            .map_err(|_| AdmitError::TicketUsed)?;
+        used.insert(claims.jti.clone(), claims.exp);
+        drop(used);
+        Ok(Admission { claims, session })
     }
 
     /// Releases an admission whose connection never came up (e.g. a failed upgrade).
     pub fn abandon(&self, admission: Admission) {
         let s = admission.session;
-        s.finish([CloseCode::PeerLeft; 2], "the other leg failed to connect");
-        self.retire(&s);
+        s.finish(Ended::both(
+            CloseCode::PeerLeft,
+            "the other leg failed to connect",
+        ));
+        self.retire(&s, None);
     }
 
     /// Ends a session on the broker's word: both legs get `ended` and close code 4000.
     pub fn end_session(&self, sid: &str, reason: &str) -> bool {
         match self.inner.sessions.get(sid).map(|s| s.clone()) {
-            Some(s) => s.finish([CloseCode::Ended; 2], reason),
+            Some(s) => s.finish(Ended::both(CloseCode::Ended, reason)),
             None => false,
         }
     }
@@ -369,14 +346,8 @@ impl Relay {
         let Some(s) = self.inner.sessions.get(sid).map(|s| s.clone()) else {
             return false;
         };
-        s.mode.store(mode_to_u8(mode), Ordering::Relaxed);
-        s.chat.store(chat, Ordering::Relaxed);
-        let msg = RelayControl::ModeChanged {
-            mode: mode.as_str().to_owned(),
-            chat,
-        };
-        s.send_control(Role::Helper, &msg);
-        s.send_control(Role::Sharer, &msg);
+        *lock(&s.pending_mode) = Some((mode, chat));
+        let _ = s.wake.try_send(());
         true
     }
 
@@ -384,396 +355,437 @@ impl Relay {
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutdown.cancel();
         for s in self.inner.sessions.iter() {
-            s.finish([CloseCode::ShuttingDown; 2], "the relay is shutting down");
+            s.finish(Ended::both(
+                CloseCode::ShuttingDown,
+                "the relay is shutting down",
+            ));
         }
         self.inner.tracker.close();
         let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
     }
 
-    fn retire(&self, s: &Arc<Session>) {
-        if self.inner.sessions.remove(&s.sid).is_some() {
-            self.inner.metrics.sessions_active.dec();
-            lock(&self.inner.ended).insert(
-                s.sid.clone(),
-                now_secs() + self.inner.config.pair_timeout.as_secs() + 120,
-            );
-            let queued: usize = s.dirs.iter().map(|d| lock(&d.queue).len()).sum();
-            self.inner.metrics.queued_frames.sub(queued as i64);
-            let paired_at = *lock(&s.paired_at);
-            let paired_for = paired_at.map(|t| t.elapsed()).unwrap_or_default();
-            let left = match (
-                paired_at,
-                s.code_for(Role::Helper).0,
-                s.code_for(Role::Sharer).0,
-            ) {
-                (None, _, _) => None,
-                (Some(_), h, CloseCode::PeerLeft) if h != CloseCode::PeerLeft => Some(Role::Helper),
-                (Some(_), CloseCode::PeerLeft, sh) if sh != CloseCode::PeerLeft => {
-                    Some(Role::Sharer)
-                }
-                _ => None,
-            };
-            let report = SessionReport {
-                sid: s.sid.clone(),
-                frames: [
-                    s.frames[0].load(Ordering::Relaxed),
-                    s.frames[1].load(Ordering::Relaxed),
-                ],
-                bytes: [
-                    s.bytes[0].load(Ordering::Relaxed),
-                    s.bytes[1].load(Ordering::Relaxed),
-                ],
-                dropped: s.dropped.load(Ordering::Relaxed),
-                paired_for,
-                end: s.code_for(Role::Helper).0.name(),
-                left,
-            };
-            tracing::info!(
-                frames_h2s = report.frames[0],
-                frames_s2h = report.frames[1],
-                bytes_h2s = report.bytes[0],
-                bytes_s2h = report.bytes[1],
-                dropped = report.dropped,
-                paired_ms = report.paired_for.as_millis() as u64,
-                end = report.end,
-                "relay session ended"
-            );
-            if let Some(tx) = &self.inner.reports {
-                let _ = tx.send(report);
-            }
-        }
+    /// Whether [`Relay::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
     }
 
-    /// Runs an admitted leg to completion. Spawned onto the relay's task tracker by the caller
-    /// (or awaited directly); returns when the leg is closed.
-    pub async fn run_leg(&self, admission: Admission, reader: LegReader, mut writer: LegWriter) {
-        let Admission { claims, session } = admission;
-        let role = claims.role;
-        let transport = writer.transport();
-        let metrics = self.inner.metrics.clone();
-        metrics.leg(transport, 1);
-
-        // Tell the leg it is in, then pair (or wait for the peer).
-        let joined = Frame::relay_control(&RelayControl::Joined {
-            role: role.as_str().to_owned(),
-            sid: session.sid.clone(),
-        });
-        let _ = writer.write_frames(std::slice::from_ref(&joined)).await;
-        let both = {
-            let j = lock(&session.joined);
-            j[0] && j[1]
-        };
-        if both {
-            *lock(&session.paired_at) = Some(Instant::now());
-            session.touch();
-            session.paired.cancel();
-            self.spawn_watchdog(session.clone());
-        }
-        let paired = tokio::select! {
-            _ = session.paired.cancelled() => true,
-            _ = session.end.cancelled() => false,
-            _ = tokio::time::sleep(self.inner.config.pair_timeout) => {
-                let mut codes = [CloseCode::PeerTimeout; 2];
-                codes[role.peer().index()] = CloseCode::PeerLeft;
-                session.finish(codes, "the other leg did not arrive in time");
-                false
-            }
-        };
-        if paired {
-            let msg = RelayControl::Paired {
-                mode: session.mode().as_str().to_owned(),
-                chat: session.chat.load(Ordering::Relaxed),
-            };
-            lock(&session.outbox[role.index()].control).push_back(Frame::relay_control(&msg));
-            let reader_task = {
-                let relay = self.clone();
-                let session = session.clone();
-                tokio::spawn(async move { relay.read_loop(role, session, reader).await })
-            };
-            self.write_loop(role, &session, &mut writer).await;
-            reader_task.abort();
-        }
-        let (code, reason) = session.code_for(role);
-        if code != CloseCode::Normal {
-            // A code, not prose: the broker's end reason when the broker ended the session,
-            // else the name of the close code that follows (docs/protocol.md lists both).
-            let wire_reason = match code {
-                CloseCode::Ended => reason.clone(),
-                other => other.name().to_owned(),
-            };
-            let ended = Frame::relay_control(&RelayControl::Ended {
-                reason: wire_reason,
-            });
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                writer.write_frames(std::slice::from_ref(&ended)),
-            )
-            .await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer.close(code, &reason)).await;
-        metrics.closed(code);
-        metrics.leg(transport, -1);
-        tracing::debug!(role = role.as_str(), code = code.name(), "relay leg closed");
-        // The last leg out retires the session.
-        let mut j = lock(&session.joined);
-        j[role.index()] = false;
-        let last = !j[0] && !j[1];
-        drop(j);
-        if last || !paired {
-            self.retire(&session);
-        }
-    }
-
-    fn spawn_watchdog(&self, session: Arc<Session>) {
-        let cfg = self.inner.config.clone();
-        self.inner.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut over_cap = 0u32;
-            loop {
-                tokio::select! {
-                    _ = session.end.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let idle_ms = session.created.elapsed().as_millis() as u64
-                    - session.last_activity_ms.load(Ordering::Relaxed);
-                if idle_ms >= cfg.idle_timeout.as_millis() as u64 {
-                    session.finish([CloseCode::Idle; 2], "no frames for too long");
-                    return;
-                }
-                let bytes = session.window_bytes.swap(0, Ordering::Relaxed);
-                if bytes > cfg.max_session_bytes_per_sec {
-                    over_cap += 1;
-                    if over_cap >= 5 {
-                        session.finish(
-                            [CloseCode::BandwidthExceeded; 2],
-                            "the session exceeded its bandwidth cap",
-                        );
-                        return;
-                    }
-                } else {
-                    over_cap = 0;
-                }
-            }
-        });
-    }
-
-    /// Reads `role`'s leg and queues its frames for the peer.
-    async fn read_loop(&self, role: Role, session: Arc<Session>, mut reader: LegReader) {
-        let peer = role.peer();
-        let dir = &session.dirs[peer.index()];
-        let metrics = &self.inner.metrics;
-        loop {
-            let incoming = tokio::select! {
-                biased;
-                _ = session.end.cancelled() => return,
-                r = reader.next() => r,
-            };
-            let frame = match incoming {
-                Ok(Incoming::Frame(f)) => f,
-                Ok(Incoming::Ping(p)) => {
-                    *lock(&session.outbox[role.index()].pong) = Some(p);
-                    session.dirs[role.index()].frames_ready.notify_one();
-                    continue;
-                }
-                Ok(Incoming::Closed(_)) => {
-                    let mut codes = [CloseCode::PeerLeft; 2];
-                    codes[role.index()] = CloseCode::Normal;
-                    session.finish(codes, "the other leg left");
-                    return;
-                }
-                Err(e) => {
-                    let mut codes = [CloseCode::PeerLeft; 2];
-                    codes[role.index()] = e.close_code();
-                    tracing::debug!(role = role.as_str(), error = %e, "leg read failed");
-                    session.finish(codes, &e.to_string());
-                    return;
-                }
-            };
-            session.touch();
-            let channel = frame.header.channel;
-            let verdict = match (role, channel) {
-                (Role::Helper, Channel::Screen) | (Role::Sharer, Channel::Input) => {
-                    Some(DropReason::Direction)
-                }
-                (Role::Helper, Channel::Input | Channel::Control)
-                    if session.mode() == Mode::ViewOnly =>
-                {
-                    Some(DropReason::Mode)
-                }
-                (_, Channel::Chat) if !session.chat.load(Ordering::Relaxed) => {
-                    Some(DropReason::ChatBlocked)
-                }
-                _ => None,
-            };
-            if let Some(reason) = verdict {
-                metrics.dropped(reason, 1);
-                session.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let len = frame.len();
-            session
-                .window_bytes
-                .fetch_add(len as u64, Ordering::Relaxed);
-            let mut pending = frame;
-            loop {
-                let pushed = {
-                    let mut q = lock(&dir.queue);
-                    let was_empty = q.is_empty();
-                    let r = q.push(pending, Instant::now());
-                    if r.is_ok() && was_empty {
-                        *lock(&dir.oldest) = Some(Instant::now());
-                    }
-                    r
-                };
-                match pushed {
-                    Ok(outcome) => {
-                        if outcome.queued {
-                            metrics.queued_frames.inc();
-                        }
-                        if outcome.dropped_frames > 0 {
-                            let n = outcome.dropped_frames as u64;
-                            metrics.dropped(DropReason::Congestion, n);
-                            // A dropped *new* frame was never counted as queued.
-                            metrics
-                                .queued_frames
-                                .sub(n as i64 - i64::from(!outcome.queued));
-                            session.dropped.fetch_add(n, Ordering::Relaxed);
-                        }
-                        if outcome.request_keyframe {
-                            self.request_keyframe(&session);
-                        }
-                        dir.frames_ready.notify_one();
-                        break;
-                    }
-                    Err(back) => {
-                        // No room for a frame that must not be dropped: stop reading until the
-                        // writer makes room (backpressure reaches the sender through TCP/QUIC).
-                        pending = back;
-                        dir.frames_ready.notify_one();
-                        tokio::select! {
-                            _ = session.end.cancelled() => return,
-                            _ = dir.room.notified() => {}
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn request_keyframe(&self, session: &Session) {
-        let now = Instant::now();
-        let mut last = lock(&session.last_keyframe_request);
-        if last.is_some_and(|t| {
-            now.duration_since(t) < self.inner.config.queue.keyframe_request_interval
-        }) {
+    fn retire(&self, s: &Arc<Session>, core: Option<&SessionCore>) {
+        if self.inner.sessions.remove(&s.sid).is_none() {
             return;
         }
-        *last = Some(now);
-        drop(last);
-        self.inner.metrics.keyframe_requests.inc();
-        session.send_control(
-            Role::Sharer,
-            &RelayControl::KeyframeRequest {
-                reason: "congestion".into(),
-            },
+        self.inner.metrics.sessions_active.dec();
+        lock(&self.inner.ended).insert(
+            s.sid.clone(),
+            now_secs() + self.inner.config.pair_timeout.as_secs() + 120,
         );
+        let end = s.ended();
+        let counters = core.map(|c| *c.counters()).unwrap_or_default();
+        let report = SessionReport {
+            sid: s.sid.clone(),
+            frames: counters.frames,
+            bytes: counters.bytes,
+            dropped: counters.dropped(),
+            screen_dropped: counters.screen_dropped.iter().sum(),
+            keyframe_requests: counters.keyframe_requests,
+            rtt: counters.rtt.map(|r| r.mean()),
+            paired_for: core.map(|c| c.paired_at().elapsed()).unwrap_or_default(),
+            end: s.code_for(Role::Helper).0.name(),
+            left: if core.is_some() {
+                end.as_ref().and_then(Ended::left)
+            } else {
+                None
+            },
+        };
+        tracing::info!(
+            frames_h2s = report.frames[0],
+            frames_s2h = report.frames[1],
+            bytes_h2s = report.bytes[0],
+            bytes_s2h = report.bytes[1],
+            dropped = report.dropped,
+            screen_dropped = report.screen_dropped,
+            keyframe_requests = report.keyframe_requests,
+            paired_ms = report.paired_for.as_millis() as u64,
+            end = report.end,
+            "relay session ended"
+        );
+        if let Some(tx) = &self.inner.reports {
+            let _ = tx.send(report);
+        }
     }
 
-    /// Writes what is queued for `role` until the session ends.
-    async fn write_loop(&self, role: Role, session: &Session, writer: &mut LegWriter) {
-        let dir = &session.dirs[role.index()];
-        let outbox = &session.outbox[role.index()];
-        let metrics = &self.inner.metrics;
-        let mut batch: Vec<Frame> = Vec::with_capacity(64);
+    /// Runs an admitted leg. The first leg of a session waits for the second and then drives both
+    /// until the session ends; the second leg hands itself to the first and returns at once.
+    /// Spawned onto the relay's task tracker by the caller (or awaited directly).
+    pub async fn run_leg(&self, admission: Admission, mut leg: Leg) {
+        let Admission { claims, session } = admission;
+        let role = claims.role;
+        let metrics = self.inner.metrics.clone();
+        metrics.leg(leg.transport(), 1);
         let timeout = self.inner.config.slow_consumer_timeout;
-        let ping_every = self.inner.config.ping_interval;
-        let mut last_write = Instant::now();
-        loop {
-            let pong = lock(&outbox.pong).take();
-            if let Some(p) = pong {
-                if tokio::time::timeout(timeout, writer.write_pong(p))
-                    .await
-                    .is_err()
-                {
-                    self.slow(session, role);
-                    return;
+
+        // Tell the leg it is in.
+        let mut joined = vec![Frame::relay_control(&RelayControl::Joined {
+            role: role.as_str().to_owned(),
+            sid: session.sid.clone(),
+        })];
+        leg.load(None, false, &mut joined);
+        let sent =
+            tokio::time::timeout(timeout, std::future::poll_fn(|cx| leg.poll_send(cx))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            session.finish(Ended::by(role, CloseCode::Normal, "the leg failed"));
+        }
+
+        // The second leg hands itself over; the first waits for it.
+        let rx = {
+            let mut slot = lock(&session.slot);
+            match std::mem::replace(&mut *slot, Slot::Closed) {
+                Slot::Empty if session.ended().is_none() => {
+                    let (tx, rx) = oneshot::channel();
+                    *slot = Slot::Waiting(tx);
+                    Some(rx)
                 }
-            }
-            batch.clear();
-            {
-                let mut control = lock(&outbox.control);
-                batch.extend(control.drain(..));
-            }
-            let queued_before = batch.len();
-            let oldest = {
-                let mut q = lock(&dir.queue);
-                q.pop_batch(self.inner.config.write_batch_bytes, &mut batch);
-                let oldest = lock(&dir.oldest).take();
-                if !q.is_empty() {
-                    *lock(&dir.oldest) = Some(Instant::now());
-                }
-                oldest
-            };
-            let from_queue = batch.len() - queued_before;
-            let direction = role.peer().index(); // frames to `role` were sent by its peer
-            for f in &batch[queued_before..] {
-                metrics.forwarded(f.header.channel, direction, f.len());
-                session.frames[direction].fetch_add(1, Ordering::Relaxed);
-                session.bytes[direction].fetch_add(f.len() as u64, Ordering::Relaxed);
-            }
-            if from_queue > 0 {
-                metrics.queued_frames.sub(from_queue as i64);
-                dir.room.notify_one();
-                if let Some(t) = oldest {
-                    metrics.forward_latency.observe(t.elapsed().as_secs_f64());
-                }
-            }
-            if batch.is_empty() {
-                if session.end.is_cancelled() {
-                    return;
-                }
-                tokio::select! {
-                    _ = session.end.cancelled() => {
-                        // Flush what is left (e.g. a final modeChanged), then stop.
-                        continue;
-                    }
-                    _ = dir.frames_ready.notified() => continue,
-                    _ = tokio::time::sleep_until((last_write + ping_every).into()) => {
-                        last_write = Instant::now();
-                        if tokio::time::timeout(timeout, writer.write_ping()).await.map(|r| r.is_err()).unwrap_or(true) {
-                            self.slow(session, role);
-                            return;
+                Slot::Waiting(tx) if session.ended().is_none() => {
+                    drop(slot);
+                    match tx.send(leg) {
+                        Ok(()) => return,
+                        Err(back) => {
+                            leg = back;
+                            None
                         }
-                        continue;
                     }
                 }
+                _ => None,
             }
-            match tokio::time::timeout(timeout, writer.write_frames(&batch)).await {
-                Ok(Ok(())) => last_write = Instant::now(),
-                Ok(Err(e)) => {
-                    tracing::debug!(role = role.as_str(), error = %e, "leg write failed");
-                    let mut codes = [CloseCode::PeerLeft; 2];
-                    codes[role.index()] = CloseCode::Normal;
-                    session.finish(codes, "the other leg left");
-                    return;
+        };
+        let peer = match rx {
+            None => None,
+            Some(mut rx) => {
+                let got = tokio::select! {
+                    r = &mut rx => r.ok(),
+                    _ = session.end.cancelled() => None,
+                    _ = tokio::time::sleep(self.inner.config.pair_timeout) => {
+                        session.finish(Ended::by(
+                            role.peer(),
+                            CloseCode::PeerLeft,
+                            "the other leg did not arrive in time",
+                        ).with_code(role, CloseCode::PeerTimeout));
+                        None
+                    }
+                };
+                // A leg sent while the wait ended is still ours to close.
+                *lock(&session.slot) = Slot::Closed;
+                got.or_else(|| rx.try_recv().ok())
+            }
+        };
+        match peer {
+            Some(peer) if session.ended().is_none() => {
+                let mut legs = [leg, peer];
+                if role == Role::Sharer {
+                    legs.swap(0, 1);
                 }
-                Err(_) => {
-                    self.slow(session, role);
-                    return;
+                self.drive(&session, legs).await;
+            }
+            peer => {
+                // Never paired: close what is here.
+                let mut legs = vec![(role, leg)];
+                if let Some(p) = peer {
+                    legs.push((role.peer(), p));
                 }
+                for (r, mut l) in legs {
+                    self.close_leg(&session, r, &mut l, Vec::new()).await;
+                }
+                self.retire(&session, None);
             }
         }
     }
 
-    fn slow(&self, session: &Session, role: Role) {
-        let mut codes = [CloseCode::PeerLeft; 2];
-        codes[role.index()] = CloseCode::SlowConsumer;
-        session.finish(codes, "the leg stopped reading");
+    /// Drives a paired session: both legs, until it ends; then closes both and retires it.
+    async fn drive(&self, session: &Arc<Session>, legs: [Leg; 2]) {
+        let Some(wake) = lock(&session.wake_rx).take() else {
+            return;
+        };
+        let cfg = &self.inner.config;
+        let limits = SessionLimits {
+            queue: cfg.queue,
+            idle_timeout: cfg.idle_timeout,
+            max_bytes_per_sec: cfg.max_session_bytes_per_sec,
+            bandwidth_windows: 5,
+            slow_consumer_timeout: cfg.slow_consumer_timeout,
+            ping_interval: cfg.ping_interval,
+        };
+        let mut tick = tokio::time::interval(WATCHDOG_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut d = Driver {
+            core: SessionCore::new(session.mode, session.chat, limits, Instant::now()),
+            session: session.clone(),
+            legs,
+            wake,
+            tick,
+            batch: Vec::new(),
+            ping: [false; 2],
+            queued: 0,
+            metrics: &self.inner.metrics,
+            batch_bytes: cfg.write_batch_bytes,
+        };
+        std::future::poll_fn(|cx| d.poll(cx)).await;
+        if let Some(end) = d.core.ended().cloned() {
+            session.finish(end);
+        }
+        self.inner.metrics.queued_frames.sub(d.queued as i64);
+        let Driver { mut core, legs, .. } = d;
+        let [mut helper, mut sharer] = legs;
+        // Both legs close at once, each bounded; each gets what was left for it, then `ended`.
+        let (hf, sf) = {
+            let mut take = |role: Role| {
+                let mut frames = Vec::new();
+                while core.has_output(role) {
+                    let _ = core.take_pong(role);
+                    core.poll_transmit(role, usize::MAX, Instant::now(), &mut frames);
+                }
+                frames
+            };
+            (take(Role::Helper), take(Role::Sharer))
+        };
+        tokio::join!(
+            self.close_leg(session, Role::Helper, &mut helper, hf),
+            self.close_leg(session, Role::Sharer, &mut sharer, sf),
+        );
+        lock(&session.members).leave(Role::Helper);
+        lock(&session.members).leave(Role::Sharer);
+        self.retire(session, Some(&core));
+    }
+
+    /// Writes `frames` (what was left for the leg, then `ended`) and closes the leg with the
+    /// session's close code for it, bounded by [`CLOSE_TIMEOUT`].
+    async fn close_leg(&self, session: &Session, role: Role, leg: &mut Leg, frames: Vec<Frame>) {
+        let (code, reason) = session.code_for(role);
+        let mut frames = if code == CloseCode::Normal {
+            Vec::new()
+        } else {
+            frames
+        };
+        frames.extend(session.ended().and_then(|e| e.frame_for(role)));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, leg.finish(frames, code, &reason)).await;
+        self.inner.metrics.closed(code);
+        self.inner.metrics.leg(leg.transport(), -1);
+        tracing::debug!(role = role.as_str(), code = code.name(), "relay leg closed");
     }
 
     /// The task tracker legs should be spawned on (so shutdown can wait for them).
     pub fn tracker(&self) -> &TaskTracker {
         &self.inner.tracker
+    }
+}
+
+/// How long closing a leg (the rest of its output, `ended`, the close handshake) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The session watchdog's period.
+const WATCHDOG_TICK: Duration = Duration::from_secs(1);
+
+/// Frames read from one leg per pass before the other leg's turn (fairness between directions).
+const READS_PER_TURN: usize = 16;
+
+/// Passes before the task yields to the runtime even though work remains.
+const PASSES_PER_POLL: usize = 32;
+
+/// The session's task state: the pure core and both legs.
+struct Driver<'a> {
+    core: SessionCore,
+    session: Arc<Session>,
+    /// By role index.
+    legs: [Leg; 2],
+    wake: mpsc::Receiver<()>,
+    tick: tokio::time::Interval,
+    /// Reused for every batch (handed to a leg and swapped back).
+    batch: Vec<Frame>,
+    /// A ping is due on that leg.
+    ping: [bool; 2],
+    /// Frames this session has counted in the queued-frames gauge.
+    queued: usize,
+    metrics: &'a RelayMetrics,
+    batch_bytes: usize,
+}
+
+impl Driver<'_> {
+    /// One or more passes over both legs; `Ready` when the session has ended.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..PASSES_PER_POLL {
+            let now = Instant::now();
+            let mut progress = false;
+            while let Poll::Ready(Some(())) = self.wake.poll_recv(cx) {
+                progress = true;
+                if let Some((mode, chat)) = lock(&self.session.pending_mode).take() {
+                    self.core.set_mode(mode, chat);
+                }
+                if let Some(end) = self.session.ended() {
+                    self.core.end(end);
+                }
+            }
+            while self.tick.poll_tick(cx).is_ready() {
+                self.on_tick(now);
+            }
+            if self.core.ended().is_some() {
+                return Poll::Ready(());
+            }
+            for role in Role::ALL {
+                progress |= self.read(cx, role, now);
+                if self.core.ended().is_some() {
+                    return Poll::Ready(());
+                }
+                // Forward inline: what was just read goes out to the peer now.
+                progress |= self.write(cx, role.peer(), now);
+                if self.core.ended().is_some() {
+                    return Poll::Ready(());
+                }
+            }
+            self.update_gauge();
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Work remains: let other tasks run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>, role: Role, now: Instant) -> bool {
+        let mut progress = false;
+        for _ in 0..READS_PER_TURN {
+            if !self.core.can_read(role) {
+                break;
+            }
+            let incoming = match self.legs[role.index()].poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(r) => r,
+            };
+            progress = true;
+            match incoming {
+                Ok(Incoming::Frame(f)) => match self.core.on_frame(role, f, now) {
+                    Received::Forwarded {
+                        congestion_drops,
+                        keyframe_request,
+                    } => self.count_drops(congestion_drops, keyframe_request),
+                    Received::Dropped(reason) => self.metrics.dropped(reason, 1),
+                    Received::Paused | Received::Ended => {}
+                },
+                Ok(Incoming::Ping(p)) => self.core.on_ping(role, p),
+                Ok(Incoming::Pong) => {
+                    let before = self.core.counters().rtt[role.index()];
+                    self.core.on_pong(role, now);
+                    let after = self.core.counters().rtt[role.index()];
+                    if after.samples > before.samples {
+                        let last = Duration::from_micros(after.sum_us - before.sum_us);
+                        self.metrics.rtt("wss", last);
+                    }
+                }
+                Ok(Incoming::Closed(_)) => {
+                    self.core
+                        .end(Ended::by(role, CloseCode::Normal, "the other leg left"));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(role = role.as_str(), error = %e, "leg read failed");
+                    self.core
+                        .end(Ended::by(role, e.close_code(), &e.to_string()));
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
+    fn count_drops(&self, congestion_drops: u32, keyframe_request: bool) {
+        if congestion_drops > 0 {
+            self.metrics
+                .dropped(DropReason::Congestion, u64::from(congestion_drops));
+        }
+        if keyframe_request {
+            self.metrics.keyframe_requests.inc();
+        }
+    }
+
+    /// Writes what waits for `to`'s leg while it accepts bytes.
+    fn write(&mut self, cx: &mut Context<'_>, to: Role, now: Instant) -> bool {
+        let i = to.index();
+        let mut progress = false;
+        loop {
+            let leg = &mut self.legs[i];
+            match leg.poll_send(cx) {
+                Poll::Ready(Ok(())) => {
+                    if std::mem::take(&mut leg.progressed) {
+                        progress = true;
+                    }
+                    self.core.on_write_progress(to);
+                }
+                Poll::Pending => {
+                    if std::mem::take(&mut leg.progressed) {
+                        progress = true;
+                        self.core.on_write_progress(to);
+                    }
+                    self.core.on_write_blocked(to, now);
+                    return progress;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(role = to.as_str(), error = %e, "leg write failed");
+                    self.core
+                        .end(Ended::by(to, CloseCode::Normal, "the other leg left"));
+                    return true;
+                }
+            }
+            let ping = std::mem::take(&mut self.ping[i]);
+            if !ping && !self.core.has_output(to) {
+                return progress;
+            }
+            let pong = self.core.take_pong(to);
+            let max = if self.legs[i].one_frame_at_a_time() {
+                0
+            } else {
+                self.batch_bytes
+            };
+            let t = self.core.poll_transmit(to, max, now, &mut self.batch);
+            for f in &self.batch[t.control..] {
+                self.metrics
+                    .forwarded(f.header.channel, to.peer().index(), f.len());
+            }
+            if let Some(w) = t.waited {
+                self.metrics.forward_latency.observe(w.as_secs_f64());
+            }
+            self.count_drops(t.congestion_drops, t.keyframe_request);
+            if ping {
+                self.core.on_ping_sent(to, now);
+            }
+            self.legs[i].load(pong, ping, &mut self.batch);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        for role in Role::ALL {
+            let leg = &mut self.legs[role.index()];
+            if let Some(rtt) = leg.transport_rtt() {
+                self.core.add_rtt_sample(role, rtt);
+                self.metrics.rtt(leg.transport(), rtt);
+            }
+            if !std::mem::take(&mut leg.read_any) {
+                leg.release_idle_buffer();
+            }
+        }
+        let t = self.core.on_tick(now);
+        for role in Role::ALL {
+            // QUIC keeps itself alive and measures its own round trips: no pings there.
+            if t.ping[role.index()] && self.legs[role.index()].wants_pings() {
+                self.ping[role.index()] = true;
+            }
+        }
+    }
+
+    fn update_gauge(&mut self) {
+        let q = self.core.queued(Role::Helper) + self.core.queued(Role::Sharer);
+        if q != self.queued {
+            self.metrics
+                .queued_frames
+                .add(q as i64 - self.queued as i64);
+            self.queued = q;
+        }
     }
 }

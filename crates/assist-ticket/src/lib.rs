@@ -17,41 +17,7 @@ pub const KEY_FILE: &str = "relay-ticket-key.pem";
 /// Default ticket lifetime.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
-/// Which side of the session a leg is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Role {
-    /// The help-desk person: receives the screen, sends input.
-    Helper,
-    /// The person sharing a screen: sends the screen, receives input.
-    Sharer,
-}
-
-impl Role {
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Helper => "helper",
-            Self::Sharer => "sharer",
-        }
-    }
-
-    /// The other side.
-    pub fn peer(self) -> Role {
-        match self {
-            Self::Helper => Self::Sharer,
-            Self::Sharer => Self::Helper,
-        }
-    }
-
-    /// 0 for helper, 1 for sharer (array index).
-    pub fn index(self) -> usize {
-        match self {
-            Self::Helper => 0,
-            Self::Sharer => 1,
-        }
-    }
-}
+pub use assist_relay_proto::session::Role;
 
 /// A ticket's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +34,12 @@ pub struct TicketClaims {
     pub mode: Mode,
     /// Chat allowed.
     pub chat: bool,
-    /// The relay address the ticket is for.
+    /// The relay the ticket is for: its [`RelayIdentity::name`].
     pub relay: String,
+    /// The run of that relay the ticket is for: its [`RelayIdentity::instance`], new at every
+    /// start, so a ticket (used or not) is worthless once the relay restarts.
+    #[serde(default)]
+    pub inst: String,
     /// Unique ticket id.
     pub jti: String,
     /// Issued at.
@@ -91,6 +61,51 @@ pub enum TicketError {
     /// Issued for another relay.
     #[error("the relay ticket is for another relay")]
     WrongRelay,
+    /// Issued for an earlier run of this relay (it has restarted since).
+    #[error("the relay ticket is for an earlier run of this relay")]
+    OtherInstance,
+}
+
+/// Who a relay is, as tickets name it: `name` is its configured public address
+/// (`relay.public_addr`) or, when none is configured, the HTTPS address it listens on as
+/// advertised to clients (`host:port`; a loopback listener is `localhost:PORT`); `instance` is
+/// random, new at every start. A broker mints tickets for a relay's current identity: in
+/// single-node mode it is in the same process ([`crate::Relay::identity`]); other processes read
+/// the identity the relay publishes in its data directory ([`RelayIdentity::FILE`]), and a
+/// cluster registry can carry the same pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayIdentity {
+    /// The address tickets name in `relay`.
+    pub name: String,
+    /// This run's id, tickets' `inst`.
+    pub instance: String,
+}
+
+impl RelayIdentity {
+    /// The file in the data directory holding the running relay's identity (JSON).
+    pub const FILE: &'static str = "relay-identity.json";
+
+    /// `name` with a fresh random instance id.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// Writes the identity to `data_dir/`[`RelayIdentity::FILE`] (replacing it atomically).
+    pub fn publish(&self, data_dir: &Path) -> std::io::Result<()> {
+        let tmp = data_dir.join(format!("{}.tmp", Self::FILE));
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, data_dir.join(Self::FILE))
+    }
+
+    /// Reads the identity a relay published in `data_dir`.
+    pub fn read_published(data_dir: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(data_dir.join(Self::FILE))?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
 }
 
 /// Mints and verifies tickets with the broker's relay-ticket key.
@@ -123,8 +138,15 @@ impl TicketAuthority {
         })
     }
 
-    /// Mints a ticket for one leg.
-    pub fn mint(&self, sid: &str, role: Role, mode: Mode, chat: bool, relay: &str) -> String {
+    /// Mints a ticket for one leg, for the relay `relay` (its current run).
+    pub fn mint(
+        &self,
+        sid: &str,
+        role: Role,
+        mode: Mode,
+        chat: bool,
+        relay: &RelayIdentity,
+    ) -> String {
         let now = now_secs();
         self.sign(&TicketClaims {
             iss: ISSUER.into(),
@@ -133,7 +155,8 @@ impl TicketAuthority {
             role,
             mode,
             chat,
-            relay: relay.into(),
+            relay: relay.name.clone(),
+            inst: relay.instance.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
             iat: now,
             exp: now + self.ttl.as_secs(),
@@ -147,12 +170,9 @@ impl TicketAuthority {
         self.key.sign_jwt(claims).unwrap_or_default()
     }
 
-    /// Verifies a ticket. `relay_addr`, when given, must equal the ticket's `relay`.
-    pub fn verify(
-        &self,
-        ticket: &str,
-        relay_addr: Option<&str>,
-    ) -> Result<TicketClaims, TicketError> {
+    /// Verifies a ticket for `relay`: signature, issuer, audience, expiry, then the ticket's
+    /// `relay` must be the relay's name and its `inst` the relay's current instance.
+    pub fn verify(&self, ticket: &str, relay: &RelayIdentity) -> Result<TicketClaims, TicketError> {
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
         if ticket.len() > 4096 {
             return Err(TicketError::Invalid);
@@ -169,10 +189,11 @@ impl TicketAuthority {
                     _ => TicketError::Invalid,
                 }
             })?;
-        if let Some(addr) = relay_addr {
-            if data.claims.relay != addr {
-                return Err(TicketError::WrongRelay);
-            }
+        if data.claims.relay != relay.name {
+            return Err(TicketError::WrongRelay);
+        }
+        if data.claims.inst != relay.instance {
+            return Err(TicketError::OtherInstance);
         }
         Ok(data.claims)
     }
@@ -186,29 +207,41 @@ mod tests {
     fn mint_verify_and_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let a = TicketAuthority::load_or_create(dir.path(), DEFAULT_TTL).unwrap();
-        let t = a.mint("s1", Role::Helper, Mode::FullControl, true, "r:1");
-        let c = a.verify(&t, Some("r:1")).unwrap();
+        let r1 = RelayIdentity::new("r:1");
+        let t = a.mint("s1", Role::Helper, Mode::FullControl, true, &r1);
+        let c = a.verify(&t, &r1).unwrap();
         assert_eq!(
             (c.sid.as_str(), c.role, c.mode, c.chat),
             ("s1", Role::Helper, Mode::FullControl, true)
         );
         assert_eq!(
-            a.verify(&t, Some("r:2")).unwrap_err(),
+            a.verify(&t, &RelayIdentity::new("r:2")).unwrap_err(),
             TicketError::WrongRelay
         );
+        // The same relay restarted: a new instance, the old tickets are worthless.
+        assert_eq!(
+            a.verify(&t, &RelayIdentity::new("r:1")).unwrap_err(),
+            TicketError::OtherInstance
+        );
+        let mut no_inst = c.clone();
+        no_inst.inst = String::new();
+        assert_eq!(
+            a.verify(&a.sign(&no_inst), &r1).unwrap_err(),
+            TicketError::OtherInstance
+        );
+        let dir2 = tempfile::tempdir().unwrap();
+        r1.publish(dir2.path()).unwrap();
+        assert_eq!(RelayIdentity::read_published(dir2.path()).unwrap(), r1);
+        assert!(RelayIdentity::read_published(dir.path()).is_err());
         let mut expired = c.clone();
         expired.exp = now_secs() - 60;
         assert_eq!(
-            a.verify(&a.sign(&expired), None).unwrap_err(),
+            a.verify(&a.sign(&expired), &r1).unwrap_err(),
             TicketError::Expired
         );
         let other = tempfile::tempdir().unwrap();
         let b = TicketAuthority::load_or_create(other.path(), DEFAULT_TTL).unwrap();
-        assert_eq!(b.verify(&t, None).unwrap_err(), TicketError::Invalid);
-        assert_eq!(a.verify("garbage", None).unwrap_err(), TicketError::Invalid);
-        assert_ne!(
-            a.mint("s1", Role::Helper, Mode::ViewOnly, true, "r").len(),
-            0
-        );
+        assert_eq!(b.verify(&t, &r1).unwrap_err(), TicketError::Invalid);
+        assert_eq!(a.verify("garbage", &r1).unwrap_err(), TicketError::Invalid);
     }
 }

@@ -6,6 +6,8 @@ use assist_relay::AdmitError;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 
 use crate::api::ApiError;
 use crate::state::AppState;
@@ -31,6 +33,36 @@ fn refuse(kind: GraphErrorKind, code: &str, message: String) -> Response {
         HeaderValue::from_str(code).unwrap_or(HeaderValue::from_static("error")),
     );
     resp
+}
+
+/// The TLS stream the HTTPS server hands hyper (`server::serve_http`).
+type TlsIo = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// The relay leg over an upgraded connection: the TLS (or plain TCP) stream taken back out of
+/// hyper's `Upgraded`, with the bytes hyper had read past the request, so every read and write
+/// goes to the stream directly; hyper's wrapper only if the stream is of another type.
+fn into_leg(upgraded: Upgraded, max_payload: usize) -> assist_relay::leg::Leg {
+    let upgraded = match upgraded.downcast::<TlsIo>() {
+        Ok(parts) => {
+            return assist_relay::leg::websocket_with(
+                Box::new(parts.io.into_inner()),
+                parts.read_buf,
+                max_payload,
+            )
+        }
+        Err(u) => u,
+    };
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => assist_relay::leg::websocket_with(
+            Box::new(parts.io.into_inner()),
+            parts.read_buf,
+            max_payload,
+        ),
+        Err(u) => {
+            tracing::debug!("relay leg over hyper's upgraded stream (not downcast)");
+            assist_relay::leg::websocket(Box::new(TokioIo::new(u)), max_payload)
+        }
+    }
 }
 
 /// Upgrades to a relay leg.
@@ -71,14 +103,14 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         }
         Err(e) => return refuse(GraphErrorKind::Unavailable, "RelayFull", e.to_string()),
     };
-    let (resp, upgraded) = upgrade.accept();
+    let (resp, upgraded) = upgrade.accept_upgraded();
     let relay2 = relay.clone();
     relay.tracker().spawn(async move {
         match upgraded.await {
-            Ok(stream) => {
+            Ok(upgraded) => {
                 let max = relay2.config().max_frame_bytes;
-                let (reader, writer) = assist_relay::leg::websocket(Box::new(stream), max);
-                relay2.run_leg(admission, reader, writer).await;
+                let leg = into_leg(upgraded, max);
+                relay2.run_leg(admission, leg).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "relay upgrade failed");

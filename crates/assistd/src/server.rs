@@ -346,13 +346,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let https_caps = https_caps(&settings, open_files.soft);
     let https_admission = Admission::new("https", https_caps, connection_metrics.clone());
     let ops_admission = Admission::new("metrics", METRICS_CAPS, connection_metrics);
-    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
-    let relay = assist_relay::Relay::new(
-        settings.relay.clone(),
-        tickets.clone(),
-        relay_metrics,
-        Some(report_tx),
-    );
     let https = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTPS listener on {}", settings.listen))?;
@@ -376,6 +369,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             a.to_string()
         }
     };
+    // The relay's identity is its public address or, without one, this listener as advertised.
+    let mut relay_config = settings.relay.clone();
+    relay_config.listen_addr = Some(advertised(https_addr));
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = assist_relay::Relay::new(
+        relay_config,
+        tickets.clone(),
+        relay_metrics,
+        Some(report_tx),
+    );
+    relay
+        .identity()
+        .publish(&settings.data_dir)
+        .context("writing the relay identity to the data directory")?;
     let signal = crate::signal::SignalHub::start(
         crate::signal::SignalMetrics::register(&registry)?,
         settings.signal.clone(),

@@ -72,6 +72,18 @@ impl WsUpgrade {
         Response,
         impl std::future::Future<Output = Result<UpgradedStream, hyper::Error>> + Send + 'static,
     ) {
+        let (resp, upgraded) = self.accept_upgraded();
+        (resp, async move { upgraded.await.map(TokioIo::new) })
+    }
+
+    /// Like [`WsUpgrade::accept`], with hyper's [`Upgraded`] itself, so the caller can take the
+    /// original stream back out of it ([`Upgraded::downcast`]).
+    pub fn accept_upgraded(
+        self,
+    ) -> (
+        Response,
+        impl std::future::Future<Output = Result<Upgraded, hyper::Error>> + Send + 'static,
+    ) {
         let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let h = resp.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -79,7 +91,6 @@ impl WsUpgrade {
         if let Ok(v) = HeaderValue::from_str(&assist_ws::accept_key(&self.key)) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
-        let on_upgrade = self.on_upgrade;
-        (resp, async move { on_upgrade.await.map(TokioIo::new) })
+        (resp, self.on_upgrade)
     }
 }

@@ -40,7 +40,10 @@ async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir)
 
 impl Relayd {
     fn ticket(&self, sid: &str, role: Role, mode: Mode, chat: bool) -> String {
-        self.s.server.tickets.mint(sid, role, mode, chat, "test")
+        self.s
+            .server
+            .tickets
+            .mint(sid, role, mode, chat, self.s.server.relay.identity())
     }
     async fn wss(&self, ticket: &str) -> Result<Leg, ClientError> {
         connect_wss(
@@ -191,7 +194,13 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     let stranger =
         assist_relay::TicketAuthority::load_or_create(other.path(), Duration::from_secs(60))
             .unwrap();
-    let forged = stranger.mint("t1", Role::Helper, Mode::FullControl, true, "test");
+    let forged = stranger.mint(
+        "t1",
+        Role::Helper,
+        Mode::FullControl,
+        true,
+        r.s.server.relay.identity(),
+    );
     match r.wss(&forged).await {
         Err(ClientError::Rejected { status, body }) => {
             assert_eq!(status, 401);
@@ -206,7 +215,10 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     let mut claims =
         r.s.server
             .tickets
-            .verify(&r.ticket("t1", Role::Helper, Mode::ViewOnly, true), None)
+            .verify(
+                &r.ticket("t1", Role::Helper, Mode::ViewOnly, true),
+                r.s.server.relay.identity(),
+            )
             .unwrap();
     claims.exp = claims.iat - 120;
     let expired = r.s.server.tickets.sign(&claims);
@@ -235,6 +247,69 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
     // Not a WebSocket upgrade at all.
     let (status, body) = send(r.s.client.get(r.s.url("/v1/relay"))).await;
     assert_eq!(status, 400, "{body}");
+    r.s.server.shutdown().await;
+}
+
+/// A ticket names the relay it is for: the relay's public address when configured, else its
+/// HTTPS listen address as advertised (`localhost:PORT` on loopback), and this run's instance.
+#[tokio::test]
+async fn a_ticket_must_name_this_relay() {
+    let (r, _d) = relayd(|_| {}).await;
+    let me = r.s.server.relay.identity().clone();
+    assert_eq!(
+        me.name,
+        format!("localhost:{}", r.s.server.https_addr.port()),
+        "no public address: the advertised listen address"
+    );
+    let mint = |relay: &assist_relay::RelayIdentity| {
+        r.s.server
+            .tickets
+            .mint("n1", Role::Helper, Mode::ViewOnly, true, relay)
+    };
+    for other in [
+        assist_relay::RelayIdentity {
+            name: "relay.elsewhere:443".into(),
+            instance: me.instance.clone(),
+        },
+        assist_relay::RelayIdentity {
+            name: format!("127.0.0.1:{}", r.s.server.https_addr.port()),
+            instance: me.instance.clone(),
+        },
+        assist_relay::RelayIdentity::new(me.name.clone()),
+    ] {
+        match r.wss(&mint(&other)).await {
+            Err(ClientError::Rejected { status, .. }) => assert_eq!(status, 401, "{other:?}"),
+            x => panic!("{other:?}: {:?}", x.err()),
+        }
+        let (_tx, mut rx) = r.quic(&mint(&other)).await.unwrap();
+        assert_eq!(expect_close(&mut rx).await, Some(4001), "{other:?}");
+    }
+    let (_tx, mut rx) = r.wss(&mint(&me)).await.unwrap();
+    expect_control(&mut rx, "joined").await;
+    r.s.server.shutdown().await;
+
+    // With a public address configured, that is the name, and the listen address is refused.
+    let (r, _d) = relayd(|s| s.relay.public_addr = Some("relay.example.com:443".into())).await;
+    let me = r.s.server.relay.identity().clone();
+    assert_eq!(me.name, "relay.example.com:443");
+    let listen = assist_relay::RelayIdentity {
+        name: format!("localhost:{}", r.s.server.https_addr.port()),
+        instance: me.instance.clone(),
+    };
+    let t =
+        r.s.server
+            .tickets
+            .mint("n2", Role::Helper, Mode::ViewOnly, true, &listen);
+    assert!(matches!(
+        r.wss(&t).await,
+        Err(ClientError::Rejected { status: 401, .. })
+    ));
+    let t =
+        r.s.server
+            .tickets
+            .mint("n2", Role::Helper, Mode::ViewOnly, true, &me);
+    let (_tx, mut rx) = r.wss(&t).await.unwrap();
+    expect_control(&mut rx, "joined").await;
     r.s.server.shutdown().await;
 }
 
@@ -372,6 +447,13 @@ async fn the_broker_ends_a_session() {
         }
     );
     assert_eq!(expect_close(&mut s.1).await, Some(4000));
+    // The helper is on QUIC: its `ended` arrives before the connection closes.
+    assert_eq!(
+        expect_control(&mut h.1, "ended").await,
+        RelayControl::Ended {
+            reason: "helper ended the session".into()
+        }
+    );
     assert_eq!(expect_close(&mut h.1).await, Some(4000));
     assert!(!r.s.server.relay.end_session("e1", "again"));
     r.s.server.shutdown().await;
@@ -471,5 +553,166 @@ async fn a_slow_helper_loses_stale_screen_frames_but_no_input() {
         screens + dropped <= 600 && screens < 600,
         "screens {screens}, dropped {dropped}"
     );
+    r.s.server.shutdown().await;
+}
+
+/// A QUIC helper that never reads its screen streams: small receive windows, no `accept_uni`.
+/// The relay must treat its full path like a full WSS socket: drop stale screen frames, ask the
+/// sharer for a keyframe, keep every input, and hold a bounded amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
+    let (r, _d) = relayd(|s| {
+        s.relay.queue.max_frames = 8;
+        s.relay.queue.max_bytes = 512 * 1024;
+    })
+    .await;
+    let mut tls = client_tls(&r.s.server.cert_path);
+    tls.alpn_protocols = vec![assist_relay_proto::quic::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = assist_relay::quic::transport_config();
+    transport.receive_window(quinn::VarInt::from_u32(256 * 1024));
+    transport.stream_receive_window(quinn::VarInt::from_u32(128 * 1024));
+    cfg.transport_config(Arc::new(transport));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    let conn = ep
+        .connect(r.s.server.quic_addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut h_send, mut h_recv) = conn.open_bi().await.unwrap();
+    let ht = r.ticket("slowq", Role::Helper, Mode::FullControl, true);
+    h_send
+        .write_chunk(assist_relay_proto::quic::encode_ticket_prelude(&ht))
+        .await
+        .unwrap();
+    // Read the helper's control stream until `paired` (joined, then paired once the sharer is in).
+    let st = r.ticket("slowq", Role::Sharer, Mode::FullControl, true);
+    let mut s = r.wss(&st).await.unwrap();
+    expect_control(&mut s.1, "paired").await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"paired\"") {
+        let c = tokio::time::timeout(Duration::from_secs(10), h_recv.read_chunk(4096, true))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&c.bytes);
+    }
+    let flood = tokio::spawn(async move {
+        let frame = Frame::new(Channel::Screen, 0, &vec![9u8; 64 * 1024]);
+        for _ in 0..600 {
+            if s.0.send(&frame).await.is_err() {
+                break;
+            }
+        }
+        s
+    });
+    for i in 0..50u32 {
+        h_send
+            .write_chunk(Frame::new(Channel::Input, 0, &i.to_be_bytes()).bytes)
+            .await
+            .unwrap();
+    }
+    let mut s = flood.await.unwrap();
+    let mut inputs = Vec::new();
+    let mut keyframe_requests = 0;
+    while inputs.len() < 50 {
+        match next(&mut s.1).await {
+            ClientEvent::Frame(f) => match control_of(&f) {
+                Some(RelayControl::KeyframeRequest { .. }) => keyframe_requests += 1,
+                Some(_) => {}
+                None => {
+                    assert_eq!(f.header.channel, Channel::Input);
+                    inputs.push(u32::from_be_bytes(f.payload()[..4].try_into().unwrap()));
+                }
+            },
+            ClientEvent::Closed(c) => panic!("sharer closed: {c:?}"),
+        }
+    }
+    assert_eq!(inputs, (0..50).collect::<Vec<_>>());
+    if keyframe_requests == 0 {
+        expect_control(&mut s.1, "keyframeRequest").await;
+    }
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let dropped = metric(r#"assist_relay_frames_dropped_total{reason="congestion"}"#);
+    let forwarded =
+        metric(r#"assist_relay_frames_total{channel="screen",direction="sharerToHelper"}"#);
+    assert!(
+        dropped > 0,
+        "stale screen frames dropped on the full QUIC path: {text}"
+    );
+    // Bounded: what the helper's windows took plus the in-flight permits and the queue, not 600.
+    assert!(
+        forwarded < 100,
+        "{forwarded} screen frames handed to the QUIC leg"
+    );
+    conn.close(0u32.into(), b"");
+    r.s.server.shutdown().await;
+}
+
+/// The relay pings WSS legs every `ping_interval`; a leg that answers gives round-trip samples
+/// (the session record's `relayHelperRttMs` / `relaySharerRttMs`, and the RTT histogram).
+#[tokio::test]
+async fn wss_pings_measure_round_trips() {
+    use assist_ws::{encode_client_frame, ClientDecoder, Opcode, WsEvent};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (r, _d) = relayd(|s| s.relay.ping_interval = Duration::from_millis(100)).await;
+    let ht = r.ticket("rtt", Role::Helper, Mode::FullControl, true);
+    let st = r.ticket("rtt", Role::Sharer, Mode::FullControl, true);
+    let (mut io, mut buf) = assist_client::wss::websocket_handshake(
+        r.s.server.https_addr,
+        "localhost",
+        r.tls.clone(),
+        "/v1/relay",
+        Some(&ht),
+    )
+    .await
+    .unwrap();
+    let _sharer = r.wss(&st).await.unwrap();
+    // Answer every ping for a while (the watchdog ticks once a second).
+    let mut decoder = ClientDecoder::new(1 << 20);
+    let mut pongs = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        while let Some(ev) = decoder.decode(&mut buf).unwrap() {
+            if let WsEvent::Ping(p) = ev {
+                let mut out = bytes::BytesMut::new();
+                encode_client_frame(Opcode::Pong, &p, [1, 2, 3, 4], &mut out);
+                io.write_all(&out).await.unwrap();
+                io.flush().await.unwrap();
+                pongs += 1;
+            }
+        }
+        buf.reserve(4096);
+        let _ = tokio::time::timeout(Duration::from_millis(100), io.read_buf(&mut buf)).await;
+    }
+    assert!(pongs > 0, "the relay pinged the helper");
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(samples > 0, "round trips measured from pongs: {text}");
     r.s.server.shutdown().await;
 }

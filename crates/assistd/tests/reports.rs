@@ -298,3 +298,132 @@ async fn a_restart_closes_sessions_left_open() {
     );
     s.server.shutdown().await;
 }
+
+/// A real relay session (a slow WSS helper, a QUIC sharer flooding screen frames) lands its
+/// quality figures in the session record and the report's Assist columns: bytes per direction,
+/// screen frames dropped, keyframe requests, round-trip time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_quality_figures_reach_the_sessions_report() {
+    use assist_client::relay::{connect_quic, connect_wss, quic_endpoint, ClientEvent};
+    use assist_relay::Role;
+    use assist_relay_proto::frame::{Channel, Frame};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = assistd::Settings::ephemeral(dir.path());
+    settings.retention_days = 3650;
+    settings.relay.queue.max_frames = 8;
+    settings.relay.queue.max_bytes = 512 * 1024;
+    let s = TestServer::start_with(settings).await;
+    let token = s.token("contoso", ADMIN);
+    grant_view_reports(&s, &token).await;
+    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
+        .await
+        .unwrap();
+    let sid = "q1";
+    store
+        .session_started(
+            "contoso",
+            sid,
+            "2026-11-05T10:00:00Z",
+            "fullControl",
+            &json!({"helperEmail": "hana@contoso.com"}),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let relay = s.server.relay.identity().clone();
+    let tls = (*assist_client::tls::client_config(&s.server.cert_path).unwrap()).clone();
+    let ht = s.server.tickets.mint(
+        sid,
+        Role::Helper,
+        assist_policy::Mode::FullControl,
+        true,
+        &relay,
+    );
+    let st = s.server.tickets.mint(
+        sid,
+        Role::Sharer,
+        assist_policy::Mode::FullControl,
+        true,
+        &relay,
+    );
+    let (mut h_tx, mut h_rx) = connect_wss(
+        s.server.https_addr,
+        "localhost",
+        std::sync::Arc::new(tls.clone()),
+        &ht,
+    )
+    .await
+    .unwrap();
+    let ep = quic_endpoint(tls).unwrap();
+    let (mut s_tx, _s_rx) = connect_quic(&ep, s.server.quic_addr, "localhost", &st)
+        .await
+        .unwrap();
+    // The helper does not read while the sharer floods: the relay drops stale screen frames.
+    let frame = Frame::new(Channel::Screen, 0, &vec![7u8; 64 * 1024]);
+    for _ in 0..300 {
+        s_tx.send(&frame).await.unwrap();
+    }
+    h_tx.send(&Frame::new(Channel::Input, 0, b"click"))
+        .await
+        .unwrap();
+    // Long enough for the QUIC leg's path statistics to be sampled (once a second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.server.relay.end_session(sid, "helperEnded");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), h_rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Closed(_) => break,
+            ClientEvent::Frame(_) => {}
+        }
+    }
+    let columns = [
+        "id",
+        "relayBytesHelperToSharer",
+        "relayBytesSharerToHelper",
+        "relayScreenFramesDropped",
+        "relayKeyframeRequests",
+        "relayHelperRttMs",
+        "relaySharerRttMs",
+    ];
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let (st, b) = post(&s, &token, REPORT, json!({"select": columns})).await;
+        assert_eq!(st, 200, "{b}");
+        row = b["Values"][0].clone();
+        if row[1].is_number() {
+            assert_eq!(
+                b["Schema"][3],
+                json!({"Column": "relayScreenFramesDropped", "PropertyType": "Int64"})
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(row[0], sid, "{row}");
+    let n = |i: usize| row[i].as_f64().unwrap_or(0.0);
+    assert!(n(1) >= 11.0, "input bytes helper → sharer: {row}");
+    assert!(n(2) > 64.0 * 1024.0, "screen bytes sharer → helper: {row}");
+    assert!(n(3) > 0.0, "screen frames dropped: {row}");
+    assert!(n(4) > 0.0, "keyframe requests: {row}");
+    assert!(n(6) > 0.0, "the QUIC sharer's round-trip time: {row}");
+    // The metrics have the round-trip samples too.
+    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l
+            .starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="quic"}"#)
+            && !l.ends_with(" 0")),
+        "{text}"
+    );
+    s.server.shutdown().await;
+}

@@ -53,6 +53,12 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("state", "String"),
     ("endReason", "String"),
     ("endedBy", "String"),
+    ("relayBytesHelperToSharer", "Int64"),
+    ("relayBytesSharerToHelper", "Int64"),
+    ("relayScreenFramesDropped", "Int64"),
+    ("relayKeyframeRequests", "Int64"),
+    ("relayHelperRttMs", "Double"),
+    ("relaySharerRttMs", "Double"),
 ];
 
 /// Checks the Graph scope and the RBAC action `ViewReports`. A Global or Intune
@@ -246,11 +252,15 @@ pub async fn sessions_report(
             .into());
         }
         rows.sort_by(|a, b| {
-            let (x, y) = (a[&col].to_string(), b[&col].to_string());
+            // Numbers as numbers (the relay's quality columns), everything else as text.
+            let ord = match (a[&col].as_f64(), b[&col].as_f64()) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                _ => a[&col].to_string().cmp(&b[&col].to_string()),
+            };
             if desc {
-                y.cmp(&x)
+                ord.reverse()
             } else {
-                x.cmp(&y)
+                ord
             }
         });
     }

@@ -254,14 +254,9 @@ impl Driver {
                     chat,
                 } => {
                     let sid = session_id.as_str();
-                    let relay_addr = self
-                        .relay
-                        .config()
-                        .public_addr
-                        .clone()
-                        .unwrap_or_else(|| self.endpoint.address.clone());
+                    let relay_id = self.relay.identity();
                     let access = |role| RelayAccess {
-                        ticket: self.tickets.mint(sid, role, mode, chat, &relay_addr),
+                        ticket: self.tickets.mint(sid, role, mode, chat, relay_id),
                         address: self.endpoint.address.clone(),
                         wss_url: format!("wss://{}/v1/relay", self.endpoint.address),
                         quic_addr: Some(self.endpoint.quic_addr.clone()),

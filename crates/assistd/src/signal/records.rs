@@ -69,11 +69,7 @@ fn to_session_writes(w: StoreWrite, out: &mut Vec<SessionWrite>) {
         StoreWrite::Record(ev) => record_writes(*ev, out),
         StoreWrite::Stats(r) => out.push(SessionWrite::MergeBody {
             id: r.sid.clone(),
-            extra: json!({
-                "relayFramesHelperToSharer": r.frames[0], "relayFramesSharerToHelper": r.frames[1],
-                "relayBytesHelperToSharer": r.bytes[0], "relayBytesSharerToHelper": r.bytes[1],
-                "relayFramesDropped": r.dropped,
-            }),
+            extra: r.record_fields(),
         }),
     }
 }
