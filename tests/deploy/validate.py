@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -219,7 +220,33 @@ def check_compose() -> None:
                           f"stop_grace_period {stop}, shutdown_grace_secs {grace}")
 
 
+def check_systemd() -> None:
+    unit = DEPLOY / "systemd" / "assistd.service"
+    text = unit.read_text()
+    conf = tomllib.loads((DEPLOY / "systemd" / "assistd.toml").read_text())
+    stop = re.search(r"^TimeoutStopSec=(\d+)$", text, re.M)
+    grace = conf.get("shutdown_grace_secs", 10)
+    check(f"deploy/systemd: TimeoutStopSec = shutdown_grace_secs + {GRACE_MARGIN}",
+          bool(stop) and int(stop.group(1)) == grace + GRACE_MARGIN,
+          f"TimeoutStopSec {stop and stop.group(1)}, shutdown_grace_secs {grace}")
+    if not shutil.which("systemd-analyze"):
+        print("skip deploy/systemd/assistd.service: no systemd-analyze")
+        return
+    binary = REPO / "target" / "debug" / "assistd"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "assistd.service"
+        copy.write_text(text.replace("/usr/local/bin/assistd", str(binary)))
+        out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                             text=True)
+        # Lines about the host (no systemd running here) are not about the unit.
+        complaints = [line for line in (out.stdout + out.stderr).splitlines()
+                      if "assistd.service" in line]
+        check("deploy/systemd/assistd.service passes systemd-analyze verify",
+              out.returncode == 0 and not complaints, "\n".join(complaints) or out.stderr)
+
+
 def main() -> int:
+    check_systemd()
     check_manifest_files()
     check_overlays()
     check_compose()
