@@ -245,7 +245,26 @@ def check_systemd() -> None:
               out.returncode == 0 and not complaints, "\n".join(complaints) or out.stderr)
 
 
+def check_dockerfile() -> None:
+    """The parts of deploy/Dockerfile that tests/deploy/image.sh replaces or cannot see."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    check("deploy/Dockerfile: the build stage's base is the public rust:*-bookworm image",
+          re.search(r"^ARG RUST_IMAGE=rust:[0-9.]+-bookworm$", text, re.M) is not None, "")
+    check("deploy/Dockerfile: the runtime base is the public debian:bookworm-slim image",
+          "\nARG RUNTIME_IMAGE=debian:bookworm-slim\n" in text, "")
+    check("deploy/Dockerfile: the build stage builds assistd --release --locked, stripped",
+          "cargo build --release --locked -p assistd" in text
+          and "CARGO_PROFILE_RELEASE_STRIP=true" in text, "")
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.M)
+    check("deploy/Dockerfile: the last (default) stage is `runtime`, from the build stage",
+          stages[-1:] == ["runtime"] and "COPY --from=build /out/assistd" in text, str(stages))
+    ignore = (REPO / ".dockerignore").read_text().split()
+    check(".dockerignore keeps target/ and .git/ out of the build context",
+          "target/" in ignore and ".git/" in ignore, str(ignore))
+
+
 def main() -> int:
+    check_dockerfile()
     check_systemd()
     check_manifest_files()
     check_overlays()
