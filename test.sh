@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Assist has: the Rust workspace (unit, property and integration tests against
 # real servers on loopback), the Microsoft Graph Python SDK conformance test, and the browser
-# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent), and README.md's
-# own commands (tests/readme/run.py).
+# end-to-end test of the helper page (headless Chromium, Xvfb, the sharer agent), README.md's
+# own commands (tests/readme/run.py), and the deploy/ checks (tests/deploy/run.sh).
 # Usage: ./test.sh            (from anywhere; installs the SDK into target/sdk-venv on first run,
 #                              and the e2e and store tests' dependencies, PostgreSQL included,
 #                              with scripts/install-test-deps.sh)
@@ -32,6 +32,9 @@ ASSISTD_BIN="$PWD/target/debug/assistd" bash tests/sdk/run.sh
 
 echo "==> README.md's commands, as written (tests/readme)"
 python3 tests/readme/run.py
+
+echo "==> Deploy: manifests, dashboard metrics, container image (tests/deploy)"
+bash tests/deploy/run.sh
 
 echo "==> Browser helper end-to-end (tests/e2e)"
 bash tests/e2e/run.sh
