@@ -140,55 +140,5 @@ log "load stopped; idle sample in 20 s"
 sleep 20
 sample after "$MINUTES"
 
-python3 - "$OUT" "$MINUTES" "$RATE" "$PAIRS" <<'PY'
-import csv, json, sys, collections
-out, minutes, rate, pairs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rows = list(csv.DictReader(open(f"{out}/samples.csv")))
-load = [r for r in rows if r["phase"] == "load"]
-warm = [r for r in load if int(r["minute"]) > min(5, len(load) // 4)]
-before = next(r for r in rows if r["phase"] == "before")
-after = next((r for r in rows if r["phase"] == "after"), None)
-def spread(key):
-    v = [int(r[key]) for r in warm if r[key]]
-    if not v:
-        return None
-    med = sorted(v)[len(v) // 2]
-    return min(v), med, max(v), (max(v) - min(v)) / med * 100 if med else 0.0
-try:
-    sig = json.load(open(f"{out}/signal.json"))
-except Exception:
-    sig = {}
-codes = collections.Counter(open(f"{out}/admin.codes").read().split())
-rounds_ok = 0
-for m in range(1, minutes + 1):
-    try:
-        json.load(open(f"{out}/relay-{m}.json")); rounds_ok += 1
-    except Exception:
-        pass
-lines = [f"Soak: {minutes} min, signalling at {rate} pairings/s, relay rounds of {pairs} pairs, admin writes every 2 s.", ""]
-lines.append(f"- Sessions (signalling pairings code → active → end): {sig.get('pairings', '?')}, code → active p50/p99 "
-             f"{sig.get('codeToActiveMs', {}).get('p50', 0):.1f}/{sig.get('codeToActiveMs', {}).get('p99', 0):.1f} ms")
-lines.append(f"- Relay rounds completed: {rounds_ok}/{minutes} ({rounds_ok * int(pairs)} relay sessions)")
-lines.append(f"- Admin answers by status: {dict(codes)}")
-lines.append("")
-lines.append("| figure | before load | after warm-up: min / median / max | spread | idle after load |")
-lines.append("|---|---|---|---|---|")
-ok = True
-for key, label in [("rss_kib", "RSS KiB"), ("fds", "open FDs"), ("tasks", "tokio tasks")]:
-    s = spread(key)
-    if s is None:
-        lines.append(f"| {label} | {before[key]} | n/a | n/a | {after[key] if after else 'n/a'} |"); continue
-    lines.append(f"| {label} | {before[key]} | {s[0]} / {s[1]} / {s[2]} | {s[3]:.1f}% | {after[key] if after else 'n/a'} |")
-    if s[3] > 10:
-        ok = False
-for key in ("fds", "tasks"):
-    if after and before[key] and after[key] and int(after[key]) > int(before[key]) + 8:
-        ok = False
-        lines.append(f"\n{key}: {after[key]} idle after the load against {before[key]} before it: a leak")
-lines.append("")
-lines.append("Verdict: " + ("flat (RSS, FDs and tasks within 10% after warm-up; FDs and tasks back to their idle level after the load)" if ok else "NOT flat: see above"))
-open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-sys.exit(0 if ok else 1)
-PY
+python3 "$ROOT/benches/soak-summary.py" "$OUT" "$MINUTES" "$RATE" "$PAIRS"
 log "samples in $OUT/samples.csv"

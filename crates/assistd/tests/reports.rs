@@ -317,9 +317,7 @@ async fn relay_quality_figures_reach_the_sessions_report() {
     let s = TestServer::start_with(settings).await;
     let token = s.token("contoso", ADMIN);
     grant_view_reports(&s, &token).await;
-    let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
-        .await
-        .unwrap();
+    let store = s.open_store().await;
     let sid = "q1";
     store
         .session_started(
