@@ -4,7 +4,7 @@
 # active → end, written to the session reports), relay traffic in one-minute rounds of fresh
 # pairs (PAIRS pairs, 4 KiB screen frames at 15 fps and inputs at 50 Hz, over WSS and QUIC), and
 # admin writes every 2 s (settings PATCH, a role assignment created and deleted, a sessions
-# report read). Every minute it samples the server's RSS, open file descriptors and tokio task
+# report page read). Every minute it samples the server's RSS, open file descriptors and tokio task
 # count (`assist_runtime_alive_tasks`), and at the end, with the load stopped, once more: the
 # idle figures must come back to where they were before the load (no FD or task leak).
 #
@@ -116,7 +116,8 @@ sleep 5 # the bench creates the tenant, its users and the role assignment first
             -d "{\"displayName\":\"soak $i\",\"members\":[],\"scopeType\":\"allLicensedUsers\",\"roleDefinition@odata.bind\":\"builtin-help-desk-operator\"}" \
             | python3 -c 'import json,sys; print(json.load(sys.stdin).get("id",""))' 2>/dev/null || true)
         [ -n "$id" ] && api -X DELETE "$BASE/beta/deviceManagement/roleAssignments/$id"
-        api "$BASE/beta/deviceManagement/remoteAssistanceReporting/sessions?\$top=50"
+        api -X POST "$BASE/beta/deviceManagement/reports/getRemoteAssistanceSessionsReport" \
+            -d '{"top":50,"orderBy":["startDateTime desc"]}'
         sleep 2
     done
 ) >"$OUT/admin.codes" 2>"$OUT/admin.log" &
