@@ -105,6 +105,48 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
          shared by a cluster's nodes",
     ),
     doc(
+        "role",
+        Some("ASSIST_ROLE"),
+        "all",
+        "what this node runs: all, broker (signalling and admin API) or relay",
+    ),
+    doc(
+        "cluster.redis_url",
+        Some("ASSIST_CLUSTER_REDIS_URL"),
+        "(unset: embedded)",
+        "redis://host:port/db shared by a cluster's nodes; set, the node runs in cluster mode",
+    ),
+    doc(
+        "cluster.node_id",
+        Some("ASSIST_CLUSTER_NODE_ID"),
+        "(the host name)",
+        "this node's name in the cluster (letters, digits, '-', '_', '.'; at most 64)",
+    ),
+    doc(
+        "cluster.heartbeat_secs",
+        None,
+        "2",
+        "seconds between registry heartbeats; a node is dead after 3 missed (1-60)",
+    ),
+    doc(
+        "keys.relay_ticket_file",
+        Some("ASSIST_KEYS_RELAY_TICKET_FILE"),
+        "(<data_dir>/relay-ticket-key)",
+        "the relay-ticket key every node of a cluster shares",
+    ),
+    doc(
+        "keys.signal_code_file",
+        Some("ASSIST_KEYS_SIGNAL_CODE_FILE"),
+        "(<data_dir>/signal-code-key)",
+        "the security-code key every node of a cluster shares",
+    ),
+    doc(
+        "keys.dev_issuer_file",
+        Some("ASSIST_KEYS_DEV_ISSUER_FILE"),
+        "(<data_dir>/dev-issuer-key.pem)",
+        "the dev issuer's signing key every node of a cluster shares",
+    ),
+    doc(
         "tls.cert_file",
         Some("ASSIST_TLS_CERT_FILE"),
         "(self-signed for localhost)",
@@ -340,9 +382,17 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     /// Days session records and audit events are kept.
     pub retention_days: Option<u32>,
+    /// What this node runs (`all`, `broker`, `relay`).
+    pub role: Option<String>,
     /// The database.
     #[serde(default)]
     pub store: StoreFile,
+    /// Cluster mode.
+    #[serde(default)]
+    pub cluster: ClusterFile,
+    /// Key files shared by a cluster's nodes.
+    #[serde(default)]
+    pub keys: KeysFile,
     /// TLS.
     #[serde(default)]
     pub tls: TlsFile,
@@ -366,6 +416,30 @@ pub struct FileConfig {
 pub struct StoreFile {
     /// `sqlite:///path/assist.db` or `postgres://user:password@host:port/db`.
     pub url: Option<String>,
+}
+
+/// `[cluster]`: cluster mode (unset `redis_url`: embedded, one node).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `redis://host:port/db`.
+    pub redis_url: Option<String>,
+    /// This node's name (default: the host name).
+    pub node_id: Option<String>,
+    /// Seconds between registry heartbeats.
+    pub heartbeat_secs: Option<u64>,
+}
+
+/// `[keys]`: key files a cluster's nodes share, instead of one generated per data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// The relay-ticket key.
+    pub relay_ticket_file: Option<PathBuf>,
+    /// The security-code key.
+    pub signal_code_file: Option<PathBuf>,
+    /// The dev issuer's signing key (PEM).
+    pub dev_issuer_file: Option<PathBuf>,
 }
 
 /// `[limits]`: connection caps and timeouts of the TCP listeners (docs/security.md, "Limits").
@@ -572,6 +646,107 @@ pub struct Overrides {
     pub shutdown_grace_secs: Option<String>,
     /// `ASSIST_STORE_URL`.
     pub store_url: Option<String>,
+    /// `--role` / `ASSIST_ROLE`.
+    pub role: Option<String>,
+    /// `ASSIST_CLUSTER_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `ASSIST_CLUSTER_NODE_ID`.
+    pub node_id: Option<String>,
+    /// `ASSIST_KEYS_RELAY_TICKET_FILE`.
+    pub relay_ticket_file: Option<PathBuf>,
+    /// `ASSIST_KEYS_SIGNAL_CODE_FILE`.
+    pub signal_code_file: Option<PathBuf>,
+    /// `ASSIST_KEYS_DEV_ISSUER_FILE`.
+    pub dev_issuer_file: Option<PathBuf>,
+}
+
+/// What a node runs (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Signalling, the admin API, pages and the relay (the default).
+    All,
+    /// Signalling, the admin API and pages; relay sessions are placed on relay nodes.
+    Broker,
+    /// The relay only (WSS `/v1/relay` and QUIC); needs no database.
+    Relay,
+}
+
+impl Role {
+    /// Whether this node runs the broker (signalling, admin API, pages).
+    pub fn runs_broker(self) -> bool {
+        self != Role::Relay
+    }
+
+    /// Whether this node runs the relay.
+    pub fn runs_relay(self) -> bool {
+        self != Role::Broker
+    }
+
+    /// The name in configuration and in the node registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Broker => "broker",
+            Role::Relay => "relay",
+        }
+    }
+}
+
+/// Cluster mode's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://` URL (its `Debug` is not redacted: keep the password out of logs
+    /// with [`redact_url`]).
+    pub redis_url: String,
+    /// This node's name in the registry.
+    pub node_id: String,
+    /// Time between registry heartbeats (a node is dead after three missed).
+    pub heartbeat: Duration,
+}
+
+/// Where the keys a cluster shares come from; `None` is the data directory's own file
+/// (generated on first start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFiles {
+    /// The relay-ticket key.
+    pub relay_ticket: Option<PathBuf>,
+    /// The security-code key.
+    pub signal_code: Option<PathBuf>,
+    /// The dev issuer's signing key.
+    pub dev_issuer: Option<PathBuf>,
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None if userinfo.is_empty() => url.to_owned(),
+            // `redis://secret@host`: Redis takes a lone userinfo as the password.
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| valid_node_id(h))
+        .unwrap_or_else(|| "assistd".to_owned())
 }
 
 /// Where the TLS certificate comes from.
@@ -728,6 +903,12 @@ pub struct Settings {
     pub retention_days: u32,
     /// The database (its `Debug` and `Display` redact the password).
     pub store: assist_store::StoreUrl,
+    /// What this node runs.
+    pub role: Role,
+    /// Cluster mode, when `cluster.redis_url` is set.
+    pub cluster: Option<ClusterSettings>,
+    /// Key files shared by a cluster's nodes.
+    pub keys: KeyFiles,
     /// TLS.
     pub tls: TlsSource,
     /// Tokens.
@@ -980,6 +1161,131 @@ impl Settings {
             }
         };
 
+        let (role, src) = pick(
+            o.role,
+            "--role/ASSIST_ROLE",
+            file.role,
+            &fsrc("role"),
+            "all".to_owned(),
+        );
+        let role = match role.as_str() {
+            "all" => Role::All,
+            "broker" => Role::Broker,
+            "relay" => Role::Relay,
+            other => {
+                return Err(bad(
+                    "role",
+                    &src,
+                    format!("'{other}' is not one of all, broker, relay"),
+                ))
+            }
+        };
+        let cluster_extras =
+            file.cluster.node_id.is_some() || file.cluster.heartbeat_secs.is_some();
+        let cluster = match pick(
+            o.redis_url,
+            "ASSIST_CLUSTER_REDIS_URL",
+            file.cluster.redis_url,
+            &fsrc("cluster.redis_url"),
+            String::new(),
+        ) {
+            (url, _) if url.is_empty() => None,
+            (url, src) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(bad(
+                        "cluster.redis_url",
+                        &src,
+                        format!(
+                            "'{}' must start with redis:// or rediss://",
+                            redact_url(&url)
+                        ),
+                    ));
+                }
+                let (node_id, src) = pick(
+                    o.node_id,
+                    "ASSIST_CLUSTER_NODE_ID",
+                    file.cluster.node_id,
+                    &fsrc("cluster.node_id"),
+                    host_name(),
+                );
+                if !valid_node_id(&node_id) {
+                    return Err(bad(
+                        "cluster.node_id",
+                        &src,
+                        format!("'{node_id}' must be 1-64 letters, digits, '-', '_' or '.'"),
+                    ));
+                }
+                let heartbeat = file.cluster.heartbeat_secs.unwrap_or(2);
+                if !(1..=60).contains(&heartbeat) {
+                    return Err(bad(
+                        "cluster.heartbeat_secs",
+                        &fsrc("cluster.heartbeat_secs"),
+                        "must be between 1 and 60",
+                    ));
+                }
+                Some(ClusterSettings {
+                    redis_url: url,
+                    node_id,
+                    heartbeat: Duration::from_secs(heartbeat),
+                })
+            }
+        };
+        if cluster.is_none() {
+            if cluster_extras {
+                return Err(bad(
+                    "cluster",
+                    file_name,
+                    "node_id and heartbeat_secs need cluster.redis_url (cluster mode)",
+                ));
+            }
+            if role != Role::All {
+                return Err(bad(
+                    "role",
+                    &src,
+                    format!(
+                        "'{}' needs cluster mode (cluster.redis_url / ASSIST_CLUSTER_REDIS_URL): \
+                         one node runs everything",
+                        role.as_str()
+                    ),
+                ));
+            }
+        }
+        if matches!(store, assist_store::StoreUrl::Sqlite(_))
+            && cluster.is_some()
+            && role.runs_broker()
+        {
+            return Err(bad(
+                "store.url",
+                "cluster mode",
+                "a cluster's brokers share one PostgreSQL database: set store.url / \
+                 ASSIST_STORE_URL to postgres://...",
+            ));
+        }
+        let mut keys = KeyFiles {
+            relay_ticket: o.relay_ticket_file.or(file.keys.relay_ticket_file),
+            signal_code: o.signal_code_file.or(file.keys.signal_code_file),
+            dev_issuer: o.dev_issuer_file.or(file.keys.dev_issuer_file),
+        };
+        for (name, p) in [
+            ("keys.relay_ticket_file", &mut keys.relay_ticket),
+            ("keys.signal_code_file", &mut keys.signal_code),
+            ("keys.dev_issuer_file", &mut keys.dev_issuer),
+        ] {
+            if let Some(path) = p {
+                if !path.is_file() {
+                    return Err(bad(
+                        name,
+                        "configuration",
+                        format!(
+                            "{} is not a readable file (a key file shared by a cluster is made \
+                             once, e.g. by copying a node's data-directory key, and given to every node)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+
         let cert = o.tls_cert_file.or(file.tls.cert_file);
         let key = o.tls_key_file.or(file.tls.key_file);
         let tls = match (cert, key) {
@@ -1171,6 +1477,9 @@ impl Settings {
             retention_days,
             relay,
             store,
+            role,
+            cluster,
+            keys,
             data_dir: data_dir.0,
             listen,
             quic_listen,
@@ -1407,6 +1716,8 @@ mod tests {
             ("signal.", "[signal]\n__probe = 1"),
             ("limits.", "[limits]\n__probe = 1"),
             ("store.", "[store]\n__probe = 1"),
+            ("cluster.", "[cluster]\n__probe = 1"),
+            ("keys.", "[keys]\n__probe = 1"),
         ] {
             let found = expected_keys(probe);
             let at_least = if prefix == "store." { 1 } else { 2 };
@@ -1425,6 +1736,8 @@ mod tests {
                 "limits",
                 "auth.sign_in",
                 "store",
+                "cluster",
+                "keys",
             ]
             .contains(&k.as_str())
         });
@@ -1451,6 +1764,109 @@ mod tests {
                 assert!(help.contains(env), "{env}");
             }
         }
+    }
+
+    #[test]
+    fn cluster_mode_role_and_keys_are_checked() {
+        let pg = "[store]\nurl = \"postgres://db/a\"\n";
+        // Embedded by default: no cluster, every role, the data directory's keys.
+        let s = resolve("", Overrides::default()).unwrap();
+        assert_eq!((s.cluster, s.role), (None, Role::All));
+        assert_eq!(s.keys, KeyFiles::default());
+        // A role other than `all` needs cluster mode.
+        let e = resolve("role = \"relay\"", Overrides::default()).unwrap_err();
+        assert!(
+            e.0.contains("`role`") && e.0.contains("cluster mode"),
+            "{e}"
+        );
+        let e = resolve("role = \"bridge\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("'bridge'"), "{e}");
+        // Cluster settings without a Redis URL are a mistake, not ignored.
+        let e = resolve("[cluster]\nnode_id = \"a\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("redis_url"), "{e}");
+        // Set: the node id defaults to the host name; the env var wins over the file.
+        let env = Overrides {
+            redis_url: Some("redis://:pw@10.0.0.5:6379/0".into()),
+            node_id: Some("node-2".into()),
+            role: Some("broker".into()),
+            ..Default::default()
+        };
+        let text = format!("{pg}[cluster]\nredis_url = \"redis://x\"\nheartbeat_secs = 5");
+        let s = resolve(&text, env).unwrap();
+        let c = s.cluster.unwrap();
+        assert_eq!(c.redis_url, "redis://:pw@10.0.0.5:6379/0");
+        assert_eq!(
+            (c.node_id.as_str(), c.heartbeat),
+            ("node-2", Duration::from_secs(5))
+        );
+        assert_eq!(s.role, Role::Broker);
+        let s = resolve(
+            &format!("{pg}[cluster]\nredis_url = \"redis://x\""),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(valid_node_id(&s.cluster.unwrap().node_id));
+        // Bad values name the setting; the password never shows.
+        let e = resolve(
+            "[cluster]\nredis_url = \"http://u:hunter2@x\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("cluster.redis_url") && !e.0.contains("hunter2"),
+            "{e}"
+        );
+        for bad_id in ["", "a b", "x/y", &"n".repeat(65)] {
+            let o = Overrides {
+                node_id: Some(bad_id.to_owned()),
+                ..Default::default()
+            };
+            let text = format!("{pg}[cluster]\nredis_url = \"redis://x\"");
+            let e = resolve(&text, o).unwrap_err();
+            assert!(e.0.contains("cluster.node_id"), "{bad_id:?}: {e}");
+        }
+        let e = resolve(
+            &format!("{pg}[cluster]\nredis_url = \"redis://x\"\nheartbeat_secs = 0"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("heartbeat_secs"), "{e}");
+        // A cluster's brokers share PostgreSQL; a relay-only node needs no database.
+        let e = resolve("[cluster]\nredis_url = \"redis://x\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("store.url") && e.0.contains("postgres"), "{e}");
+        let s = resolve(
+            "role = \"relay\"\n[cluster]\nredis_url = \"redis://x\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.role, Role::Relay);
+        // Key files must exist.
+        let e = resolve(
+            "[keys]\nsignal_code_file = \"/nonexistent/k\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("keys.signal_code_file") && e.0.contains("/nonexistent/k"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ticket.key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let o = Overrides {
+            relay_ticket_file: Some(key.clone()),
+            ..Default::default()
+        };
+        assert_eq!(resolve("", o).unwrap().keys.relay_ticket, Some(key));
+    }
+
+    #[test]
+    fn redacted_urls_hide_passwords_only() {
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_url("redis://u:pw@h"), "redis://u:***@h");
+        assert_eq!(redact_url("redis://pw@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]

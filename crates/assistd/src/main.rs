@@ -66,6 +66,11 @@ struct ServeArgs {
     /// Log filter, e.g. "info" or "assistd=debug,info".
     #[arg(long, env = "ASSIST_LOG", value_name = "FILTER")]
     log: Option<String>,
+    /// What this node runs: all (signalling, admin API, pages and relay), broker (all but the
+    /// relay) or relay (the relay only; no database). broker and relay need cluster mode
+    /// (ASSIST_CLUSTER_REDIS_URL). [default: all]
+    #[arg(long, env = "ASSIST_ROLE", value_name = "ROLE", value_parser = ["all", "broker", "relay"])]
+    role: Option<String>,
 }
 
 #[derive(Args)]
@@ -143,6 +148,11 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.oidc_tenants = env("ASSIST_AUTH_OIDC_TENANTS");
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
     overrides.store_url = env("ASSIST_STORE_URL");
+    overrides.redis_url = env("ASSIST_CLUSTER_REDIS_URL");
+    overrides.node_id = env("ASSIST_CLUSTER_NODE_ID");
+    overrides.relay_ticket_file = env("ASSIST_KEYS_RELAY_TICKET_FILE").map(PathBuf::from);
+    overrides.signal_code_file = env("ASSIST_KEYS_SIGNAL_CODE_FILE").map(PathBuf::from);
+    overrides.dev_issuer_file = env("ASSIST_KEYS_DEV_ISSUER_FILE").map(PathBuf::from);
     Settings::resolve(file, &name, overrides)
 }
 
@@ -163,6 +173,7 @@ fn main() -> ExitCode {
                 metrics_listen: args.metrics_listen,
                 public_url: args.public_url,
                 log: args.log,
+                role: args.role,
                 ..Default::default()
             };
             let settings = match load(&args.common, overrides) {

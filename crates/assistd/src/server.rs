@@ -283,6 +283,10 @@ fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
 
 /// Starts the server with `settings` and returns once every listener is bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    if settings.cluster.is_some() || settings.keys != crate::config::KeyFiles::default() {
+        // Parsed and validated (config.rs); the server side lands with the rest of issue #13.
+        anyhow::bail!("cluster mode and [keys] files are not available in this build yet");
+    }
     let open_files = crate::admission::raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
