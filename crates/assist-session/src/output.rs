@@ -74,6 +74,14 @@ pub enum Output {
     Record(RecordEvent),
     /// Write an audit event.
     Audit(AuditEvent),
+    /// A code redemption by `user` failed here (a wrong, used, expired or refused code). A
+    /// single node has nothing to do; in a cluster, tell every other broker
+    /// ([`crate::Broker::handle_peer_redemption_failure`]) so the brute-force locks hold
+    /// cluster-wide: a user gets five guesses in all, not five per node.
+    RedemptionFailed {
+        /// Who failed (the tenant limit counts it too).
+        user: UserRef,
+    },
     /// Apply a write to the live state, in order with the other live outputs; nothing is
     /// answered.
     Live(LiveOp),

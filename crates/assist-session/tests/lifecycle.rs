@@ -491,6 +491,51 @@ fn brute_force_locks_the_user_for_five_minutes() {
 }
 
 #[test]
+fn failures_heard_from_peer_brokers_count_towards_the_lock() {
+    // Two brokers of a cluster: mallory guesses on both; each tells the other.
+    let (mut a, mut b) = (World::new(), World::new());
+    let helper = a.connect(user("t1", "helen"));
+    let (_, code) = a.request_code(helper);
+    let on_a = a.connect(user("t1", "mallory"));
+    let on_b = b.connect(user("t1", "mallory"));
+    for _ in 0..2 {
+        assert_eq!(error_code(&a.redeem(on_a, "AAAAAAAA")), Some("invalidCode"));
+    }
+    for _ in 0..2 {
+        assert_eq!(error_code(&b.redeem(on_b, "AAAAAAAA")), Some("invalidCode"));
+    }
+    // Every failure is announced once, naming the user.
+    assert_eq!(a.failed_redemptions.len(), 2);
+    assert_eq!(b.failed_redemptions.len(), 2);
+    assert!(b.failed_redemptions.iter().all(|u| u.user_id == "mallory-id"));
+    for u in std::mem::take(&mut a.failed_redemptions) {
+        b.broker.handle_peer_redemption_failure(&u, b.now);
+    }
+    for u in std::mem::take(&mut b.failed_redemptions) {
+        a.broker.handle_peer_redemption_failure(&u, a.now);
+    }
+    // Four in all: the fifth, on either broker, locks mallory on that one...
+    assert_eq!(error_code(&a.redeem(on_a, "AAAAAAAA")), Some("invalidCode"));
+    assert!(a
+        .audits
+        .iter()
+        .any(|e| matches!(&e.kind, AuditKind::RedemptionFailed { locked: true, .. })));
+    assert_eq!(error_code(&a.redeem(on_a, &code)), Some("rateLimited"));
+    // ...and, once it is heard, on the other too. Hearing is not failing: no audit, no echo.
+    let audits_before = b.audits.len();
+    for u in std::mem::take(&mut a.failed_redemptions) {
+        b.broker.handle_peer_redemption_failure(&u, b.now);
+    }
+    b.pump();
+    assert_eq!(b.audits.len(), audits_before);
+    assert!(b.failed_redemptions.is_empty());
+    assert_eq!(error_code(&b.redeem(on_b, "AAAAAAAA")), Some("rateLimited"));
+    // Other users are untouched.
+    let sam = b.connect(user("t1", "sam"));
+    assert_eq!(error_code(&b.redeem(sam, "BBBBBBBB")), Some("invalidCode"));
+}
+
+#[test]
 fn failures_slide_out_of_the_window() {
     let mut w = World::new();
     let mallory = w.connect(user("t1", "mallory"));

@@ -346,7 +346,7 @@ impl Sim {
                     *n += 1;
                     prop_assert_eq!(*n, 1, "a session ended twice");
                 }
-                Output::Record(_) | Output::Audit(_) => {}
+                Output::Record(_) | Output::Audit(_) | Output::RedemptionFailed { .. } => {}
                 Output::Live(op) => self.live.apply(op),
                 Output::LiveQuery { token, query } if self.delay_live => {
                     self.held.push((token, query))

@@ -459,10 +459,22 @@ impl Broker {
         }
     }
 
+    /// Another broker of the cluster saw `user` fail a redemption
+    /// ([`Output::RedemptionFailed`]): it counts here as if it had happened here, at `now`
+    /// (the user's and the tenant's limits), so a lock starts after five failures anywhere.
+    /// Nothing is audited (the broker that saw it did) and nothing is sent.
+    pub fn handle_peer_redemption_failure(&mut self, user: &UserRef, now: Timestamp) {
+        self.advance(now);
+        self.user_failures.fail(user, now);
+        self.tenant_failures.fail(&user.tenant_id, now);
+    }
+
     fn redemption_failed(&mut self, user: UserRef, code: ErrorCode, now: Timestamp) -> Reply {
         let tenant = user.tenant_id.clone();
         let user_locked = self.user_failures.fail(&user, now);
         let tenant_locked = self.tenant_failures.fail(&tenant, now);
+        self.outputs
+            .push_back(Output::RedemptionFailed { user: user.clone() });
         self.router_audit(
             now,
             None,

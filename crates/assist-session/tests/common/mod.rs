@@ -25,6 +25,8 @@ pub struct World {
     pub relay: Vec<Output>,
     pub records: Vec<RecordEvent>,
     pub audits: Vec<AuditEvent>,
+    /// Users whose redemptions failed ([`Output::RedemptionFailed`]), for peers to hear.
+    pub failed_redemptions: Vec<assist_session::UserRef>,
     pub closed: Vec<(ConnId, CloseCode)>,
     /// The live state the broker's ops and queries go to.
     pub live: LiveModel,
@@ -56,6 +58,7 @@ impl World {
             relay: Vec::new(),
             records: Vec::new(),
             audits: Vec::new(),
+            failed_redemptions: Vec::new(),
             closed: Vec::new(),
             live: LiveModel::default(),
             hold_live: false,
@@ -84,6 +87,7 @@ impl World {
                 }
                 Output::Record(r) => self.records.push(r),
                 Output::Audit(a) => self.audits.push(a),
+                Output::RedemptionFailed { user } => self.failed_redemptions.push(user),
                 Output::Live(op) => self.live.apply(op),
                 Output::LiveQuery { token, query } if self.hold_live => {
                     self.held.push_back((token, query))

@@ -295,6 +295,8 @@ impl Driver {
                 Output::Audit(ev) => {
                     let _ = self.store_tx.send(records::audit_write(ev));
                 }
+                // One node: its own limiter has counted it. (A cluster tells its peers.)
+                Output::RedemptionFailed { .. } => {}
                 Output::Live(op) => {
                     // In process the future is ready at once: no task, no channel hop.
                     if let Err(e) = self.live.apply(op).await {
