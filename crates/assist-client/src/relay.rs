@@ -34,8 +34,8 @@ pub enum ClientEvent {
 pub enum ClientSender {
     /// WebSocket.
     Ws {
-        /// TLS write half.
-        io: WriteHalf<TlsStream<TcpStream>>,
+        /// TLS write half, shared with the receiver, which answers the relay's pings on it.
+        io: SharedWrite,
         /// Mask generator state.
         rng: u64,
         /// Reused output buffer.
@@ -60,6 +60,12 @@ pub enum ClientReceiver {
         buf: BytesMut,
         /// Decoder.
         decoder: ClientDecoder,
+        /// The write half, for pongs.
+        pong: SharedWrite,
+        /// The payload of a ping not answered yet (the sender held the write half).
+        ping: Option<Bytes>,
+        /// Mask generator state for pongs.
+        rng: u64,
     },
     /// QUIC.
     Quic {
@@ -76,6 +82,9 @@ pub enum ClientReceiver {
     },
 }
 
+/// A WSS leg's write half: the sender writes frames on it, the receiver pongs.
+pub type SharedWrite = Arc<tokio::sync::Mutex<WriteHalf<TlsStream<TcpStream>>>>;
+
 /// Joins a relay over WSS. `host` is the TLS server name and `Host` header.
 pub async fn connect_wss(
     addr: SocketAddr,
@@ -85,9 +94,10 @@ pub async fn connect_wss(
 ) -> Result<(ClientSender, ClientReceiver), ClientError> {
     let (stream, buf) = websocket_handshake(addr, host, tls, "/v1/relay", Some(ticket)).await?;
     let (r, w) = tokio::io::split(stream);
+    let w = Arc::new(tokio::sync::Mutex::new(w));
     Ok((
         ClientSender::Ws {
-            io: w,
+            io: w.clone(),
             rng: mask_seed(),
             out: BytesMut::new(),
         },
@@ -95,6 +105,9 @@ pub async fn connect_wss(
             io: r,
             buf,
             decoder: ClientDecoder::new(64 * 1024 * 1024),
+            pong: w,
+            ping: None,
+            rng: mask_seed(),
         },
     ))
 }
@@ -191,6 +204,7 @@ impl ClientSender {
                     let mask = next_mask(rng);
                     ws::encode_client_frame(Opcode::Binary, &f.bytes, mask, out);
                 }
+                let mut io = io.lock().await;
                 io.write_all(out).await?;
                 io.flush().await?;
             }
@@ -222,6 +236,7 @@ impl ClientSender {
             out.clear();
             let mask = next_mask(rng);
             ws::encode_client_frame(Opcode::Text, text.as_bytes(), mask, out);
+            let mut io = io.lock().await;
             io.write_all(out).await?;
             io.flush().await?;
         }
@@ -235,6 +250,7 @@ impl ClientSender {
                 out.clear();
                 let mask = next_mask(rng);
                 ws::encode_client_frame(Opcode::Close, &1000u16.to_be_bytes(), mask, out);
+                let mut io = io.lock().await;
                 let _ = io.write_all(out).await;
                 let _ = io.flush().await;
             }
@@ -250,7 +266,28 @@ impl ClientReceiver {
     /// The next frame or the close.
     pub async fn recv(&mut self) -> Result<ClientEvent, ClientError> {
         match self {
-            ClientReceiver::Ws { io, buf, decoder } => loop {
+            ClientReceiver::Ws {
+                io,
+                buf,
+                decoder,
+                pong,
+                ping,
+                rng,
+            } => loop {
+                // Answer the latest ping (RFC 6455: a pong may answer only the most recent), so
+                // the relay measures this leg's round trip. Never wait for the sender: if it
+                // holds the write half, try again after the next read.
+                if let Some(p) = ping.take() {
+                    match pong.try_lock() {
+                        Ok(mut w) => {
+                            let mut out = BytesMut::with_capacity(p.len() + 8);
+                            ws::encode_client_frame(Opcode::Pong, &p, next_mask(rng), &mut out);
+                            w.write_all(&out).await?;
+                            w.flush().await?;
+                        }
+                        Err(_) => *ping = Some(p),
+                    }
+                }
                 if let Some(ev) = decoder.decode(buf)? {
                     match ev {
                         WsEvent::Binary(b) => {
@@ -259,7 +296,11 @@ impl ClientReceiver {
                             return Ok(ClientEvent::Frame(Frame { header, bytes: b }));
                         }
                         WsEvent::Close { code, .. } => return Ok(ClientEvent::Closed(code)),
-                        WsEvent::Ping(_) | WsEvent::Pong(_) | WsEvent::Text(_) => continue,
+                        WsEvent::Ping(p) => {
+                            *ping = Some(p);
+                            continue;
+                        }
+                        WsEvent::Pong(_) | WsEvent::Text(_) => continue,
                     }
                 }
                 buf.reserve(16 * 1024);

@@ -159,9 +159,21 @@ async fn wss_leg(
     let (tx, rx) = timeout(STEP_TIMEOUT, connect_wss(addr, SERVER_NAME, tls, ticket))
         .await
         .map_err(|_| anyhow!("WSS join at {addr} timed out"))??;
-    let (ClientSender::Ws { io: w, .. }, ClientReceiver::Ws { io: r, buf, .. }) = (tx, rx) else {
+    let (
+        ClientSender::Ws { io: w, .. },
+        ClientReceiver::Ws {
+            io: r, buf, pong, ..
+        },
+    ) = (tx, rx)
+    else {
         bail!("connect_wss returned a non-WebSocket leg");
     };
+    // The load generator reads and writes on its own (and leaves pings unanswered).
+    drop(pong);
+    let Ok(w) = Arc::try_unwrap(w) else {
+        bail!("the WSS write half is still shared");
+    };
+    let w = w.into_inner();
     Ok(Leg {
         tx: Tx::Stream {
             io: Box::new(w),

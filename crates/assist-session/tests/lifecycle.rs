@@ -507,7 +507,10 @@ fn failures_heard_from_peer_brokers_count_towards_the_lock() {
     // Every failure is announced once, naming the user.
     assert_eq!(a.failed_redemptions.len(), 2);
     assert_eq!(b.failed_redemptions.len(), 2);
-    assert!(b.failed_redemptions.iter().all(|u| u.user_id == "mallory-id"));
+    assert!(b
+        .failed_redemptions
+        .iter()
+        .all(|u| u.user_id == "mallory-id"));
     for u in std::mem::take(&mut a.failed_redemptions) {
         b.broker.handle_peer_redemption_failure(&u, b.now);
     }

@@ -664,6 +664,44 @@ async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
     r.s.server.shutdown().await;
 }
 
+/// The client library (the CLI's and the agent's) answers the relay's pings by itself, on a
+/// leg that only receives as well as on one that sends: both legs' round trips are measured.
+#[tokio::test]
+async fn the_client_library_answers_pings_on_both_legs() {
+    let (r, _d) = relayd(|s| s.relay.ping_interval = Duration::from_millis(100)).await;
+    let ht = r.ticket("rtt-client", Role::Helper, Mode::FullControl, true);
+    let st = r.ticket("rtt-client", Role::Sharer, Mode::FullControl, true);
+    let (mut h_tx, mut h_rx) = r.wss(&ht).await.unwrap();
+    let (_s_tx, mut s_rx) = r.wss(&st).await.unwrap();
+    // The helper sends input now and then while the sharer only receives.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let mut input = 0u32;
+    while tokio::time::Instant::now() < until {
+        input += 1;
+        let frame = Frame::new(Channel::Input, 0, &input.to_be_bytes());
+        h_tx.send(&frame).await.unwrap();
+        for rx in [&mut h_rx, &mut s_rx] {
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        }
+    }
+    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Two legs, pinged every 100 ms for 2.5 s, sampled by the once-a-second watchdog: at least
+    // one sample per leg.
+    assert!(samples >= 2, "round trips measured from both legs: {text}");
+    r.s.server.shutdown().await;
+}
+
 /// The relay pings WSS legs every `ping_interval`; a leg that answers gives round-trip samples
 /// (the session record's `relayHelperRttMs` / `relaySharerRttMs`, and the RTT histogram).
 #[tokio::test]
