@@ -298,9 +298,15 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
     ),
     doc(
         "relay.public_addr",
-        None,
-        "(unchecked)",
-        "the host:port relay tickets must name",
+        Some("ASSIST_RELAY_PUBLIC_ADDR"),
+        "(the HTTPS listener)",
+        "host:port clients reach this node's relay at (WSS); relay tickets name it",
+    ),
+    doc(
+        "relay.public_quic_addr",
+        Some("ASSIST_RELAY_PUBLIC_QUIC_ADDR"),
+        "(public_addr's host, quic_listen's port)",
+        "host:port clients reach this node's relay at over QUIC",
     ),
     doc(
         "signal.requests_per_second",
@@ -541,8 +547,10 @@ pub struct RelayFile {
     pub queue_frames: Option<usize>,
     /// Bytes per direction queue.
     pub queue_bytes: Option<usize>,
-    /// The `host:port` tickets must name (unchecked when absent).
+    /// The `host:port` clients reach this node's relay at; tickets must name it.
     pub public_addr: Option<String>,
+    /// The `host:port` clients reach this node's relay at over QUIC.
+    pub public_quic_addr: Option<String>,
 }
 
 /// `[tls]`: certificate and key files; both absent means a self-signed certificate for localhost.
@@ -658,6 +666,10 @@ pub struct Overrides {
     pub signal_code_file: Option<PathBuf>,
     /// `ASSIST_KEYS_DEV_ISSUER_FILE`.
     pub dev_issuer_file: Option<PathBuf>,
+    /// `ASSIST_RELAY_PUBLIC_ADDR`.
+    pub relay_public_addr: Option<String>,
+    /// `ASSIST_RELAY_PUBLIC_QUIC_ADDR`.
+    pub relay_public_quic_addr: Option<String>,
 }
 
 /// What a node runs (`--role`).
@@ -729,6 +741,19 @@ pub fn redact_url(url: &str) -> String {
             None => format!("{scheme}://***@{host}"),
         },
         None => url.to_owned(),
+    }
+}
+
+/// `host:port` with a numeric port and no scheme or path (`[::1]:8443` included).
+fn is_host_port(v: &str) -> bool {
+    match v.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains('/')
+                && !host.contains("://")
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
     }
 }
 
@@ -915,6 +940,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Relay limits.
     pub relay: assist_relay::RelayConfig,
+    /// `host:port` clients reach this node's relay at over QUIC, when configured (else derived
+    /// from `relay.public_addr`'s host and the QUIC listener's port, see [`Settings::relay_quic_public`]).
+    pub relay_public_quic_addr: Option<String>,
     /// Signalling limits and timeouts.
     pub signal: assist_session::BrokerConfig,
     /// Connection caps and timeouts of the TCP listeners.
@@ -1048,6 +1076,30 @@ fn relay_config(f: &RelayFile, file_name: &str) -> Result<assist_relay::RelayCon
 }
 
 impl Settings {
+    /// The `host:port` clients are told to reach this node's relay at over WSS: the configured
+    /// `relay.public_addr`, else `listener` as advertised.
+    pub fn relay_wss_public(&self, listener: String) -> String {
+        self.relay.public_addr.clone().unwrap_or(listener)
+    }
+
+    /// The `host:port` clients are told to reach this node's relay at over QUIC: the configured
+    /// `relay.public_quic_addr`; else `relay.public_addr`'s host with the QUIC listener's port;
+    /// else `listener` as advertised.
+    pub fn relay_quic_public(&self, listener: String, quic_port: u16) -> String {
+        if let Some(a) = &self.relay_public_quic_addr {
+            return a.clone();
+        }
+        match self
+            .relay
+            .public_addr
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+        {
+            Some((host, _)) => format!("{host}:{quic_port}"),
+            None => listener,
+        }
+    }
+
     /// Merges and validates. `file_name` is used in error messages.
     pub fn resolve(
         file: FileConfig,
@@ -1447,7 +1499,37 @@ impl Settings {
                 })
             }
         };
-        let relay = relay_config(&file.relay, file_name)?;
+        let mut relay = relay_config(&file.relay, file_name)?;
+        let mut relay_public_quic_addr = file.relay.public_quic_addr.clone();
+        for (name, src, value, target) in [
+            (
+                "relay.public_addr",
+                "ASSIST_RELAY_PUBLIC_ADDR",
+                o.relay_public_addr,
+                &mut relay.public_addr,
+            ),
+            (
+                "relay.public_quic_addr",
+                "ASSIST_RELAY_PUBLIC_QUIC_ADDR",
+                o.relay_public_quic_addr,
+                &mut relay_public_quic_addr,
+            ),
+        ] {
+            let from_env = value.is_some();
+            if let Some(v) = value {
+                *target = Some(v);
+            }
+            if let Some(v) = target.as_deref() {
+                if !is_host_port(v) {
+                    let source = if from_env { src.to_owned() } else { fsrc(name) };
+                    return Err(bad(
+                        name,
+                        &source,
+                        format!("'{v}' must be host:port (no scheme, no path)"),
+                    ));
+                }
+            }
+        }
         let limits = connection_limits(&file.limits, file_name)?;
         let mut signal = assist_session::BrokerConfig::default();
         if let Some(v) = file.signal.requests_per_second {
@@ -1476,6 +1558,7 @@ impl Settings {
             signal,
             retention_days,
             relay,
+            relay_public_quic_addr,
             store,
             role,
             cluster,
@@ -1858,6 +1941,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve("", o).unwrap().keys.relay_ticket, Some(key));
+    }
+
+    #[test]
+    fn relay_public_addresses_are_host_ports_and_derive_quic() {
+        let s = resolve("", Overrides::default()).unwrap();
+        assert_eq!(
+            s.relay_wss_public("localhost:8443".into()),
+            "localhost:8443"
+        );
+        assert_eq!(
+            s.relay_quic_public("localhost:8443".into(), 8443),
+            "localhost:8443"
+        );
+        let o = Overrides {
+            relay_public_addr: Some("relay-2.example.com:443".into()),
+            ..Default::default()
+        };
+        let s = resolve("[relay]\npublic_addr = \"x:1\"", o).unwrap();
+        assert_eq!(s.relay_wss_public("l:1".into()), "relay-2.example.com:443");
+        assert_eq!(
+            s.relay_quic_public("l:1".into(), 4433),
+            "relay-2.example.com:4433"
+        );
+        let s = resolve(
+            "[relay]\npublic_addr = \"a:443\"\npublic_quic_addr = \"b:7443\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.relay_quic_public("l:1".into(), 4433), "b:7443");
+        for bad_addr in ["https://a:443", "a", "a:0", "a:443/x", ":443"] {
+            let o = Overrides {
+                relay_public_addr: Some(bad_addr.into()),
+                ..Default::default()
+            };
+            let e = resolve("", o).unwrap_err();
+            assert!(
+                e.0.contains("relay.public_addr") && e.0.contains("ASSIST_RELAY_PUBLIC_ADDR"),
+                "{bad_addr}: {e}"
+            );
+        }
+        let e = resolve("[relay]\npublic_quic_addr = \"q\"", Overrides::default()).unwrap_err();
+        assert!(e.0.contains("relay.public_quic_addr in assist.toml"), "{e}");
     }
 
     #[test]

@@ -149,6 +149,8 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
     overrides.shutdown_grace_secs = env("ASSIST_SHUTDOWN_GRACE_SECS");
     overrides.store_url = env("ASSIST_STORE_URL");
     overrides.redis_url = env("ASSIST_CLUSTER_REDIS_URL");
+    overrides.relay_public_addr = env("ASSIST_RELAY_PUBLIC_ADDR");
+    overrides.relay_public_quic_addr = env("ASSIST_RELAY_PUBLIC_QUIC_ADDR");
     overrides.node_id = env("ASSIST_CLUSTER_NODE_ID");
     overrides.relay_ticket_file = env("ASSIST_KEYS_RELAY_TICKET_FILE").map(PathBuf::from);
     overrides.signal_code_file = env("ASSIST_KEYS_SIGNAL_CODE_FILE").map(PathBuf::from);

@@ -394,8 +394,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         relay.clone(),
         tickets.clone(),
         crate::signal::RelayEndpoint {
-            address: advertised(https_addr),
-            quic_addr: advertised(quic_addr),
+            address: settings.relay_wss_public(advertised(https_addr)),
+            quic_addr: settings.relay_quic_public(advertised(quic_addr), quic_addr.port()),
         },
         &settings.data_dir,
         Some(report_rx),
