@@ -11,6 +11,10 @@
 //! on both sides → endSession. The latency measured is from sending `requestCode` to the
 //! helper's `sessionActive`.
 //!
+//! Cluster mode (`benches/cluster-bench.sh`): `--sharer-addr ADDR` connects the sharers to
+//! another node than the helpers (`--addr`), so every pairing crosses nodes; `--server-pid`
+//! takes a comma-separated list (every node, Redis, PostgreSQL), whose CPU is summed.
+//!
 //! For a soak (`benches/soak.sh`): `--duration SECS` runs until that much time has passed
 //! instead of stopping after `--pairs`, and `--rate N` caps the pairings started per second
 //! across all pairs (0: as fast as they go). Tokens live for the run plus ten minutes.
@@ -71,7 +75,19 @@ async fn main() -> anyhow::Result<()> {
     let addr: std::net::SocketAddr = arg("--addr", "127.0.0.1:8443").parse()?;
     let pairs: usize = arg("--pairs", "1000").parse()?;
     let concurrency: usize = arg("--concurrency", "8").parse()?;
-    let server_pid: Option<u32> = arg("--server-pid", "").parse().ok();
+    let sharer_addr: std::net::SocketAddr = arg("--sharer-addr", &addr.to_string()).parse()?;
+    let server_pids: Vec<u32> = arg("--server-pid", "")
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim().parse())
+        .collect::<Result<_, _>>()?;
+    // The CPU of every process named, summed (None if any is gone).
+    let cpu_all = || -> Option<f64> {
+        if server_pids.is_empty() {
+            return None;
+        }
+        server_pids.iter().map(|p| cpu_secs(*p)).sum()
+    };
     let duration: Option<Duration> = arg("--duration", "")
         .parse::<u64>()
         .ok()
@@ -138,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
 
     let tls = assist_client::tls::client_config(&data.join("tls/cert.pem"))?;
     let per_worker = pairs.div_ceil(concurrency);
-    let cpu0 = server_pid.and_then(cpu_secs);
+    let cpu0 = cpu_all();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..concurrency {
@@ -147,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = SignalClient::connect(addr, "localhost", tls.clone(), Some(&ht)).await?;
-            let mut s = SignalClient::connect(addr, "localhost", tls, Some(&st)).await?;
+            let mut s = SignalClient::connect(sharer_addr, "localhost", tls, Some(&st)).await?;
             let mut lat = Vec::with_capacity(per_worker);
             let mut n = 0usize;
             let mut next_start = Instant::now();
@@ -189,16 +205,20 @@ async fn main() -> anyhow::Result<()> {
         all.extend(t.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = match (cpu0, server_pid.and_then(cpu_secs)) {
+    let cpu = match (cpu0, cpu_all()) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     all.sort();
+    if all.is_empty() {
+        anyhow::bail!("no pairing completed");
+    }
     let pct =
         |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
     let out = json!({
         "pairings": all.len(),
         "concurrency": concurrency,
+        "crossNode": sharer_addr != addr,
         "seconds": elapsed,
         "pairingsPerSecond": all.len() as f64 / elapsed,
         "codeToActiveMs": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
