@@ -110,6 +110,66 @@ def toml_of(configmaps: list[dict]) -> dict:
     return {}
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels and matchExpressions, or a Service's plain map)."""
+    match = selector.get("matchLabels", selector if "matchExpressions" not in selector
+                         and "matchLabels" not in selector else {})
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        has, value = e["key"] in labels, labels.get(e["key"])
+        if not {"In": has and value in e.get("values", []),
+                "NotIn": not has or value not in e.get("values", []),
+                "Exists": has, "DoesNotExist": not has}[e["operator"]]:
+            return False
+    return True
+
+
+def pod_labels(workload: dict) -> list[dict]:
+    """The labels of each pod a workload makes: a StatefulSet's pods also carry their names
+    (statefulset.kubernetes.io/pod-name, <name>-<ordinal>), which per-pod Services select."""
+    labels = workload["spec"]["template"]["metadata"].get("labels", {})
+    if workload["kind"] != "StatefulSet":
+        return [labels]
+    name = workload["metadata"]["name"]
+    return [{**labels, "statefulset.kubernetes.io/pod-name": f"{name}-{i}"}
+            for i in range(workload["spec"].get("replicas", 1))]
+
+
+def is_assistd(workload: dict) -> bool:
+    return any(c.get("image", "").split("/")[-1].split(":")[0] == "assistd"
+               for c in workload["spec"]["template"]["spec"]["containers"])
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def admits_metrics_from_monitoring_only(policies: list[dict], labels: dict, port: int) -> tuple[
+        bool, str]:
+    """NetworkPolicies add up: the pod's metrics port is private when at least one policy
+    selects the pod for Ingress and no rule of any policy selecting it admits that port from
+    anything but the namespace named monitoring."""
+    mine = [np for np in policies if selects(np["spec"].get("podSelector", {}), labels)
+            and "Ingress" in np["spec"].get("policyTypes", ["Ingress"])]
+    if not mine:
+        return False, "no NetworkPolicy selects the pod"
+    for np in mine:
+        for rule in np["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(pp.get("port") in (port, "metrics")
+                                 and pp.get("protocol", "TCP") == "TCP" for pp in ports):
+                continue
+            peers = rule.get("from")
+            ok = bool(peers) and all(
+                f.get("namespaceSelector", {}).get("matchLabels", {}).get(
+                    "kubernetes.io/metadata.name") == "monitoring"
+                and "ipBlock" not in f and "podSelector" not in f for f in peers)
+            if not ok:
+                return False, f"NetworkPolicy/{np['metadata']['name']} rule {json.dumps(rule)}"
+    return True, ""
+
+
 def check_rendered(overlay: Path, objs: list[dict]) -> None:
     rel = overlay.relative_to(REPO)
     for obj in objs:
@@ -118,19 +178,25 @@ def check_rendered(overlay: Path, objs: list[dict]) -> None:
     for obj in objs:
         by_kind.setdefault(obj["kind"], []).append(obj)
     conf = toml_of(by_kind.get("ConfigMap", []))
-    grace = conf.get("shutdown_grace_secs", 10)
-    for dep in by_kind.get("Deployment", []) + by_kind.get("StatefulSet", []) + by_kind.get(
-            "DaemonSet", []):
+    workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", []) + by_kind.get(
+        "DaemonSet", [])
+    assistds = [w for w in workloads if is_assistd(w)]
+    check(f"{rel}: runs assistd", bool(assistds), str([w["metadata"]["name"] for w in workloads]))
+    for dep in assistds:
         pod = dep["spec"]["template"]["spec"]
         name = f"{rel}: {dep['kind']}/{dep['metadata']['name']}"
-        tgps = pod.get("terminationGracePeriodSeconds", 30)
-        check(f"{name} terminationGracePeriodSeconds = shutdown_grace_secs + {GRACE_MARGIN}",
-              tgps == grace + GRACE_MARGIN,
-              f"terminationGracePeriodSeconds {tgps}, shutdown_grace_secs {grace}")
         for c in pod["containers"]:
             ports = {p["name"]: p for p in c.get("ports", [])}
-            env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            metrics_port = int(env.get("ASSIST_METRICS_LISTEN", ":9090").rsplit(":", 1)[1])
+            env = env_of(c)
+            # ASSIST_SHUTDOWN_GRACE_SECS overrides the file's shutdown_grace_secs.
+            grace = int(env.get("ASSIST_SHUTDOWN_GRACE_SECS", {}).get(
+                "value", conf.get("shutdown_grace_secs", 10)))
+            tgps = pod.get("terminationGracePeriodSeconds", 30)
+            check(f"{name} terminationGracePeriodSeconds = shutdown_grace_secs + {GRACE_MARGIN}",
+                  tgps == grace + GRACE_MARGIN,
+                  f"terminationGracePeriodSeconds {tgps}, shutdown_grace_secs {grace}")
+            metrics_port = int(env.get("ASSIST_METRICS_LISTEN", {}).get(
+                "value", ":9090").rsplit(":", 1)[1])
             check(f"{name} metrics port {metrics_port} is the container port 'metrics'",
                   ports.get("metrics", {}).get("containerPort") == metrics_port, str(ports))
             for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
@@ -142,35 +208,129 @@ def check_rendered(overlay: Path, objs: list[dict]) -> None:
             for mount in c.get("volumeMounts", []):
                 check(f"{name} mount {mount['name']} has a volume",
                       any(v["name"] == mount["name"] for v in pod.get("volumes", [])), "")
-    pod_ports = {}
-    for dep in by_kind.get("Deployment", []):
-        for c in dep["spec"]["template"]["spec"]["containers"]:
-            for p in c.get("ports", []):
-                pod_ports[p["name"]] = p
+            for labels in pod_labels(dep)[:1]:
+                ok, why = admits_metrics_from_monitoring_only(
+                    by_kind.get("NetworkPolicy", []), labels, metrics_port)
+                check(f"{name}: a NetworkPolicy admits its metrics port from the monitoring "
+                      "namespace only", ok, why)
+        check(f"{name}: a PodDisruptionBudget covers it",
+              any(selects(pdb["spec"]["selector"], pod_labels(dep)[0])
+                  for pdb in by_kind.get("PodDisruptionBudget", [])), "")
+        monitored = [s for s in by_kind.get("Service", [])
+                     for sm in by_kind.get("ServiceMonitor", [])
+                     if selects(sm["spec"]["selector"], s["metadata"].get("labels", {}))
+                     and any(p["name"] == "metrics" for p in s["spec"]["ports"])
+                     and all(selects(s["spec"]["selector"], pl) for pl in pod_labels(dep))]
+        check(f"{name}: a ServiceMonitor scrapes its metrics port (through a Service)",
+              bool(monitored), "")
     for svc in by_kind.get("Service", []):
+        targets = [(w, pl) for w in workloads for pl in pod_labels(w)
+                   if selects(svc["spec"].get("selector", {}), pl)]
+        check(f"{rel}: Service/{svc['metadata']['name']} selects pods", bool(targets),
+              json.dumps(svc["spec"].get("selector")))
         for p in svc["spec"]["ports"]:
-            target = pod_ports.get(p.get("targetPort"))
-            check(f"{rel}: Service/{svc['metadata']['name']} port {p['name']} targets a named "
-                  f"{p.get('protocol', 'TCP')} container port",
-                  target is not None and target.get("protocol", "TCP") == p.get("protocol", "TCP"),
-                  f"targetPort {p.get('targetPort')} of {sorted(pod_ports)}")
-    for np in by_kind.get("NetworkPolicy", []):
-        metrics_rules = [r for r in np["spec"].get("ingress", [])
-                         if any(pp.get("port") == 9090 for pp in r.get("ports", []))]
-        only_monitoring = bool(metrics_rules) and all(
-            r.get("from") and all(
-                f.get("namespaceSelector", {}).get("matchLabels", {}).get(
-                    "kubernetes.io/metadata.name") == "monitoring" and "ipBlock" not in f
-                for f in r["from"])
-            for r in metrics_rules)
-        open_rules = [r for r in np["spec"].get("ingress", []) if not r.get("from")]
-        leaks = any(not r.get("ports") or any(pp.get("port") == 9090 for pp in r["ports"])
-                    for r in open_rules)
-        check(f"{rel}: NetworkPolicy/{np['metadata']['name']} admits the metrics port from the "
-              "monitoring namespace only", only_monitoring and not leaks, json.dumps(np["spec"]))
+            for w, _ in targets[:1]:
+                cports = {cp["name"]: cp for c in w["spec"]["template"]["spec"]["containers"]
+                          for cp in c.get("ports", [])}
+                target = cports.get(p.get("targetPort"))
+                check(f"{rel}: Service/{svc['metadata']['name']} port {p['name']} targets a named "
+                      f"{p.get('protocol', 'TCP')} container port of {w['metadata']['name']}",
+                      target is not None
+                      and target.get("protocol", "TCP") == p.get("protocol", "TCP"),
+                      f"targetPort {p.get('targetPort')} of {sorted(cports)}")
     check(f"{rel}: has a ServiceMonitor, a PodDisruptionBudget and a NetworkPolicy",
           all(by_kind.get(k) for k in ("ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy")),
           str(sorted(by_kind)))
+    if any("ASSIST_ROLE" in env_of(c) for w in assistds
+           for c in w["spec"]["template"]["spec"]["containers"]):
+        check_cluster_rendered(rel, by_kind, assistds)
+
+
+def secret_keys(by_kind: dict[str, list[dict]]) -> dict[str, set[str]]:
+    return {s["metadata"]["name"]: set(s.get("data", {})) | set(s.get("stringData", {}))
+            for s in by_kind.get("Secret", [])}
+
+
+def check_cluster_rendered(rel: Path, by_kind: dict[str, list[dict]],
+                           assistds: list[dict]) -> None:
+    """Cluster mode: roles, the Secrets' keys, the shared key files and the relays' addresses."""
+    secrets = secret_keys(by_kind)
+    roles: dict[str, list[dict]] = {}
+    for w in assistds:
+        pod = w["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = env_of(c)
+        name = f"{rel}: {w['kind']}/{w['metadata']['name']}"
+        role = env.get("ASSIST_ROLE", {}).get("value", "all")
+        roles.setdefault(role, []).append(w)
+        check(f"{name}: role {role} is one of all, broker, relay",
+              role in ("all", "broker", "relay"), role)
+        needed = ["ASSIST_CLUSTER_REDIS_URL"] + (["ASSIST_STORE_URL"] if role != "relay" else [])
+        for var in needed:
+            ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            check(f"{name}: {var} comes from a key of a Secret in the output",
+                  ref.get("key") in secrets.get(ref.get("name"), set()), json.dumps(env.get(var)))
+        if role == "relay":
+            check(f"{name}: a relay node has no database", "ASSIST_STORE_URL" not in env, "")
+        node_id = env.get("ASSIST_CLUSTER_NODE_ID", {})
+        check(f"{name}: ASSIST_CLUSTER_NODE_ID is the pod's name",
+              node_id.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+              or (node_id.get("value") == "$(POD_NAME)"
+                  and env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get(
+                      "fieldPath") == "metadata.name"), json.dumps(node_id))
+        # The shared key files: each ASSIST_KEYS_* path is a key of the Secret mounted there.
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for var in ("ASSIST_KEYS_RELAY_TICKET_FILE", "ASSIST_KEYS_SIGNAL_CODE_FILE",
+                    "ASSIST_KEYS_DEV_ISSUER_FILE"):
+            path = env.get(var, {}).get("value", "")
+            found = None
+            for m in c.get("volumeMounts", []):
+                secret = volumes.get(m["name"], {}).get("secret", {}).get("secretName")
+                if secret and path.startswith(m["mountPath"].rstrip("/") + "/"):
+                    found = (secret, path[len(m["mountPath"].rstrip("/")) + 1:])
+            check(f"{name}: {var} is a file of a mounted Secret",
+                  found is not None and found[1] in secrets.get(found[0], set()),
+                  f"{path}: {found}")
+        if role == "relay":
+            check_relay_addresses(name, w, env, by_kind)
+    brokers = roles.get("broker", []) + roles.get("all", [])
+    check(f"{rel}: brokers run 2 or more replicas",
+          bool(brokers) and all(b["spec"].get("replicas", 1) >= 2 for b in brokers),
+          str([(b["metadata"]["name"], b["spec"].get("replicas", 1)) for b in brokers]))
+    check(f"{rel}: relay nodes exist (role relay or all)",
+          bool(roles.get("relay") or roles.get("all")), str(sorted(roles)))
+
+
+def check_relay_addresses(name: str, w: dict, env: dict, by_kind: dict[str, list[dict]]) -> None:
+    """Each relay pod's tickets name its own address: a per-pod LoadBalancer Service with TCP
+    (https) and UDP (quic) on the port ASSIST_RELAY_PUBLIC_ADDR names, and a DNS name per pod."""
+    wss = env.get("ASSIST_RELAY_PUBLIC_ADDR", {}).get("value", "")
+    quic = env.get("ASSIST_RELAY_PUBLIC_QUIC_ADDR", {}).get("value", "")
+    check(f"{name}: ASSIST_RELAY_PUBLIC_ADDR and _QUIC_ADDR differ per pod ($(POD_NAME))",
+          "$(POD_NAME)" in wss and "$(POD_NAME)" in quic, f"{wss!r} {quic!r}")
+    order = [e["name"] for e in w["spec"]["template"]["spec"]["containers"][0].get("env", [])]
+    check(f"{name}: POD_NAME is defined before the variables that use it",
+          "POD_NAME" in order and all(order.index("POD_NAME") < i for i, e in enumerate(order)
+                                      if "$(POD_NAME)" in str(env[e].get("value", ""))), "")
+    for pl in pod_labels(w):
+        pod = pl.get("statefulset.kubernetes.io/pod-name", w["metadata"]["name"])
+        svcs = [s for s in by_kind.get("Service", [])
+                if s["spec"].get("type") == "LoadBalancer"
+                and s["spec"].get("selector", {}).get("statefulset.kubernetes.io/pod-name") == pod
+                and selects(s["spec"]["selector"], pl)]
+        ports = {(p.get("protocol", "TCP"), p["port"], p.get("targetPort"))
+                 for s in svcs for p in s["spec"]["ports"]}
+        wss_port = int(wss.rsplit(":", 1)[-1]) if wss[-1:].isdigit() else None
+        quic_port = int(quic.rsplit(":", 1)[-1]) if quic[-1:].isdigit() else None
+        check(f"{name}: pod {pod} has its own LoadBalancer Service with TCP {wss_port} -> https "
+              f"and UDP {quic_port} -> quic",
+              ("TCP", wss_port, "https") in ports and ("UDP", quic_port, "quic") in ports,
+              str(sorted(ports, key=str)))
+        hosts = {s["metadata"].get("annotations", {}).get(
+            "external-dns.alpha.kubernetes.io/hostname") for s in svcs}
+        want = wss.replace("$(POD_NAME)", pod).rsplit(":", 1)[0]
+        check(f"{name}: pod {pod}'s Service is named {want} (external-dns)", want in hosts,
+              str(hosts))
 
 
 def check_overlays() -> None:
