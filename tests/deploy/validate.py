@@ -378,6 +378,147 @@ def check_compose() -> None:
                     check(f"compose service {name}: stop_grace_period = shutdown_grace_secs + "
                           f"{GRACE_MARGIN}", stop == grace + GRACE_MARGIN,
                           f"stop_grace_period {stop}, shutdown_grace_secs {grace}")
+    check_compose_cluster(compose)
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} and ${VAR-default} with every VAR unset, as on a fresh machine."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "",
+                  str(value))
+
+
+def published(svc: dict) -> list[tuple[str, str, int, int]]:
+    """(host ip, protocol, host port, container port) of a service's short-syntax ports."""
+    out = []
+    for spec in svc.get("ports", []):
+        spec, _, proto = str(spec).partition("/")
+        parts = spec.split(":")
+        ip = parts[0] if len(parts) == 3 else ""
+        out.append((ip, proto or "tcp", int(parts[-2]), int(parts[-1])))
+    return out
+
+
+def check_compose_cluster(compose: dict) -> None:
+    """The `cluster` profile: nodes wired to PostgreSQL, Redis and the shared keys, each relay
+    reachable on its own published ports, and the load balancer, Prometheus and Grafana
+    pointing at every node."""
+    services = compose.get("services", {})
+    cluster = {n: s for n, s in services.items() if "cluster" in s.get("profiles", [])}
+    check("compose: a `cluster` profile exists and the embedded service has no profile",
+          bool(cluster) and not services.get("assistd", {}).get("profiles"), str(sorted(cluster)))
+    for name, svc in services.items():
+        deps = svc.get("depends_on", [])
+        for dep in deps if isinstance(deps, list) else deps.keys():
+            check(f"compose service {name}: depends on {dep}, which runs with the same profile",
+                  dep in services and set(services[dep].get("profiles", []))
+                  <= set(svc.get("profiles", [])), "")
+    # Every service may run at once (compose starts those without a profile with any profile):
+    # no host port twice, whatever address it is bound to.
+    seen: dict[tuple[str, int], str] = {}
+    for name, svc in services.items():
+        for _, proto, host, _ in published(svc):
+            check(f"compose service {name}: host port {host}/{proto} is not published twice",
+                  (proto, host) not in seen, f"also by {seen.get((proto, host))}")
+            seen[(proto, host)] = name
+    env = {n: {k: interpolate(v) for k, v in (s.get("environment") or {}).items()}
+           for n, s in cluster.items()}
+    nodes = sorted(n for n in cluster if "ASSIST_CLUSTER_REDIS_URL" in env[n])
+    check("compose cluster: three assistd nodes", len(nodes) == 3, str(nodes))
+    keys_script = (DEPLOY / "compose" / "make-keys.sh").read_text()
+    # The files make-keys.sh writes: ec_key NAME, and "$dir/NAME.tmp" renamed to NAME.
+    key_files = set(re.findall(r"^\s*ec_key\s+(\S+)\s*$", keys_script, re.M)) | set(
+        re.findall(r'"\$dir/([\w.-]+?)\.tmp"', keys_script))
+    makers = [n for n, s in cluster.items()
+              if any("make-keys.sh" in str(v) for v in s.get("volumes", []))]
+    check("compose cluster: one service runs make-keys.sh", len(makers) == 1, str(makers))
+    keys_volume = next((str(v).split(":")[0] for m in makers for v in cluster[m]["volumes"]
+                        if not str(v).startswith(".")), None)
+    addrs = {}
+    for n in nodes:
+        e, svc = env[n], cluster[n]
+        for var, service, scheme in (("ASSIST_STORE_URL", "postgres", "postgres://"),
+                                     ("ASSIST_CLUSTER_REDIS_URL", "redis", "redis://")):
+            url = e.get(var, "")
+            host = re.sub(r"^[a-z]+://(?:[^@/]*@)?", "", url).split(":")[0].split("/")[0]
+            check(f"compose {n}: {var} is {scheme} to the {service} service",
+                  url.startswith(scheme) and host == service and service in cluster, url)
+        check(f"compose {n}: node id {e.get('ASSIST_CLUSTER_NODE_ID')} is its own",
+              e.get("ASSIST_CLUSTER_NODE_ID") == n, "")
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
+        for var in ("ASSIST_KEYS_RELAY_TICKET_FILE", "ASSIST_KEYS_SIGNAL_CODE_FILE",
+                    "ASSIST_KEYS_DEV_ISSUER_FILE", "ASSIST_TLS_CERT_FILE", "ASSIST_TLS_KEY_FILE"):
+            path = e.get(var, "")
+            d, _, f = path.rpartition("/")
+            check(f"compose {n}: {var} is a file make-keys.sh makes in {keys_volume}",
+                  mounts.get(d) == keys_volume and keys_volume is not None and f in key_files,
+                  f"{path}; make-keys.sh makes {sorted(key_files)}")
+        listen = int(e.get("ASSIST_LISTEN", ":8443").rsplit(":", 1)[1])
+        ports = published(svc)
+        for var, proto in (("ASSIST_RELAY_PUBLIC_ADDR", "tcp"),
+                           ("ASSIST_RELAY_PUBLIC_QUIC_ADDR", "udp")):
+            addr = e.get(var, "")
+            port = int(addr.rsplit(":", 1)[1]) if addr[-1:].isdigit() else None
+            check(f"compose {n}: {var} ({addr}) is its published {proto} port to {listen}",
+                  any(pr == proto and h == port and c == listen for _, pr, h, c in ports),
+                  str(ports))
+            addrs.setdefault(var, []).append(addr)
+    for var, values in addrs.items():
+        check(f"compose cluster: each node has its own {var}", len(set(values)) == len(values),
+              str(values))
+    # Prometheus scrapes every node's metrics port.
+    prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    targets = {t for sc in prom.get("scrape_configs", []) for st in sc.get("static_configs", [])
+               for t in st.get("targets", [])}
+    want = {f"{n}:{env[n].get('ASSIST_METRICS_LISTEN', ':9090').rsplit(':', 1)[1]}"
+            for n in nodes}
+    check("compose cluster: Prometheus scrapes every node's metrics port", targets == want,
+          f"{sorted(targets)} != {sorted(want)}")
+    # HAProxy: every node's HTTPS, health on /readyz at the metrics port.
+    cfg = (DEPLOY / "compose" / "haproxy.cfg").read_text()
+    servers = set(re.findall(r"^\s*server\s+\S+\s+(\S+)", cfg, re.M))
+    check("compose cluster: HAProxy balances every node's HTTPS port",
+          servers == {f"{n}:8443" for n in nodes}, str(sorted(servers)))
+    check("compose cluster: HAProxy checks /readyz on the metrics port",
+          re.search(r"http-check send meth GET uri /readyz\b", cfg) is not None
+          and re.search(r"default-server\s+check port 9090\b", cfg) is not None, "")
+    lb = [n for n, s in cluster.items() if any("haproxy.cfg" in str(v)
+                                               for v in s.get("volumes", []))]
+    binds = {int(b) for b in re.findall(r"^\s*bind\s+:(\d+)", cfg, re.M)}
+    check("compose cluster: the load balancer publishes the port HAProxy binds",
+          len(lb) == 1 and {c for _, _, _, c in published(cluster[lb[0]])} == binds,
+          f"{lb} {binds}")
+    public = {env[n].get("ASSIST_PUBLIC_URL", "") for n in nodes}
+    lb_ports = {str(h) for _, _, h, _ in published(cluster[lb[0]])} if lb else set()
+    check("compose cluster: every node's ASSIST_PUBLIC_URL is the load balancer's port",
+          len(public) == 1 and next(iter(public)).rsplit(":", 1)[-1] in lb_ports,
+          f"{public} {lb_ports}")
+    # Grafana: the Prometheus data source and the dashboard provisioned where it is mounted.
+    graf = [n for n, s in cluster.items() if any("assist.json" in str(v)
+                                                 for v in s.get("volumes", []))]
+    check("compose cluster: Grafana mounts deploy/grafana/assist.json", len(graf) == 1, str(graf))
+    if graf:
+        mounts = {str(v).split(":")[0]: str(v).split(":")[1] for v in cluster[graf[0]]["volumes"]}
+        ds = yaml.safe_load((DEPLOY / "compose" / "grafana" / "datasources.yaml").read_text())
+        prom_svc = next((n for n, s in cluster.items()
+                         if any("prometheus.yml" in str(v) for v in s.get("volumes", []))), "")
+        check("compose cluster: Grafana's data source is the Prometheus service",
+              any(d.get("type") == "prometheus" and d.get("url") == f"http://{prom_svc}:9090"
+                  for d in ds.get("datasources", [])), str(ds))
+        dash = yaml.safe_load((DEPLOY / "compose" / "grafana" / "dashboards.yaml").read_text())
+        dirs = {pr.get("options", {}).get("path") for pr in dash.get("providers", [])}
+        check("compose cluster: Grafana provisions the directory assist.json is mounted in",
+              mounts.get("./grafana/assist.json", "").rsplit("/", 1)[0] in dirs, str(dirs))
+        for f, kind in (("datasources.yaml", "datasources"), ("dashboards.yaml", "dashboards")):
+            check(f"compose cluster: Grafana reads compose/grafana/{f} as {kind} provisioning",
+                  mounts.get(f"./compose/grafana/{f}", "").startswith(
+                      f"/etc/grafana/provisioning/{kind}/"), str(mounts))
+    if shutil.which("haproxy"):
+        out = subprocess.run(["haproxy", "-c", "-f", str(DEPLOY / "compose" / "haproxy.cfg")],
+                             capture_output=True, text=True)
+        check("deploy/compose/haproxy.cfg passes haproxy -c", out.returncode == 0,
+              (out.stdout + out.stderr).strip())
+    else:
+        print("skip deploy/compose/haproxy.cfg: no haproxy to check it with (haproxy -c)")
 
 
 def check_systemd() -> None:
