@@ -6,12 +6,18 @@
   validates against the Kubernetes schemas of kubernetes-validate (strict: unknown fields are
   errors), for the oldest and newest versions checked here. ServiceMonitor, a CRD, is checked
   against tests/deploy/schemas/servicemonitor.json.
-* Rendered overlays also hold together: terminationGracePeriodSeconds is the ConfigMap's
-  shutdown_grace_secs + 5, the probes ask /healthz and /readyz on the container's metrics port,
-  every Service targets a named container port, and the NetworkPolicy admits the metrics port
-  from the monitoring namespace only.
+* Rendered overlays also hold together: for every assistd workload, terminationGracePeriodSeconds
+  is shutdown_grace_secs (the ConfigMap's, or ASSIST_SHUTDOWN_GRACE_SECS) + 5, the probes ask
+  /healthz and /readyz on the container's metrics port, NetworkPolicies admit that port from the
+  monitoring namespace only, and a PodDisruptionBudget and a ServiceMonitor cover it; every
+  Service selects pods and targets a named container port of theirs. Cluster overlays
+  (ASSIST_ROLE set) also: URLs from Secret keys that exist, ASSIST_KEYS_* files of the mounted
+  Secret, relay nodes without a database, a LoadBalancer Service per relay pod on the port and
+  name its relay address gives, brokers with 2+ replicas.
 * deploy/compose.yaml validates against the Compose Specification's schema (vendored,
-  tests/deploy/schemas/README.md) and its stop_grace_period covers shutdown_grace_secs.
+  tests/deploy/schemas/README.md) and its stop_grace_period covers shutdown_grace_secs; its
+  `cluster` profile's nodes, key files, published relay ports, HAProxy, Prometheus and Grafana
+  files agree with each other (`haproxy -c` when haproxy is installed).
 
 Usage: python3 tests/deploy/validate.py   (tests/deploy/run.sh runs it in its venv, which has
 kubernetes-validate, jsonschema and PyYAML). Prints one line per check and
