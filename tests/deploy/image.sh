@@ -156,4 +156,20 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || { podman logs "$name" 2>&1 | tail -20; fail "exit code $code after SIGTERM (expected a drain and 0)"; }
 podman logs "$name" 2>&1 | grep -q "stopped" || fail "no 'stopped' line after SIGTERM"
 say "SIGTERM: drained and exited 0 (user $uid)"
-echo "ok   image: built, healthy, /healthz answered, stopped cleanly ($((SECONDS - start)) s)"
+
+# The compose cluster profile's `keys` service: deploy/compose/make-keys.sh in this image (its
+# openssl comes with ca-certificates), as root, handing the files to the nodes' user.
+keys="$cache/keys-test"
+rm -rf "$keys" && mkdir -p "$keys"
+podman run --rm "${runtime[@]}" "${limits[@]}" --network none --user 0:0 \
+  -e ASSIST_KEYS_OWNER=10001:10001 -v "$PWD/$keys:/keys" \
+  -v "$PWD/deploy/compose/make-keys.sh:/usr/local/share/assist/make-keys.sh:ro" \
+  --entrypoint /bin/sh "$image" /usr/local/share/assist/make-keys.sh /keys localhost \
+  >"$cache/make-keys.log" 2>&1 || { cat "$cache/make-keys.log"; fail "make-keys.sh failed in the image"; }
+for f in relay-ticket-key.pem signal-code-key dev-issuer-key.pem tls-cert.pem tls-key.pem; do
+  [ -s "$keys/$f" ] && [ "$(stat -c %u:%g "$keys/$f")" = 10001:10001 ] \
+    || fail "make-keys.sh in the image: $f missing or not owned by 10001:10001"
+done
+rm -rf "$keys"
+say "make-keys.sh (compose's keys service) runs in the image"
+echo "ok   image: built, healthy, /healthz answered, stopped cleanly, makes the cluster keys ($((SECONDS - start)) s)"

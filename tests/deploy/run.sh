@@ -4,9 +4,10 @@
 #      Kubernetes schemas (kubernetes-validate), the compose file against the Compose schema;
 #   2. tests/deploy/dashboard_metrics.py: every metric deploy/grafana/assist.json queries exists
 #      in a live assistd's /metrics;
-#   3. tests/deploy/image.sh: deploy/Dockerfile's runtime stage built with podman, started,
-#      healthy, /healthz answered, drained on SIGTERM (needs root; skipped otherwise unless
-#      ASSIST_REQUIRE_IMAGE=1, which CI sets).
+#   3. tests/deploy/keys.py: deploy/compose/make-keys.sh makes keys assistd accepts, once;
+#   4. tests/deploy/image.sh: deploy/Dockerfile's runtime stage built with podman, started,
+#      healthy, /healthz answered, drained on SIGTERM, make-keys.sh runs in it (needs root;
+#      skipped otherwise unless ASSIST_REQUIRE_IMAGE=1, which CI sets).
 # Python packages go in target/deploy/venv (made on first run). Usage: bash tests/deploy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,8 @@ echo "==> deploy: manifests (tests/deploy/validate.py)"
 "$venv/bin/python" tests/deploy/validate.py | grep -v '^ok ' || failed=1
 echo "==> deploy: dashboard metrics (tests/deploy/dashboard_metrics.py)"
 python3 tests/deploy/dashboard_metrics.py | grep -v '^ok ' || failed=1
+echo "==> deploy: cluster keys (tests/deploy/keys.py)"
+python3 tests/deploy/keys.py | grep -v '^ok ' || failed=1
 echo "==> deploy: container image (tests/deploy/image.sh)"
 if [ "$(id -u)" = 0 ]; then
   bash tests/deploy/image.sh || failed=1
