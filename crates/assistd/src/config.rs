@@ -131,7 +131,7 @@ pub const SETTINGS_DOC: &[SettingDoc] = &[
     doc(
         "keys.relay_ticket_file",
         Some("ASSIST_KEYS_RELAY_TICKET_FILE"),
-        "(<data_dir>/relay-ticket-key)",
+        "(<data_dir>/relay-ticket-key.pem)",
         "the relay-ticket key every node of a cluster shares",
     ),
     doc(
