@@ -338,7 +338,7 @@ impl Cluster {
 /// Reads the bus: decodes envelopes (dropping malformed ones and this node's own broadcasts),
 /// answers launch replies and facts invalidations itself, and hands the rest to the driver.
 /// When the bus reconnects, asks the driver to re-assert this node's live state.
-pub async fn run_inbound(
+pub(super) async fn run_inbound(
     cluster: Arc<Cluster>,
     mut inbound: mpsc::Receiver<Vec<u8>>,
     mut connected: tokio::sync::watch::Receiver<bool>,
@@ -410,7 +410,7 @@ fn wall_ms() -> u64 {
 /// tells the driver about nodes that died since the last read, and cleans up after a dead
 /// node when this node wins the claim: forgets its live state, closes its session records
 /// ([`NODE_LOST`]) and ends its relay sessions on every node. On stop, leaves the registry.
-pub async fn run_heartbeat(
+pub(super) async fn run_heartbeat(
     cluster: Arc<Cluster>,
     source: HeartbeatSource,
     driver: mpsc::Sender<HubInput>,

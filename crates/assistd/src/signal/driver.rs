@@ -253,7 +253,13 @@ impl Driver {
             return Some(text);
         }
         let target = match ClientMessage::parse(&text).map(|m| m.request) {
-            Ok(ClientRequest::RedeemCode { code }) => self.code_owner(&c, &code).await,
+            Ok(ClientRequest::RedeemCode { code }) => match normalize_code(&code) {
+                Some(code) => {
+                    let digest = self.crypto.code_digest(&code);
+                    code_owner(self.live.clone(), &c, digest).await
+                }
+                None => None,
+            },
             Ok(ClientRequest::RequestSession { device_id, .. }) => {
                 let tenant = self.routes.parties.get(&conn)?.tenant_id.clone();
                 let device = DeviceRef {
@@ -279,19 +285,6 @@ impl Driver {
             }
             None => Some(text),
         }
-    }
-
-    /// The live node other than this one that owns the session a typed code opens, if any.
-    async fn code_owner(&self, c: &Cluster, typed: &str) -> Option<String> {
-        let code = normalize_code(typed)?;
-        let digest = self.crypto.code_digest(&code);
-        let Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) =
-            self.live.query(LiveQuery::GetCode { digest }).await
-        else {
-            return None;
-        };
-        let owner = c.live.session_owner(&sid).await.ok().flatten()?;
-        c.other_alive(&[owner])
     }
 
     /// Moves idle local connection `conn` to node `owner`: the local broker forgets it, the
@@ -697,6 +690,21 @@ impl Driver {
             }
         }
     }
+}
+
+/// The live node other than this one that owns the session a code (by digest) opens, if any.
+async fn code_owner(
+    live: Arc<dyn LiveStore>,
+    c: &Cluster,
+    digest: assist_session::code::CodeDigest,
+) -> Option<String> {
+    let Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) =
+        live.query(LiveQuery::GetCode { digest }).await
+    else {
+        return None;
+    };
+    let owner = c.live.session_owner(&sid).await.ok().flatten()?;
+    c.other_alive(&[owner])
 }
 
 async fn evaluate(

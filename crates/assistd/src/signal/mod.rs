@@ -9,7 +9,7 @@
 //!
 //! This file holds [`SignalHub`], the handle the rest of the server uses.
 
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod conn;
 mod crypto;
 mod driver;
@@ -66,20 +66,20 @@ pub struct SignalHub {
 }
 
 /// What cluster mode hands the signalling service at start.
-pub struct ClusterStart {
+pub(crate) struct ClusterStart {
     /// The node's cluster handles.
-    pub cluster: Arc<cluster::Cluster>,
+    pub(crate) cluster: Arc<cluster::Cluster>,
     /// The bus's inbound envelopes.
-    pub inbound: mpsc::Receiver<Vec<u8>>,
+    pub(crate) inbound: mpsc::Receiver<Vec<u8>>,
     /// The bus's connected state.
-    pub connected: tokio::sync::watch::Receiver<bool>,
+    pub(crate) connected: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SignalHub {
     /// Starts the driver. `relay_reports` carries the relay's per-session counters, merged
     /// into the session records when sessions end.
     #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
-    pub fn start(
+    pub(crate) fn start(
         metrics: SignalMetrics,
         config: BrokerConfig,
         store: Store,
