@@ -355,9 +355,10 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     // The first decision loads (and caches) helen's facts on node 1.
     h.send(&json!({"id": 10, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
     expect(&mut sh, "consentRequested").await;
-    sh.send(&json!({"id": "n", "type": "consent", "sessionId": sid, "allow": false}))
+    sh.send(&json!({"id": "n", "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
+    expect(&mut h, "sessionActive").await;
     let (st, b) = send(
         n2.client
             .delete(n2.url(&format!("/beta/deviceManagement/roleAssignments/{assignment}")))
@@ -366,10 +367,9 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     .await;
     assert_eq!(st, 204, "{b}");
     let changed = Instant::now();
-    // The sharer's decline reached the helper; the next request is decided on fresh facts.
-    expect(&mut h, "error").await;
+    // The upgrade is decided on fresh facts.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    h.send(&json!({"id": 11, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    h.send(&json!({"id": 11, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
     tokio::select! {
         m = expect(&mut h, "error") => assert_eq!(m["code"], "noRoleAssignment", "{m}"),
         m = expect(&mut sh, "consentRequested") => panic!("allowed on stale facts: {m}"),
