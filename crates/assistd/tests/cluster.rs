@@ -385,3 +385,119 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     n3.server.shutdown().await;
 }
 
+
+/// `assistd serve` as a child process in cluster mode (so the test can kill -9 it); returns
+/// once it serves, with its HTTPS address.
+fn spawn_node(
+    dir: &Path,
+    redis_url: &str,
+    pg: &str,
+    node_id: &str,
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead as _;
+    let https = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.join("assist.toml");
+    std::fs::write(&config, "[cluster]\nheartbeat_secs = 1\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assistd"))
+        .args(["serve", "--listen", &https.to_string()])
+        .args(["--quic-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ASSIST_STORE_URL", pg)
+        .env("ASSIST_CLUSTER_REDIS_URL", redis_url)
+        .env("ASSIST_CLUSTER_NODE_ID", node_id)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("serving https://"), "{line}");
+    (child, https)
+}
+
+/// The dead node's heartbeat TTL (3 × its 1 s heartbeat) plus one survivor heartbeat: the
+/// documented bound for a survivor to notice and close a dead node's sessions, plus slack for
+/// this loaded test machine.
+const DEAD_NODE_BOUND: Duration = Duration::from_millis(3_000 + 500 + 3_000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_closed() {
+    let Some((redis, pg)) = services() else { return };
+    let redis_url = redis.fresh_url();
+    let root = tempfile::tempdir().unwrap();
+    let seed = root.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    seed_keys(&seed);
+    // Node 1 (the helper's, which owns the session) is a child process.
+    let d1 = node_dir(root.path(), &seed, "1");
+    let (mut child, n1_addr) = spawn_node(&d1, &redis_url, &pg, "node-b-t2");
+    let n2 = start_node(&node_dir(root.path(), &seed, "2"), &redis_url, &pg, "node-c-t2").await;
+    let n3 = start_node(&node_dir(root.path(), &seed, "3"), &redis_url, &pg, "node-a-t2").await;
+    tenant(&n2).await;
+    wait_alive(&redis_url, 3).await;
+
+    let n1_tls = assist_client::tls::client_config(&d1.join("tls/cert.pem")).unwrap();
+    let mut h = SignalClient::connect(
+        n1_addr,
+        "localhost",
+        n1_tls,
+        Some(&user_token(&n2, "helen@contoso.com", None)),
+    )
+    .await
+    .unwrap();
+    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+    h.send(&json!({"id": 1, "type": "requestCode"})).await.unwrap();
+    let issued = expect(&mut h, "codeIssued").await;
+    let sid = issued["sessionId"].as_str().unwrap().to_owned();
+    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
+        .await
+        .unwrap();
+    expect(&mut sh, "sessionJoined").await;
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    let h_active = expect(&mut h, "sessionActive").await;
+    let s_active = expect(&mut sh, "sessionActive").await;
+    let mut hrx = relay_frame_flows(
+        &n3,
+        h_active["relay"]["ticket"].as_str().unwrap(),
+        s_active["relay"]["ticket"].as_str().unwrap(),
+    )
+    .await;
+    session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
+
+    // kill -9 the session's owner.
+    let killed = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The sharer (its socket on node 2) hears that the session is gone, and is closed 1001.
+    let err = expect(&mut sh, "error").await;
+    assert_eq!(err["code"], "unavailable", "{err}");
+    match tokio::time::timeout(Duration::from_secs(10), sh.recv()).await.unwrap().unwrap() {
+        SignalEvent::Closed(code) => assert_eq!(code, Some(1001)),
+        SignalEvent::Message(m) => panic!("expected the close, got {m}"),
+    }
+    // A survivor closes the record (nodeLost) and ends the relay session on node 3.
+    let row = session_row(&pg, &sid, DEAD_NODE_BOUND, |r| r.state == "ended").await;
+    assert_eq!(row.end_reason.as_deref(), Some("nodeLost"));
+    assert!(killed.elapsed() < DEAD_NODE_BOUND, "{:?}", killed.elapsed());
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), hrx.recv()).await.unwrap() {
+            Ok(ClientEvent::Closed(_)) | Err(_) => break,
+            Ok(ClientEvent::Frame(_)) => continue,
+        }
+    }
+    n2.server.shutdown().await;
+    n3.server.shutdown().await;
+}
