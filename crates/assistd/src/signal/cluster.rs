@@ -78,7 +78,10 @@ pub enum Body {
         chat: bool,
     },
     /// Owner (or a dead node's cleaner, broadcast) → relay node: end a relay session.
-    RelayEnd { session_id: SessionId, reason: String },
+    RelayEnd {
+        session_id: SessionId,
+        reason: String,
+    },
     /// Relay node → owner: a leg of the relay session left.
     LegLeft { session_id: SessionId, role: String },
     /// Broadcast: a tenant's settings changed.
@@ -572,11 +575,17 @@ mod tests {
         let a = node("a", 3, false, true);
         let b = node("b", 1, false, true);
         let c = node("c", 1, false, true);
-        assert_eq!(placed(&[a.clone(), b.clone(), c.clone()]).as_deref(), Some("b"));
+        assert_eq!(
+            placed(&[a.clone(), b.clone(), c.clone()]).as_deref(),
+            Some("b")
+        );
         // Draining nodes and nodes without a relay are never chosen.
         let b_draining = node("b", 0, true, true);
         let c_no_relay = node("c", 0, false, false);
-        assert_eq!(placed(&[a.clone(), b_draining, c_no_relay]).as_deref(), Some("a"));
+        assert_eq!(
+            placed(&[a.clone(), b_draining, c_no_relay]).as_deref(),
+            Some("a")
+        );
         assert_eq!(placed(&[node("x", 0, true, true)]), None);
         assert_eq!(placed(&[]), None);
     }

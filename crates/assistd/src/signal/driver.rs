@@ -8,7 +8,7 @@ use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
 use assist_session::code::normalize_code;
 use assist_session::message::{ClientMessage, ClientRequest, CloseCode, RelayAccess, SessionId};
 use assist_session::{
-    Broker, Crypto, ConnId, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveQuery,
+    Broker, ConnId, Crypto, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveQuery,
     Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::Store;
@@ -52,7 +52,10 @@ pub(super) enum HubInput {
         reply: oneshot::Sender<Result<SessionId, LaunchError>>,
     },
     /// Cluster mode: an envelope from another node.
-    Peer { from: String, body: Body },
+    Peer {
+        from: String,
+        body: Body,
+    },
     /// Cluster mode: a node's heartbeat expired.
     NodeDead(String),
     /// Cluster mode: the bus reconnected; re-write this node's live state.
@@ -266,7 +269,11 @@ impl Driver {
                     tenant_id: tenant,
                     device_id,
                 };
-                let here = self.live.device_connections(&device).await.unwrap_or_default();
+                let here = self
+                    .live
+                    .device_connections(&device)
+                    .await
+                    .unwrap_or_default();
                 if here.is_empty() {
                     match c.live.device_nodes(&device).await {
                         Ok(nodes) => c.other_alive(&nodes),
@@ -314,7 +321,9 @@ impl Driver {
         fresh_conn: &mut impl FnMut() -> ConnId,
         t: Timestamp,
     ) {
-        let Some(c) = self.cluster.clone() else { return };
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
         match body {
             Body::MoveIn {
                 conn: hc,
@@ -475,7 +484,9 @@ impl Driver {
     /// The bus came back (Redis may have restarted empty): re-write this node's presence,
     /// sessions and codes.
     async fn reassert(&mut self) {
-        let Some(c) = self.cluster.clone() else { return };
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
         let ops = self.broker.live_snapshot();
         let n = ops.len();
         match c.live.reassert(ops).await {
@@ -546,17 +557,17 @@ impl Driver {
                     }
                 }
                 Output::Close { conn, code } => {
-                    if let Some((home, hc)) = self.routes.remote_rev.remove(&conn) {
-                        self.routes.remote.remove(&(home.clone(), hc));
-                        if let Some(c) = &self.cluster {
-                            c.send(
-                                &home,
-                                Body::OutClose {
-                                    conn: hc,
-                                    code: code.code(),
-                                },
-                            );
-                        }
+                    // A remote connection leaves this broker when its home reports the close.
+                    if let (Some((home, hc)), Some(c)) =
+                        (self.routes.remote_rev.get(&conn), &self.cluster)
+                    {
+                        c.send(
+                            home,
+                            Body::OutClose {
+                                conn: *hc,
+                                code: code.code(),
+                            },
+                        );
                     } else if let Some(tx) = self.conns.get(&conn) {
                         let _ = tx.try_send(Outbound::Close(code));
                     }

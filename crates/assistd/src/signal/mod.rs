@@ -237,7 +237,10 @@ impl SignalHub {
             .await
             .map_err(|_| LaunchError::Unavailable)?;
         let local = rx.await.unwrap_or(Err(LaunchError::Unavailable));
-        let Some(c) = self.cluster.as_ref().filter(|_| local == Err(LaunchError::DeviceOffline))
+        let Some(c) = self
+            .cluster
+            .as_ref()
+            .filter(|_| local == Err(LaunchError::DeviceOffline))
         else {
             return local;
         };
