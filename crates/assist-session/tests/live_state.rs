@@ -311,3 +311,40 @@ fn a_store_that_cannot_answer_gets_unavailable_and_frees_the_connection() {
     w.hold_live = false;
     w.request_code(helper);
 }
+
+#[test]
+fn the_live_snapshot_rebuilds_what_an_emptied_store_lost() {
+    let mut w = World::new();
+    let helper = w.connect(user("t1", "helen"));
+    let sharer = w.connect(device_user("t1", "sam", "dev-1", true));
+    let other = w.connect(user("t1", "olga"));
+    let p = w.pair_conns(helper, sharer);
+    w.activate(&p, Mode::ViewOnly);
+    // A second session still waiting for its code to be redeemed.
+    let (pending, _code) = w.request_code(other);
+    let idle = w.connect(user("t1", "ivan"));
+
+    assert!(w.broker.is_idle(idle));
+    assert!(!w.broker.is_idle(helper), "in a session");
+    assert!(!w.broker.is_idle(other), "its code is out");
+    assert!(!w.broker.is_idle(assist_session::ConnId(999)), "not open");
+
+    // Redis restarted: the store came back empty; the snapshot puts back what the broker holds.
+    let mut fresh = common::LiveModel::default();
+    for op in w.broker.live_snapshot() {
+        fresh.apply(op);
+    }
+    assert_eq!(fresh, w.live);
+    assert_eq!(fresh.code_count(), 1);
+    assert!(fresh.session(&p.session).is_some() && fresh.session(&pending).is_some());
+    assert_eq!(fresh.user_connections(&helen()), vec![helper]);
+
+    // Once the sessions end, the snapshot holds presence only.
+    w.disconnect(helper);
+    w.disconnect(other);
+    let ops = w.broker.live_snapshot();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert!(ops
+        .iter()
+        .all(|op| matches!(op, assist_session::LiveOp::AddConnection { .. })));
+}

@@ -576,6 +576,18 @@ pub(crate) async fn close_open_sessions(c: &mut Conn, reason: &str) -> Result<u6
     .rows_affected())
 }
 
+pub(crate) async fn close_session(c: &mut Conn, id: &str, reason: &str) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $2, ended_by = 'broker' \
+         WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(&mut *c)
+    .await?
+    .rows_affected())
+}
+
 pub(crate) async fn sessions(c: &mut Conn, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, state, start_time, end_time, mode, end_reason, ended_by, CAST(body AS TEXT) \

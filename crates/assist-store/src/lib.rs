@@ -154,6 +154,8 @@ pub struct Store {
     /// Moves on after every committed change to policy inputs (settings, directory objects,
     /// group memberships) made through this handle or its clones.
     generation: Arc<AtomicU64>,
+    /// Woken after each such change (cluster mode tells the other nodes to drop their caches).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The current time as Graph writes it (RFC 3339, UTC), to the microsecond: what both
@@ -242,6 +244,7 @@ impl Store {
         Self {
             pool,
             generation: Arc::new(AtomicU64::new(0)),
+            changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -290,6 +293,14 @@ impl Store {
 
     pub(crate) fn directory_changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the next change that moves [`Store::directory_generation`] (or at once if
+    /// one happened since the last call returned): changes made while nobody waits coalesce into
+    /// one wake-up. Meant for one waiter (cluster mode's invalidation broadcaster).
+    pub async fn directory_change(&self) {
+        self.changed.notified().await;
     }
 
     /// Appends an audit event that records no stored change (e.g. a session event).

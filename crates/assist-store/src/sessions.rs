@@ -196,6 +196,17 @@ impl Store {
         on_pool!(self, close_open_sessions(reason))
     }
 
+    /// Closes the sessions `ids` that are still marked active, at their last known time, with
+    /// `reason` (cluster mode: a survivor closes a dead node's sessions). Returns how many it
+    /// closed.
+    pub async fn close_sessions(&self, ids: &[String], reason: &str) -> Result<u64, StoreError> {
+        let mut closed = 0;
+        for id in ids {
+            closed += on_pool!(self, close_session(id, reason))?;
+        }
+        Ok(closed)
+    }
+
     /// A tenant's sessions, newest first.
     pub async fn sessions(&self, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {
         on_pool!(self, sessions(tenant_id))

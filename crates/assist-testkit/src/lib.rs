@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod redis;
+pub use redis::{redis_required, redis_server_bin, RedisInstance, REDIS_DATABASES};
+
 /// The role the tests connect as.
 pub const POSTGRES_USER: &str = "assist";
 

@@ -346,6 +346,17 @@ impl FactsCache {
         })
     }
 
+    /// Drops every cached fact at once (cluster mode: another node changed the directory or
+    /// the settings, which this node's store generation does not see).
+    pub fn invalidate(&self) {
+        self.with(|i| {
+            i.since = std::time::Instant::now();
+            i.policies.clear();
+            i.groups.clear();
+            i.devices.clear();
+        })
+    }
+
     /// [`tenant_policy`], cached.
     pub async fn tenant_policy(
         &self,

@@ -283,9 +283,9 @@ fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
 
 /// Starts the server with `settings` and returns once every listener is bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
-    if settings.cluster.is_some() || settings.keys != crate::config::KeyFiles::default() {
+    if settings.keys != crate::config::KeyFiles::default() {
         // Parsed and validated (config.rs); the server side lands with the rest of issue #13.
-        anyhow::bail!("cluster mode and [keys] files are not available in this build yet");
+        anyhow::bail!("[keys] files are not available in this build yet");
     }
     let open_files = crate::admission::raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir)
@@ -296,7 +296,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .context("opening the store")?;
     tracing::info!(store = %settings.store, "store open");
     // Recovery: sessions left open by a previous process are closed at their last known time.
-    let recovered = store.close_open_sessions("brokerRestart").await?;
+    // Not in cluster mode: the database is shared, and the other nodes' sessions are running;
+    // a dead node's sessions are closed by a survivor (signal::cluster).
+    let recovered = if settings.cluster.is_none() {
+        store.close_open_sessions("brokerRestart").await?
+    } else {
+        0
+    };
     if recovered > 0 {
         tracing::warn!(
             sessions = recovered,
@@ -387,6 +393,32 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .identity()
         .publish(&settings.data_dir)
         .context("writing the relay identity to the data directory")?;
+    // Cluster mode (docs/architecture.md, "Cluster mode"): live state, registry and bus in Redis.
+    let cluster_start = match &settings.cluster {
+        Some(c) => {
+            let (cluster, inbound, connected) = crate::signal::cluster::Cluster::connect(
+                &c.redis_url,
+                &c.node_id,
+                c.heartbeat,
+                Arc::new(AtomicBool::new(false)),
+                &tracker,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cluster mode: Redis at {}",
+                    crate::config::redact_url(&c.redis_url)
+                )
+            })?;
+            tracing::info!(node = %c.node_id, redis = %crate::config::redact_url(&c.redis_url), "cluster mode");
+            Some(crate::signal::ClusterStart {
+                cluster,
+                inbound,
+                connected,
+            })
+        }
+        None => None,
+    };
     let signal = crate::signal::SignalHub::start(
         crate::signal::SignalMetrics::register(&registry)?,
         settings.signal.clone(),
@@ -399,6 +431,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         },
         &settings.data_dir,
         Some(report_rx),
+        cluster_start,
         cancel.clone(),
         &tracker,
     )?;

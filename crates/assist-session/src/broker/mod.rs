@@ -401,4 +401,53 @@ impl Broker {
     pub fn live_queries_out(&self) -> usize {
         self.pending.len()
     }
+
+    /// Whether `conn` is open and idle: in no session, offered no launch, waiting for no
+    /// live-state answer. Only such a connection may be handed to another node (cluster mode
+    /// moves a connection to the node that owns the session it asks for).
+    pub fn is_idle(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.is_idle() && c.offers.is_empty())
+    }
+
+    /// Whether session `id` is an admin launch still waiting for its helper's connection.
+    pub fn is_unattached(&self, id: &SessionId) -> bool {
+        self.unattached.contains(id)
+    }
+
+    /// The live-state writes that re-create what this broker holds: a presence entry per open
+    /// connection, a directory entry per session, and each session's pending code. A cluster
+    /// node re-applies them after the shared live state came back empty (Redis restarted).
+    /// Ordered: connections by id, then sessions by id.
+    pub fn live_snapshot(&self) -> Vec<LiveOp> {
+        let mut conns: Vec<(&ConnId, &Conn)> = self.conns.iter().collect();
+        conns.sort_by_key(|(id, _)| **id);
+        let mut ops: Vec<LiveOp> = conns
+            .into_iter()
+            .map(|(id, c)| LiveOp::AddConnection {
+                conn: *id,
+                user: c.party.user_ref(),
+                device: c.device(),
+            })
+            .collect();
+        let mut ids: Vec<&SessionId> = self.sessions.keys().collect();
+        ids.sort();
+        for id in ids {
+            let Some(s) = self.sessions.get(id) else {
+                continue;
+            };
+            ops.push(LiveOp::PutSession {
+                id: id.clone(),
+                session: s.live_entry(),
+            });
+            if let session::Stage::AwaitingRedemption { digest } = s.stage() {
+                ops.push(LiveOp::ReplaceCode {
+                    digest: digest.clone(),
+                    code: LiveCode::Pending(id.clone()),
+                });
+            }
+        }
+        ops
+    }
 }

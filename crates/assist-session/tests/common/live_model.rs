@@ -8,7 +8,7 @@ use assist_session::{
     ConnId, DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, SessionId, UserRef,
 };
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LiveModel {
     pub codes: BTreeMap<CodeDigest, LiveCode>,
     pub users: BTreeMap<UserRef, BTreeSet<ConnId>>,

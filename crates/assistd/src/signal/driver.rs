@@ -5,9 +5,11 @@
 
 use assist_live::LiveStore;
 use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
-use assist_session::message::{CloseCode, RelayAccess, SessionId};
+use assist_session::code::normalize_code;
+use assist_session::message::{ClientMessage, ClientRequest, CloseCode, RelayAccess, SessionId};
 use assist_session::{
-    Broker, ConnId, EvalId, LaunchError, LiveAnswer, Output, Party, RecordEvent, Timestamp,
+    Broker, ConnId, Crypto, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveQuery,
+    Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::Store;
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster::{self, Body, Cluster};
 use super::conn::Outbound;
 use super::records::{self, StoreWrite};
 use super::{now, RelayEndpoint};
@@ -48,13 +51,36 @@ pub(super) enum HubInput {
         device_id: String,
         reply: oneshot::Sender<Result<SessionId, LaunchError>>,
     },
+    /// Cluster mode: an envelope from another node.
+    Peer {
+        from: String,
+        body: Body,
+    },
+    /// Cluster mode: a node's heartbeat expired.
+    NodeDead(String),
+    /// Cluster mode: the bus reconnected; re-write this node's live state.
+    Reassert,
+}
+
+/// Cluster mode's routing state in the driver (docs/architecture.md, "Cluster mode").
+#[derive(Default)]
+pub(super) struct Routes {
+    /// Local connections (sockets here) moved to another node: conn → owner node.
+    moved: HashMap<ConnId, String>,
+    /// Remote connections in this broker, by (home node, home conn id), and back.
+    remote: HashMap<(String, u64), ConnId>,
+    remote_rev: HashMap<ConnId, (String, u64)>,
+    /// The party of each local connection (to move it).
+    parties: HashMap<ConnId, Party>,
+    /// Sessions whose relay is on another node: sid → that node.
+    relay_of: HashMap<SessionId, String>,
 }
 
 /// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
 #[derive(Clone)]
 pub struct SignalMetrics {
-    connections: prometheus::IntGauge,
-    sessions: prometheus::IntGauge,
+    pub(super) connections: prometheus::IntGauge,
+    pub(super) sessions: prometheus::IntGauge,
     decisions: prometheus::IntCounterVec,
     started: prometheus::IntCounterVec,
     ended: prometheus::IntCounterVec,
@@ -120,6 +146,11 @@ pub(super) struct Driver {
     pub(super) endpoint: RelayEndpoint,
     pub(super) tx: mpsc::Sender<HubInput>,
     pub(super) store_tx: mpsc::UnboundedSender<StoreWrite>,
+    /// Cluster mode's handles (`None`: embedded, one node).
+    pub(super) cluster: Option<Arc<Cluster>>,
+    /// Hashes typed codes as the broker does (cluster mode looks codes up before the broker).
+    pub(super) crypto: super::crypto::HmacCrypto,
+    pub(super) routes: Routes,
 }
 
 impl Driver {
@@ -130,6 +161,11 @@ impl Driver {
         cancel: tokio_util::sync::CancellationToken,
     ) {
         let mut next_conn = 1u64;
+        let mut fresh_conn = move || {
+            let id = ConnId(next_conn);
+            next_conn += 1;
+            id
+        };
         loop {
             let deadline = self.broker.poll_timeout().map(|t| {
                 let wait = t.as_millis().saturating_sub(now().as_millis());
@@ -156,21 +192,29 @@ impl Driver {
                     let t = now();
                     match input {
                         HubInput::Connect { party, out, reply } => {
-                            let id = ConnId(next_conn);
-                            next_conn += 1;
+                            let id = fresh_conn();
                             self.conns.insert(id, out);
+                            if self.cluster.is_some() {
+                                self.routes.parties.insert(id, party.clone());
+                            }
                             if let Err(e) = self.broker.handle_connect(id, party, t) {
                                 tracing::warn!(error = %e, "signalling connection refused by the broker");
                             }
                             let _ = reply.send(id);
                         }
                         HubInput::Text { conn, text } => {
-                            // Errors are answered to the client by the machine itself.
-                            let _ = self.broker.handle_text(conn, &text, t);
+                            if let Some(text) = self.route_text(conn, text).await {
+                                // Errors are answered to the client by the machine itself.
+                                let _ = self.broker.handle_text(conn, &text, t);
+                            }
                         }
                         HubInput::Disconnect { conn } => {
                             self.conns.remove(&conn);
-                            self.broker.handle_disconnect(conn, t);
+                            self.routes.parties.remove(&conn);
+                            match (self.routes.moved.remove(&conn), &self.cluster) {
+                                (Some(owner), Some(c)) => c.send(&owner, Body::Closed { conn: conn.0 }),
+                                _ => self.broker.handle_disconnect(conn, t),
+                            }
                         }
                         HubInput::Decision { eval, decision } => {
                             let result = decision.deny_reason().map(|r| r.as_str()).unwrap_or("allow");
@@ -183,6 +227,9 @@ impl Driver {
                         HubInput::AdminLaunch { party, device_id, reply } => {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
                         }
+                        HubInput::Peer { from, body } => self.peer(from, body, &mut fresh_conn, t).await,
+                        HubInput::NodeDead(node) => self.node_dead(&node, t),
+                        HubInput::Reassert => self.reassert().await,
                     }
                 }
             }
@@ -194,6 +241,260 @@ impl Driver {
         }
     }
 
+    /// Cluster mode's routing of a text frame from a local socket: forwarded to the owner when
+    /// the connection has moved; moved (with this request replayed there) when it asks for a
+    /// session that lives on another node. `Some(text)` is for the local broker.
+    async fn route_text(&mut self, conn: ConnId, text: String) -> Option<String> {
+        let Some(c) = self.cluster.clone() else {
+            return Some(text);
+        };
+        if let Some(owner) = self.routes.moved.get(&conn) {
+            c.send(owner, Body::Text { conn: conn.0, text });
+            return None;
+        }
+        if !self.broker.is_idle(conn) {
+            return Some(text);
+        }
+        let target = match ClientMessage::parse(&text).map(|m| m.request) {
+            Ok(ClientRequest::RedeemCode { code }) => match normalize_code(&code) {
+                Some(code) => {
+                    let digest = self.crypto.code_digest(&code);
+                    code_owner(self.live.clone(), &c, digest).await
+                }
+                None => None,
+            },
+            Ok(ClientRequest::RequestSession { device_id, .. }) => {
+                let tenant = self.routes.parties.get(&conn)?.tenant_id.clone();
+                let device = DeviceRef {
+                    tenant_id: tenant,
+                    device_id,
+                };
+                let here = self
+                    .live
+                    .device_connections(&device)
+                    .await
+                    .unwrap_or_default();
+                if here.is_empty() {
+                    match c.live.device_nodes(&device).await {
+                        Ok(nodes) => c.other_alive(&nodes),
+                        Err(_) => None,
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match target {
+            Some(owner) => {
+                self.move_conn(&c, conn, owner, Some(text));
+                None
+            }
+            None => Some(text),
+        }
+    }
+
+    /// Moves idle local connection `conn` to node `owner`: the local broker forgets it, the
+    /// owner's broker takes it (and handles `replay` first); the socket stays here.
+    fn move_conn(&mut self, c: &Cluster, conn: ConnId, owner: String, replay: Option<String>) {
+        let Some(party) = self.routes.parties.get(&conn).cloned() else {
+            return;
+        };
+        self.broker.handle_disconnect(conn, now());
+        tracing::debug!(conn = conn.0, owner = %owner, "signalling connection moved");
+        c.send(
+            &owner,
+            Body::MoveIn {
+                conn: conn.0,
+                party,
+                replay,
+            },
+        );
+        self.routes.moved.insert(conn, owner);
+    }
+
+    /// An envelope from node `from`.
+    async fn peer(
+        &mut self,
+        from: String,
+        body: Body,
+        fresh_conn: &mut impl FnMut() -> ConnId,
+        t: Timestamp,
+    ) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        match body {
+            Body::MoveIn {
+                conn: hc,
+                party,
+                replay,
+            } => {
+                let key = (from, hc);
+                if self.routes.remote.contains_key(&key) {
+                    return;
+                }
+                let id = fresh_conn();
+                self.routes.remote.insert(key.clone(), id);
+                self.routes.remote_rev.insert(id, key);
+                if let Err(e) = self.broker.handle_connect(id, party, t) {
+                    tracing::warn!(error = %e, "a moved connection was refused by the broker");
+                }
+                if let Some(text) = replay {
+                    let _ = self.broker.handle_text(id, &text, t);
+                }
+            }
+            Body::Text { conn: hc, text } => {
+                if let Some(id) = self.routes.remote.get(&(from, hc)) {
+                    let _ = self.broker.handle_text(*id, &text, t);
+                }
+            }
+            Body::Closed { conn: hc } => {
+                if let Some(id) = self.routes.remote.remove(&(from, hc)) {
+                    self.routes.remote_rev.remove(&id);
+                    self.broker.handle_disconnect(id, t);
+                }
+            }
+            Body::Out { conn: hc, text } => {
+                let conn = ConnId(hc);
+                if self.routes.moved.get(&conn) == Some(&from) {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(Outbound::Text(text))
+                        {
+                            let _ = tx.try_send(Outbound::Close(CloseCode::Slow));
+                        }
+                    }
+                }
+            }
+            Body::OutClose { conn: hc, code } => {
+                let conn = ConnId(hc);
+                if self.routes.moved.get(&conn) == Some(&from) {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        let code = CloseCode::from_code(code).unwrap_or(CloseCode::Internal);
+                        let _ = tx.try_send(Outbound::Close(code));
+                    }
+                }
+            }
+            Body::Launch {
+                req,
+                party,
+                device_id,
+            } => {
+                let user = party.user_ref();
+                let result = self.broker.handle_admin_launch(party, &device_id, t);
+                if let (Ok(sid), Some(user)) = (&result, user) {
+                    if self.broker.is_unattached(sid) {
+                        // The helper has no idle connection here: ask a node that has one.
+                        let c2 = c.clone();
+                        tokio::spawn(async move {
+                            if let Ok(nodes) = c2.live.user_nodes(&user).await {
+                                if let Some(node) = c2.other_alive(&nodes) {
+                                    c2.send(&node, Body::PullHelper { user });
+                                }
+                            }
+                        });
+                    }
+                }
+                c.send(&from, cluster::launch_reply(req, result));
+            }
+            Body::PullHelper { user } => {
+                let idle = self
+                    .routes
+                    .parties
+                    .iter()
+                    .filter(|(id, p)| {
+                        p.user_ref().as_ref() == Some(&user)
+                            && !self.routes.moved.contains_key(id)
+                            && self.broker.is_idle(**id)
+                    })
+                    .map(|(id, _)| *id)
+                    .min();
+                if let Some(conn) = idle {
+                    self.move_conn(&c, conn, from, None);
+                }
+            }
+            Body::RelaySetMode {
+                session_id,
+                mode,
+                chat,
+            } => {
+                self.relay.set_mode(session_id.as_str(), mode, chat);
+            }
+            Body::RelayEnd { session_id, reason } => {
+                self.relay.end_session(session_id.as_str(), &reason);
+            }
+            Body::LegLeft { session_id, role } => {
+                let role = match role.as_str() {
+                    "helper" => assist_session::Role::Helper,
+                    _ => assist_session::Role::Sharer,
+                };
+                self.broker.handle_relay_leg_left(&session_id, role, t);
+            }
+            Body::Settings {
+                tenant,
+                block_chat,
+                enabled,
+            } => self
+                .broker
+                .handle_settings_changed(&tenant, block_chat, enabled, t),
+            Body::LaunchReply { .. } | Body::Facts => {}
+        }
+    }
+
+    /// Node `node` died: local sockets moved to it are told and closed (`unavailable`, then
+    /// close 1001 `goingAway`); connections homed there leave this broker (their sessions end
+    /// for the side here with `disconnected`).
+    fn node_dead(&mut self, node: &str, t: Timestamp) {
+        let lost: Vec<ConnId> = self
+            .routes
+            .moved
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == node)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in lost {
+            self.routes.moved.remove(&conn);
+            if let Some(tx) = self.conns.get(&conn) {
+                let event = assist_session::ServerEvent::Error {
+                    id: None,
+                    code: assist_session::message::ErrorCode::Unavailable,
+                    message: "the node holding this session stopped; reconnect".into(),
+                    session_id: None,
+                };
+                let _ = tx.try_send(Outbound::Text(event.to_json()));
+                let _ = tx.try_send(Outbound::Close(CloseCode::GoingAway));
+            }
+        }
+        let homed: Vec<((String, u64), ConnId)> = self
+            .routes
+            .remote
+            .iter()
+            .filter(|((home, _), _)| home == node)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (key, id) in homed {
+            self.routes.remote.remove(&key);
+            self.routes.remote_rev.remove(&id);
+            self.broker.handle_disconnect(id, t);
+        }
+        self.routes.relay_of.retain(|_, n| n != node);
+    }
+
+    /// The bus came back (Redis may have restarted empty): re-write this node's presence,
+    /// sessions and codes.
+    async fn reassert(&mut self) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let ops = self.broker.live_snapshot();
+        let n = ops.len();
+        match c.live.reassert(ops).await {
+            Ok(()) => tracing::info!(ops = n, "live state re-asserted"),
+            Err(e) => tracing::warn!(error = %e, "re-asserting the live state failed"),
+        }
+    }
+
     /// A relay session ended: a dropped leg ends the broker's session; the counters go to the
     /// session record.
     fn relay_report(&mut self, r: assist_relay::SessionReport, now: Timestamp) {
@@ -202,8 +503,29 @@ impl Driver {
                 RelayRole::Helper => assist_session::Role::Helper,
                 RelayRole::Sharer => assist_session::Role::Sharer,
             };
-            self.broker
-                .handle_relay_leg_left(&SessionId(r.sid.clone()), role, now);
+            let sid = SessionId(r.sid.clone());
+            match &self.cluster {
+                // The session lives on another node: tell its owner.
+                Some(c) if self.broker.session(&sid).is_none() => {
+                    let c = c.clone();
+                    let role = match role {
+                        assist_session::Role::Helper => "helper",
+                        assist_session::Role::Sharer => "sharer",
+                    };
+                    tokio::spawn(async move {
+                        if let Ok(Some(owner)) = c.live.session_owner(&sid).await {
+                            c.send(
+                                &owner,
+                                Body::LegLeft {
+                                    session_id: sid,
+                                    role: role.to_owned(),
+                                },
+                            );
+                        }
+                    });
+                }
+                _ => self.broker.handle_relay_leg_left(&sid, role, now),
+            }
         }
         let _ = self.store_tx.send(StoreWrite::Stats(r));
     }
@@ -215,7 +537,17 @@ impl Driver {
         while let Some(out) = self.broker.poll_output() {
             match out {
                 Output::Send { conn, event } => {
-                    if let Some(tx) = self.conns.get(&conn) {
+                    if let (Some((home, hc)), Some(c)) =
+                        (self.routes.remote_rev.get(&conn), &self.cluster)
+                    {
+                        c.send(
+                            home,
+                            Body::Out {
+                                conn: *hc,
+                                text: event.to_json(),
+                            },
+                        );
+                    } else if let Some(tx) = self.conns.get(&conn) {
                         if let Err(mpsc::error::TrySendError::Full(_)) =
                             tx.try_send(Outbound::Text(event.to_json()))
                         {
@@ -225,7 +557,18 @@ impl Driver {
                     }
                 }
                 Output::Close { conn, code } => {
-                    if let Some(tx) = self.conns.get(&conn) {
+                    // A remote connection leaves this broker when its home reports the close.
+                    if let (Some((home, hc)), Some(c)) =
+                        (self.routes.remote_rev.get(&conn), &self.cluster)
+                    {
+                        c.send(
+                            home,
+                            Body::OutClose {
+                                conn: *hc,
+                                code: code.code(),
+                            },
+                        );
+                    } else if let Some(tx) = self.conns.get(&conn) {
                         let _ = tx.try_send(Outbound::Close(code));
                     }
                 }
@@ -254,12 +597,36 @@ impl Driver {
                     chat,
                 } => {
                     let sid = session_id.as_str();
-                    let relay_id = self.relay.identity();
+                    // Cluster mode: the relay node the registry's load says (it may be this one).
+                    let placed = self
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.place().filter(|p| p.node_id != c.node_id));
+                    let (relay_id, address, quic_addr) = match &placed {
+                        Some(p) => {
+                            self.routes
+                                .relay_of
+                                .insert(session_id.clone(), p.node_id.clone());
+                            (
+                                assist_relay::RelayIdentity {
+                                    name: p.relay.name.clone(),
+                                    instance: p.relay.inst.clone(),
+                                },
+                                p.relay.address.clone(),
+                                p.relay.quic_addr.clone(),
+                            )
+                        }
+                        None => (
+                            self.relay.identity().clone(),
+                            self.endpoint.address.clone(),
+                            Some(self.endpoint.quic_addr.clone()),
+                        ),
+                    };
                     let access = |role| RelayAccess {
-                        ticket: self.tickets.mint(sid, role, mode, chat, relay_id),
-                        address: self.endpoint.address.clone(),
-                        wss_url: format!("wss://{}/v1/relay", self.endpoint.address),
-                        quic_addr: Some(self.endpoint.quic_addr.clone()),
+                        ticket: self.tickets.mint(sid, role, mode, chat, &relay_id),
+                        address: address.clone(),
+                        wss_url: format!("wss://{address}/v1/relay"),
+                        quic_addr: quic_addr.clone(),
                     };
                     let (h, s) = (access(RelayRole::Helper), access(RelayRole::Sharer));
                     if let Err(e) = self.broker.handle_tickets(&session_id, h, s, now()) {
@@ -270,11 +637,32 @@ impl Driver {
                     session_id,
                     mode,
                     chat,
-                } => {
-                    self.relay.set_mode(session_id.as_str(), mode, chat);
-                }
+                } => match (self.routes.relay_of.get(&session_id), &self.cluster) {
+                    (Some(node), Some(c)) => c.send(
+                        node,
+                        Body::RelaySetMode {
+                            session_id,
+                            mode,
+                            chat,
+                        },
+                    ),
+                    _ => {
+                        self.relay.set_mode(session_id.as_str(), mode, chat);
+                    }
+                },
                 Output::RelayEnd { session_id, reason } => {
-                    self.relay.end_session(session_id.as_str(), reason.as_str());
+                    match (self.routes.relay_of.remove(&session_id), &self.cluster) {
+                        (Some(node), Some(c)) => c.send(
+                            &node,
+                            Body::RelayEnd {
+                                session_id,
+                                reason: reason.as_str().to_owned(),
+                            },
+                        ),
+                        _ => {
+                            self.relay.end_session(session_id.as_str(), reason.as_str());
+                        }
+                    }
                 }
                 Output::Record(ev) => {
                     match &ev {
@@ -315,6 +703,21 @@ impl Driver {
             }
         }
     }
+}
+
+/// The live node other than this one that owns the session a code (by digest) opens, if any.
+async fn code_owner(
+    live: Arc<dyn LiveStore>,
+    c: &Cluster,
+    digest: assist_session::code::CodeDigest,
+) -> Option<String> {
+    let Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) =
+        live.query(LiveQuery::GetCode { digest }).await
+    else {
+        return None;
+    };
+    let owner = c.live.session_owner(&sid).await.ok().flatten()?;
+    c.other_alive(&[owner])
 }
 
 async fn evaluate(

@@ -9,6 +9,7 @@
 //!
 //! This file holds [`SignalHub`], the handle the rest of the server uses.
 
+pub(crate) mod cluster;
 pub mod conn;
 mod crypto;
 mod driver;
@@ -60,13 +61,25 @@ pub struct SignalHub {
     live: Arc<dyn LiveStore>,
     /// The driver's policy facts (the endpoint notes tokens' `groups` claims in it).
     facts: Arc<facts::FactsCache>,
+    /// Cluster mode's handles (`None`: embedded).
+    cluster: Option<Arc<cluster::Cluster>>,
+}
+
+/// What cluster mode hands the signalling service at start.
+pub(crate) struct ClusterStart {
+    /// The node's cluster handles.
+    pub(crate) cluster: Arc<cluster::Cluster>,
+    /// The bus's inbound envelopes.
+    pub(crate) inbound: mpsc::Receiver<Vec<u8>>,
+    /// The bus's connected state.
+    pub(crate) connected: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SignalHub {
     /// Starts the driver. `relay_reports` carries the relay's per-session counters, merged
     /// into the session records when sessions end.
     #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
-    pub fn start(
+    pub(crate) fn start(
         metrics: SignalMetrics,
         config: BrokerConfig,
         store: Store,
@@ -75,18 +88,63 @@ impl SignalHub {
         endpoint: RelayEndpoint,
         data_dir: &std::path::Path,
         relay_reports: Option<mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
+        cluster_start: Option<ClusterStart>,
         cancel: tokio_util::sync::CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<SignalHub> {
         let key = load_or_create_key(data_dir)?;
-        // Single process: the live state is in memory, readable by the admin API directly.
-        let live: Arc<dyn LiveStore> = Arc::new(InProcessLiveState::new());
+        let cluster = cluster_start.as_ref().map(|c| c.cluster.clone());
+        let live: Arc<dyn LiveStore> = match &cluster {
+            // Cluster mode: the live state is the cluster's, in Redis.
+            Some(c) => Arc::new(c.live.clone()),
+            // Single process: the live state is in memory, readable by the admin API directly.
+            None => Arc::new(InProcessLiveState::new()),
+        };
         let broker = Broker::new(config, Box::new(HmacCrypto { key }))
             .map_err(|e| anyhow::anyhow!("broker config: {e}"))?;
         let (tx, rx) = mpsc::channel(4096);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         tracker.spawn(records::store_writer(store.clone(), store_rx));
         let facts = Arc::new(facts::FactsCache::default());
+        if let Some(start) = cluster_start {
+            let c = start.cluster;
+            tracker.spawn(cluster::run_inbound(
+                c.clone(),
+                start.inbound,
+                start.connected,
+                facts.clone(),
+                tx.clone(),
+                cancel.clone(),
+            ));
+            tracker.spawn(cluster::run_heartbeat(
+                c.clone(),
+                cluster::HeartbeatSource {
+                    relay: Some((
+                        relay.clone(),
+                        cluster::Advert {
+                            identity: relay.identity().clone(),
+                            address: endpoint.address.clone(),
+                            quic_addr: endpoint.quic_addr.clone(),
+                        },
+                    )),
+                    connections: metrics.connections.clone(),
+                    sessions: metrics.sessions.clone(),
+                    store: store.clone(),
+                },
+                tx.clone(),
+                cancel.clone(),
+            ));
+            // A directory or settings change made here drops every other node's facts at once.
+            let (store2, c2, cancel2) = (store.clone(), c.clone(), cancel.clone());
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel2.cancelled() => return,
+                        _ = store2.directory_change() => c2.broadcast(cluster::Body::Facts),
+                    }
+                }
+            });
+        }
         let driver = Driver {
             metrics,
             broker,
@@ -99,9 +157,17 @@ impl SignalHub {
             endpoint,
             tx: tx.clone(),
             store_tx,
+            cluster: cluster.clone(),
+            crypto: HmacCrypto { key },
+            routes: Default::default(),
         };
         tracker.spawn(driver.run(rx, relay_reports, cancel));
-        Ok(SignalHub { tx, live, facts })
+        Ok(SignalHub {
+            tx,
+            live,
+            facts,
+            cluster,
+        })
     }
 
     /// Counts the `groups` claim of a token just presented for the policy decisions about
@@ -136,6 +202,13 @@ impl SignalHub {
 
     /// Tells running sessions that a tenant's settings changed (chat blocked, Remote Help off).
     pub async fn settings_changed(&self, tenant: &str, block_chat: bool, enabled: bool) {
+        if let Some(c) = &self.cluster {
+            c.broadcast(cluster::Body::Settings {
+                tenant: tenant.to_owned(),
+                block_chat,
+                enabled,
+            });
+        }
         let _ = self
             .tx
             .send(HubInput::SettingsChanged {
@@ -147,6 +220,8 @@ impl SignalHub {
     }
 
     /// `requestRemoteAssistance`: notifies the device's connections on behalf of `party`.
+    /// Cluster mode: a device with no connection here gets the launch on a node where it has
+    /// one (that node's broker runs it).
     pub async fn admin_launch(
         &self,
         party: Party,
@@ -155,13 +230,33 @@ impl SignalHub {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(HubInput::AdminLaunch {
-                party,
-                device_id,
+                party: party.clone(),
+                device_id: device_id.clone(),
                 reply,
             })
             .await
             .map_err(|_| LaunchError::Unavailable)?;
-        rx.await.unwrap_or(Err(LaunchError::Unavailable))
+        let local = rx.await.unwrap_or(Err(LaunchError::Unavailable));
+        let Some(c) = self
+            .cluster
+            .as_ref()
+            .filter(|_| local == Err(LaunchError::DeviceOffline))
+        else {
+            return local;
+        };
+        let device = assist_session::DeviceRef {
+            tenant_id: party.tenant_id.clone(),
+            device_id: device_id.clone(),
+        };
+        let nodes = c
+            .live
+            .device_nodes(&device)
+            .await
+            .map_err(|_| LaunchError::Unavailable)?;
+        match c.other_alive(&nodes) {
+            Some(node) => c.remote_launch(&node, party, device_id).await,
+            None => local,
+        }
     }
 }
 

@@ -1,0 +1,160 @@
+//! # assist-live-redis
+//!
+//! Cluster mode's Redis layer (issue #13), an IO crate kept thin:
+//!
+//! - [`RedisLive`]: the live state ([`assist_live::LiveStore`]: codes, the session directory,
+//!   presence) in Redis, shared by every node of a cluster. Connection ids are per node: a
+//!   presence member is `"<node>/<conn>"`, and the trait's reads return this node's
+//!   connections; [`RedisLive::device_nodes`] and [`RedisLive::user_nodes`] say which nodes
+//!   hold a device or a user. [`RedisLive::forget_node`] removes what a dead node owned and
+//!   [`RedisLive::reassert`] re-writes a node's state after Redis came back empty.
+//! - [`Registry`]: the node registry (records with roles, relay advertisement, load and
+//!   draining; an alive key per node with a TTL renewed by heartbeat), the cleanup claim that
+//!   makes one survivor close a dead node's records, and the cluster's shared-keys fingerprint.
+//! - [`Bus`]: messages between nodes over pub/sub (`assist:to:<node>` and `assist:all`), opaque
+//!   bytes of bounded size, with a subscriber that reconnects with bounded backoff and reports
+//!   its state in a `watch`.
+//!
+//! Every operation is bounded in time ([`RedisOptions::op_timeout`]): with Redis down, calls
+//! return a [`LiveError`] within that bound; nothing panics on what Redis returns (values that
+//! do not decode are a [`LiveError`]). The key space is documented in `docs/architecture.md`
+//! ("Cluster: the Redis key space") and in [`keys`].
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use assist_live::LiveError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+mod bus;
+mod codec;
+pub mod keys;
+mod registry;
+mod scripts;
+mod store;
+
+pub use bus::{Bus, BusOptions, MAX_PAYLOAD};
+pub use registry::{KeysCheck, Load, NodeRecord, Registry, RelayAd, Roles};
+pub use store::RedisLive;
+
+/// Timeouts, reconnection and TTLs of a [`RedisLive`] or [`Registry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// The safety TTL of a pending code (the machine withdraws its codes itself; this bounds
+    /// what a dead node leaves behind). Default 1 hour.
+    pub pending_code_ttl: Duration,
+    /// The shortest TTL of a remembered-expired code: it expires at its `forget_at` (wall
+    /// clock), but never sooner than this from now (clocks differ between nodes, and the machine
+    /// removes it itself at `forget_at`). Default 60 s.
+    pub min_code_ttl: Duration,
+    /// The bound on one whole operation, reconnection included. Default 3 s.
+    pub op_timeout: Duration,
+    /// How long one command waits for its answer. Default 2 s.
+    pub response_timeout: Duration,
+    /// How long one connection attempt may take. Default 1 s.
+    pub connect_timeout: Duration,
+    /// How many times a lost connection is retried (exponential backoff with jitter) before
+    /// operations fail; the next operation starts over. Default 3.
+    pub reconnect_retries: usize,
+    /// The longest pause between two reconnection attempts. Default 1 s.
+    pub reconnect_max_delay: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            pending_code_ttl: Duration::from_secs(3600),
+            min_code_ttl: Duration::from_secs(60),
+            op_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            reconnect_retries: 3,
+            reconnect_max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Checks a node id: 1 to 128 bytes, none of them a space, a control character or `/` (the
+/// separator of presence members).
+pub fn check_node_id(node_id: &str) -> Result<(), LiveError> {
+    let ok = !node_id.is_empty()
+        && node_id.len() <= 128
+        && !node_id
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(LiveError(format!(
+            "invalid node id {node_id:?}: 1 to 128 bytes, no '/', space or control character"
+        )))
+    }
+}
+
+pub(crate) fn redis_error(what: &str, e: redis::RedisError) -> LiveError {
+    LiveError(format!("redis {what}: {e}"))
+}
+
+/// Runs `f` within `bound`; a Redis error or the timeout is a [`LiveError`].
+pub(crate) async fn timed<T>(
+    bound: Duration,
+    what: &str,
+    f: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, LiveError> {
+    match tokio::time::timeout(bound, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(redis_error(what, e)),
+        Err(_) => Err(LiveError(format!(
+            "redis {what}: no answer within {bound:?}"
+        ))),
+    }
+}
+
+pub(crate) fn client(url: &str) -> Result<redis::Client, LiveError> {
+    redis::Client::open(url).map_err(|e| LiveError(format!("redis url: {e}")))
+}
+
+fn manager_config(opts: &RedisOptions) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(opts.reconnect_retries)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(opts.reconnect_max_delay)
+        .set_response_timeout(Some(opts.response_timeout))
+        .set_connection_timeout(Some(opts.connect_timeout))
+}
+
+/// A connection manager that connects now (within [`RedisOptions::op_timeout`]).
+pub(crate) async fn connect_manager(
+    url: &str,
+    opts: &RedisOptions,
+) -> Result<ConnectionManager, LiveError> {
+    let client = client(url)?;
+    timed(
+        opts.op_timeout,
+        "connect",
+        ConnectionManager::new_with_config(client, manager_config(opts)),
+    )
+    .await
+}
+
+/// A connection manager that connects on first use.
+pub(crate) fn lazy_manager(url: &str, opts: &RedisOptions) -> Result<ConnectionManager, LiveError> {
+    let client = client(url)?;
+    ConnectionManager::new_lazy_with_config(client, manager_config(opts))
+        .map_err(|e| redis_error("connect", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_checked() {
+        for ok in ["node-1", "a.b_c:9", &"x".repeat(128)] {
+            assert!(check_node_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "a\nb", "\u{7f}", &"x".repeat(129)] {
+            assert!(check_node_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! `RedisLive` against a real redis-server: the live-state contract, and what a cluster adds
+//! (nodes sharing codes and sessions, presence per node, forgetting a dead node, re-asserting
+//! after an empty restart).
+
+use std::sync::Arc;
+
+use assist_live::LiveStore;
+use assist_live_redis::{RedisLive, RedisOptions};
+use assist_session::code::CodeDigest;
+use assist_session::{
+    ConnId, DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, LiveStage, SessionId,
+    Timestamp, UserRef,
+};
+use assist_testkit::RedisInstance;
+
+/// A fresh database on the shared instance, or `None` to skip.
+fn fresh() -> Option<String> {
+    RedisInstance::shared().map(|r| r.fresh_url())
+}
+
+async fn node(url: &str, id: &str) -> RedisLive {
+    RedisLive::connect(url, id, RedisOptions::default())
+        .await
+        .expect("connects")
+}
+
+fn sid(n: u8) -> SessionId {
+    SessionId(format!("{n:032x}"))
+}
+
+fn user(n: u8) -> UserRef {
+    UserRef {
+        tenant_id: "t1".into(),
+        user_id: format!("u{n}"),
+    }
+}
+
+fn device(n: u8) -> DeviceRef {
+    DeviceRef {
+        tenant_id: "t1".into(),
+        device_id: format!("d{n}"),
+    }
+}
+
+fn entry(tenant: &str, conn: u64) -> LiveSession {
+    LiveSession {
+        tenant_id: tenant.into(),
+        stage: LiveStage::Pending,
+        mode: None,
+        chat: true,
+        helper: Some(user(1)),
+        helper_conn: Some(ConnId(conn)),
+        sharer: None,
+        sharer_conn: None,
+        device_id: None,
+    }
+}
+
+fn add(conn: u64, u: Option<UserRef>, d: Option<DeviceRef>) -> LiveOp {
+    LiveOp::AddConnection {
+        conn: ConnId(conn),
+        user: u,
+        device: d,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_contract_holds_on_redis() {
+    let Some(url) = fresh() else { return };
+    assist_live::contract::run_all(Arc::new(node(&url, "n1").await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_codes_and_sessions_but_see_only_their_own_connections() {
+    let Some(url) = fresh() else { return };
+    let (a, b) = (node(&url, "node-a").await, node(&url, "node-b").await);
+    let digest = CodeDigest([9; 32]);
+    let code = LiveCode::Pending(sid(1));
+    let insert = LiveQuery::InsertCode {
+        digest: digest.clone(),
+        code: code.clone(),
+    };
+    assert_eq!(
+        a.query(insert.clone()).await.unwrap(),
+        LiveAnswer::Inserted(true)
+    );
+    assert_eq!(
+        b.query(insert).await.unwrap(),
+        LiveAnswer::Inserted(false),
+        "codes are unique across the cluster"
+    );
+    let take = LiveQuery::TakeCodeIf {
+        digest: digest.clone(),
+        expected: code.clone(),
+    };
+    assert_eq!(
+        b.query(take.clone()).await.unwrap(),
+        LiveAnswer::Taken(Some(code)),
+        "a code issued on A is redeemed on B"
+    );
+    assert_eq!(a.query(take).await.unwrap(), LiveAnswer::Taken(None));
+
+    // The directory is shared, with its owner.
+    let put = |n, conn| LiveOp::PutSession {
+        id: sid(n),
+        session: entry("t-shared", conn),
+    };
+    a.apply(put(0x22, 1)).await.unwrap();
+    b.apply(put(0x21, 2)).await.unwrap();
+    let listed = |s: Vec<(SessionId, LiveSession)>| s.into_iter().map(|(id, _)| id).collect();
+    let on_a: Vec<SessionId> = listed(a.tenant_sessions("t-shared").await.unwrap());
+    assert_eq!(on_a, vec![sid(0x21), sid(0x22)], "every node's, by id");
+    assert_eq!(listed(b.tenant_sessions("t-shared").await.unwrap()), on_a);
+    assert_eq!(
+        b.session(&sid(0x22)).await.unwrap(),
+        Some(entry("t-shared", 1))
+    );
+    assert_eq!(
+        a.session_owner(&sid(0x21)).await.unwrap().as_deref(),
+        Some("node-b")
+    );
+    assert_eq!(
+        b.session_owner(&sid(0x22)).await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(a.session_owner(&sid(0x23)).await.unwrap(), None);
+    assert_eq!(a.session_count().await.unwrap(), 2);
+
+    // Connection ids are per node: the same number on two nodes is two connections.
+    a.apply(add(5, Some(user(1)), Some(device(1))))
+        .await
+        .unwrap();
+    b.apply(add(5, Some(user(1)), None)).await.unwrap();
+    b.apply(add(7, Some(user(1)), None)).await.unwrap();
+    assert_eq!(a.user_connections(&user(1)).await.unwrap(), vec![ConnId(5)]);
+    assert_eq!(
+        b.user_connections(&user(1)).await.unwrap(),
+        vec![ConnId(5), ConnId(7)]
+    );
+    assert_eq!(
+        a.device_connections(&device(1)).await.unwrap(),
+        vec![ConnId(5)]
+    );
+    assert!(b.device_connections(&device(1)).await.unwrap().is_empty());
+    let remove = LiveOp::RemoveConnection {
+        conn: ConnId(5),
+        user: Some(user(1)),
+        device: None,
+    };
+    b.apply(remove).await.unwrap();
+    assert_eq!(
+        a.user_connections(&user(1)).await.unwrap(),
+        vec![ConnId(5)],
+        "B's removal leaves A's connection 5"
+    );
+    assert_eq!(b.user_connections(&user(1)).await.unwrap(), vec![ConnId(7)]);
+}
+
+#[tokio::test]
+async fn presence_names_the_nodes_holding_a_device_or_user() {
+    let Some(url) = fresh() else { return };
+    let (a, b, c) = (
+        node(&url, "n-a").await,
+        node(&url, "n-b").await,
+        node(&url, "n-c").await,
+    );
+    assert!(a.device_nodes(&device(3)).await.unwrap().is_empty());
+    c.apply(add(1, None, Some(device(3)))).await.unwrap();
+    a.apply(add(1, Some(user(3)), Some(device(3))))
+        .await
+        .unwrap();
+    a.apply(add(2, None, Some(device(3)))).await.unwrap();
+    b.apply(add(9, Some(user(3)), None)).await.unwrap();
+    assert_eq!(
+        b.device_nodes(&device(3)).await.unwrap(),
+        vec!["n-a".to_owned(), "n-c".to_owned()],
+        "sorted, one entry per node"
+    );
+    assert_eq!(
+        c.user_nodes(&user(3)).await.unwrap(),
+        vec!["n-a".to_owned(), "n-b".to_owned()]
+    );
+    let other_tenant = DeviceRef {
+        tenant_id: "t2".into(),
+        device_id: "d3".into(),
+    };
+    assert!(a.device_nodes(&other_tenant).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn forgetting_a_node_removes_what_it_owned_and_names_its_sessions() {
+    let Some(url) = fresh() else { return };
+    let (dead, alive) = (node(&url, "dead").await, node(&url, "alive").await);
+    for n in [0x12, 0x11] {
+        let put = LiveOp::PutSession {
+            id: sid(n),
+            session: entry("t-f", 1),
+        };
+        dead.apply(put).await.unwrap();
+    }
+    let put = LiveOp::PutSession {
+        id: sid(0x13),
+        session: entry("t-f", 2),
+    };
+    alive.apply(put).await.unwrap();
+    dead.apply(add(1, Some(user(4)), Some(device(4))))
+        .await
+        .unwrap();
+    dead.apply(add(2, Some(user(4)), None)).await.unwrap();
+    alive.apply(add(1, Some(user(4)), None)).await.unwrap();
+
+    assert_eq!(
+        alive.forget_node("dead").await.unwrap(),
+        vec![sid(0x11), sid(0x12)],
+        "the dead node's sessions, by id"
+    );
+    assert!(dead.user_connections(&user(4)).await.unwrap().is_empty());
+    assert!(alive.device_nodes(&device(4)).await.unwrap().is_empty());
+    assert_eq!(
+        alive.user_nodes(&user(4)).await.unwrap(),
+        vec!["alive".to_owned()],
+        "the survivor's presence stays"
+    );
+    let left: Vec<SessionId> = alive
+        .tenant_sessions("t-f")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, vec![sid(0x13)]);
+    assert_eq!(alive.session_count().await.unwrap(), 1);
+    assert!(
+        alive.forget_node("dead").await.unwrap().is_empty(),
+        "forgetting twice finds nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_session_taken_over_by_another_node_is_not_forgotten_with_the_first() {
+    let Some(url) = fresh() else { return };
+    let (first, second) = (node(&url, "first").await, node(&url, "second").await);
+    let put = LiveOp::PutSession {
+        id: sid(0x41),
+        session: entry("t-o", 1),
+    };
+    first.apply(put.clone()).await.unwrap();
+    second.apply(put).await.unwrap();
+    assert_eq!(
+        first.session_owner(&sid(0x41)).await.unwrap().as_deref(),
+        Some("second")
+    );
+    assert!(second.forget_node("first").await.unwrap().is_empty());
+    assert!(first.session(&sid(0x41)).await.unwrap().is_some());
+    assert_eq!(first.forget_node("second").await.unwrap(), vec![sid(0x41)]);
+    assert!(first.tenant_sessions("t-o").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn moving_a_session_to_another_tenant_keeps_the_indexes_exact() {
+    let Some(url) = fresh() else { return };
+    let a = node(&url, "n1").await;
+    let put = |tenant| LiveOp::PutSession {
+        id: sid(0x51),
+        session: entry(tenant, 1),
+    };
+    a.apply(put("t-x")).await.unwrap();
+    a.apply(put("t-y")).await.unwrap();
+    assert!(a.tenant_sessions("t-x").await.unwrap().is_empty());
+    assert_eq!(a.tenant_sessions("t-y").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn reassert_rewrites_a_batch_in_order() {
+    let Some(url) = fresh() else { return };
+    let a = node(&url, "n1").await;
+    let digest = CodeDigest([4; 32]);
+    let mut ops = vec![
+        add(3, Some(user(6)), Some(device(6))),
+        LiveOp::PutSession {
+            id: sid(0x61),
+            session: entry("t-r", 3),
+        },
+        LiveOp::ReplaceCode {
+            digest: digest.clone(),
+            code: LiveCode::Pending(sid(0x61)),
+        },
+        LiveOp::RemoveCodeIf {
+            digest: digest.clone(),
+            expected: LiveCode::Pending(sid(0x61)),
+        },
+        LiveOp::ReplaceCode {
+            digest: digest.clone(),
+            code: LiveCode::Expired {
+                forget_at: Timestamp::from_millis(5),
+            },
+        },
+    ];
+    // Enough ops for more than one pipeline.
+    for n in 0..1200u64 {
+        ops.push(add(100 + n, Some(user(7)), None));
+    }
+    ops.push(LiveOp::RemoveSession { id: sid(0x99) });
+    a.reassert(ops).await.unwrap();
+    assert_eq!(a.user_connections(&user(6)).await.unwrap(), vec![ConnId(3)]);
+    assert_eq!(
+        a.device_connections(&device(6)).await.unwrap(),
+        vec![ConnId(3)]
+    );
+    assert_eq!(a.user_connections(&user(7)).await.unwrap().len(), 1200);
+    assert_eq!(a.session(&sid(0x61)).await.unwrap(), Some(entry("t-r", 3)));
+    assert_eq!(
+        a.query(LiveQuery::GetCode { digest }).await.unwrap(),
+        LiveAnswer::Code(Some((
+            CodeDigest([4; 32]),
+            LiveCode::Expired {
+                forget_at: Timestamp::from_millis(5)
+            }
+        ))),
+        "in order: the last write wins"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_url_or_node_id_is_an_error() {
+    assert!(
+        RedisLive::connect("nonsense", "n1", RedisOptions::default())
+            .await
+            .is_err()
+    );
+    let Some(url) = fresh() else { return };
+    assert!(RedisLive::connect(&url, "a/b", RedisOptions::default())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_value_that_does_not_decode_is_an_error_not_a_panic() {
+    let Some(r) = RedisInstance::shared() else {
+        return;
+    };
+    let url = r.fresh_url();
+    let a = node(&url, "n1").await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let digest = CodeDigest([1; 32]);
+    let key = format!("assist:code:{}", "01".repeat(32));
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("not json")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(a.query(LiveQuery::GetCode { digest }).await.is_err());
+    redis::cmd("HSET")
+        .arg("assist:sessions")
+        .arg(sid(1).0)
+        .arg("{")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(a.session(&sid(1)).await.is_err());
+    redis::cmd("SADD")
+        .arg("assist:user:2:t1:u1")
+        .arg("n1/notanumber")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(a.user_connections(&user(1)).await.is_err());
+}

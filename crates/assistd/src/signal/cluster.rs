@@ -1,0 +1,618 @@
+//! Cluster mode's side of the signalling service: the envelopes nodes send each other over the
+//! Redis bus, relay placement from the registry, and the heartbeat that keeps this node in the
+//! registry, notices dead nodes and cleans up after them (docs/architecture.md, "Cluster
+//! mode"). The driver does the routing; this file holds what it routes with.
+
+use assist_live_redis::{Bus, Load, NodeRecord, RedisLive, Registry, RelayAd, Roles};
+use assist_policy::Mode;
+use assist_session::{LaunchError, Party, SessionId, UserRef};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+use super::driver::HubInput;
+
+/// The envelope format's version (`v`); a node drops envelopes of another version.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Envelopes queued for publishing before new ones are dropped (with a warning).
+const OUTBOX: usize = 8192;
+/// How long an admin launch waits for the device's node to answer.
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// `sessionEnded`-less end: what the end reason of a dead node's session records says.
+pub const NODE_LOST: &str = "nodeLost";
+
+/// One message between nodes: JSON `{"v":1,"from":"<node>","t":"<kind>",…fields}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`ENVELOPE_VERSION`].
+    pub v: u8,
+    /// The sending node.
+    pub from: String,
+    /// What it says.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What an [`Envelope`] says. `conn` is always the connection's id on its home node (the node
+/// holding its socket); the owner keys the remote connection by `(from, conn)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Body {
+    /// Home → owner: connection `conn` of `party` moves to the owner; `replay` is the request
+    /// that made it move, to handle there first.
+    MoveIn {
+        conn: u64,
+        party: Party,
+        replay: Option<String>,
+    },
+    /// Home → owner: a text frame from the socket of a moved connection.
+    Text { conn: u64, text: String },
+    /// Home → owner: the moved connection's socket closed.
+    Closed { conn: u64 },
+    /// Owner → home: write this text frame to the socket.
+    Out { conn: u64, text: String },
+    /// Owner → home: close the socket with this WebSocket close code.
+    OutClose { conn: u64, code: u16 },
+    /// Any → the device's node: run an admin launch (`requestRemoteAssistance`) there.
+    Launch {
+        req: u64,
+        party: Party,
+        device_id: String,
+    },
+    /// The device's node → the asker: the launch's session id, or its error code.
+    LaunchReply {
+        req: u64,
+        session_id: Option<SessionId>,
+        error: Option<String>,
+    },
+    /// Owner → a node holding `user`'s connections: move one idle connection of the user here
+    /// (an admin-launched session waits for its helper).
+    PullHelper { user: UserRef },
+    /// Owner → relay node: change a relay session's mode.
+    RelaySetMode {
+        session_id: SessionId,
+        mode: Mode,
+        chat: bool,
+    },
+    /// Owner (or a dead node's cleaner, broadcast) → relay node: end a relay session.
+    RelayEnd {
+        session_id: SessionId,
+        reason: String,
+    },
+    /// Relay node → owner: a leg of the relay session left.
+    LegLeft { session_id: SessionId, role: String },
+    /// Broadcast: a tenant's settings changed.
+    Settings {
+        tenant: String,
+        block_chat: bool,
+        enabled: bool,
+    },
+    /// Broadcast: the directory changed; drop cached policy facts.
+    Facts,
+}
+
+fn launch_error_name(e: LaunchError) -> &'static str {
+    match e {
+        LaunchError::DeviceOffline => "deviceOffline",
+        LaunchError::DeviceBusy => "deviceBusy",
+        LaunchError::NotAUser => "notAUser",
+        _ => "unavailable",
+    }
+}
+
+fn launch_error_from(name: &str) -> LaunchError {
+    match name {
+        "deviceOffline" => LaunchError::DeviceOffline,
+        "deviceBusy" => LaunchError::DeviceBusy,
+        "notAUser" => LaunchError::NotAUser,
+        _ => LaunchError::Unavailable,
+    }
+}
+
+/// An admin launch's outcome as a [`Body::LaunchReply`].
+pub fn launch_reply(req: u64, result: Result<SessionId, LaunchError>) -> Body {
+    match result {
+        Ok(sid) => Body::LaunchReply {
+            req,
+            session_id: Some(sid),
+            error: None,
+        },
+        Err(e) => Body::LaunchReply {
+            req,
+            session_id: None,
+            error: Some(launch_error_name(e).to_owned()),
+        },
+    }
+}
+
+/// Where this node's relay is reached, as the registry advertises it.
+#[derive(Debug, Clone)]
+pub struct Advert {
+    /// The relay identity tickets name (`relay`, `inst`).
+    pub identity: assist_relay::RelayIdentity,
+    /// `host:port` of the WSS relay.
+    pub address: String,
+    /// `host:port` of the QUIC relay.
+    pub quic_addr: String,
+}
+
+/// A relay chosen for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The relay's node.
+    pub node_id: String,
+    /// Its advertisement.
+    pub relay: RelayAd,
+}
+
+/// The placement rule: among the nodes alive, not draining and advertising a relay, the one
+/// with the fewest relay sessions (per its last heartbeat); a tie goes to the smallest node id.
+pub fn place(nodes: &BTreeMap<String, NodeRecord>) -> Option<Placement> {
+    nodes
+        .values()
+        .filter(|r| !r.draining && r.roles.relay)
+        .filter_map(|r| r.relay.clone().map(|ad| (r, ad)))
+        .min_by(|(a, _), (b, _)| {
+            (a.load.relay_sessions, &a.node_id).cmp(&(b.load.relay_sessions, &b.node_id))
+        })
+        .map(|(r, ad)| Placement {
+            node_id: r.node_id.clone(),
+            relay: ad,
+        })
+}
+
+/// Cluster mode's handles, shared by the driver, the hub and the heartbeat.
+pub struct Cluster {
+    /// This node.
+    pub node_id: String,
+    /// The shared live state (the driver's `LiveStore`, with the cluster-only reads).
+    pub live: RedisLive,
+    /// The node registry.
+    pub registry: Registry,
+    /// Time between heartbeats; a node is dead 3 heartbeats after its last.
+    pub heartbeat: Duration,
+    /// Set while the node drains: the registry says so and no relay session is placed here.
+    pub draining: Arc<AtomicBool>,
+    /// The nodes alive as of the last heartbeat, by id (this one included).
+    nodes: Mutex<BTreeMap<String, NodeRecord>>,
+    outbox: mpsc::Sender<(Option<String>, Vec<u8>)>,
+    launches: Mutex<HashMap<u64, oneshot::Sender<Result<SessionId, LaunchError>>>>,
+    next_req: AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects this node's handles; starts the publisher (one task, so envelopes leave in the
+    /// order they were sent). Returns the bus's inbound receiver and connected-state watch for
+    /// [`run_inbound`].
+    pub async fn connect(
+        url: &str,
+        node_id: &str,
+        heartbeat: Duration,
+        draining: Arc<AtomicBool>,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> anyhow::Result<(
+        Arc<Cluster>,
+        mpsc::Receiver<Vec<u8>>,
+        tokio::sync::watch::Receiver<bool>,
+    )> {
+        let live = RedisLive::connect(url, node_id, assist_live_redis::RedisOptions::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
+        let registry = live.registry();
+        let (bus, inbound) = Bus::start(url, node_id)
+            .map_err(|e| anyhow::anyhow!("starting the cluster bus: {e}"))?;
+        let connected = bus.connected();
+        let (outbox, mut rx) = mpsc::channel::<(Option<String>, Vec<u8>)>(OUTBOX);
+        tracker.spawn(async move {
+            while let Some((to, payload)) = rx.recv().await {
+                let r = match &to {
+                    Some(node) => bus.publish(node, payload).await,
+                    None => bus.broadcast(payload).await,
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, to = ?to, "a cluster envelope was not sent");
+                }
+            }
+        });
+        let cluster = Arc::new(Cluster {
+            node_id: node_id.to_owned(),
+            live,
+            registry,
+            heartbeat,
+            draining,
+            nodes: Mutex::new(BTreeMap::new()),
+            outbox,
+            launches: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+        });
+        Ok((cluster, inbound, connected))
+    }
+
+    fn push(&self, to: Option<&str>, body: Body) {
+        let env = Envelope {
+            v: ENVELOPE_VERSION,
+            from: self.node_id.clone(),
+            body,
+        };
+        let Ok(bytes) = serde_json::to_vec(&env) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.outbox.try_send((to.map(str::to_owned), bytes))
+        {
+            tracing::warn!("the cluster outbox is full; an envelope was dropped");
+        }
+    }
+
+    /// Queues `body` for node `to`.
+    pub fn send(&self, to: &str, body: Body) {
+        self.push(Some(to), body);
+    }
+
+    /// Queues `body` for every node (this one hears it too and ignores its own).
+    pub fn broadcast(&self, body: Body) {
+        self.push(None, body);
+    }
+
+    /// Whether `node` was alive at the last heartbeat.
+    pub fn alive(&self, node: &str) -> bool {
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(node)
+    }
+
+    /// The first of `nodes` that is alive and not this one.
+    pub fn other_alive(&self, nodes: &[String]) -> Option<String> {
+        nodes
+            .iter()
+            .find(|n| **n != self.node_id && self.alive(n))
+            .cloned()
+    }
+
+    /// Where to put a new relay session ([`place`] over the nodes alive).
+    pub fn place(&self) -> Option<Placement> {
+        place(
+            &self
+                .nodes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Asks `node` to run an admin launch and waits for its answer, at most [`LAUNCH_TIMEOUT`].
+    pub async fn remote_launch(
+        &self,
+        node: &str,
+        party: Party,
+        device_id: String,
+    ) -> Result<SessionId, LaunchError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.launches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(req, tx);
+        self.send(
+            node,
+            Body::Launch {
+                req,
+                party,
+                device_id,
+            },
+        );
+        let answer = tokio::time::timeout(LAUNCH_TIMEOUT, rx).await;
+        self.launches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&req);
+        match answer {
+            Ok(Ok(r)) => r,
+            _ => Err(LaunchError::Unavailable),
+        }
+    }
+
+    fn launch_answered(&self, req: u64, session_id: Option<SessionId>, error: Option<String>) {
+        let waiter = self
+            .launches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&req);
+        if let Some(w) = waiter {
+            let _ = w.send(match (session_id, error) {
+                (Some(sid), None) => Ok(sid),
+                (_, e) => Err(launch_error_from(e.as_deref().unwrap_or(""))),
+            });
+        }
+    }
+}
+
+/// Reads the bus: decodes envelopes (dropping malformed ones and this node's own broadcasts),
+/// answers launch replies and facts invalidations itself, and hands the rest to the driver.
+/// When the bus reconnects, asks the driver to re-assert this node's live state.
+pub(super) async fn run_inbound(
+    cluster: Arc<Cluster>,
+    mut inbound: mpsc::Receiver<Vec<u8>>,
+    mut connected: tokio::sync::watch::Receiver<bool>,
+    facts: Arc<crate::facts::FactsCache>,
+    driver: mpsc::Sender<HubInput>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut was_connected = *connected.borrow();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = *connected.borrow_and_update();
+                if now && !was_connected {
+                    tracing::info!("the cluster bus is back; re-asserting this node's live state");
+                    let _ = driver.send(HubInput::Reassert).await;
+                }
+                was_connected = now;
+            }
+            payload = inbound.recv() => {
+                let Some(payload) = payload else { return };
+                let env: Envelope = match serde_json::from_slice(&payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a cluster envelope does not decode; dropped");
+                        continue;
+                    }
+                };
+                if env.v != ENVELOPE_VERSION || env.from == cluster.node_id {
+                    continue;
+                }
+                match env.body {
+                    Body::LaunchReply { req, session_id, error } => {
+                        cluster.launch_answered(req, session_id, error)
+                    }
+                    Body::Facts => facts.invalidate(),
+                    body => {
+                        let _ = driver.send(HubInput::Peer { from: env.from, body }).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the heartbeat reports about this node.
+pub struct HeartbeatSource {
+    /// This node's relay, if it runs one.
+    pub relay: Option<(assist_relay::Relay, Advert)>,
+    /// Open signalling connections.
+    pub connections: prometheus::IntGauge,
+    /// Sessions the broker holds.
+    pub sessions: prometheus::IntGauge,
+    /// The store, for closing a dead node's session records.
+    pub store: assist_store::Store,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Every heartbeat: writes this node's record (alive for 3 heartbeats), reads the registry,
+/// tells the driver about nodes that died since the last read, and cleans up after a dead
+/// node when this node wins the claim: forgets its live state, closes its session records
+/// ([`NODE_LOST`]) and ends its relay sessions on every node. On stop, leaves the registry.
+pub(super) async fn run_heartbeat(
+    cluster: Arc<Cluster>,
+    source: HeartbeatSource,
+    driver: mpsc::Sender<HubInput>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let started_at_ms = wall_ms();
+    let ttl = cluster.heartbeat * 3;
+    let mut alive_before: BTreeSet<String> = BTreeSet::new();
+    let mut tick = tokio::time::interval(cluster.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                if let Err(e) = cluster.registry.remove(&cluster.node_id).await {
+                    tracing::debug!(error = %e, "leaving the registry");
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let record = NodeRecord {
+            node_id: cluster.node_id.clone(),
+            roles: Roles {
+                broker: true,
+                relay: source.relay.is_some(),
+            },
+            relay: source.relay.as_ref().map(|(_, a)| RelayAd {
+                name: a.identity.name.clone(),
+                inst: a.identity.instance.clone(),
+                address: a.address.clone(),
+                quic_addr: Some(a.quic_addr.clone()),
+            }),
+            load: Load {
+                connections: source.connections.get().max(0) as u64,
+                sessions: source.sessions.get().max(0) as u64,
+                relay_sessions: source
+                    .relay
+                    .as_ref()
+                    .map_or(0, |(r, _)| r.active_sessions() as u64),
+            },
+            draining: cluster.draining.load(Ordering::SeqCst),
+            started_at_ms,
+            heartbeat_at_ms: wall_ms(),
+        };
+        if let Err(e) = cluster.registry.heartbeat(&record, ttl).await {
+            tracing::warn!(error = %e, "registry heartbeat failed");
+            continue;
+        }
+        let listed = match cluster.registry.nodes().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the registry failed");
+                continue;
+            }
+        };
+        let mut alive = BTreeMap::new();
+        let mut dead: BTreeSet<String> = BTreeSet::new();
+        for (r, is_alive) in listed {
+            if is_alive {
+                alive.insert(r.node_id.clone(), r);
+            } else if r.node_id != cluster.node_id {
+                dead.insert(r.node_id);
+            }
+        }
+        // A node that was alive and is no longer listed at all was removed by its cleaner.
+        for gone in alive_before.iter().filter(|n| !alive.contains_key(*n)) {
+            if *gone != cluster.node_id {
+                dead.insert(gone.clone());
+            }
+        }
+        alive_before = alive.keys().cloned().collect();
+        *cluster
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = alive;
+        for node in dead {
+            let _ = driver.send(HubInput::NodeDead(node.clone())).await;
+            cleanup(&cluster, &source.store, &node, ttl).await;
+        }
+    }
+}
+
+/// Cleans up after dead `node` if this node wins the claim.
+async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl: Duration) {
+    match cluster.registry.claim_cleanup(node, ttl).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, node, "claiming a dead node's cleanup failed");
+            return;
+        }
+    }
+    let sids = match cluster.live.forget_node(node).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, node, "forgetting a dead node's live state failed");
+            return;
+        }
+    };
+    let ids: Vec<String> = sids.iter().map(|s| s.0.clone()).collect();
+    match store.close_sessions(&ids, NODE_LOST).await {
+        Ok(n) => tracing::warn!(
+            node,
+            sessions = ids.len(),
+            closed = n,
+            "a node died; closed its sessions ({NODE_LOST})"
+        ),
+        Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
+    }
+    for sid in sids {
+        cluster.broadcast(Body::RelayEnd {
+            session_id: sid,
+            reason: NODE_LOST.to_owned(),
+        });
+    }
+    if let Err(e) = cluster.registry.remove(node).await {
+        tracing::warn!(error = %e, node, "removing a dead node from the registry failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, relay_sessions: u64, draining: bool, relay: bool) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            roles: Roles {
+                broker: true,
+                relay,
+            },
+            relay: relay.then(|| RelayAd {
+                name: format!("{id}:443"),
+                inst: "i".into(),
+                address: format!("{id}:443"),
+                quic_addr: None,
+            }),
+            load: Load {
+                connections: 0,
+                sessions: 0,
+                relay_sessions,
+            },
+            draining,
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+        }
+    }
+
+    fn placed(nodes: &[NodeRecord]) -> Option<String> {
+        let m = nodes
+            .iter()
+            .map(|n| (n.node_id.clone(), n.clone()))
+            .collect();
+        place(&m).map(|p| p.node_id)
+    }
+
+    #[test]
+    fn placement_takes_the_least_loaded_relay_then_the_smallest_id() {
+        let a = node("a", 3, false, true);
+        let b = node("b", 1, false, true);
+        let c = node("c", 1, false, true);
+        assert_eq!(
+            placed(&[a.clone(), b.clone(), c.clone()]).as_deref(),
+            Some("b")
+        );
+        // Draining nodes and nodes without a relay are never chosen.
+        let b_draining = node("b", 0, true, true);
+        let c_no_relay = node("c", 0, false, false);
+        assert_eq!(
+            placed(&[a.clone(), b_draining, c_no_relay]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(placed(&[node("x", 0, true, true)]), None);
+        assert_eq!(placed(&[]), None);
+    }
+
+    #[test]
+    fn envelopes_round_trip_in_the_documented_shape() {
+        let env = Envelope {
+            v: ENVELOPE_VERSION,
+            from: "node-1".into(),
+            body: Body::Text {
+                conn: 7,
+                text: "{}".into(),
+            },
+        };
+        let json = serde_json::to_value(&env).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "from": "node-1", "t": "text", "conn": 7, "text": "{}"})
+        );
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert!(matches!(back.body, Body::Text { conn: 7, .. }));
+        let reply = serde_json::to_value(launch_reply(3, Err(LaunchError::DeviceBusy))).unwrap();
+        assert_eq!(
+            reply,
+            serde_json::json!({"t": "launchReply", "req": 3, "sessionId": null, "error": "deviceBusy"})
+        );
+        assert_eq!(launch_error_from("deviceBusy"), LaunchError::DeviceBusy);
+        assert_eq!(launch_error_from("nonsense"), LaunchError::Unavailable);
+    }
+}
