@@ -433,6 +433,50 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         changed.elapsed()
     );
 
+    // Brute force across nodes: mallory gets five guesses in all, not five per node. Two
+    // wrong codes on node 1 and two on node 2; once heard, the fifth (on node 3) locks her.
+    let mallory = user_token(&n1, "mallory@contoso.com", None);
+    let mut on = [
+        connect(&n1, &mallory).await,
+        connect(&n2, &mallory).await,
+        connect(&n3, &mallory).await,
+    ];
+    let mut guess = 0;
+    for node in [0, 0, 1, 1, 2] {
+        guess += 1;
+        if node == 2 {
+            // The failures are broadcast; give them a moment to arrive (loopback).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        on[node]
+            .send(&json!({"id": guess, "type": "redeemCode", "code": "AAAAAAAA"}))
+            .await
+            .unwrap();
+        let e = expect(&mut on[node], "error").await;
+        assert_eq!(
+            e["code"],
+            "invalidCode",
+            "guess {guess} on node {}: {e}",
+            node + 1
+        );
+    }
+    // Node 3 saw one failure itself: only its peers' four make this a lock.
+    let mut h2 = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
+    h2.send(&json!({"id": 12, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let fresh = expect(&mut h2, "codeIssued").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in [2, 0, 1] {
+        guess += 1;
+        on[node]
+            .send(&json!({"id": guess, "type": "redeemCode", "code": fresh["code"]}))
+            .await
+            .unwrap();
+        let e = expect(&mut on[node], "error").await;
+        assert_eq!(e["code"], "rateLimited", "node {}: {e}", node + 1);
+    }
+
     n1.server.shutdown().await;
     n2.server.shutdown().await;
     n3.server.shutdown().await;

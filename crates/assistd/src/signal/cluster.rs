@@ -92,6 +92,9 @@ pub enum Body {
     },
     /// Broadcast: the directory changed; drop cached policy facts.
     Facts,
+    /// Broadcast: `user` failed a code redemption on the sender; it counts towards the user's
+    /// and the tenant's brute-force locks on every node.
+    RedeemFailed { user: UserRef },
 }
 
 fn launch_error_name(e: LaunchError) -> &'static str {

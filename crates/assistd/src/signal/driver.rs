@@ -438,6 +438,7 @@ impl Driver {
             } => self
                 .broker
                 .handle_settings_changed(&tenant, block_chat, enabled, t),
+            Body::RedeemFailed { user } => self.broker.handle_peer_redemption_failure(&user, t),
             Body::LaunchReply { .. } | Body::Facts => {}
         }
     }
@@ -683,8 +684,12 @@ impl Driver {
                 Output::Audit(ev) => {
                     let _ = self.store_tx.send(records::audit_write(ev));
                 }
-                // One node: its own limiter has counted it. (A cluster tells its peers.)
-                Output::RedemptionFailed { .. } => {}
+                // Its own limiter has counted it; a cluster's other brokers count it too.
+                Output::RedemptionFailed { user } => {
+                    if let Some(c) = &self.cluster {
+                        c.broadcast(cluster::Body::RedeemFailed { user });
+                    }
+                }
                 Output::Live(op) => {
                     // In process the future is ready at once: no task, no channel hop.
                     if let Err(e) = self.live.apply(op).await {
