@@ -58,6 +58,8 @@ pub struct SignalMetrics {
     decisions: prometheus::IntCounterVec,
     started: prometheus::IntCounterVec,
     ended: prometheus::IntCounterVec,
+    /// The records writer's (`assist_store_write*`).
+    pub(super) store: records::StoreMetrics,
 }
 
 impl SignalMetrics {
@@ -96,12 +98,14 @@ impl SignalMetrics {
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(started.clone()))?;
         registry.register(Box::new(ended.clone()))?;
+        let store = records::StoreMetrics::register(registry)?;
         Ok(Self {
             connections,
             sessions,
             decisions,
             started,
             ended,
+            store,
         })
     }
 }
@@ -119,7 +123,8 @@ pub(super) struct Driver {
     pub(super) tickets: Arc<TicketAuthority>,
     pub(super) endpoint: RelayEndpoint,
     pub(super) tx: mpsc::Sender<HubInput>,
-    pub(super) store_tx: mpsc::UnboundedSender<StoreWrite>,
+    /// The bounded queue to the records writer (a full one drops, never waits).
+    pub(super) store_tx: records::RecordsQueue,
 }
 
 impl Driver {
