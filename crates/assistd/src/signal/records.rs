@@ -141,6 +141,23 @@ impl StoreMetrics {
             ),
             &["kind", "reason"],
         )?;
+        // Every series exists from the start (at 0), so dashboards and alerts see them before
+        // the first retry or drop.
+        for result in ["ok", "retry", "error"] {
+            batches.with_label_values(&[result]);
+        }
+        for kind in [
+            "started",
+            "modeRaised",
+            "seen",
+            "ended",
+            "audit",
+            "relayStats",
+        ] {
+            for reason in ["queueFull", "refused"] {
+                dropped.with_label_values(&[kind, reason]);
+            }
+        }
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(batches.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
