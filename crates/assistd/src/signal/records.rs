@@ -72,7 +72,8 @@ impl StoreWrite {
 
 /// Writes the queue in front of the records writer holds at most. At the soak's 30 pairings a
 /// second (about 8 writes each, a few hundred bytes to 2 KiB apiece) that is several minutes
-/// of a store outage, and at most some 100–200 MB held (docs/security.md, "Limits").
+/// of a store outage, and (estimated at ≤ 2 KiB a write) at most ~200 MB held
+/// (docs/security.md, "Limits").
 pub(super) const QUEUE_CAPACITY: usize = 100_000;
 
 /// Heartbeats are dropped once the queue holds this many writes: the last tenth of the queue
