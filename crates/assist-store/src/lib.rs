@@ -131,7 +131,7 @@ impl StoreError {
             return db
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|c| sqlite_busy(c));
+                .is_some_and(sqlite_busy);
         }
         false
     }
