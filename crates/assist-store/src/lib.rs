@@ -84,15 +84,68 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database itself is unreachable or overloaded (a 503 rather than a 500).
+    /// Whether the database server cannot be reached or refuses work for now: a connection
+    /// refused, reset or timed out, no pooled connection within the acquire timeout, the pool
+    /// closed, PostgreSQL shutting down or starting (`57P01` admin shutdown, `57P02` crash
+    /// shutdown, `57P03` cannot connect now), a connection exception (class `08`) or too many
+    /// connections (`53300`). The admin API answers these with 503 `ServiceUnavailable`, and
+    /// the records writer holds its writes until the store is back. A busy SQLite database
+    /// (`database is locked`) is not unavailable: see [`StoreError::is_retryable`].
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) | StoreError::Open { .. }
-        )
+        match self {
+            StoreError::Open { .. } => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| pg_unavailable(pg.code())),
+                _ => false,
+            },
+            _ => false,
+        }
     }
+
+    /// Whether the same work may succeed if tried again later without any change: the store
+    /// is unavailable (see [`StoreError::is_unavailable`]; except a pool closed on purpose,
+    /// which stays closed), or it refused this attempt because of other work at the same time:
+    /// SQLite busy or locked (`database is locked`, `SQLITE_BUSY`/`SQLITE_LOCKED` and their
+    /// extended codes), PostgreSQL serialization failure (`40001`) or deadlock (`40P01`).
+    pub fn is_retryable(&self) -> bool {
+        if matches!(self, StoreError::Database(sqlx::Error::PoolClosed)) {
+            return false;
+        }
+        if self.is_unavailable() {
+            return true;
+        }
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code(), "40001" | "40P01");
+        }
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // SQLite reports extended result codes; the primary code is the low byte.
+            return db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(sqlite_busy);
+        }
+        false
+    }
+}
+
+/// PostgreSQL SQLSTATEs meaning the server cannot take work now (see
+/// <https://www.postgresql.org/docs/current/errcodes-appendix.html>).
+fn pg_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+/// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with any extended code.
+fn sqlite_busy(extended: i32) -> bool {
+    matches!(extended & 0xff, 5 | 6)
 }
 
 #[derive(Debug, Clone)]
@@ -144,8 +197,12 @@ impl Tx {
     }
 }
 
-/// How long connecting to PostgreSQL may take (at start, and for a pooled connection later).
+/// How long connecting to PostgreSQL may take at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a PostgreSQL query may wait for a pooled connection (sqlx keeps retrying a refused
+/// connection until then): while the database is down, this is how long an admin request or
+/// `/readyz` takes to answer 503.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -232,7 +289,7 @@ impl Store {
         first.close().await.map_err(open_error)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(open_error)?;
@@ -342,3 +399,76 @@ impl Store {
 }
 
 // Behaviours are tested on both databases in tests/conformance.rs.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable_and_retryable() {
+        let refused = StoreError::Database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let reset = StoreError::Database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let timed_out = StoreError::Database(sqlx::Error::PoolTimedOut);
+        for e in [&refused, &reset, &timed_out] {
+            assert!(e.is_unavailable() && e.is_retryable(), "{e}");
+        }
+        let closed = StoreError::Database(sqlx::Error::PoolClosed);
+        assert!(closed.is_unavailable() && !closed.is_retryable());
+        for e in [
+            StoreError::Corrupt("x".into()),
+            StoreError::InvalidUrl("x".into()),
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::SchemaTooNew {
+                found: 9,
+                supported: 1,
+            },
+        ] {
+            assert!(!e.is_unavailable() && !e.is_retryable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn sqlstates_and_sqlite_codes_are_classified() {
+        for c in ["57P01", "57P02", "57P03", "08006", "08001", "53300"] {
+            assert!(pg_unavailable(c), "{c}");
+        }
+        for c in ["23505", "40001", "42P01", "57014"] {
+            assert!(!pg_unavailable(c), "{c}");
+        }
+        // SQLITE_BUSY, BUSY_RECOVERY, BUSY_SNAPSHOT, BUSY_TIMEOUT, SQLITE_LOCKED, LOCKED_SHAREDCACHE.
+        for c in [5, 261, 517, 773, 6, 262] {
+            assert!(sqlite_busy(c), "{c}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_FULL, SQLITE_CORRUPT, SQLITE_IOERR.
+        for c in [2067, 13, 11, 10] {
+            assert!(!sqlite_busy(c), "{c}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_retryable_not_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        // A second connection that does not wait for the lock, while the store holds it.
+        let mut other = sqlx::SqliteConnection::connect_with(
+            &SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        let tx = store.begin(true).await.unwrap();
+        let e: StoreError = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap_err()
+            .into();
+        assert!(e.is_retryable() && !e.is_unavailable(), "{e}");
+        drop(tx);
+    }
+}

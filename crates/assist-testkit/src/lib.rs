@@ -8,6 +8,10 @@
 //! the server reads the test process's end of a pipe and, at end of file, stops the server and
 //! cleans up.
 //!
+//! A test of a database outage starts an instance of its own ([`PostgresInstance::start`]) and
+//! stops it ([`PostgresInstance::stop`]) and starts it again ([`PostgresInstance::start_again`])
+//! on the same port and data directory.
+//!
 //! Missing server binaries: with `CI=true` or `ASSIST_REQUIRE_POSTGRES` set the tests fail;
 //! otherwise they print a loud message and skip (`./test.sh` and `.ci/run` install the package
 //! first, through `scripts/install-test-deps.sh`). Binaries present but a server that does not
@@ -18,10 +22,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -41,8 +45,13 @@ pub struct PostgresInstance {
     password: String,
     bin: PathBuf,
     next_db: AtomicU64,
-    /// The watchdog's stdin: closing it (at the latest when this process exits) stops the server.
+    /// The temporary directory (data directory and log).
+    base: PathBuf,
+    /// The watchdog's stdin: commands go there; closing it (at the latest when this process
+    /// exits) stops the server for good.
     stop: Mutex<Option<ChildStdin>>,
+    /// The watchdog's answers to commands.
+    answers: Mutex<Option<BufReader<ChildStdout>>>,
     watchdog: Mutex<Child>,
 }
 
@@ -118,17 +127,29 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// Stops the server (fast shutdown) once stdin reaches end of file, then removes the directory.
+/// Runs the server; reads commands on stdin (`stop`: fast shutdown, keeping the data directory;
+/// `start`: the server again on the same port and directory), answering each with a line on
+/// stdout once done. At end of file it stops the server and removes the directory.
 const WATCHDOG: &str = r#"
-base="$1"; bin="$2"; port="$3"
-"$bin/postgres" -D "$base/data" -p "$port" -c listen_addresses=127.0.0.1 \
-  -c unix_socket_directories="$base" -c fsync=off -c synchronous_commit=off \
-  -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB \
-  >"$base/postgres.log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -INT "$pid" 2>/dev/null
-wait "$pid"
+base="$1"; bin="$2"; port="$3"; pid=
+run() {
+  "$bin/postgres" -D "$base/data" -p "$port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$base" -c fsync=off -c synchronous_commit=off \
+    -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB \
+    >>"$base/postgres.log" 2>&1 &
+  pid=$!
+}
+halt() {
+  if [ -n "$pid" ]; then kill -INT "$pid" 2>/dev/null; wait "$pid"; pid=; fi
+}
+run
+while read -r cmd; do
+  case "$cmd" in
+    stop) halt; echo stopped ;;
+    start) halt; run; echo started ;;
+  esac
+done
+halt
 rm -rf "$base"
 "#;
 
@@ -225,24 +246,28 @@ impl PostgresInstance {
             .arg(bin)
             .arg(port.to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("starting postgres: {e}"))?;
         let stop = watchdog.stdin.take();
+        let answers = watchdog.stdout.take().map(BufReader::new);
         let pg = PostgresInstance {
             port,
             password,
             bin: bin.to_path_buf(),
             next_db: AtomicU64::new(0),
+            base: base.clone(),
             stop: Mutex::new(stop),
+            answers: Mutex::new(answers),
             watchdog: Mutex::new(watchdog),
         };
-        pg.wait_ready(&base)?;
+        pg.wait_ready()?;
         Ok(pg)
     }
 
-    fn wait_ready(&self, base: &Path) -> Result<(), String> {
+    fn wait_ready(&self) -> Result<(), String> {
+        let base = &self.base;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
@@ -315,12 +340,50 @@ impl PostgresInstance {
         }
     }
 
-    /// Stops the server now (tests of a database restart start their own instance for this).
-    pub fn stop(&self) {
+    /// Sends `cmd` to the watchdog and waits for its answer `done`.
+    fn command(&self, cmd: &str, done: &str) -> Result<(), String> {
+        let mut stdin = self.stop.lock().map_err(|_| "watchdog lock poisoned")?;
+        let stdin = stdin.as_mut().ok_or("the server was shut down for good")?;
+        writeln!(stdin, "{cmd}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("telling the watchdog to {cmd}: {e}"))?;
+        let mut answers = self.answers.lock().map_err(|_| "watchdog lock poisoned")?;
+        let answers = answers.as_mut().ok_or("no watchdog output")?;
+        let mut line = String::new();
+        answers
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the watchdog: {e}"))?;
+        if line.trim() == done {
+            Ok(())
+        } else {
+            Err(format!("the watchdog answered {line:?} to {cmd}"))
+        }
+    }
+
+    /// Stops the server (PostgreSQL's fast shutdown: clients get `57P01` and are disconnected)
+    /// and returns once it has exited, keeping its data directory; [`start_again`] brings it
+    /// back on the same port. For tests of a database outage, on an instance of their own
+    /// ([`PostgresInstance::start`], never the shared one).
+    ///
+    /// [`start_again`]: PostgresInstance::start_again
+    pub fn stop(&self) -> Result<(), String> {
+        self.command("stop", "stopped")
+    }
+
+    /// Starts a server stopped by [`PostgresInstance::stop`] again, on the same port and data
+    /// directory (every database and role as they were), and returns once it accepts
+    /// connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.command("start", "started")?;
+        self.wait_ready()
+    }
+
+    /// Stops the server for good and removes its directory (also done when the value is dropped
+    /// or this process exits).
+    pub fn shut_down(&self) {
         if let Ok(mut s) = self.stop.lock() {
-            if let Some(mut stdin) = s.take() {
-                let _ = stdin.flush();
-            }
+            // Closing stdin is the watchdog's end of file.
+            drop(s.take());
         }
         if let Ok(mut w) = self.watchdog.lock() {
             let _ = w.wait();
@@ -330,7 +393,7 @@ impl PostgresInstance {
 
 impl Drop for PostgresInstance {
     fn drop(&mut self) {
-        self.stop();
+        self.shut_down();
     }
 }
 
@@ -373,7 +436,25 @@ mod tests {
         let wrong = a.replacen(&pg.password, "wrong", 1);
         assert!(!psql(&wrong, "SELECT 1").status.success());
         let port = pg.port();
+        // Stopped, the server refuses connections; started again, it has the same data.
+        let ready = || {
+            Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .expect("pg_isready")
+                .success()
+        };
+        let o = psql(&a, "CREATE TABLE kept (x INT); INSERT INTO kept VALUES (7)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        pg.stop().expect("stops");
+        assert!(!ready(), "stopped");
+        assert!(!psql(&a, "SELECT 1").status.success());
+        pg.start_again().expect("starts again");
+        let o = psql(&a, "SELECT x FROM kept");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "7", "same data");
+        let base = pg.base.clone();
         drop(pg);
+        assert!(!base.exists(), "directory removed");
         assert!(
             !Command::new(bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])

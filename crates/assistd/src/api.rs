@@ -42,8 +42,20 @@ impl From<GraphError> for ApiError {
     }
 }
 
+/// `Retry-After` (seconds) on every 503: about how long a database restart or a pool wait takes.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
 impl From<assist_store::StoreError> for ApiError {
     fn from(e: assist_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            // One line per request while the database is away: a warning, not an error (the
+            // records writer logs the outage itself, once).
+            tracing::warn!(error = %e, "store unavailable; answering 503");
+            return Self(GraphError::new(
+                GraphErrorKind::Unavailable,
+                "The service's database is unavailable; try again shortly.",
+            ));
+        }
         tracing::error!(error = %e, "store error");
         Self(GraphError::internal(
             "the service could not complete the request; try again",
@@ -68,6 +80,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
+        }
+        if self.0.kind == GraphErrorKind::Unavailable {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }

@@ -84,6 +84,8 @@ pub struct SignalMetrics {
     decisions: prometheus::IntCounterVec,
     started: prometheus::IntCounterVec,
     ended: prometheus::IntCounterVec,
+    /// The records writer's (`assist_store_write*`).
+    pub(super) store: records::StoreMetrics,
 }
 
 impl SignalMetrics {
@@ -122,12 +124,14 @@ impl SignalMetrics {
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(started.clone()))?;
         registry.register(Box::new(ended.clone()))?;
+        let store = records::StoreMetrics::register(registry)?;
         Ok(Self {
             connections,
             sessions,
             decisions,
             started,
             ended,
+            store,
         })
     }
 }
@@ -145,7 +149,8 @@ pub(super) struct Driver {
     pub(super) tickets: Arc<TicketAuthority>,
     pub(super) endpoint: RelayEndpoint,
     pub(super) tx: mpsc::Sender<HubInput>,
-    pub(super) store_tx: mpsc::UnboundedSender<StoreWrite>,
+    /// The bounded queue to the records writer (a full one drops, never waits).
+    pub(super) store_tx: records::RecordsQueue,
     /// Cluster mode's handles (`None`: embedded, one node).
     pub(super) cluster: Option<Arc<Cluster>>,
     /// Hashes typed codes as the broker does (cluster mode looks codes up before the broker).

@@ -4,7 +4,8 @@
 //!   the connection's task sends what it reads to the driver directly;
 //! - `driver` is the one task that owns the [`Broker`] (every input fed with `now`, every
 //!   output carried out in order, live-state ops and queries included);
-//! - `records` writes session records and audit events in group-committed batches;
+//! - `records` writes session records and audit events in group-committed batches, through a
+//!   bounded queue the driver never waits on, holding them while the store is unavailable;
 //! - `crypto` hashes codes; `party` builds the machine's view of a caller.
 //!
 //! This file holds [`SignalHub`], the handle the rest of the server uses.
@@ -103,8 +104,13 @@ impl SignalHub {
         let broker = Broker::new(config, Box::new(HmacCrypto { key }))
             .map_err(|e| anyhow::anyhow!("broker config: {e}"))?;
         let (tx, rx) = mpsc::channel(4096);
-        let (store_tx, store_rx) = mpsc::unbounded_channel();
-        tracker.spawn(records::store_writer(store.clone(), store_rx));
+        let (store_tx, store_rx) =
+            records::RecordsQueue::new(records::QUEUE_CAPACITY, metrics.store.clone());
+        tracker.spawn(records::store_writer(
+            store.clone(),
+            store_rx,
+            metrics.store.clone(),
+        ));
         let facts = Arc::new(facts::FactsCache::default());
         if let Some(start) = cluster_start {
             let c = start.cluster;
