@@ -48,6 +48,13 @@ pub(super) enum HubInput {
         device_id: String,
         reply: oneshot::Sender<Result<SessionId, LaunchError>>,
     },
+    /// The node drains: no new sessions (`Broker::handle_draining`).
+    Draining,
+    /// The grace is over: every session ends with `shuttingDown`; the reply comes once the
+    /// ends are queued to the connections.
+    ShuttingDown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
@@ -61,6 +68,11 @@ pub struct SignalMetrics {
 }
 
 impl SignalMetrics {
+    /// Sessions the broker holds now (the `assist_signal_sessions` gauge).
+    pub fn sessions(&self) -> i64 {
+        self.sessions.get()
+    }
+
     /// Registers the families in `registry`.
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
         use prometheus::{IntCounterVec, IntGauge, Opts};
@@ -115,7 +127,8 @@ pub(super) struct Driver {
     pub(super) store: Store,
     /// Policy facts cached between evaluations (dropped when the directory changes).
     pub(super) facts: Arc<facts::FactsCache>,
-    pub(super) relay: Relay,
+    /// This node's relay; `None` on a broker-only node (tickets are then placed elsewhere).
+    pub(super) relay: Option<Relay>,
     pub(super) tickets: Arc<TicketAuthority>,
     pub(super) endpoint: RelayEndpoint,
     pub(super) tx: mpsc::Sender<HubInput>,
@@ -182,6 +195,12 @@ impl Driver {
                         }
                         HubInput::AdminLaunch { party, device_id, reply } => {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
+                        }
+                        HubInput::Draining => self.broker.handle_draining(t),
+                        HubInput::ShuttingDown { reply } => {
+                            self.broker.handle_shutting_down(t);
+                            self.drain().await;
+                            let _ = reply.send(());
                         }
                     }
                 }
@@ -254,7 +273,14 @@ impl Driver {
                     chat,
                 } => {
                     let sid = session_id.as_str();
-                    let relay_id = self.relay.identity();
+                    let Some(relay) = &self.relay else {
+                        // A broker-only node has no local relay to issue tickets for (cluster
+                        // mode places the session on a relay node).
+                        tracing::warn!("no relay to issue tickets for on this node");
+                        let _ = self.broker.handle_tickets_failed(&session_id, now());
+                        continue;
+                    };
+                    let relay_id = relay.identity();
                     let access = |role| RelayAccess {
                         ticket: self.tickets.mint(sid, role, mode, chat, relay_id),
                         address: self.endpoint.address.clone(),
@@ -271,10 +297,14 @@ impl Driver {
                     mode,
                     chat,
                 } => {
-                    self.relay.set_mode(session_id.as_str(), mode, chat);
+                    if let Some(relay) = &self.relay {
+                        relay.set_mode(session_id.as_str(), mode, chat);
+                    }
                 }
                 Output::RelayEnd { session_id, reason } => {
-                    self.relay.end_session(session_id.as_str(), reason.as_str());
+                    if let Some(relay) = &self.relay {
+                        relay.end_session(session_id.as_str(), reason.as_str());
+                    }
                 }
                 Output::Record(ev) => {
                     match &ev {
