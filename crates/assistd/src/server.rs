@@ -176,6 +176,24 @@ impl RunningServer {
         if let Some(signal) = &self.signal {
             signal.shut_down().await;
         }
+        self.stop_listening().await;
+    }
+
+    /// Stops at once without draining, as a second SIGTERM does (and, for the sessions, as a
+    /// crash would): sessions are not ended, their records stay open until the next start
+    /// closes them with `brokerRestart`. Connections get [`CLOSE_WAIT`] to close.
+    pub async fn stop_now(self) {
+        self.stop.cancel();
+        self.draining.store(true, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+        if let Some(relay) = &self.relay {
+            relay.shutdown(Duration::ZERO).await;
+        }
+        self.stop_listening().await;
+    }
+
+    /// The end of every stop: listeners stop, tasks get [`CLOSE_WAIT`], the store closes.
+    async fn stop_listening(self) {
         self.cancel.cancel();
         self.tracker.close();
         let closed = tokio::time::timeout(CLOSE_WAIT, async {
