@@ -99,6 +99,14 @@ impl DevIssuer {
         Ok(Self { key })
     }
 
+    /// Loads the key from `path` (`keys.dev_issuer_file`), which must exist: it is never
+    /// created, so every node of a cluster signs and trusts the same key.
+    pub fn load(path: &Path) -> Result<Self, DevIssuerError> {
+        Ok(Self {
+            key: EcKey::load(path)?,
+        })
+    }
+
     /// The public keys, as a JWKS.
     pub fn jwks(&self) -> &JwkSet {
         &self.key.jwks

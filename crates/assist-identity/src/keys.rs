@@ -79,6 +79,20 @@ impl EcKey {
         })
     }
 
+    /// Loads the key at `path`, which must exist: a key file given by the operator (a cluster's
+    /// shared key) is never created. A missing file is [`KeyError::Io`] (not found), a garbled
+    /// or truncated one [`KeyError::BadKey`]; both name the path.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_pem(&pem).map_err(|reason| KeyError::BadKey {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
     /// Builds the key from a PKCS#8 PEM P-256 private key.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
         let key = rcgen::KeyPair::from_pem(pem).map_err(|e| e.to_string())?;

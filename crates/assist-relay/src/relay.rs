@@ -46,6 +46,10 @@ pub enum AdmitError {
     /// The node is shutting down (503 / 4011).
     #[error("the relay is shutting down")]
     ShuttingDown,
+    /// The node is draining: it starts no new sessions, while the second leg of a session it
+    /// already holds still joins (503 / 4011).
+    #[error("the relay is draining and starts no new sessions; ask the broker for new tickets")]
+    Draining,
 }
 
 impl AdmitError {
@@ -55,7 +59,7 @@ impl AdmitError {
             AdmitError::BadTicket(_) => CloseCode::BadTicket,
             AdmitError::TicketUsed => CloseCode::TicketUsed,
             AdmitError::NodeFull => CloseCode::NodeFull,
-            AdmitError::ShuttingDown => CloseCode::ShuttingDown,
+            AdmitError::ShuttingDown | AdmitError::Draining => CloseCode::ShuttingDown,
         }
     }
 }
@@ -205,6 +209,8 @@ struct Inner {
     ended: Mutex<HashMap<String, u64>>,
     metrics: RelayMetrics,
     shutdown: CancellationToken,
+    /// Set by [`Relay::drain`]: no new sessions.
+    draining: std::sync::atomic::AtomicBool,
     tracker: TaskTracker,
     reports: Option<tokio::sync::mpsc::UnboundedSender<SessionReport>>,
 }
@@ -251,6 +257,7 @@ impl Relay {
                 ended: Mutex::new(HashMap::new()),
                 metrics,
                 shutdown: CancellationToken::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 reports,
             }),
@@ -302,10 +309,13 @@ impl Relay {
         if used.contains_key(&claims.jti) {
             return Err(AdmitError::TicketUsed);
         }
-        if !inner.sessions.contains_key(&claims.sid)
-            && inner.sessions.len() >= inner.config.max_sessions
-        {
-            return Err(AdmitError::NodeFull);
+        if !inner.sessions.contains_key(&claims.sid) {
+            if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(AdmitError::Draining);
+            }
+            if inner.sessions.len() >= inner.config.max_sessions {
+                return Err(AdmitError::NodeFull);
+            }
         }
         let session = inner
             .sessions
@@ -349,6 +359,23 @@ impl Relay {
         *lock(&s.pending_mode) = Some((mode, chat));
         let _ = s.wake.try_send(());
         true
+    }
+
+    /// Starts draining: a leg for a session this relay does not hold yet is refused
+    /// ([`AdmitError::Draining`], 4011), while running sessions carry on and the second leg of
+    /// a session already waiting still joins. [`Relay::shutdown`] ends what is left.
+    pub fn drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`Relay::drain`] (or [`Relay::shutdown`]) was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+            || self.is_shutting_down()
     }
 
     /// Stops admitting, ends every session with 4011, and waits up to `grace` for legs to close.

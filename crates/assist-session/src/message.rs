@@ -510,6 +510,8 @@ pub enum EndReason {
     /// The broker restarted while the session was open (written by the recovery step, never
     /// by the machine).
     BrokerRestart,
+    /// The node holding the session was draining (SIGTERM) and its grace period ran out.
+    ShuttingDown,
 }
 
 impl EndReason {
@@ -527,6 +529,7 @@ impl EndReason {
             EndReason::RelayUnavailable => "relayUnavailable",
             EndReason::RemoteHelpDisabled => "remoteHelpDisabled",
             EndReason::BrokerRestart => "brokerRestart",
+            EndReason::ShuttingDown => "shuttingDown",
         }
     }
 }

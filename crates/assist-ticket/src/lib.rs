@@ -138,6 +138,21 @@ impl TicketAuthority {
         })
     }
 
+    /// Loads the key from `path` (`keys.relay_ticket_file`), which must exist: it is never
+    /// created, so every node of a cluster mints and verifies with the same key. A missing or
+    /// garbled file is an error naming the path.
+    pub fn load(path: &Path, ttl: Duration) -> Result<Self, KeyError> {
+        Ok(Self {
+            key: EcKey::load(path)?,
+            ttl,
+        })
+    }
+
+    /// The key's id: the RFC 7638 thumbprint of its public key (equal ids, equal keys).
+    pub fn key_id(&self) -> &str {
+        &self.key.kid
+    }
+
     /// Mints a ticket for one leg, for the relay `relay` (its current run).
     pub fn mint(
         &self,
@@ -243,5 +258,34 @@ mod tests {
         let b = TicketAuthority::load_or_create(other.path(), DEFAULT_TTL).unwrap();
         assert_eq!(b.verify(&t, &r1).unwrap_err(), TicketError::Invalid);
         assert_eq!(a.verify("garbage", &r1).unwrap_err(), TicketError::Invalid);
+    }
+
+    #[test]
+    fn load_uses_a_given_key_file_and_never_creates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TicketAuthority::load_or_create(dir.path(), DEFAULT_TTL).unwrap();
+        // The same file given as a path: the same key, so its tickets verify.
+        let b = TicketAuthority::load(&dir.path().join(KEY_FILE), DEFAULT_TTL).unwrap();
+        assert_eq!(a.key_id(), b.key_id());
+        let r = RelayIdentity::new("r:1");
+        let t = a.mint("s1", Role::Sharer, Mode::ViewOnly, false, &r);
+        assert_eq!(b.verify(&t, &r).unwrap().sid, "s1");
+        // Missing: an error naming the path, and no file made.
+        let missing = dir.path().join("nope.pem");
+        let e = TicketAuthority::load(&missing, DEFAULT_TTL).unwrap_err();
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        assert!(!missing.exists());
+        // Short or garbled: an error naming the path.
+        let pem = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        for (name, text) in [("short.pem", &pem[..pem.len() / 2]), ("junk.pem", "junk")] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let e = TicketAuthority::load(&p, DEFAULT_TTL).unwrap_err();
+            assert!(matches!(e, KeyError::BadKey { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        let other = tempfile::tempdir().unwrap();
+        let c = TicketAuthority::load_or_create(other.path(), DEFAULT_TTL).unwrap();
+        assert_ne!(a.key_id(), c.key_id(), "another key, another id");
     }
 }

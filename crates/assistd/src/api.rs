@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
 
+use crate::metrics::HttpMetrics;
 use crate::state::AppState;
 
 /// Write requests over this size are refused with 413, as Graph does.
@@ -102,7 +103,7 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
 /// Middleware: gives each request an id (echoed as `request-id`), runs it inside a span and
 /// the error context, logs one line with status and latency, and records metrics by route
 /// template (never by raw path, so ids never become label values).
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = req
@@ -152,7 +153,6 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     if let Some(Ok(v)) = client_request_id.map(|c| HeaderValue::from_str(&c)) {
         resp.headers_mut().insert("client-request-id", v);
     }
-    let m = &state.http_metrics;
     m.requests
         .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
         .inc();

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod facts;
 pub mod health;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod relay_ws;

@@ -265,10 +265,11 @@ async fn serve(settings: Settings, log: &LogOutput) -> anyhow::Result<()> {
         .register(Box::new(log.dropped().clone()))
         .context("registering the log metrics")?;
     say(&format!(
-        "assistd: serving https://{} (metrics on http://{}); certificate {}",
+        "assistd: serving https://{} (metrics on http://{}); certificate {}; role {}",
         server.https_addr,
         server.metrics_addr,
-        server.cert_path.display()
+        server.cert_path.display(),
+        server.role.as_str()
     ));
     let cancel = server.cancel_token();
     let hard_stop_log = log.clone();
@@ -349,7 +350,8 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let dev = assist_identity::DevIssuer::load_or_create(&settings.data_dir)?;
+    // The same key file as the server's (keys.dev_issuer_file, or the data directory's).
+    let dev = assistd::keys::dev_issuer(&settings)?;
     let audience = settings
         .auth
         .audiences

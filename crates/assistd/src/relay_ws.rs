@@ -66,8 +66,13 @@ fn into_leg(upgraded: Upgraded, max_payload: usize) -> assist_relay::leg::Leg {
 }
 
 /// Upgrades to a relay leg.
-pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
-    let Some(relay) = state.relay.clone() else {
+pub async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
+    serve(state.relay.clone(), req).await
+}
+
+/// Upgrades to a leg of `relay`: `None` (a broker-only node) answers 404 `RelayDisabled`.
+pub async fn serve(relay: Option<assist_relay::Relay>, mut req: Request) -> Response {
+    let Some(relay) = relay else {
         return refuse(
             GraphErrorKind::NotFound,
             "RelayDisabled",
@@ -100,6 +105,9 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         }
         Err(e @ AdmitError::TicketUsed) => {
             return refuse(GraphErrorKind::Conflict, "RelayTicketUsed", e.to_string())
+        }
+        Err(e @ (AdmitError::Draining | AdmitError::ShuttingDown)) => {
+            return refuse(GraphErrorKind::Unavailable, "RelayDraining", e.to_string())
         }
         Err(e) => return refuse(GraphErrorKind::Unavailable, "RelayFull", e.to_string()),
     };

@@ -51,65 +51,167 @@ const METRICS_CAPS: Caps = Caps {
 /// database, the QUIC socket, key and log files.
 const RESERVED_FDS: u64 = 256;
 
+/// How long, once the grace period is over (or every session has ended), the server waits for
+/// legs and connections to close before it stops hard. It fits the 5 s the deployment files
+/// leave beyond `shutdown_grace_secs` (docs/deploy.md).
+const CLOSE_WAIT: Duration = Duration::from_secs(4);
+/// How often the drain checks whether every session has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// A running server.
 pub struct RunningServer {
     /// Where HTTPS is served.
     pub https_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
-    /// Where QUIC relay legs connect (UDP).
-    pub quic_addr: SocketAddr,
+    /// Where QUIC relay legs connect (UDP); `None` on a broker-only node (no UDP socket).
+    pub quic_addr: Option<SocketAddr>,
     /// The certificate clients should trust (the self-signed one, or the operator's).
     pub cert_path: std::path::PathBuf,
-    /// The relay on this node.
-    pub relay: assist_relay::Relay,
+    /// What this node runs.
+    pub role: crate::config::Role,
+    /// The relay on this node; `None` on a broker-only node.
+    pub relay: Option<assist_relay::Relay>,
     /// Mints and verifies relay tickets (the broker's side; tests mint with it directly).
     pub tickets: Arc<assist_relay::TicketAuthority>,
     /// Reports of ended relay sessions (the signalling service consumes them; always `None` here).
     pub relay_reports: Option<tokio::sync::mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
+    /// True from the moment the drain begins (SIGTERM, [`RunningServer::shutdown`]): `/readyz`
+    /// answers 503 `draining`, no new relay or signalling sessions start. The same flag as
+    /// [`AppState::draining`].
+    pub draining: Arc<AtomicBool>,
+    /// [`crate::keys::keys_fingerprint`] of the keys this node uses; `None` on a relay-only
+    /// node (it loads only the relay-ticket key: compare [`assist_relay::TicketAuthority::key_id`]).
+    pub keys_fingerprint: Option<String>,
+    /// Cancelled to ask for the drain (`cancel_token`).
+    stop: CancellationToken,
+    /// Cancelled once the drain is over: listeners stop accepting, tasks end.
     cancel: CancellationToken,
     tracker: TaskTracker,
-    state: AppState,
+    ready: Arc<AtomicBool>,
+    store: Option<Store>,
+    signal: Option<crate::signal::SignalHub>,
+    signal_metrics: Option<crate::signal::SignalMetrics>,
     grace: Duration,
+    registry: prometheus::Registry,
 }
 
 impl RunningServer {
     /// The registry `/metrics` renders, for families made outside the server (the log writer's).
     pub fn registry(&self) -> &prometheus::Registry {
-        &self.state.registry
+        &self.registry
     }
 
-    /// A token that stops the server when cancelled.
+    /// A token that, when cancelled, starts the drain (what SIGTERM does); [`RunningServer::wait`]
+    /// then drains and stops.
     pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.stop.clone()
     }
 
-    /// Waits until the server is told to stop, then drains and stops.
+    /// Waits until the server is told to stop ([`RunningServer::cancel_token`]), then drains
+    /// and stops.
     pub async fn wait(self) {
-        self.cancel.cancelled().await;
+        self.stop.cancelled().await;
         self.drain().await;
     }
 
-    /// Stops the server: not ready, stop accepting, drain within the grace period, close the store.
+    /// Stops the server the way SIGTERM does: drains (see [`RunningServer::drain`]), then stops.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
+        self.stop.cancel();
         self.drain().await;
     }
 
-    async fn drain(self) {
-        self.state.ready.store(false, Ordering::SeqCst);
-        self.relay.shutdown(self.grace).await;
+    /// Sessions still open: the broker's (any state) and the relay's.
+    fn open_sessions(&self) -> usize {
+        let signal = self
+            .signal_metrics
+            .as_ref()
+            .map_or(0, |m| usize::try_from(m.sessions()).unwrap_or(0));
+        let relay = self.relay.as_ref().map_or(0, |r| r.active_sessions());
+        signal + relay
+    }
+
+    /// The drain: marks the node draining (`/readyz` answers 503 `draining` at once), refuses
+    /// new relay sessions (4011, or 503 `RelayDraining` before a WSS upgrade) and new signalling
+    /// sessions (`unavailable`), and lets running sessions carry on for up to
+    /// `shutdown_grace_secs`. When every session has ended, or the grace is over, what is left
+    /// ends with `shuttingDown` (relay legs: `ended` and close 4011; signalling: `sessionEnded`),
+    /// the listeners stop, connections get [`CLOSE_WAIT`] to close, and the store is closed.
+    pub async fn drain(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.draining.store(true, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+        if let Some(relay) = &self.relay {
+            relay.drain();
+        }
+        if let Some(signal) = &self.signal {
+            signal.drain().await;
+        }
+        tracing::info!(
+            sessions = self.open_sessions(),
+            grace_secs = self.grace.as_secs(),
+            "draining: no new sessions; running ones have until the grace period ends"
+        );
+        loop {
+            let open = self.open_sessions();
+            if open == 0 {
+                tracing::info!("drained: every session has ended");
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    sessions = open,
+                    "grace period over; ending the remaining sessions (shuttingDown)"
+                );
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL.min(deadline - now)).await;
+        }
+        // Relay first, so its legs get 4011 (a broker end would give them 4000), then the
+        // broker's `sessionEnded`, queued to the connections before they are closed.
+        if let Some(relay) = &self.relay {
+            relay.shutdown(Duration::ZERO).await;
+        }
+        if let Some(signal) = &self.signal {
+            signal.shut_down().await;
+        }
+        self.stop_listening().await;
+    }
+
+    /// Stops at once without draining, as a second SIGTERM does (and, for the sessions, as a
+    /// crash would): sessions are not ended, their records stay open until the next start
+    /// closes them with `brokerRestart`. Connections get [`CLOSE_WAIT`] to close.
+    pub async fn stop_now(self) {
+        self.stop.cancel();
+        self.draining.store(true, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+        if let Some(relay) = &self.relay {
+            relay.shutdown(Duration::ZERO).await;
+        }
+        self.stop_listening().await;
+    }
+
+    /// The end of every stop: listeners stop, tasks get [`CLOSE_WAIT`], the store closes.
+    async fn stop_listening(self) {
+        self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let closed = tokio::time::timeout(CLOSE_WAIT, async {
+            if let Some(relay) = &self.relay {
+                relay.tracker().wait().await;
+            }
+            self.tracker.wait().await;
+        })
+        .await;
+        if closed.is_err() {
             tracing::warn!(
-                grace_secs = self.grace.as_secs(),
-                "connections still open after the grace period; stopping hard"
+                close_wait_secs = CLOSE_WAIT.as_secs(),
+                "connections still open after the drain; stopping hard"
             );
         }
-        self.state.store.close().await;
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
         tracing::info!("stopped");
     }
 }
@@ -223,10 +325,38 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.http_metrics.clone(),
             api::observe,
         ))
         .with_state(state)
+}
+
+/// The router of a relay-only node: `/v1/relay` and Graph-shaped 404s for everything else (no
+/// admin API, pages, sign-in or signalling: this node has no database).
+fn relay_router(relay: assist_relay::Relay, http_metrics: HttpMetrics) -> Router {
+    Router::new()
+        .route(
+            "/v1/relay",
+            get(move |req: axum::extract::Request| {
+                crate::relay_ws::serve(Some(relay.clone()), req)
+            }),
+        )
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            api::observe,
+        ))
+}
+
+/// What the metrics listener's routes read.
+#[derive(Clone)]
+struct OpsState {
+    registry: prometheus::Registry,
+    ready: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+    /// `None` on a relay-only node (no database to check).
+    store: Option<Store>,
 }
 
 /// How long the HTTPS self-probe of `/healthz` and `/readyz` may take.
@@ -244,12 +374,12 @@ async fn probe_https(probe: &HttpsProbe) -> Result<(), axum::response::Response>
     })
 }
 
-fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
+fn ops_router(state: OpsState, probe: HttpsProbe) -> Router {
     let health_probe = probe.clone();
     Router::new()
         .route(
             "/metrics",
-            get(|State(s): State<AppState>| async move { metrics::render(&s.registry) }),
+            get(|State(s): State<OpsState>| async move { metrics::render(&s.registry) }),
         )
         .route(
             "/healthz",
@@ -262,14 +392,20 @@ fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
         )
         .route(
             "/readyz",
-            get(move |State(s): State<AppState>| async move {
+            get(move |State(s): State<OpsState>| async move {
+                if s.draining.load(Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+                }
                 if !s.ready.load(Ordering::SeqCst) {
                     return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
                 }
                 if let Err(answer) = probe_https(&probe).await {
                     return answer;
                 }
-                match s.store.ping().await {
+                let Some(store) = &s.store else {
+                    return (StatusCode::OK, "ready\n").into_response();
+                };
+                match store.ping().await {
                     Ok(()) => (StatusCode::OK, "ready\n").into_response(),
                     Err(e) => {
                         tracing::warn!(error = %e, "readiness check: store not answering");
@@ -281,15 +417,27 @@ fn ops_router(state: AppState, probe: HttpsProbe) -> Router {
         .with_state(state)
 }
 
-/// Starts the server with `settings` and returns once every listener is bound.
-pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
-    if settings.keys != crate::config::KeyFiles::default() {
-        // Parsed and validated (config.rs); the server side lands with the rest of issue #13.
-        anyhow::bail!("[keys] files are not available in this build yet");
-    }
-    let open_files = crate::admission::raise_open_files_limit();
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+/// What a broker-running node (`all`, `broker`) builds beside the relay.
+struct BrokerParts {
+    state: AppState,
+    signal_metrics: crate::signal::SignalMetrics,
+    keys_fingerprint: String,
+}
+
+/// Opens the store, loads the keys and issuers, and starts the signalling service.
+#[allow(clippy::too_many_arguments)] // the handles the broker shares with the rest of start
+async fn start_broker(
+    settings: &Settings,
+    registry: &prometheus::Registry,
+    http_metrics: HttpMetrics,
+    relay: Option<assist_relay::Relay>,
+    report_rx: Option<tokio::sync::mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
+    tickets: &Arc<assist_relay::TicketAuthority>,
+    endpoint: crate::signal::RelayEndpoint,
+    flags: (Arc<AtomicBool>, Arc<AtomicBool>),
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<BrokerParts> {
     // A failure to connect names the URL with its password redacted (StoreError::Open).
     let store = Store::open(&settings.store)
         .await
@@ -313,16 +461,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tracing::warn!(
             issuers = settings.auth.issuers.len(),
             "the development token issuer is trusted beside a real issuer: anyone who can read \
-             the data directory's dev-issuer key can mint tokens for any tenant; set \
-             auth.dev_issuer = false (ASSIST_AUTH_DEV_ISSUER=false) in production"
+             the dev-issuer key can mint tokens for any tenant; set auth.dev_issuer = false \
+             (ASSIST_AUTH_DEV_ISSUER=false) in production"
         );
     }
     let dev = if settings.auth.dev_issuer {
-        Some(Arc::new(DevIssuer::load_or_create(&settings.data_dir)?))
+        Some(Arc::new(crate::keys::dev_issuer(settings)?))
     } else {
         None
     };
-    let validator = build_validator(&settings, dev.as_deref()).await?;
+    let code_key = crate::keys::code_key(settings)?;
+    let keys_fingerprint = crate::keys::keys_fingerprint(
+        tickets.key_id(),
+        &code_key,
+        dev.as_deref().map(DevIssuer::kid),
+    );
+    let validator = build_validator(settings, dev.as_deref()).await?;
     let sign_in = Arc::new(crate::sign_in::SignIn {
         external: settings.auth.sign_in.clone(),
         dev: dev.map(|key| {
@@ -339,60 +493,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }),
         public_url: settings.public_url.clone(),
     });
-    let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
-    let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
-    let tickets = Arc::new(
-        assist_relay::TicketAuthority::load_or_create(
-            &settings.data_dir,
-            assist_relay::ticket::DEFAULT_TTL,
-        )
-        .context("loading the relay ticket key")?,
-    );
-
-    let registry = metrics::new_registry()?;
-    let http_metrics = HttpMetrics::register(&registry)?;
-    let relay_metrics = assist_relay::metrics::RelayMetrics::register(&registry)?;
-    let connection_metrics = ConnectionMetrics::register(&registry)?;
-    let https_caps = https_caps(&settings, open_files.soft);
-    let https_admission = Admission::new("https", https_caps, connection_metrics.clone());
-    let ops_admission = Admission::new("metrics", METRICS_CAPS, connection_metrics);
-    let https = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding HTTPS listener on {}", settings.listen))?;
-    let ops = TcpListener::bind(settings.metrics_listen)
-        .await
-        .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
-    let (certs, key) = tls::load_pem(&cert_path, &key_path)?;
-    let certs_for_probe = certs.clone();
-    let quic = assist_relay::quic::server_endpoint(settings.quic_listen, certs, key)
-        .with_context(|| format!("binding QUIC endpoint on {} (UDP)", settings.quic_listen))?;
-    let quic_addr = quic.local_addr()?;
-    let https_addr = https.local_addr()?;
-    let metrics_addr = ops.local_addr()?;
-
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let advertised = |a: SocketAddr| {
-        if a.ip().is_loopback() {
-            format!("localhost:{}", a.port())
-        } else {
-            a.to_string()
-        }
-    };
-    // The relay's identity is its public address or, without one, this listener as advertised.
-    let mut relay_config = settings.relay.clone();
-    relay_config.listen_addr = Some(advertised(https_addr));
-    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
-    let relay = assist_relay::Relay::new(
-        relay_config,
-        tickets.clone(),
-        relay_metrics,
-        Some(report_tx),
-    );
-    relay
-        .identity()
-        .publish(&settings.data_dir)
-        .context("writing the relay identity to the data directory")?;
+    let (ready, draining) = flags;
     // Cluster mode (docs/architecture.md, "Cluster mode"): live state, registry and bus in Redis.
     let cluster_start = match &settings.cluster {
         Some(c) => {
@@ -400,8 +501,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
                 &c.redis_url,
                 &c.node_id,
                 c.heartbeat,
-                Arc::new(AtomicBool::new(false)),
-                &tracker,
+                draining.clone(),
+                tracker,
             )
             .await
             .with_context(|| {
@@ -419,38 +520,155 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
         None => None,
     };
+    let signal_metrics = crate::signal::SignalMetrics::register(registry)?;
     let signal = crate::signal::SignalHub::start(
-        crate::signal::SignalMetrics::register(&registry)?,
+        signal_metrics.clone(),
         settings.signal.clone(),
         store.clone(),
         relay.clone(),
         tickets.clone(),
-        crate::signal::RelayEndpoint {
-            address: settings.relay_wss_public(advertised(https_addr)),
-            quic_addr: settings.relay_quic_public(advertised(quic_addr), quic_addr.port()),
-        },
-        &settings.data_dir,
-        Some(report_rx),
+        endpoint,
+        code_key,
+        report_rx,
         cluster_start,
         cancel.clone(),
-        &tracker,
+        tracker,
     )?;
+    tracker.spawn(crate::retention::run(
+        store.clone(),
+        settings.retention_days,
+        Duration::from_secs(3600),
+        cancel.clone(),
+    ));
     let state = AppState {
         store,
         validator: Arc::new(validator),
         http_metrics,
-        registry,
-        relay: Some(relay.clone()),
+        registry: registry.clone(),
+        relay,
         signal: Some(signal),
         public_url: settings.public_url.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
+        ready,
+        draining,
         sign_in,
+    };
+    Ok(BrokerParts {
+        state,
+        signal_metrics,
+        keys_fingerprint,
+    })
+}
+
+/// Starts the server with `settings` and returns once every listener is bound. What runs
+/// follows `settings.role`: `all` everything; `broker` all but the relay (no QUIC socket,
+/// `/v1/relay` answers 404); `relay` only the relay and the metrics listener, with no database
+/// (and only the relay-ticket key).
+pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let role = settings.role;
+    let open_files = crate::admission::raise_open_files_limit();
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let (cert_path, key_path) = tls::ensure_files(&settings.tls, &settings.data_dir)?;
+    let acceptor = TlsAcceptor::from(tls::server_config(&cert_path, &key_path)?);
+    let tickets = Arc::new(crate::keys::ticket_authority(&settings)?);
+
+    let registry = metrics::new_registry()?;
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let connection_metrics = ConnectionMetrics::register(&registry)?;
+    let https_caps = https_caps(&settings, open_files.soft);
+    let https_admission = Admission::new("https", https_caps, connection_metrics.clone());
+    let ops_admission = Admission::new("metrics", METRICS_CAPS, connection_metrics);
+    let https = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding HTTPS listener on {}", settings.listen))?;
+    let ops = TcpListener::bind(settings.metrics_listen)
+        .await
+        .with_context(|| format!("binding metrics listener on {}", settings.metrics_listen))?;
+    let (certs, key) = tls::load_pem(&cert_path, &key_path)?;
+    let certs_for_probe = certs.clone();
+    // A broker-only node binds no UDP socket.
+    let quic = if role.runs_relay() {
+        Some(
+            assist_relay::quic::server_endpoint(settings.quic_listen, certs, key).with_context(
+                || format!("binding QUIC endpoint on {} (UDP)", settings.quic_listen),
+            )?,
+        )
+    } else {
+        None
+    };
+    let quic_addr = quic.as_ref().map(|q| q.local_addr()).transpose()?;
+    let https_addr = https.local_addr()?;
+    let metrics_addr = ops.local_addr()?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let advertised = |a: SocketAddr| {
+        if a.ip().is_loopback() {
+            format!("localhost:{}", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    let ready = Arc::new(AtomicBool::new(true));
+    let draining = Arc::new(AtomicBool::new(false));
+    let (relay, report_rx) = if role.runs_relay() {
+        let relay_metrics = assist_relay::metrics::RelayMetrics::register(&registry)?;
+        // The relay's identity is its public address or, without one, this listener as advertised.
+        let mut relay_config = settings.relay.clone();
+        relay_config.listen_addr = Some(advertised(https_addr));
+        // Session reports go to the signalling service, when it runs here.
+        let (report_tx, report_rx) = if role.runs_broker() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let relay =
+            assist_relay::Relay::new(relay_config, tickets.clone(), relay_metrics, report_tx);
+        relay
+            .identity()
+            .publish(&settings.data_dir)
+            .context("writing the relay identity to the data directory")?;
+        (Some(relay), report_rx)
+    } else {
+        (None, None)
+    };
+    let broker = if role.runs_broker() {
+        let endpoint = crate::signal::RelayEndpoint {
+            address: settings.relay_wss_public(advertised(https_addr)),
+            // Unused without a local relay (tickets then name another node's relay).
+            quic_addr: quic_addr
+                .map(|q| settings.relay_quic_public(advertised(q), q.port()))
+                .unwrap_or_default(),
+        };
+        Some(
+            start_broker(
+                &settings,
+                &registry,
+                http_metrics.clone(),
+                relay.clone(),
+                report_rx,
+                &tickets,
+                endpoint,
+                (ready.clone(), draining.clone()),
+                &cancel,
+                &tracker,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let app = match (&broker, &relay) {
+        (Some(b), _) => router(b.state.clone()),
+        (None, Some(relay)) => relay_router(relay.clone(), http_metrics),
+        (None, None) => anyhow::bail!("role {} runs nothing", role.as_str()),
     };
 
     tracker.spawn(serve_http(
         https,
         Some(acceptor),
-        router(state.clone()),
+        app,
         https_admission,
         settings.limits.header_read_timeout,
         cancel.clone(),
@@ -466,32 +684,48 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             .context("the TLS certificate file holds no certificate")?,
     )
     .context("building the HTTPS self-probe")?;
+    let store = broker.as_ref().map(|b| b.state.store.clone());
+    let ops_state = OpsState {
+        registry: registry.clone(),
+        ready: ready.clone(),
+        draining: draining.clone(),
+        store: store.clone(),
+    };
     tracker.spawn(serve_http(
         ops,
         None,
-        ops_router(state.clone(), probe),
+        ops_router(ops_state, probe),
         ops_admission,
         settings.limits.header_read_timeout,
         cancel.clone(),
         tracker.clone(),
     ));
-    tracker.spawn(assist_relay::quic::serve(
-        quic,
-        relay.clone(),
-        cancel.clone(),
-    ));
-    tracker.spawn(crate::retention::run(
-        state.store.clone(),
-        settings.retention_days,
-        Duration::from_secs(3600),
-        cancel.clone(),
-    ));
+    if let (Some(quic), Some(relay)) = (quic, &relay) {
+        tracker.spawn(assist_relay::quic::serve(
+            quic,
+            relay.clone(),
+            cancel.clone(),
+        ));
+    }
+    let serves = match role {
+        crate::config::Role::All => {
+            "signalling, admin API, pages and relay (WSS /v1/relay and QUIC)"
+        }
+        crate::config::Role::Broker => {
+            "signalling, admin API and pages; no relay (/v1/relay answers 404, no QUIC socket)"
+        }
+        crate::config::Role::Relay => {
+            "the relay only (WSS /v1/relay and QUIC); no database, admin API, pages or signalling"
+        }
+    };
     tracing::info!(
+        role = role.as_str(),
+        serves,
         https = %https_addr,
-        quic = %quic_addr,
+        quic = %quic_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
         metrics = %metrics_addr,
         data_dir = %settings.data_dir.display(),
-        dev_issuer = settings.auth.dev_issuer,
+        dev_issuer = settings.auth.dev_issuer && role.runs_broker(),
         max_connections = https_caps.max_total,
         max_connections_per_address = https_caps.max_per_address,
         "assistd listening"
@@ -501,12 +735,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         metrics_addr,
         quic_addr,
         cert_path,
+        role,
         relay,
         tickets,
         relay_reports: None,
+        draining,
+        keys_fingerprint: broker.as_ref().map(|b| b.keys_fingerprint.clone()),
+        stop: CancellationToken::new(),
         cancel,
         tracker,
-        state,
+        ready,
+        store,
+        registry,
+        signal: broker.as_ref().and_then(|b| b.state.signal.clone()),
+        signal_metrics: broker.map(|b| b.signal_metrics),
         grace: settings.shutdown_grace,
     })
 }

@@ -1,4 +1,5 @@
-//! What request handlers share: the store, the token validator, metrics and the readiness flag.
+//! What request handlers share: the store, the token validator, metrics and the readiness and
+//! draining flags.
 
 use assist_identity::TokenValidator;
 use assist_store::Store;
@@ -26,6 +27,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// False once shutdown begins (and `/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
+    /// True once the node drains (SIGTERM): no new sessions start here, `/readyz` answers 503
+    /// `draining`, and running sessions have until the grace period ends. Readable by anyone
+    /// who needs to know (the cluster's node registry).
+    pub draining: Arc<AtomicBool>,
     /// Where pages and the CLI sign in, and the dev issuer's OIDC provider when it is on.
     pub sign_in: Arc<crate::sign_in::SignIn>,
 }

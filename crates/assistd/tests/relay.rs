@@ -40,10 +40,13 @@ async fn relayd(tune: impl FnOnce(&mut Settings)) -> (Relayd, tempfile::TempDir)
 
 impl Relayd {
     fn ticket(&self, sid: &str, role: Role, mode: Mode, chat: bool) -> String {
-        self.s
-            .server
-            .tickets
-            .mint(sid, role, mode, chat, self.s.server.relay.identity())
+        self.s.server.tickets.mint(
+            sid,
+            role,
+            mode,
+            chat,
+            self.s.server.relay.as_ref().expect("a relay").identity(),
+        )
     }
     async fn wss(&self, ticket: &str) -> Result<Leg, ClientError> {
         connect_wss(
@@ -55,7 +58,13 @@ impl Relayd {
         .await
     }
     async fn quic(&self, ticket: &str) -> Result<Leg, ClientError> {
-        connect_quic(&self.quic, self.s.server.quic_addr, "localhost", ticket).await
+        connect_quic(
+            &self.quic,
+            self.s.server.quic_addr.expect("a QUIC socket"),
+            "localhost",
+            ticket,
+        )
+        .await
     }
     async fn pair(
         &self,
@@ -199,7 +208,7 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
         Role::Helper,
         Mode::FullControl,
         true,
-        r.s.server.relay.identity(),
+        r.s.server.relay.as_ref().expect("a relay").identity(),
     );
     match r.wss(&forged).await {
         Err(ClientError::Rejected { status, body }) => {
@@ -217,7 +226,7 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
             .tickets
             .verify(
                 &r.ticket("t1", Role::Helper, Mode::ViewOnly, true),
-                r.s.server.relay.identity(),
+                r.s.server.relay.as_ref().expect("a relay").identity(),
             )
             .unwrap();
     claims.exp = claims.iat - 120;
@@ -255,7 +264,13 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
 #[tokio::test]
 async fn a_ticket_must_name_this_relay() {
     let (r, _d) = relayd(|_| {}).await;
-    let me = r.s.server.relay.identity().clone();
+    let me =
+        r.s.server
+            .relay
+            .as_ref()
+            .expect("a relay")
+            .identity()
+            .clone();
     assert_eq!(
         me.name,
         format!("localhost:{}", r.s.server.https_addr.port()),
@@ -290,7 +305,13 @@ async fn a_ticket_must_name_this_relay() {
 
     // With a public address configured, that is the name, and the listen address is refused.
     let (r, _d) = relayd(|s| s.relay.public_addr = Some("relay.example.com:443".into())).await;
-    let me = r.s.server.relay.identity().clone();
+    let me =
+        r.s.server
+            .relay
+            .as_ref()
+            .expect("a relay")
+            .identity()
+            .clone();
     assert_eq!(me.name, "relay.example.com:443");
     let listen = assist_relay::RelayIdentity {
         name: format!("localhost:{}", r.s.server.https_addr.port()),
@@ -373,7 +394,11 @@ async fn view_only_drops_helper_input_and_blocked_chat_drops_chat() {
     )
     .await;
     // Nothing of the helper's reached the sharer: it sees only relay control, then the end.
-    r.s.server.relay.end_session("v1", "done");
+    r.s.server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .end_session("v1", "done");
     loop {
         match next(&mut s.1).await {
             ClientEvent::Frame(f) => assert!(
@@ -405,7 +430,13 @@ async fn a_mode_upgrade_applies_mid_stream() {
         expect_peer_frame(&mut s.1).await.header.channel,
         Channel::Chat
     );
-    assert!(r.s.server.relay.set_mode("m1", Mode::FullControl, true));
+    assert!(r
+        .s
+        .server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .set_mode("m1", Mode::FullControl, true));
     let c = expect_control(&mut h.1, "modeChanged").await;
     assert_eq!(
         c,
@@ -425,7 +456,13 @@ async fn a_mode_upgrade_applies_mid_stream() {
         "the input sent before the upgrade was dropped"
     );
     // And back down: input is dropped again.
-    assert!(r.s.server.relay.set_mode("m1", Mode::ViewOnly, false));
+    assert!(r
+        .s
+        .server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .set_mode("m1", Mode::ViewOnly, false));
     expect_control(&mut h.1, "modeChanged").await;
     r.s.server.shutdown().await;
 }
@@ -438,6 +475,8 @@ async fn the_broker_ends_a_session() {
         .s
         .server
         .relay
+        .as_ref()
+        .expect("a relay")
         .end_session("e1", "helper ended the session"));
     let c = expect_control(&mut s.1, "ended").await;
     assert_eq!(
@@ -455,7 +494,13 @@ async fn the_broker_ends_a_session() {
         }
     );
     assert_eq!(expect_close(&mut h.1).await, Some(4000));
-    assert!(!r.s.server.relay.end_session("e1", "again"));
+    assert!(!r
+        .s
+        .server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .end_session("e1", "again"));
     r.s.server.shutdown().await;
 }
 
@@ -541,7 +586,11 @@ async fn a_slow_helper_loses_stale_screen_frames_but_no_input() {
         "screen frames were dropped under congestion: {text}"
     );
     let mut screens = 0u64;
-    r.s.server.relay.end_session("slow", "done");
+    r.s.server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .end_session("slow", "done");
     loop {
         match next(&mut h_rx).await {
             ClientEvent::Frame(f) if f.header.channel == Channel::Screen => screens += 1,
@@ -577,7 +626,7 @@ async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(cfg);
     let conn = ep
-        .connect(r.s.server.quic_addr, "localhost")
+        .connect(r.s.server.quic_addr.expect("a QUIC socket"), "localhost")
         .unwrap()
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! The relay as a real `assistd` process: a used ticket stays useless after the relay restarts
 //! (kill -9 and SIGTERM), and on SIGTERM every leg, WSS or QUIC, whatever its peer's transport,
-//! gets `ended` (`shuttingDown`) and close code 4011. Real sockets on loopback, real TLS.
+//! gets `ended` (`shuttingDown`) and close code 4011 once the drain's grace period (1 s here,
+//! `ASSIST_SHUTDOWN_GRACE_SECS`) is over. Real sockets on loopback, real TLS.
 
 use assist_client::relay::{
     connect_quic, connect_wss, quic_endpoint, ClientError, ClientEvent, ClientReceiver,
@@ -37,6 +38,8 @@ fn start(dir: &Path, https: SocketAddr, quic: SocketAddr) -> Child {
         ])
         .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        // SIGTERM drains: running sessions carry on until the grace is over (tests/drain.rs).
+        .env("ASSIST_SHUTDOWN_GRACE_SECS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

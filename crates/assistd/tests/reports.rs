@@ -331,7 +331,7 @@ async fn relay_quality_figures_reach_the_sessions_report() {
         .await
         .unwrap();
 
-    let relay = s.server.relay.identity().clone();
+    let relay = s.server.relay.as_ref().expect("a relay").identity().clone();
     let tls = (*assist_client::tls::client_config(&s.server.cert_path).unwrap()).clone();
     let ht = s.server.tickets.mint(
         sid,
@@ -356,9 +356,14 @@ async fn relay_quality_figures_reach_the_sessions_report() {
     .await
     .unwrap();
     let ep = quic_endpoint(tls).unwrap();
-    let (mut s_tx, _s_rx) = connect_quic(&ep, s.server.quic_addr, "localhost", &st)
-        .await
-        .unwrap();
+    let (mut s_tx, _s_rx) = connect_quic(
+        &ep,
+        s.server.quic_addr.expect("a QUIC socket"),
+        "localhost",
+        &st,
+    )
+    .await
+    .unwrap();
     // The helper does not read while the sharer floods: the relay drops stale screen frames.
     let frame = Frame::new(Channel::Screen, 0, &vec![7u8; 64 * 1024]);
     for _ in 0..300 {
@@ -369,7 +374,11 @@ async fn relay_quality_figures_reach_the_sessions_report() {
         .unwrap();
     // Long enough for the QUIC leg's path statistics to be sampled (once a second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    s.server.relay.end_session(sid, "helperEnded");
+    s.server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .end_session(sid, "helperEnded");
     loop {
         match tokio::time::timeout(Duration::from_secs(10), h_rx.recv())
             .await

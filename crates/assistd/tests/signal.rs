@@ -582,9 +582,9 @@ async fn a_killed_broker_closes_the_open_session_on_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;
-    // The broker goes away with the session open (its driver stops without closing records),
-    // then starts again on the same data.
-    s.server.shutdown().await;
+    // The broker goes away with the session open (stopped without a drain, its driver stops
+    // without closing records: what a kill leaves), then starts again on the same data.
+    s.server.stop_now().await;
     let s = TestServer::start(dir.path()).await;
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await

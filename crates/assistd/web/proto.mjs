@@ -281,6 +281,7 @@ const ENDED = {
   joinTimedOut: () => 'No mode was granted in time after joining.',
   relayUnavailable: () => 'No relay was available for the screen.',
   remoteHelpDisabled: () => 'An administrator turned Remote Help off.',
+  shuttingDown: () => 'The server was restarting, so the session ended; start a new one.',
 };
 
 /** `sessionEnded {reason, by}` in plain words. */

@@ -233,6 +233,7 @@ impl Broker {
                 ErrorCode::NotAllowed,
                 "the previous request on this connection is still being answered; retry",
             ),
+            ref r if self.draining && drain::starts_a_session(r) => drain::refusal(),
             ClientRequest::Ping => {
                 self.send(conn, ServerEvent::Pong { id: id.clone() });
                 Ok(())

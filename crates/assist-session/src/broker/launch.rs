@@ -57,6 +57,9 @@ impl Broker {
         now: Timestamp,
     ) -> Result<SessionId, LaunchError> {
         self.advance(now);
+        if self.draining {
+            return Err(LaunchError::Unavailable);
+        }
         let user = requested_by.user_ref().ok_or(LaunchError::NotAUser)?;
         let helper_conn = self
             .user_connections(&user)

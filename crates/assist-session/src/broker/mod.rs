@@ -48,10 +48,12 @@ use crate::time::Timestamp;
 
 mod connection;
 mod dispatch;
+mod drain;
 mod launch;
 mod pairing;
 mod session;
 
+pub use drain::DRAINING_MESSAGE;
 use pairing::PendingLive;
 use session::{Fx, SessionMachine};
 
@@ -209,6 +211,8 @@ pub struct Broker {
     /// Last `blockChat` heard per tenant (from `handle_settings_changed`).
     chat_blocked: HashMap<String, bool>,
     next_purge: Timestamp,
+    /// Set by [`Broker::handle_draining`]: no new sessions.
+    draining: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -253,6 +257,7 @@ impl Broker {
             next_timer: 0,
             chat_blocked: HashMap::new(),
             next_purge: Timestamp::ZERO,
+            draining: false,
             outputs: VecDeque::new(),
         })
     }

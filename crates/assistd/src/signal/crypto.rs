@@ -42,15 +42,29 @@ impl Crypto for HmacCrypto {
     }
 }
 
-pub(super) fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+fn key_of(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} must hold exactly 32 bytes (it holds {})",
+            path.display(),
+            bytes.len()
+        )
+    })
+}
+
+/// Loads the 32-byte key at `path` (`keys.signal_code_file`), which must exist: it is never
+/// created, so every node of a cluster hashes codes alike.
+pub(crate) fn load_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    key_of(path, &bytes)
+}
+
+/// Loads the data directory's key, creating it (mode 0600) on first start.
+pub(crate) fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     let path = dir.join(CODE_KEY_FILE);
     match std::fs::read(&path) {
-        Ok(b) if b.len() == 32 => {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&b);
-            Ok(k)
-        }
-        Ok(_) => anyhow::bail!("{} must hold exactly 32 bytes", path.display()),
+        Ok(b) => key_of(&path, &b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut k = [0u8; 32];
             getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;

@@ -60,6 +60,13 @@ pub(super) enum HubInput {
     NodeDead(String),
     /// Cluster mode: the bus reconnected; re-write this node's live state.
     Reassert,
+    /// The node drains: no new sessions (`Broker::handle_draining`).
+    Draining,
+    /// The grace is over: every session ends with `shuttingDown`; the reply comes once the
+    /// ends are queued to the connections.
+    ShuttingDown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Cluster mode's routing state in the driver (docs/architecture.md, "Cluster mode").
@@ -89,6 +96,11 @@ pub struct SignalMetrics {
 }
 
 impl SignalMetrics {
+    /// Sessions the broker holds now (the `assist_signal_sessions` gauge).
+    pub fn sessions(&self) -> i64 {
+        self.sessions.get()
+    }
+
     /// Registers the families in `registry`.
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
         use prometheus::{IntCounterVec, IntGauge, Opts};
@@ -145,7 +157,8 @@ pub(super) struct Driver {
     pub(super) store: Store,
     /// Policy facts cached between evaluations (dropped when the directory changes).
     pub(super) facts: Arc<facts::FactsCache>,
-    pub(super) relay: Relay,
+    /// This node's relay; `None` on a broker-only node (tickets are then placed elsewhere).
+    pub(super) relay: Option<Relay>,
     pub(super) tickets: Arc<TicketAuthority>,
     pub(super) endpoint: RelayEndpoint,
     pub(super) tx: mpsc::Sender<HubInput>,
@@ -235,6 +248,12 @@ impl Driver {
                         HubInput::Peer { from, body } => self.peer(from, body, &mut fresh_conn, t).await,
                         HubInput::NodeDead(node) => self.node_dead(&node, t),
                         HubInput::Reassert => self.reassert().await,
+                        HubInput::Draining => self.broker.handle_draining(t),
+                        HubInput::ShuttingDown { reply } => {
+                            self.broker.handle_shutting_down(t);
+                            self.drain().await;
+                            let _ = reply.send(());
+                        }
                     }
                 }
             }
@@ -424,10 +443,14 @@ impl Driver {
                 mode,
                 chat,
             } => {
-                self.relay.set_mode(session_id.as_str(), mode, chat);
+                if let Some(relay) = &self.relay {
+                    relay.set_mode(session_id.as_str(), mode, chat);
+                }
             }
             Body::RelayEnd { session_id, reason } => {
-                self.relay.end_session(session_id.as_str(), &reason);
+                if let Some(relay) = &self.relay {
+                    relay.end_session(session_id.as_str(), &reason);
+                }
             }
             Body::LegLeft { session_id, role } => {
                 let role = match role.as_str() {
@@ -608,8 +631,8 @@ impl Driver {
                         .cluster
                         .as_ref()
                         .and_then(|c| c.place().filter(|p| p.node_id != c.node_id));
-                    let (relay_id, address, quic_addr) = match &placed {
-                        Some(p) => {
+                    let (relay_id, address, quic_addr) = match (&placed, &self.relay) {
+                        (Some(p), _) => {
                             self.routes
                                 .relay_of
                                 .insert(session_id.clone(), p.node_id.clone());
@@ -622,11 +645,17 @@ impl Driver {
                                 p.relay.quic_addr.clone(),
                             )
                         }
-                        None => (
-                            self.relay.identity().clone(),
+                        (None, Some(relay)) => (
+                            relay.identity().clone(),
                             self.endpoint.address.clone(),
                             Some(self.endpoint.quic_addr.clone()),
                         ),
+                        (None, None) => {
+                            // A broker-only node with no relay node alive in the registry.
+                            tracing::warn!("no relay to issue tickets for: none is alive");
+                            let _ = self.broker.handle_tickets_failed(&session_id, now());
+                            continue;
+                        }
                     };
                     let access = |role| RelayAccess {
                         ticket: self.tickets.mint(sid, role, mode, chat, &relay_id),
@@ -653,7 +682,9 @@ impl Driver {
                         },
                     ),
                     _ => {
-                        self.relay.set_mode(session_id.as_str(), mode, chat);
+                        if let Some(relay) = &self.relay {
+                            relay.set_mode(session_id.as_str(), mode, chat);
+                        }
                     }
                 },
                 Output::RelayEnd { session_id, reason } => {
@@ -666,7 +697,9 @@ impl Driver {
                             },
                         ),
                         _ => {
-                            self.relay.end_session(session_id.as_str(), reason.as_str());
+                            if let Some(relay) = &self.relay {
+                                relay.end_session(session_id.as_str(), reason.as_str());
+                            }
                         }
                     }
                 }

@@ -31,8 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::facts;
 use conn::Outbound;
+use crypto::HmacCrypto;
 pub use crypto::CODE_KEY_FILE;
-use crypto::{load_or_create_key, HmacCrypto};
+pub(crate) use crypto::{load_key as load_code_key, load_or_create_key as load_or_create_code_key};
 pub use driver::SignalMetrics;
 use driver::{Driver, HubInput};
 pub use party::party_for;
@@ -77,23 +78,25 @@ pub(crate) struct ClusterStart {
 }
 
 impl SignalHub {
-    /// Starts the driver. `relay_reports` carries the relay's per-session counters, merged
-    /// into the session records when sessions end.
+    /// Starts the driver with the security-code key `code_key` (`crate::keys::code_key`).
+    /// `relay` is this node's relay, `None` on a broker-only node (which issues no tickets for
+    /// a local relay). `relay_reports` carries the relay's per-session counters, merged into the
+    /// session records when sessions end.
     #[allow(clippy::too_many_arguments)] // each is a distinct handle the driver owns
     pub(crate) fn start(
         metrics: SignalMetrics,
         config: BrokerConfig,
         store: Store,
-        relay: Relay,
+        relay: Option<Relay>,
         tickets: Arc<TicketAuthority>,
         endpoint: RelayEndpoint,
-        data_dir: &std::path::Path,
+        code_key: [u8; 32],
         relay_reports: Option<mpsc::UnboundedReceiver<assist_relay::SessionReport>>,
         cluster_start: Option<ClusterStart>,
         cancel: tokio_util::sync::CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<SignalHub> {
-        let key = load_or_create_key(data_dir)?;
+        let key = code_key;
         let cluster = cluster_start.as_ref().map(|c| c.cluster.clone());
         let live: Arc<dyn LiveStore> = match &cluster {
             // Cluster mode: the live state is the cluster's, in Redis.
@@ -125,14 +128,14 @@ impl SignalHub {
             tracker.spawn(cluster::run_heartbeat(
                 c.clone(),
                 cluster::HeartbeatSource {
-                    relay: Some((
-                        relay.clone(),
-                        cluster::Advert {
+                    relay: relay.clone().map(|relay| {
+                        let advert = cluster::Advert {
                             identity: relay.identity().clone(),
                             address: endpoint.address.clone(),
                             quic_addr: endpoint.quic_addr.clone(),
-                        },
-                    )),
+                        };
+                        (relay, advert)
+                    }),
                     connections: metrics.connections.clone(),
                     sessions: metrics.sessions.clone(),
                     store: store.clone(),
@@ -223,6 +226,22 @@ impl SignalHub {
                 enabled,
             })
             .await;
+    }
+
+    /// The node drains: `requestCode`, `redeemCode`, `requestSession` and admin launches are
+    /// refused (`unavailable`) from now on; running sessions carry on.
+    pub async fn drain(&self) {
+        let _ = self.tx.send(HubInput::Draining).await;
+    }
+
+    /// The grace period is over: every session still open ends with `shuttingDown` (both
+    /// sides are told, the records written). Returns once the ends are queued to the
+    /// connections, or at once if the service has stopped.
+    pub async fn shut_down(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(HubInput::ShuttingDown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// `requestRemoteAssistance`: notifies the device's connections on behalf of `party`.

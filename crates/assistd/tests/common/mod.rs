@@ -81,8 +81,14 @@ impl TestServer {
         Self::start_with(settings).await
     }
 
+    /// Starts a server with `settings`. A test that kept the default drain grace
+    /// (`shutdown_grace_secs`, 10 s) gets 1 s: `shutdown` drains like SIGTERM, and a test that
+    /// stops with sessions still open should not wait 10 s for them (tests/drain.rs sets its own).
     pub async fn start_with(mut settings: Settings) -> TestServer {
         let dir = settings.data_dir.clone();
+        if settings.shutdown_grace == Settings::ephemeral(&dir).shutdown_grace {
+            settings.shutdown_grace = Duration::from_secs(1);
+        }
         if settings.store == StoreUrl::Sqlite(dir.join("assist.db")) {
             if let Some(url) = test_store_for(&dir) {
                 settings.store = url;
@@ -185,4 +191,151 @@ pub fn assert_graph_error(body: &serde_json::Value, code: &str) -> String {
         "date in {body}"
     );
     err["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Every admin permission the signalling tests' setup needs.
+pub const ADMIN_ALL: &[&str] = &[
+    "DeviceManagementServiceConfig.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "DeviceManagementManagedDevices.ReadWrite.All",
+    "DeviceManagementRBAC.ReadWrite.All",
+    "Domain.ReadWrite.All",
+];
+
+/// A token for `upn` of `tenant` (on `device` if given), from the server's dev issuer.
+pub fn user_token(s: &TestServer, tenant: &str, upn: &str, device: Option<&str>) -> String {
+    let mut r = request(tenant, &[]);
+    r.user_principal_name = upn.into();
+    r.device_id = device.map(str::to_owned);
+    s.dev.mint(&r).expect("mint")
+}
+
+async fn admin_post(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
+    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
+    b
+}
+
+/// Tenant `contoso` where helen@contoso.com (Help desk, Help Desk Operator over all users) may
+/// help sam@contoso.com; returns an admin token.
+pub async fn help_desk_tenant(s: &TestServer) -> String {
+    use serde_json::json;
+    let admin = s.token("contoso", ADMIN_ALL);
+    s.patch(
+        SETTINGS,
+        &admin,
+        &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
+    )
+    .await;
+    let helen = admin_post(
+        s,
+        &admin,
+        "/beta/users",
+        json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper"}),
+    )
+    .await;
+    admin_post(
+        s,
+        &admin,
+        "/beta/users",
+        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
+    )
+    .await;
+    let g = admin_post(
+        s,
+        &admin,
+        "/beta/groups",
+        json!({"displayName": "Help desk"}),
+    )
+    .await;
+    let gid = g["id"].as_str().expect("group id");
+    admin_post(
+        s,
+        &admin,
+        &format!("/beta/groups/{gid}/members/$ref"),
+        json!({"@odata.id": helen["id"]}),
+    )
+    .await;
+    admin_post(
+        s,
+        &admin,
+        "/beta/deviceManagement/roleAssignments",
+        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
+    )
+    .await;
+    admin
+}
+
+/// A client config trusting the server's certificate.
+pub fn client_tls(s: &TestServer) -> std::sync::Arc<rustls::ClientConfig> {
+    assist_client::tls::client_config(&s.server.cert_path).expect("client TLS")
+}
+
+/// A signalling connection with `token`.
+pub async fn signal_client(s: &TestServer, token: &str) -> assist_client::signal::SignalClient {
+    assist_client::signal::SignalClient::connect(
+        s.server.https_addr,
+        "localhost",
+        client_tls(s),
+        Some(token),
+    )
+    .await
+    .expect("signalling connects")
+}
+
+/// The next signalling message of `type` (others are skipped; a close fails the test).
+pub async fn expect_signal(
+    c: &mut assist_client::signal::SignalClient,
+    ty: &str,
+) -> serde_json::Value {
+    use assist_client::signal::SignalEvent;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("no client error");
+        match ev {
+            SignalEvent::Message(m) if m["type"] == ty => return m,
+            SignalEvent::Message(_) => continue,
+            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
+        }
+    }
+}
+
+/// helen and sam through code, redemption, a view-only request and consent, up to the
+/// moment the session is granted. Returns (helper, sharer, session id).
+pub async fn granted_session(
+    s: &TestServer,
+) -> (
+    assist_client::signal::SignalClient,
+    assist_client::signal::SignalClient,
+    String,
+) {
+    use serde_json::json;
+    let mut h = signal_client(s, &user_token(s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = signal_client(s, &user_token(s, "contoso", "sam@contoso.com", None)).await;
+    h.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .expect("send");
+    let issued = expect_signal(&mut h, "codeIssued").await;
+    let sid = issued["sessionId"].as_str().expect("sessionId").to_owned();
+    sh.send(&json!({"id": 1, "type": "redeemCode", "code": issued["code"]}))
+        .await
+        .expect("send");
+    expect_signal(&mut sh, "sessionJoined").await;
+    expect_signal(&mut h, "sessionJoined").await;
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]}))
+        .await
+        .expect("send");
+    expect_signal(&mut sh, "consentRequested").await;
+    sh.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .expect("send");
+    (h, sh, sid)
 }

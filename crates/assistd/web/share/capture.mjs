@@ -283,6 +283,7 @@ const ENDED = {
   launchDeclined: () => 'You declined the request.',
   relayUnavailable: () => 'No relay was available to carry the screen, so the session ended.',
   remoteHelpDisabled: () => 'An administrator turned Remote Help off.',
+  shuttingDown: () => 'The server was restarting, so the session ended.',
 };
 
 /** `sessionEnded {reason, by}` in plain words, from the sharer's side. */
