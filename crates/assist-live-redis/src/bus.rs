@@ -84,7 +84,8 @@ impl Bus {
         Self::start_with(url, node_id, BusOptions::default())
     }
 
-    /// Starts the bus of node `node_id` on a tokio runtime: returns it and the receiver of the
+    /// Starts the bus of node `node_id` on the current tokio runtime (it spawns the subscriber
+    /// task, so it panics outside one, like `tokio::spawn`): returns it and the receiver of the
     /// messages sent to this node and broadcast (its own broadcasts included: the caller drops
     /// them). Fails only on a bad URL or node id; with Redis down it keeps trying to subscribe
     /// (bounded backoff) and [`Bus::connected`] stays false.

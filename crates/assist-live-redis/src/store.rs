@@ -14,6 +14,10 @@ use crate::codec::{decode_code, decode_entry, encode_code, encode_entry, member,
 use crate::scripts::{Call, DELETE_IF, FORGET_NODE, PUT_SESSION, REMOVE_SESSION};
 use crate::{check_node_id, connect_manager, keys, Conn, RedisOptions, Registry};
 
+/// The longest TTL a code gets (a day): a `forget_at` further away is clamped (Redis refuses
+/// expiry times past its range).
+const MAX_CODE_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// How many ops [`RedisLive::reassert`] sends in one pipeline.
 const REASSERT_CHUNK: usize = 500;
 
@@ -86,7 +90,7 @@ impl RedisLive {
             LiveCode::Expired { forget_at } => forget_at
                 .as_millis()
                 .saturating_sub(wall_ms())
-                .max(ms(self.opts.min_code_ttl)),
+                .clamp(ms(self.opts.min_code_ttl), MAX_CODE_TTL_MS),
         }
     }
 

@@ -421,4 +421,10 @@ async fn codes_carry_ttls_a_pending_one_the_safety_ttl_an_expired_one_its_forget
         ttl > 20_000 && ttl <= 30_000,
         "forget_at passed: the floor, {ttl} ms"
     );
+    a.apply(replace(3, u64::MAX)).await.unwrap();
+    let ttl = pttl(3).await;
+    assert!(
+        ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000,
+        "forget_at out of range: a day, {ttl} ms"
+    );
 }
