@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::{check_node_id, client, keys, lazy_manager, timed, LiveError, RedisOptions};
+use crate::{check_node_id, client, keys, lazy_manager, timed, Conn, LiveError, RedisOptions};
 
 /// The largest payload sent or delivered (1 MiB); larger ones are refused when sent and
 /// dropped (with a warning) when received.
@@ -51,9 +50,8 @@ impl Default for BusOptions {
 }
 
 struct Inner {
-    publisher: ConnectionManager,
+    publisher: Conn,
     node: String,
-    op_timeout: Duration,
     connected: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
@@ -86,7 +84,8 @@ impl Bus {
         Self::start_with(url, node_id, BusOptions::default())
     }
 
-    /// Starts the bus of node `node_id` on a tokio runtime: returns it and the receiver of the
+    /// Starts the bus of node `node_id` on the current tokio runtime (it spawns the subscriber
+    /// task, so it panics outside one, like `tokio::spawn`): returns it and the receiver of the
     /// messages sent to this node and broadcast (its own broadcasts included: the caller drops
     /// them). Fails only on a bad URL or node id; with Redis down it keeps trying to subscribe
     /// (bounded backoff) and [`Bus::connected`] stays false.
@@ -101,12 +100,10 @@ impl Bus {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let (state, connected) = watch::channel(false);
         let channels = vec![keys::to_node(node_id), keys::BROADCAST.to_owned()];
-        let op_timeout = opts.redis.op_timeout;
         let task = tokio::spawn(subscriber(sub_client, channels, tx, state, opts));
         let inner = Inner {
             publisher,
             node: node_id.to_owned(),
-            op_timeout,
             connected,
             task,
         };
@@ -147,10 +144,9 @@ impl Bus {
                 payload.len()
             )));
         }
-        let mut conn = self.inner.publisher.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        timed(self.inner.op_timeout, "publish", cmd.query_async(&mut conn)).await
+        self.inner.publisher.cmd("publish", &cmd).await
     }
 }
 

@@ -110,6 +110,75 @@ pub(crate) async fn timed<T>(
     }
 }
 
+/// A connection manager with the bound on each operation. Its retry: an operation that found
+/// the connection refused (nothing was sent; the manager has started reconnecting) is tried once
+/// more within the same bound, so the first operation after Redis comes back does not fail on
+/// the connection that failed while it was away.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    manager: ConnectionManager,
+    bound: Duration,
+}
+
+impl Conn {
+    pub(crate) fn new(manager: ConnectionManager, bound: Duration) -> Self {
+        Conn { manager, bound }
+    }
+
+    async fn attempt<T, Fut>(
+        &self,
+        what: &str,
+        f: impl Fn(ConnectionManager) -> Fut,
+    ) -> Result<T, LiveError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        timed(self.bound, what, async {
+            match f(self.manager.clone()).await {
+                Err(e) if e.is_connection_refusal() => f(self.manager.clone()).await,
+                r => r,
+            }
+        })
+        .await
+    }
+
+    /// Runs one command.
+    pub(crate) async fn cmd<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LiveError> {
+        self.attempt(what, |mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// Runs a pipeline, its replies ignored.
+    pub(crate) async fn exec(&self, what: &str, pipe: &redis::Pipeline) -> Result<(), LiveError> {
+        self.attempt(what, |mut c| async move { pipe.exec_async(&mut c).await })
+            .await
+    }
+
+    /// Runs a pipeline and returns its replies.
+    pub(crate) async fn pipe<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, LiveError> {
+        self.attempt(what, |mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
+    /// Calls a script (EVALSHA, loading it if Redis does not have it).
+    pub(crate) async fn script<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        call: &scripts::Call,
+    ) -> Result<T, LiveError> {
+        self.attempt(what, |mut c| async move { call.invoke(&mut c).await })
+            .await
+    }
+}
+
 pub(crate) fn client(url: &str) -> Result<redis::Client, LiveError> {
     redis::Client::open(url).map_err(|e| LiveError(format!("redis url: {e}")))
 }
@@ -124,24 +193,23 @@ fn manager_config(opts: &RedisOptions) -> ConnectionManagerConfig {
 }
 
 /// A connection manager that connects now (within [`RedisOptions::op_timeout`]).
-pub(crate) async fn connect_manager(
-    url: &str,
-    opts: &RedisOptions,
-) -> Result<ConnectionManager, LiveError> {
+pub(crate) async fn connect_manager(url: &str, opts: &RedisOptions) -> Result<Conn, LiveError> {
     let client = client(url)?;
-    timed(
+    let manager = timed(
         opts.op_timeout,
         "connect",
         ConnectionManager::new_with_config(client, manager_config(opts)),
     )
-    .await
+    .await?;
+    Ok(Conn::new(manager, opts.op_timeout))
 }
 
 /// A connection manager that connects on first use.
-pub(crate) fn lazy_manager(url: &str, opts: &RedisOptions) -> Result<ConnectionManager, LiveError> {
+pub(crate) fn lazy_manager(url: &str, opts: &RedisOptions) -> Result<Conn, LiveError> {
     let client = client(url)?;
-    ConnectionManager::new_lazy_with_config(client, manager_config(opts))
-        .map_err(|e| redis_error("connect", e))
+    let manager = ConnectionManager::new_lazy_with_config(client, manager_config(opts))
+        .map_err(|e| redis_error("connect", e))?;
+    Ok(Conn::new(manager, opts.op_timeout))
 }
 
 #[cfg(test)]

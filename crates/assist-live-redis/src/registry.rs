@@ -5,10 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use crate::{check_node_id, connect_manager, keys, timed, LiveError, RedisOptions};
+use crate::{check_node_id, connect_manager, keys, Conn, LiveError, RedisOptions};
 
 /// What a node serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -83,9 +82,8 @@ pub enum KeysCheck {
 /// The node registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    conn: ConnectionManager,
+    conn: Conn,
     node: Arc<str>,
-    op_timeout: Duration,
 }
 
 impl fmt::Debug for Registry {
@@ -101,11 +99,10 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Registry {
-    pub(crate) fn new(conn: ConnectionManager, node: &str, op_timeout: Duration) -> Self {
+    pub(crate) fn new(conn: Conn, node: &str) -> Self {
         Registry {
             conn,
             node: node.into(),
-            op_timeout,
         }
     }
 
@@ -118,7 +115,7 @@ impl Registry {
     ) -> Result<Registry, LiveError> {
         check_node_id(node_id)?;
         let conn = connect_manager(url, &opts).await?;
-        Ok(Registry::new(conn, node_id, opts.op_timeout))
+        Ok(Registry::new(conn, node_id))
     }
 
     /// Writes `record` and renews its node's alive key for `ttl` (give 3 × the heartbeat
@@ -137,18 +134,15 @@ impl Registry {
             .arg("PX")
             .arg(ms(ttl))
             .ignore();
-        let mut conn = self.conn.clone();
-        timed(self.op_timeout, "heartbeat", p.exec_async(&mut conn)).await
+        self.conn.exec("heartbeat", &p).await
     }
 
     /// Every registered node with whether its alive key is still there, by node id. A record
     /// that does not decode (a newer or broken writer) is left out, with a warning.
     pub async fn nodes(&self) -> Result<Vec<(NodeRecord, bool)>, LiveError> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(keys::NODES);
-        let all: Vec<(String, Vec<u8>)> =
-            timed(self.op_timeout, "nodes", cmd.query_async(&mut conn)).await?;
+        let all: Vec<(String, Vec<u8>)> = self.conn.cmd("nodes", &cmd).await?;
         let mut records = Vec::with_capacity(all.len());
         for (id, bytes) in all {
             match serde_json::from_slice::<NodeRecord>(&bytes) {
@@ -170,7 +164,7 @@ impl Registry {
         for r in &records {
             p.exists(keys::alive(&r.node_id));
         }
-        let alive: Vec<bool> = timed(self.op_timeout, "nodes", p.query_async(&mut conn)).await?;
+        let alive: Vec<bool> = self.conn.pipe("nodes", &p).await?;
         let mut out: Vec<(NodeRecord, bool)> = records.into_iter().zip(alive).collect();
         out.sort_by(|a, b| a.0.node_id.cmp(&b.0.node_id));
         Ok(out)
@@ -185,8 +179,7 @@ impl Registry {
             .ignore()
             .del(keys::alive(node_id))
             .ignore();
-        let mut conn = self.conn.clone();
-        timed(self.op_timeout, "remove node", p.exec_async(&mut conn)).await
+        self.conn.exec("remove node", &p).await
     }
 
     /// Claims the cleanup of dead node `dead_node` for `ttl` (SET NX with a TTL): of the
@@ -198,30 +191,25 @@ impl Registry {
             .arg("NX")
             .arg("PX")
             .arg(ms(ttl));
-        let mut conn = self.conn.clone();
-        let set: Option<String> =
-            timed(self.op_timeout, "claim cleanup", cmd.query_async(&mut conn)).await?;
+        let set: Option<String> = self.conn.cmd("claim cleanup", &cmd).await?;
         Ok(set.is_some())
     }
 
     /// Compares this node's shared-keys fingerprint with the cluster's (key
     /// `assist:cluster:keys`), claiming it for the cluster if there is none yet.
     pub async fn claim_keys(&self, fingerprint: &str) -> Result<KeysCheck, LiveError> {
-        let mut conn = self.conn.clone();
         // SET NX, then read what is there (nothing deletes the key, so a failed SET NX is
         // followed by a value; a second round covers an operator deleting it in between).
         for _ in 0..2 {
             let mut set = redis::cmd("SET");
             set.arg(keys::CLUSTER_KEYS).arg(fingerprint).arg("NX");
-            let claimed: Option<String> =
-                timed(self.op_timeout, "claim keys", set.query_async(&mut conn)).await?;
+            let claimed: Option<String> = self.conn.cmd("claim keys", &set).await?;
             if claimed.is_some() {
                 return Ok(KeysCheck::Claimed);
             }
             let mut get = redis::cmd("GET");
             get.arg(keys::CLUSTER_KEYS);
-            let existing: Option<String> =
-                timed(self.op_timeout, "claim keys", get.query_async(&mut conn)).await?;
+            let existing: Option<String> = self.conn.cmd("claim keys", &get).await?;
             match existing {
                 Some(e) if e == fingerprint => return Ok(KeysCheck::Matches),
                 Some(existing) => return Ok(KeysCheck::Differs { existing }),

@@ -8,12 +8,15 @@ use assist_live::{LiveError, LiveFuture, LiveStore};
 use assist_session::{
     ConnId, DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, SessionId, UserRef,
 };
-use redis::aio::ConnectionManager;
 use redis::Pipeline;
 
 use crate::codec::{decode_code, decode_entry, encode_code, encode_entry, member, split_member};
 use crate::scripts::{Call, DELETE_IF, FORGET_NODE, PUT_SESSION, REMOVE_SESSION};
-use crate::{check_node_id, connect_manager, keys, timed, RedisOptions, Registry};
+use crate::{check_node_id, connect_manager, keys, Conn, RedisOptions, Registry};
+
+/// The longest TTL a code gets (a day): a `forget_at` further away is clamped (Redis refuses
+/// expiry times past its range).
+const MAX_CODE_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// How many ops [`RedisLive::reassert`] sends in one pipeline.
 const REASSERT_CHUNK: usize = 500;
@@ -24,7 +27,7 @@ const REASSERT_CHUNK: usize = 500;
 /// connection, reconnected with bounded backoff).
 #[derive(Clone)]
 pub struct RedisLive {
-    conn: ConnectionManager,
+    conn: Conn,
     node: Arc<str>,
     opts: Arc<RedisOptions>,
 }
@@ -78,19 +81,7 @@ impl RedisLive {
 
     /// The node registry on the same connection.
     pub fn registry(&self) -> Registry {
-        Registry::new(self.conn.clone(), &self.node, self.opts.op_timeout)
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
-    async fn run<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, LiveError> {
-        timed(self.opts.op_timeout, what, f).await
+        Registry::new(self.conn.clone(), &self.node)
     }
 
     fn code_ttl_ms(&self, code: &LiveCode) -> u64 {
@@ -99,7 +90,7 @@ impl RedisLive {
             LiveCode::Expired { forget_at } => forget_at
                 .as_millis()
                 .saturating_sub(wall_ms())
-                .max(ms(self.opts.min_code_ttl)),
+                .clamp(ms(self.opts.min_code_ttl), MAX_CODE_TTL_MS),
         }
     }
 
@@ -174,19 +165,16 @@ impl RedisLive {
     }
 
     async fn apply_op(&self, op: LiveOp) -> Result<(), LiveError> {
-        let mut conn = self.conn();
         match self.step(&op) {
-            Step::Plain(p) => self.run("write", p.exec_async(&mut conn)).await,
+            Step::Plain(p) => self.conn.exec("write", &p).await,
             Step::Script(call) => {
-                self.run("write", call.invoke::<redis::Value>(&mut conn))
-                    .await?;
+                self.conn.script::<redis::Value>("write", &call).await?;
                 Ok(())
             }
         }
     }
 
     async fn query_op(&self, query: LiveQuery) -> Result<LiveAnswer, LiveError> {
-        let mut conn = self.conn();
         match query {
             LiveQuery::InsertCode { digest, code } => {
                 let mut cmd = redis::cmd("SET");
@@ -195,14 +183,13 @@ impl RedisLive {
                     .arg("NX")
                     .arg("PX")
                     .arg(self.code_ttl_ms(&code));
-                let set: Option<String> =
-                    self.run("insert code", cmd.query_async(&mut conn)).await?;
+                let set: Option<String> = self.conn.cmd("insert code", &cmd).await?;
                 Ok(LiveAnswer::Inserted(set.is_some()))
             }
             LiveQuery::GetCode { digest } => {
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(keys::code(&digest));
-                let got: Option<Vec<u8>> = self.run("get code", cmd.query_async(&mut conn)).await?;
+                let got: Option<Vec<u8>> = self.conn.cmd("get code", &cmd).await?;
                 match got {
                     None => Ok(LiveAnswer::Code(None)),
                     Some(bytes) => Ok(LiveAnswer::Code(Some((digest, decode_code(&bytes)?)))),
@@ -212,25 +199,23 @@ impl RedisLive {
                 let call = Call::new(&DELETE_IF)
                     .key(keys::code(&digest))
                     .arg(encode_code(&expected));
-                let deleted: i64 = self.run("take code", call.invoke(&mut conn)).await?;
+                let deleted: i64 = self.conn.script("take code", &call).await?;
                 Ok(LiveAnswer::Taken((deleted == 1).then_some(expected)))
             }
         }
     }
 
     async fn entry(&self, id: &SessionId) -> Result<Option<(String, LiveSession)>, LiveError> {
-        let mut conn = self.conn();
         let mut cmd = redis::cmd("HGET");
         cmd.arg(keys::SESSIONS).arg(id.0.as_str());
-        let got: Option<Vec<u8>> = self.run("get session", cmd.query_async(&mut conn)).await?;
+        let got: Option<Vec<u8>> = self.conn.cmd("get session", &cmd).await?;
         got.map(|b| decode_entry(&b)).transpose()
     }
 
     async fn members(&self, key: String) -> Result<Vec<String>, LiveError> {
-        let mut conn = self.conn();
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(key);
-        self.run("presence", cmd.query_async(&mut conn)).await
+        self.conn.cmd("presence", &cmd).await
     }
 
     /// This node's connections in a presence set, ascending.
@@ -285,14 +270,13 @@ impl RedisLive {
     /// sessions' ids (ascending) for the caller to close their records.
     pub async fn forget_node(&self, node_id: &str) -> Result<Vec<SessionId>, LiveError> {
         check_node_id(node_id)?;
-        let mut conn = self.conn();
         let call = Call::new(&FORGET_NODE)
             .key(keys::SESSIONS)
             .key(keys::node_sessions(node_id))
             .key(keys::node_presence(node_id))
             .arg(node_id)
             .arg(keys::TENANT_SESSIONS);
-        let ids: Vec<String> = self.run("forget node", call.invoke(&mut conn)).await?;
+        let ids: Vec<String> = self.conn.script("forget node", &call).await?;
         let mut ids: Vec<SessionId> = ids.into_iter().map(SessionId).collect();
         ids.sort();
         Ok(ids)
@@ -315,8 +299,7 @@ impl RedisLive {
                     Step::Script(call) => call.add_to(&mut pipe),
                 }
             }
-            let mut conn = self.conn();
-            self.run("reassert", pipe.exec_async(&mut conn)).await?;
+            self.conn.exec("reassert", &pipe).await?;
         }
         Ok(())
     }
@@ -325,20 +308,15 @@ impl RedisLive {
         &self,
         tenant_id: &str,
     ) -> Result<Vec<(SessionId, LiveSession)>, LiveError> {
-        let mut conn = self.conn();
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(keys::tenant_sessions(tenant_id)).arg(0).arg(-1);
-        let ids: Vec<String> = self
-            .run("tenant sessions", cmd.query_async(&mut conn))
-            .await?;
+        let ids: Vec<String> = self.conn.cmd("tenant sessions", &cmd).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(keys::SESSIONS).arg(&ids);
-        let values: Vec<Option<Vec<u8>>> = self
-            .run("tenant sessions", cmd.query_async(&mut conn))
-            .await?;
+        let values: Vec<Option<Vec<u8>>> = self.conn.cmd("tenant sessions", &cmd).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, value) in ids.into_iter().zip(values) {
             // An index member whose entry is gone (a race with a removal) is skipped.
@@ -355,7 +333,6 @@ impl RedisLive {
 
     async fn count_codes(&self) -> Result<usize, LiveError> {
         // SCAN the code keys (diagnostics and tests: it walks the key space).
-        let mut conn = self.conn();
         let mut cursor: u64 = 0;
         let mut n = 0;
         loop {
@@ -365,8 +342,7 @@ impl RedisLive {
                 .arg(keys::CODE_PATTERN)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, found): (u64, Vec<String>) =
-                self.run("count codes", cmd.query_async(&mut conn)).await?;
+            let (next, found): (u64, Vec<String>) = self.conn.cmd("count codes", &cmd).await?;
             n += found.len();
             if next == 0 {
                 return Ok(n);
@@ -376,10 +352,9 @@ impl RedisLive {
     }
 
     async fn count_sessions(&self) -> Result<usize, LiveError> {
-        let mut conn = self.conn();
         let mut cmd = redis::cmd("HLEN");
         cmd.arg(keys::SESSIONS);
-        self.run("count sessions", cmd.query_async(&mut conn)).await
+        self.conn.cmd("count sessions", &cmd).await
     }
 }
 

@@ -368,3 +368,63 @@ async fn a_value_that_does_not_decode_is_an_error_not_a_panic() {
         .unwrap();
     assert!(a.user_connections(&user(1)).await.is_err());
 }
+
+#[tokio::test]
+async fn codes_carry_ttls_a_pending_one_the_safety_ttl_an_expired_one_its_forget_at() {
+    let Some(url) = fresh() else { return };
+    let opts = RedisOptions {
+        pending_code_ttl: std::time::Duration::from_secs(600),
+        min_code_ttl: std::time::Duration::from_secs(30),
+        ..RedisOptions::default()
+    };
+    let a = RedisLive::connect(&url, "n1", opts).await.unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let raw = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl = |n: u8| {
+        let key = format!("assist:code:{}", format!("{n:02x}").repeat(32));
+        let mut raw = raw.clone();
+        async move {
+            let ms: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            ms
+        }
+    };
+    let insert = LiveQuery::InsertCode {
+        digest: CodeDigest([1; 32]),
+        code: LiveCode::Pending(sid(1)),
+    };
+    a.query(insert).await.unwrap();
+    let ttl = pttl(1).await;
+    assert!(ttl > 500_000 && ttl <= 600_000, "pending: {ttl} ms");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let replace = |n: u8, forget_at| LiveOp::ReplaceCode {
+        digest: CodeDigest([n; 32]),
+        code: LiveCode::Expired {
+            forget_at: Timestamp::from_millis(forget_at),
+        },
+    };
+    a.apply(replace(1, now + 300_000)).await.unwrap();
+    let ttl = pttl(1).await;
+    assert!(
+        ttl > 200_000 && ttl <= 300_000,
+        "expired, forget_at in 5 min: {ttl} ms"
+    );
+    a.apply(replace(2, 5)).await.unwrap();
+    let ttl = pttl(2).await;
+    assert!(
+        ttl > 20_000 && ttl <= 30_000,
+        "forget_at passed: the floor, {ttl} ms"
+    );
+    a.apply(replace(3, u64::MAX)).await.unwrap();
+    let ttl = pttl(3).await;
+    assert!(
+        ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000,
+        "forget_at out of range: a day, {ttl} ms"
+    );
+}

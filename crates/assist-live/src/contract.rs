@@ -61,6 +61,7 @@ pub async fn run_all(store: Arc<dyn LiveStore>) {
     a_conditional_take_leaves_a_non_matching_entry(&*store).await;
     presence_sets_are_sets(&*store).await;
     the_session_directory_puts_replaces_removes_and_lists_in_order(&*store).await;
+    removing_what_is_not_there_changes_nothing(&*store).await;
 }
 
 /// `InsertCode` stores only under a free digest; `GetCode` returns the stored digest and
@@ -346,4 +347,53 @@ pub async fn the_session_directory_puts_replaces_removes_and_lists_in_order(stor
     assert_eq!(store.session(&sid(0x31)).await.expect("read"), None);
     assert!(store.tenant_sessions(a).await.expect("read").is_empty());
     assert_eq!(store.session_count().await.expect("count"), before);
+}
+
+/// Removing a session, a connection or a code that is not there is harmless: nothing else
+/// changes, and the store does not fail.
+pub async fn removing_what_is_not_there_changes_nothing(store: &dyn LiveStore) {
+    let tenant = "contract-absent";
+    let (u, d) = (user(tenant, 1), device(tenant, 1));
+    let kept = LiveOp::AddConnection {
+        conn: ConnId(1),
+        user: Some(u.clone()),
+        device: Some(d.clone()),
+    };
+    apply(store, kept).await;
+    let sessions = store.session_count().await.expect("count");
+    let codes = store.code_count().await.expect("count");
+    apply(store, LiveOp::RemoveSession { id: sid(0x77) }).await;
+    let never_added = LiveOp::RemoveConnection {
+        conn: ConnId(2),
+        user: Some(u.clone()),
+        device: Some(d.clone()),
+    };
+    apply(store, never_added).await;
+    let absent = LiveOp::RemoveCodeIf {
+        digest: digest(0x77),
+        expected: LiveCode::Pending(sid(0x77)),
+    };
+    apply(store, absent).await;
+    let take = LiveQuery::TakeCodeIf {
+        digest: digest(0x77),
+        expected: LiveCode::Pending(sid(0x77)),
+    };
+    assert_eq!(query(store, take).await, LiveAnswer::Taken(None));
+    assert_eq!(store.session_count().await.expect("count"), sessions);
+    assert_eq!(store.code_count().await.expect("count"), codes);
+    assert_eq!(
+        store.user_connections(&u).await.expect("read"),
+        vec![ConnId(1)]
+    );
+    assert_eq!(
+        store.device_connections(&d).await.expect("read"),
+        vec![ConnId(1)]
+    );
+    let gone = LiveOp::RemoveConnection {
+        conn: ConnId(1),
+        user: Some(u.clone()),
+        device: Some(d.clone()),
+    };
+    apply(store, gone).await;
+    assert!(store.user_connections(&u).await.expect("read").is_empty());
 }

@@ -116,13 +116,13 @@ impl RedisInstance {
         if redis_required() {
             panic!(
                 "{why}; CI/ASSIST_REQUIRE_REDIS requires it: install the redis-server package \
-                 (.ci/run does)"
+                 (scripts/install-test-deps.sh)"
             );
         }
         eprintln!(
             "\n************************************************************\n\
              SKIPPING the Redis tests: {why}.\n\
-             Install Debian's redis-server package (.ci/run does),\n\
+             Install it with scripts/install-test-deps.sh (./test.sh does),\n\
              or set ASSIST_REQUIRE_REDIS=1 to fail instead of skipping.\n\
              ************************************************************\n"
         );
