@@ -65,7 +65,9 @@ mod output;
 mod party;
 mod time;
 
-pub use broker::{Broker, InputError, LaunchError, SessionInfo, SessionState, DRAINING_MESSAGE};
+pub use broker::{
+    Broker, InputError, LaunchError, SessionCounts, SessionInfo, SessionState, DRAINING_MESSAGE,
+};
 pub use code::{Crypto, DangerDeterministicCrypto};
 pub use config::{BrokerConfig, ConfigError, FailureLimit, RequestRate};
 pub use live::{

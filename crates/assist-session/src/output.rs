@@ -165,6 +165,11 @@ pub enum RecordEvent {
         tenant_id: String,
         /// When it became active.
         started_at: Timestamp,
+        /// When the session was created: the code issued, or the launch sent (pairing latency
+        /// is `started_at - requested_at`).
+        requested_at: Timestamp,
+        /// When the sharer joined (redeemed the code or accepted the launch).
+        joined_at: Timestamp,
         /// The first granted mode.
         mode: Mode,
         /// Whether chat was allowed at start.

@@ -34,8 +34,12 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
         w.broker.session(&sid).unwrap().state,
         SessionState::AwaitingRedemption
     );
+    let counts = w.broker.session_counts();
+    assert_eq!((counts.pending, counts.joined, counts.total()), (1, 0, 1));
 
     // The sharer types it in lower case with a dash; both see the other's profile.
+    w.advance(secs(5));
+    let joined_at = w.now;
     let typed = format!("{}-{}", &code[..4], &code[4..]).to_lowercase();
     let id = w.send(sharer, ClientRequest::RedeemCode { code: typed });
     assert_eq!(
@@ -61,6 +65,8 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
         sharer,
         session: sid.clone(),
     };
+    let counts = w.broker.session_counts();
+    assert_eq!((counts.pending, counts.joined, counts.total()), (0, 1, 1));
 
     // The helper asks for full control; the IO layer is asked to evaluate.
     let id = w.request_mode(&p, Mode::FullControl, &[]);
@@ -112,12 +118,19 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
         );
     }
     let started_at = w.now;
+    let counts = w.broker.session_counts();
+    assert_eq!(
+        (counts.active_in(Mode::FullControl), counts.total()),
+        (1, 1)
+    );
     let RecordEvent::Started {
         helper: h,
         sharer: s,
         device,
         mode,
         started_at: at,
+        requested_at,
+        joined_at: joined,
         ..
     } = &w.records[0]
     else {
@@ -129,6 +142,9 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
     );
     assert_eq!(device.as_ref().map(|d| d.id.as_str()), Some("dev-1"));
     assert_eq!((*mode, *at), (Mode::FullControl, started_at));
+    // Pairing latency (the IO layer's histograms): from the code to active, from the join.
+    assert_eq!((*requested_at, *joined), (issued_at, joined_at));
+    assert!(issued_at < joined_at && joined_at < started_at);
 
     // Chat both ways.
     let id = w.send(
@@ -182,6 +198,7 @@ fn full_session_code_profiles_mode_consent_tickets_end_record() {
     );
     assert_eq!(w.record_ends(&sid), 1);
     assert!(w.broker.session(&sid).is_none());
+    assert_eq!(w.broker.session_counts().total(), 0);
     let kinds = w.audit_kinds();
     for expected in [
         AuditKind::CodeIssued,

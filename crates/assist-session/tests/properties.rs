@@ -360,7 +360,40 @@ impl Sim {
                 }
             }
         }
+        self.check_counts()?;
         Ok(answers)
+    }
+
+    /// The counts the broker keeps as sessions change equal a recount of its sessions, by
+    /// their snapshots (pending: waiting for a redemption or a launch answer; active: a mode in
+    /// force, by that mode; joined: the rest).
+    fn check_counts(&self) -> Result<(), TestCaseError> {
+        let counts = self.broker.session_counts();
+        let (mut pending, mut joined, mut active) = (0, 0, [0usize; Mode::ALL.len()]);
+        for info in self
+            .sessions
+            .iter()
+            .filter_map(|sid| self.broker.session(sid))
+        {
+            match (info.state, info.mode) {
+                (_, Some(mode)) => active[Mode::ALL.iter().position(|m| *m == mode).unwrap()] += 1,
+                (SessionState::AwaitingRedemption | SessionState::AwaitingSharer, None) => {
+                    pending += 1
+                }
+                (_, None) => joined += 1,
+            }
+        }
+        prop_assert_eq!(
+            counts.total(),
+            self.broker.session_count(),
+            "counts lost a session"
+        );
+        prop_assert_eq!(
+            (counts.pending, counts.joined, counts.active),
+            (pending, joined, active),
+            "counts differ from a recount"
+        );
+        Ok(())
     }
 
     /// With no live-state query out: every pending code's session waits for its redemption,

@@ -185,6 +185,23 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
         expect(&mut sh, "chat").await["text"],
         "Can you open Settings?"
     );
+    // The driver handled the chat, so it published the gauges after the start before it.
+    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"assist_signal_sessions_by_state{state="active"} 1"#,
+        r#"assist_signal_sessions_by_state{state="pending"} 0"#,
+        r#"assist_signal_active_sessions{mode="fullControl"} 1"#,
+        r#"assist_signal_active_sessions{mode="viewOnly"} 0"#,
+        "assist_signal_pairing_seconds_count 1",
+        "assist_signal_join_to_active_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in {text}");
+    }
     s.patch(SETTINGS, &admin, &json!({"blockChat": true})).await;
     expect(&mut h, "modeChanged").await;
     h.send(&json!({"id": 4, "type": "chat", "sessionId": sid, "text": "still there?"}))
@@ -251,6 +268,10 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     );
     assert!(
         text.contains(r#"assist_signal_sessions_ended_total{reason="ended"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"assist_signal_sessions_by_state{state="active"} 0"#),
         "{text}"
     );
     // Session events are audited.

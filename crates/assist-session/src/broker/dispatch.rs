@@ -49,7 +49,11 @@ impl Broker {
         let mut fx = Fx::new(&self.config, now, &mut self.outputs, &mut self.next_eval);
         let session = SessionMachine::start(id.clone(), helper, stage, chat, deadline, &mut fx);
         let asked = fx.finish();
-        self.sessions.insert(id.clone(), session);
+        self.counts.add(session.bucket());
+        if let Some(old) = self.sessions.insert(id.clone(), session) {
+            // Never: ids are drawn fresh. Keep the counts true all the same.
+            self.counts.remove(old.bucket());
+        }
         self.apply_asked(id, asked, now);
     }
 
@@ -250,6 +254,7 @@ impl Broker {
         let Some(session) = self.sessions.remove(session_id) else {
             return;
         };
+        self.counts.remove(session.bucket());
         self.live(LiveOp::RemoveSession {
             id: session_id.clone(),
         });

@@ -140,6 +140,77 @@ pub enum SessionState {
     Active,
 }
 
+/// How many sessions the broker holds, by the directory's stage, and the active ones by mode
+/// ([`Broker::session_counts`]).
+///
+/// The broker keeps these as sessions change (constant work per transition, in the router's
+/// one entry point to a session machine and where sessions start and end), so reading them is
+/// O(1) and the signalling server can publish them after every input without walking its
+/// sessions. `tests/properties.rs` checks after every step that they equal a recount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Waiting for the sharer: a code not yet redeemed, or a launch not yet answered.
+    pub pending: usize,
+    /// Both sides joined; no mode granted yet (a first request may be in flight).
+    pub joined: usize,
+    /// Active (a mode granted; an upgrade may be in flight), by the mode in force, in the
+    /// order of [`Mode::ALL`].
+    pub active: [usize; Mode::ALL.len()],
+}
+
+impl SessionCounts {
+    /// Active sessions, all modes.
+    pub fn active_total(&self) -> usize {
+        self.active.iter().sum()
+    }
+
+    /// Active sessions whose mode in force is `mode`.
+    pub fn active_in(&self, mode: Mode) -> usize {
+        self.active[mode_index(mode)]
+    }
+
+    /// Every session counted.
+    pub fn total(&self) -> usize {
+        self.pending + self.joined + self.active_total()
+    }
+
+    fn slot(&mut self, bucket: Bucket) -> &mut usize {
+        match bucket {
+            Bucket::Pending => &mut self.pending,
+            Bucket::Joined => &mut self.joined,
+            Bucket::Active(mode) => &mut self.active[mode_index(mode)],
+        }
+    }
+
+    fn add(&mut self, bucket: Bucket) {
+        *self.slot(bucket) += 1;
+    }
+
+    fn remove(&mut self, bucket: Bucket) {
+        let n = self.slot(bucket);
+        *n = n.saturating_sub(1);
+    }
+
+    fn moved(&mut self, from: Bucket, to: Bucket) {
+        if from != to {
+            self.remove(from);
+            self.add(to);
+        }
+    }
+}
+
+fn mode_index(mode: Mode) -> usize {
+    Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0)
+}
+
+/// Where a session counts in [`SessionCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucket {
+    Pending,
+    Joined,
+    Active(Mode),
+}
+
 /// A snapshot of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -197,6 +268,8 @@ pub struct Broker {
     by_user: HashMap<UserRef, BTreeSet<ConnId>>,
     by_device: HashMap<DeviceRef, BTreeSet<ConnId>>,
     sessions: HashMap<SessionId, SessionMachine>,
+    /// `sessions` by bucket, kept as they change.
+    counts: SessionCounts,
     /// Admin-launched sessions whose helper has no connection yet.
     unattached: BTreeSet<SessionId>,
     evals: HashMap<EvalId, SessionId>,
@@ -248,6 +321,7 @@ impl Broker {
             by_user: HashMap::new(),
             by_device: HashMap::new(),
             sessions: HashMap::new(),
+            counts: SessionCounts::default(),
             unattached: BTreeSet::new(),
             evals: HashMap::new(),
             next_eval: 0,
@@ -328,8 +402,10 @@ impl Broker {
         f: impl FnOnce(&mut SessionMachine, &mut Fx<'_>) -> R,
     ) -> Option<R> {
         let session = self.sessions.get_mut(id)?;
+        let before = session.bucket();
         let mut fx = Fx::new(&self.config, now, &mut self.outputs, &mut self.next_eval);
         let result = f(session, &mut fx);
+        self.counts.moved(before, session.bucket());
         let asked = fx.finish();
         self.apply_asked(id, asked, now);
         Some(result)
@@ -395,6 +471,11 @@ impl Broker {
     /// Sessions not yet ended, in every state.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions by stage and active ones by mode, in O(1) (kept as sessions change).
+    pub fn session_counts(&self) -> SessionCounts {
+        self.counts
     }
 
     /// Open connections.

@@ -88,6 +88,14 @@ pub(super) struct Routes {
 pub struct SignalMetrics {
     pub(super) connections: prometheus::IntGauge,
     pub(super) sessions: prometheus::IntGauge,
+    /// `assist_signal_sessions_by_state{state}`: pending, joined, active.
+    by_state: [prometheus::IntGauge; 3],
+    /// `assist_signal_active_sessions{mode}`, in the order of `Mode::ALL`.
+    active_by_mode: [prometheus::IntGauge; assist_policy::Mode::ALL.len()],
+    /// `assist_signal_pairing_seconds`: session created (code issued, launch sent) → active.
+    pairing: prometheus::Histogram,
+    /// `assist_signal_join_to_active_seconds`: sharer joined → active.
+    join_to_active: prometheus::Histogram,
     decisions: prometheus::IntCounterVec,
     started: prometheus::IntCounterVec,
     ended: prometheus::IntCounterVec,
@@ -101,9 +109,42 @@ impl SignalMetrics {
         self.sessions.get()
     }
 
+    /// Publishes the broker's session gauges. The counts by state and mode are the broker's
+    /// own, kept as sessions change (`Broker::session_counts`, O(1)), rather than computed
+    /// at scrape time: the broker belongs to this task, so a scrape would need a round trip
+    /// to it, and a recount walks every session; setting seven atomics after each input is
+    /// cheaper than either.
+    pub(super) fn set_sessions(&self, broker: &Broker) {
+        let counts = broker.session_counts();
+        self.sessions.set(broker.session_count() as i64);
+        for (gauge, n) in
+            self.by_state
+                .iter()
+                .zip([counts.pending, counts.joined, counts.active_total()])
+        {
+            gauge.set(n as i64);
+        }
+        for (gauge, n) in self.active_by_mode.iter().zip(counts.active) {
+            gauge.set(n as i64);
+        }
+    }
+
+    /// A session became active: its pairing latencies.
+    fn observe_started(&self, started: Timestamp, requested: Timestamp, joined: Timestamp) {
+        let secs =
+            |from: Timestamp| started.as_millis().saturating_sub(from.as_millis()) as f64 / 1000.0;
+        self.pairing.observe(secs(requested));
+        self.join_to_active.observe(secs(joined));
+    }
+
     /// Registers the families in `registry`.
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        use prometheus::{IntCounterVec, IntGauge, Opts};
+        use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+        // Pairing includes people (typing a code, consenting): milliseconds to minutes.
+        const PAIRING_BUCKETS: [f64; 16] = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            300.0, 600.0,
+        ];
         let connections =
             IntGauge::new("assist_signal_connections", "Open signalling connections.")?;
         let sessions = IntGauge::new(
@@ -131,8 +172,47 @@ impl SignalMetrics {
             ),
             &["reason"],
         )?;
+        let by_state_vec = IntGaugeVec::new(
+            Opts::new(
+                "assist_signal_sessions_by_state",
+                "Sessions the broker holds by state: pending (waiting for the sharer: code not \
+                 redeemed, launch not answered), joined (no mode granted yet), active.",
+            ),
+            &["state"],
+        )?;
+        let active_vec = IntGaugeVec::new(
+            Opts::new(
+                "assist_signal_active_sessions",
+                "Active sessions the broker holds, by the mode in force.",
+            ),
+            &["mode"],
+        )?;
+        // Every series exists from the start (at 0), so dashboards and alerts see them.
+        let by_state =
+            ["pending", "joined", "active"].map(|s| by_state_vec.with_label_values(&[s]));
+        let active_by_mode =
+            assist_policy::Mode::ALL.map(|m| active_vec.with_label_values(&[m.as_str()]));
+        let pairing = Histogram::with_opts(
+            HistogramOpts::new(
+                "assist_signal_pairing_seconds",
+                "Time from a session's creation (code issued, or launch sent) to active (the \
+                 first mode granted and the tickets issued).",
+            )
+            .buckets(PAIRING_BUCKETS.to_vec()),
+        )?;
+        let join_to_active = Histogram::with_opts(
+            HistogramOpts::new(
+                "assist_signal_join_to_active_seconds",
+                "Time from the sharer joining (code redeemed, launch accepted) to active.",
+            )
+            .buckets(PAIRING_BUCKETS.to_vec()),
+        )?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(by_state_vec))?;
+        registry.register(Box::new(active_vec))?;
+        registry.register(Box::new(pairing.clone()))?;
+        registry.register(Box::new(join_to_active.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(started.clone()))?;
         registry.register(Box::new(ended.clone()))?;
@@ -140,6 +220,10 @@ impl SignalMetrics {
         Ok(Self {
             connections,
             sessions,
+            by_state,
+            active_by_mode,
+            pairing,
+            join_to_active,
             decisions,
             started,
             ended,
@@ -259,9 +343,7 @@ impl Driver {
             }
             self.drain().await;
             self.metrics.connections.set(self.conns.len() as i64);
-            self.metrics
-                .sessions
-                .set(self.broker.session_count() as i64);
+            self.metrics.set_sessions(&self.broker);
         }
     }
 
@@ -705,11 +787,20 @@ impl Driver {
                 }
                 Output::Record(ev) => {
                     match &ev {
-                        RecordEvent::Started { mode, .. } => self
-                            .metrics
-                            .started
-                            .with_label_values(&[mode.as_str()])
-                            .inc(),
+                        RecordEvent::Started {
+                            mode,
+                            started_at,
+                            requested_at,
+                            joined_at,
+                            ..
+                        } => {
+                            self.metrics
+                                .started
+                                .with_label_values(&[mode.as_str()])
+                                .inc();
+                            self.metrics
+                                .observe_started(*started_at, *requested_at, *joined_at);
+                        }
                         RecordEvent::Ended { reason, .. } => self
                             .metrics
                             .ended

@@ -512,6 +512,8 @@ mod tests {
             session_id: SessionId(sid.into()),
             tenant_id: T.into(),
             started_at: Timestamp::from_millis(1_800_000_000_000),
+            requested_at: Timestamp::from_millis(1_799_999_990_000),
+            joined_at: Timestamp::from_millis(1_799_999_995_000),
             mode: Mode::ViewOnly,
             chat: true,
             helper: party("helen"),

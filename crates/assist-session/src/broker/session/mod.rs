@@ -171,6 +171,10 @@ pub(super) struct SessionMachine {
     join_deadline: Option<Timestamp>,
     /// The current stage's deadline.
     deadline: Option<Timestamp>,
+    /// When the session was created (code issued, or launch sent).
+    requested_at: Timestamp,
+    /// When the sharer joined (`None` before).
+    joined_at: Option<Timestamp>,
 }
 
 impl SessionMachine {
@@ -194,6 +198,8 @@ impl SessionMachine {
             chat,
             join_deadline: None,
             deadline: None,
+            requested_at: fx.now,
+            joined_at: None,
         };
         s.set_deadline(Some(deadline), fx);
         fx.publish();
@@ -210,6 +216,18 @@ impl SessionMachine {
 
     pub(super) fn chat_allowed(&self) -> bool {
         self.chat
+    }
+
+    /// The session's bucket in [`super::SessionCounts`]: the directory's stage, and the mode
+    /// in force once active (so a mode change in flight still counts as active).
+    pub(super) fn bucket(&self) -> super::Bucket {
+        match (&self.stage, self.mode) {
+            (_, Some(mode)) => super::Bucket::Active(mode),
+            (Stage::AwaitingRedemption { .. } | Stage::AwaitingSharer { .. }, None) => {
+                super::Bucket::Pending
+            }
+            (_, None) => super::Bucket::Joined,
+        }
     }
 
     pub(super) fn stage(&self) -> &Stage {
@@ -305,12 +323,10 @@ impl SessionMachine {
 
     /// The session's entry in the live directory.
     pub(super) fn live_entry(&self) -> LiveSession {
-        let stage = match (&self.stage, self.mode) {
-            (_, Some(_)) => LiveStage::Active,
-            (Stage::AwaitingRedemption { .. } | Stage::AwaitingSharer { .. }, None) => {
-                LiveStage::Pending
-            }
-            (_, None) => LiveStage::Joined,
+        let stage = match self.bucket() {
+            super::Bucket::Pending => LiveStage::Pending,
+            super::Bucket::Joined => LiveStage::Joined,
+            super::Bucket::Active(_) => LiveStage::Active,
         };
         let device_id = match &self.stage {
             Stage::AwaitingSharer { device_id, .. } => Some(device_id.clone()),
@@ -374,6 +390,7 @@ impl SessionMachine {
             party,
         });
         self.stage = Stage::Joined;
+        self.joined_at = Some(fx.now);
         self.join_deadline = Some(join_deadline);
         self.set_deadline(Some(join_deadline), fx);
         fx.publish();

@@ -329,6 +329,8 @@ impl SessionMachine {
             session_id: self.id.clone(),
             tenant_id: self.tenant_id.clone(),
             started_at: fx.now,
+            requested_at: self.requested_at,
+            joined_at: self.joined_at.unwrap_or(fx.now),
             mode,
             chat,
             helper: ReportParty::from(&self.helper.party),
