@@ -46,26 +46,43 @@ def pair(left, right):
 
 row("Sessions")
 pair(("Sessions by state",
-      "No per-state gauge is exported yet: the broker's sessions (any state before ended: "
-      "requested, waiting for consent, active) and the relay's (at least one leg: waiting for "
-      "the peer, or paired).",
-      [(f"sum by (instance) (assist_signal_sessions{{{SEL}}})", "broker {{instance}}"),
-       (f"sum by (instance) (assist_relay_sessions_active{{{SEL}}})", "relay {{instance}}")]),
-     ("Sessions started by mode", "Sessions that became active per second, by first mode.",
+      "Sessions the broker holds, by state: pending (a code not yet redeemed, a launch not yet "
+      "answered), joined (no mode granted yet), active (a mode granted); and the relay's "
+      "sessions (at least one leg: waiting for the peer, or paired).",
+      [(f"sum by (state) (assist_signal_sessions_by_state{{{SEL}}})", "{{state}}"),
+       (f"sum(assist_relay_sessions_active{{{SEL}}})", "relay")]),
+     ("Active sessions by mode", "Active sessions the brokers hold, by the mode in force.",
+      [(f"sum by (mode) (assist_signal_active_sessions{{{SEL}}})", "{{mode}}")],
+      {"stack": True}))
+pair(("Sessions started by mode", "Sessions that became active per second, by first mode.",
       [(f"sum by (mode) (rate(assist_signal_sessions_started_total{{{SEL}}}[{RI}]))",
-        "{{mode}}")], {"unit": "ops", "stack": True}))
-pair(("Policy decisions by result",
-      "Mode requests decided per second: allow, or the deny reason.",
-      [(f"sum by (result) (rate(assist_signal_decisions_total{{{SEL}}}[{RI}]))", "{{result}}")],
-      {"unit": "ops", "stack": True}),
+        "{{mode}}")], {"unit": "ops", "stack": True}),
      ("Sessions ended by reason", "Active sessions that ended per second, by reason.",
       [(f"sum by (reason) (rate(assist_signal_sessions_ended_total{{{SEL}}}[{RI}]))",
         "{{reason}}")], {"unit": "ops", "stack": True}))
 row("Pairing")
+
+
+def pairing_q(q, metric):
+    return (f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{SEL}}}[{RI}])))")
+
+
+pair(("Pairing latency",
+      "Time to active (the first mode granted and the relay tickets issued), p50 and p99: from "
+      "the session's creation (code issued or launch sent; includes the person typing the code "
+      "and consenting), and from the sharer joining (policy decision, consent, tickets).",
+      [(pairing_q(0.5, "assist_signal_pairing_seconds"), "created → active p50"),
+       (pairing_q(0.99, "assist_signal_pairing_seconds"), "created → active p99"),
+       (pairing_q(0.5, "assist_signal_join_to_active_seconds"), "joined → active p50"),
+       (pairing_q(0.99, "assist_signal_join_to_active_seconds"), "joined → active p99")],
+      {"unit": "s"}),
+     ("Policy decisions by result",
+      "Mode requests decided per second: allow, or the deny reason.",
+      [(f"sum by (result) (rate(assist_signal_decisions_total{{{SEL}}}[{RI}]))", "{{result}}")],
+      {"unit": "ops", "stack": True}))
 pair(("Pairing: legs closed by code",
       "Relay legs closed per second by close code. peerTimeout: the first leg waited "
-      "relay.pair_timeout_secs and its peer never came (a failed pairing). The time from code to "
-      "active is not exported yet; docs/benchmarks.md measures it.",
+      "relay.pair_timeout_secs and its peer never came (a failed pairing).",
       [(f"sum by (code) (rate(assist_relay_closes_total{{{SEL}}}[{RI}]))", "{{code}}")],
       {"unit": "ops", "stack": True}),
      ("Pairing: joins refused by reason", "Relay joins refused per second (bad or used ticket, "
