@@ -210,7 +210,11 @@ impl Registry {
             .await
     }
 
-    async fn claim_fingerprint(&self, key: &str, fingerprint: &str) -> Result<KeysCheck, LiveError> {
+    async fn claim_fingerprint(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeysCheck, LiveError> {
         // SET NX, then read what is there (nothing deletes the key, so a failed SET NX is
         // followed by a value; a second round covers an operator deleting it in between).
         for _ in 0..2 {

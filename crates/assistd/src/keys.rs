@@ -133,7 +133,9 @@ pub async fn check_cluster_keys(
         KeysCheck::Claimed => {
             tracing::info!("cluster keys: this node's {what} is now the cluster's (first node)")
         }
-        KeysCheck::Matches => tracing::info!("cluster keys: this node's {what} matches the cluster's"),
+        KeysCheck::Matches => {
+            tracing::info!("cluster keys: this node's {what} matches the cluster's")
+        }
         KeysCheck::Differs { .. } => {}
     };
     let ticket = registry

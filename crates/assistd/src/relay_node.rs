@@ -30,7 +30,9 @@ struct Owners(Mutex<HashMap<String, (String, Instant)>>);
 
 impl Owners {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn note(&self, sid: &str, owner: &str) {
@@ -165,7 +167,9 @@ async fn report(c: &Cluster, owners: &Owners, r: SessionReport) {
         },
     };
     let Some(owner) = owner else {
-        tracing::warn!("a relay session ended whose owner is unknown; its counters are not recorded");
+        tracing::warn!(
+            "a relay session ended whose owner is unknown; its counters are not recorded"
+        );
         return;
     };
     c.send(
@@ -206,6 +210,10 @@ mod tests {
         for i in 0..OWNERS_MAX + 10 {
             o.note(&format!("x{i}"), "n");
         }
-        assert_eq!(o.lock().len(), OWNERS_MAX, "fresh entries beyond the cap are not kept");
+        assert_eq!(
+            o.lock().len(),
+            OWNERS_MAX,
+            "fresh entries beyond the cap are not kept"
+        );
     }
 }

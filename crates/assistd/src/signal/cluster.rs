@@ -579,7 +579,10 @@ pub(crate) async fn run_heartbeat(
             _ = cluster.beat_now.notified() => {}
         }
         let gauge = |g: fn(&BrokerSource) -> &prometheus::IntGauge| {
-            source.broker.as_ref().map_or(0, |b| g(b).get().max(0) as u64)
+            source
+                .broker
+                .as_ref()
+                .map_or(0, |b| g(b).get().max(0) as u64)
         };
         let record = NodeRecord {
             node_id: cluster.node_id.clone(),
