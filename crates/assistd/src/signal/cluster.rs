@@ -644,13 +644,22 @@ pub(crate) async fn run_heartbeat(
         };
         for node in dead {
             let _ = broker.driver.send(HubInput::NodeDead(node.clone())).await;
-            cleanup(&cluster, &broker.store, &node, ttl).await;
+            let relay = source.relay.as_ref().map(|(r, _)| r);
+            cleanup(&cluster, &broker.store, relay, &node, ttl).await;
         }
     }
 }
 
-/// Cleans up after dead `node` if this node wins the claim.
-async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl: Duration) {
+/// Cleans up after dead `node` if this node wins the claim. Its relay sessions end on every
+/// node: the others hear a broadcast, this node's `relay` (a node ignores its own broadcasts)
+/// is told directly.
+async fn cleanup(
+    cluster: &Cluster,
+    store: &assist_store::Store,
+    relay: Option<&assist_relay::Relay>,
+    node: &str,
+    ttl: Duration,
+) {
     match cluster.registry.claim_cleanup(node, ttl).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -677,6 +686,9 @@ async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl
         Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
     }
     for sid in sids {
+        if let Some(relay) = relay {
+            relay.end_session(sid.as_str(), NODE_LOST);
+        }
         cluster.broadcast(Body::RelayEnd {
             session_id: sid,
             reason: NODE_LOST.to_owned(),
