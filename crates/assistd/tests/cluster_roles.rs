@@ -274,11 +274,12 @@ async fn two_brokers_and_a_relay_node_carry_a_session_to_its_report_row() {
                 .any(|n| n.node_id == "relay-1" && n.load.relay_sessions == 1)
         })
         .await;
-    // A mode change on the owner reaches the relay node: view only drops the helper's input.
+    // A downgrade on the owner (relaySetMode to the relay node); the session carries on.
     h.send(&json!({"id": 3, "type": "requestMode", "sessionId": sid, "mode": "viewOnly"}))
         .await
         .unwrap();
     expect_signal(&mut h, "modeChanged").await;
+    flows(&mut stx, &mut hrx, &screen).await;
 
     // The sharer ends it on broker 2: the owner tells the relay node, the legs close, and the
     // relay node's counters reach the record through the owner.
