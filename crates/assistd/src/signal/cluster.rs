@@ -756,6 +756,44 @@ mod tests {
     }
 
     #[test]
+    fn relay_stats_carry_what_the_record_takes() {
+        let report = assist_relay::SessionReport {
+            sid: "s1".into(),
+            frames: [3, 40],
+            bytes: [120, 90_000],
+            dropped: 2,
+            screen_dropped: 1,
+            keyframe_requests: 4,
+            rtt: [Some(Duration::from_micros(12_345)), None],
+            paired_for: Duration::from_millis(2_500),
+            end: "ended",
+            left: Some(assist_relay::Role::Helper),
+        };
+        let body = Body::RelayStats {
+            session_id: SessionId("s1".into()),
+            stats: RelayStats::of(&report),
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"t": "relayStats", "sessionId": "s1", "stats": {
+                "frames": [3, 40], "bytes": [120, 90000], "dropped": 2, "screenDropped": 1,
+                "keyframeRequests": 4, "rttUs": [12345, null], "pairedMs": 2500}})
+        );
+        let Body::RelayStats { session_id, stats } = serde_json::from_value(json).unwrap() else {
+            panic!("not relayStats");
+        };
+        let back = stats.into_report(session_id);
+        assert_eq!(back.sid, "s1");
+        assert_eq!(back.record_fields(), report.record_fields());
+        assert_eq!(back.left, None, "a leg that left travels as legLeft");
+        assert_eq!(
+            serde_json::to_value(Body::Draining).unwrap(),
+            serde_json::json!({"t": "draining"})
+        );
+    }
+
+    #[test]
     fn envelopes_round_trip_in_the_documented_shape() {
         let env = Envelope {
             v: ENVELOPE_VERSION,
