@@ -21,6 +21,8 @@ pub const NODE_PRESENCE: &str = "assist:node-presence:";
 pub const NODES: &str = "assist:nodes";
 /// The shared-keys fingerprint of the cluster (a string, no TTL).
 pub const CLUSTER_KEYS: &str = "assist:cluster:keys";
+/// The fingerprint of the cluster's relay-ticket key alone (a string, no TTL).
+pub const CLUSTER_TICKET_KEY: &str = "assist:cluster:ticket-key";
 /// The broadcast channel.
 pub const BROADCAST: &str = "assist:all";
 
@@ -124,6 +126,7 @@ mod tests {
             NODE_PRESENCE,
             NODES,
             CLUSTER_KEYS,
+            CLUSTER_TICKET_KEY,
             BROADCAST,
             &alive("n"),
             &cleanup("n"),

@@ -198,17 +198,34 @@ impl Registry {
     /// Compares this node's shared-keys fingerprint with the cluster's (key
     /// `assist:cluster:keys`), claiming it for the cluster if there is none yet.
     pub async fn claim_keys(&self, fingerprint: &str) -> Result<KeysCheck, LiveError> {
+        self.claim_fingerprint(keys::CLUSTER_KEYS, fingerprint)
+            .await
+    }
+
+    /// As [`Registry::claim_keys`] for the fingerprint of the relay-ticket key alone (key
+    /// `assist:cluster:ticket-key`): the one key relay-only nodes hold, which every node
+    /// (brokers too) must share.
+    pub async fn claim_ticket_key(&self, fingerprint: &str) -> Result<KeysCheck, LiveError> {
+        self.claim_fingerprint(keys::CLUSTER_TICKET_KEY, fingerprint)
+            .await
+    }
+
+    async fn claim_fingerprint(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeysCheck, LiveError> {
         // SET NX, then read what is there (nothing deletes the key, so a failed SET NX is
         // followed by a value; a second round covers an operator deleting it in between).
         for _ in 0..2 {
             let mut set = redis::cmd("SET");
-            set.arg(keys::CLUSTER_KEYS).arg(fingerprint).arg("NX");
+            set.arg(key).arg(fingerprint).arg("NX");
             let claimed: Option<String> = self.conn.cmd("claim keys", &set).await?;
             if claimed.is_some() {
                 return Ok(KeysCheck::Claimed);
             }
             let mut get = redis::cmd("GET");
-            get.arg(keys::CLUSTER_KEYS);
+            get.arg(key);
             let existing: Option<String> = self.conn.cmd("claim keys", &get).await?;
             match existing {
                 Some(e) if e == fingerprint => return Ok(KeysCheck::Matches),

@@ -158,6 +158,18 @@ async fn the_first_node_sets_the_clusters_keys_and_others_must_match() {
         }
     );
     assert_eq!(a.claim_keys("fp-1").await.unwrap(), KeysCheck::Matches);
+    // The ticket key's fingerprint is a claim of its own.
+    assert_eq!(
+        b.claim_ticket_key("fp-2").await.unwrap(),
+        KeysCheck::Claimed
+    );
+    assert_eq!(
+        a.claim_ticket_key("fp-1").await.unwrap(),
+        KeysCheck::Differs {
+            existing: "fp-2".into()
+        }
+    );
+    assert_eq!(a.claim_keys("fp-1").await.unwrap(), KeysCheck::Matches);
 }
 
 #[tokio::test]

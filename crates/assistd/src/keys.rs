@@ -91,6 +91,82 @@ pub fn keys_fingerprint(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Domain separation of [`ticket_key_fingerprint`]'s input.
+const TICKET_FINGERPRINT_DOMAIN: &[u8] = b"assist ticket-key fingerprint v1";
+
+/// The fingerprint of the relay-ticket key alone, as 64 hex digits: SHA-256 over a
+/// domain-separated encoding of its key id ([`TicketAuthority::key_id`]). Relay-only nodes
+/// hold no other shared key; every node compares this one (key `assist:cluster:ticket-key`).
+pub fn ticket_key_fingerprint(ticket_key_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(TICKET_FINGERPRINT_DOMAIN);
+    h.update((ticket_key_id.len() as u32).to_be_bytes());
+    h.update(ticket_key_id.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A node whose keys differ from its cluster's: the start is refused (`assistd serve` exits
+/// with status 2, as for a configuration error).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this node's {what} differs from the cluster's: give every node the same [keys] files \
+     ({files})"
+)]
+pub struct KeysDiffer {
+    /// What differs, in words.
+    pub what: &'static str,
+    /// The settings that name the files.
+    pub files: &'static str,
+}
+
+/// Cluster mode, before a node serves: compares its keys with the cluster's through the
+/// registry (the first node's keys win). Every node checks the relay-ticket key's fingerprint
+/// ([`ticket_key_fingerprint`]); a node running the broker also checks `broker`, its
+/// [`keys_fingerprint`]. A difference is a [`KeysDiffer`] error.
+pub async fn check_cluster_keys(
+    registry: &assist_live_redis::Registry,
+    ticket_key_id: &str,
+    broker: Option<&str>,
+) -> anyhow::Result<()> {
+    use assist_live_redis::KeysCheck;
+    let log = |what: &str, check: &KeysCheck| match check {
+        KeysCheck::Claimed => {
+            tracing::info!("cluster keys: this node's {what} is now the cluster's (first node)")
+        }
+        KeysCheck::Matches => {
+            tracing::info!("cluster keys: this node's {what} matches the cluster's")
+        }
+        KeysCheck::Differs { .. } => {}
+    };
+    let ticket = registry
+        .claim_ticket_key(&ticket_key_fingerprint(ticket_key_id))
+        .await
+        .map_err(|e| anyhow::anyhow!("comparing the relay-ticket key with the cluster's: {e}"))?;
+    if let KeysCheck::Differs { .. } = ticket {
+        return Err(KeysDiffer {
+            what: "relay-ticket key",
+            files: RELAY_TICKET,
+        }
+        .into());
+    }
+    log("relay-ticket key", &ticket);
+    if let Some(fingerprint) = broker {
+        let all = registry
+            .claim_keys(fingerprint)
+            .await
+            .map_err(|e| anyhow::anyhow!("comparing the keys with the cluster's: {e}"))?;
+        if let KeysCheck::Differs { .. } = all {
+            return Err(KeysDiffer {
+                what: "signal-code key or dev issuer key (or whether the dev issuer is on)",
+                files: "keys.signal_code_file, keys.dev_issuer_file, auth.dev_issuer",
+            }
+            .into());
+        }
+        log("signal-code and dev issuer keys", &all);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +200,12 @@ mod tests {
             keys_fingerprint("kid", &[0u8; 32], None),
             "7af51039cb164e95c1db23701745764ffc1b32b2fc52d35a3c8c13da287e8f7f"
         );
+        // The ticket key's own fingerprint: of the key id only, and never the full one's.
+        let t = ticket_key_fingerprint("ticket-kid");
+        assert_eq!(t.len(), 64);
+        assert_eq!(t, ticket_key_fingerprint("ticket-kid"));
+        assert_ne!(t, ticket_key_fingerprint("ticket-kie"));
+        assert_ne!(t, base);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+mod relay_node;
 pub mod relay_ws;
 pub mod retention;
 pub mod server;

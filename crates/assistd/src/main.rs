@@ -207,7 +207,12 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e:#}");
                     say(&format!("assistd: {e:#}"));
-                    ExitCode::FAILURE
+                    // Keys that differ from the cluster's are a configuration error.
+                    if e.downcast_ref::<assistd::keys::KeysDiffer>().is_some() {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             };
             // The last lines ("stopped") are still queued; give them a moment, never forever.

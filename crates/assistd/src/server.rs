@@ -92,6 +92,8 @@ pub struct RunningServer {
     store: Option<Store>,
     signal: Option<crate::signal::SignalHub>,
     signal_metrics: Option<crate::signal::SignalMetrics>,
+    /// Cluster mode's handles (told when the drain begins).
+    cluster: Option<Arc<crate::signal::cluster::Cluster>>,
     grace: Duration,
     registry: prometheus::Registry,
 }
@@ -141,6 +143,10 @@ impl RunningServer {
         let deadline = tokio::time::Instant::now() + self.grace;
         self.draining.store(true, Ordering::SeqCst);
         self.ready.store(false, Ordering::SeqCst);
+        // Cluster mode: the registry says so at once, and the other nodes hear it.
+        if let Some(c) = &self.cluster {
+            c.draining_started();
+        }
         if let Some(relay) = &self.relay {
             relay.drain();
         }
@@ -422,6 +428,7 @@ struct BrokerParts {
     state: AppState,
     signal_metrics: crate::signal::SignalMetrics,
     keys_fingerprint: String,
+    cluster: Option<Arc<crate::signal::cluster::Cluster>>,
 }
 
 /// Opens the store, loads the keys and issuers, and starts the signalling service.
@@ -495,31 +502,21 @@ async fn start_broker(
     });
     let (ready, draining) = flags;
     // Cluster mode (docs/architecture.md, "Cluster mode"): live state, registry and bus in Redis.
+    // Joining checks this node's keys against the cluster's first (a difference refuses the start).
     let cluster_start = match &settings.cluster {
-        Some(c) => {
-            let (cluster, inbound, connected) = crate::signal::cluster::Cluster::connect(
-                &c.redis_url,
-                &c.node_id,
-                c.heartbeat,
+        Some(c) => Some(
+            crate::signal::cluster::Cluster::join(
+                c,
                 draining.clone(),
+                tickets.key_id(),
+                Some(&keys_fingerprint),
                 tracker,
             )
-            .await
-            .with_context(|| {
-                format!(
-                    "cluster mode: Redis at {}",
-                    crate::config::redact_url(&c.redis_url)
-                )
-            })?;
-            tracing::info!(node = %c.node_id, redis = %crate::config::redact_url(&c.redis_url), "cluster mode");
-            Some(crate::signal::ClusterStart {
-                cluster,
-                inbound,
-                connected,
-            })
-        }
+            .await?,
+        ),
         None => None,
     };
+    let cluster = cluster_start.as_ref().map(|c| c.cluster.clone());
     let signal_metrics = crate::signal::SignalMetrics::register(registry)?;
     let signal = crate::signal::SignalHub::start(
         signal_metrics.clone(),
@@ -556,6 +553,7 @@ async fn start_broker(
         state,
         signal_metrics,
         keys_fingerprint,
+        cluster,
     })
 }
 
@@ -616,8 +614,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         // The relay's identity is its public address or, without one, this listener as advertised.
         let mut relay_config = settings.relay.clone();
         relay_config.listen_addr = Some(advertised(https_addr));
-        // Session reports go to the signalling service, when it runs here.
-        let (report_tx, report_rx) = if role.runs_broker() {
+        // Session reports go to the signalling service, when it runs here, or (a relay-only
+        // node in cluster mode) to the sessions' owners.
+        let (report_tx, report_rx) = if role.runs_broker() || settings.cluster.is_some() {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         } else {
@@ -633,14 +632,38 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     } else {
         (None, None)
     };
+    let endpoint = crate::signal::RelayEndpoint {
+        address: settings.relay_wss_public(advertised(https_addr)),
+        // Unused without a local relay (tickets then name another node's relay).
+        quic_addr: quic_addr
+            .map(|q| settings.relay_quic_public(advertised(q), q.port()))
+            .unwrap_or_default(),
+    };
+    // A relay-only node in cluster mode joins the registry and the bus (relay_node.rs).
+    let (relay_cluster, report_rx) = match (&settings.cluster, &relay, role.runs_broker()) {
+        (Some(c), Some(relay), false) => {
+            let advert = crate::signal::cluster::Advert {
+                identity: relay.identity().clone(),
+                address: endpoint.address.clone(),
+                quic_addr: endpoint.quic_addr.clone(),
+            };
+            let reports = report_rx.context("the relay's reports")?;
+            let joined = crate::relay_node::start(
+                c,
+                relay.clone(),
+                tickets.key_id(),
+                advert,
+                reports,
+                draining.clone(),
+                &cancel,
+                &tracker,
+            )
+            .await?;
+            (Some(joined), None)
+        }
+        _ => (None, report_rx),
+    };
     let broker = if role.runs_broker() {
-        let endpoint = crate::signal::RelayEndpoint {
-            address: settings.relay_wss_public(advertised(https_addr)),
-            // Unused without a local relay (tickets then name another node's relay).
-            quic_addr: quic_addr
-                .map(|q| settings.relay_quic_public(advertised(q), q.port()))
-                .unwrap_or_default(),
-        };
         Some(
             start_broker(
                 &settings,
@@ -748,6 +771,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         store,
         registry,
         signal: broker.as_ref().and_then(|b| b.state.signal.clone()),
+        cluster: relay_cluster.or_else(|| broker.as_ref().and_then(|b| b.cluster.clone())),
         signal_metrics: broker.map(|b| b.signal_metrics),
         grace: settings.shutdown_grace,
     })

@@ -84,6 +84,15 @@ pub enum Body {
     },
     /// Relay node → owner: a leg of the relay session left.
     LegLeft { session_id: SessionId, role: String },
+    /// Relay-only node → owner: the counters of a relay session that ended, for its record
+    /// (the owner writes them as it writes its own relay's).
+    RelayStats {
+        session_id: SessionId,
+        stats: RelayStats,
+    },
+    /// Broadcast: the sender started draining (no new relay session is placed there); the
+    /// registry says so too, from the heartbeat the sender writes at once.
+    Draining,
     /// Broadcast: a tenant's settings changed.
     Settings {
         tenant: String,
@@ -128,6 +137,60 @@ pub fn launch_reply(req: u64, result: Result<SessionId, LaunchError>) -> Body {
             session_id: None,
             error: Some(launch_error_name(e).to_owned()),
         },
+    }
+}
+
+/// A relay session's counters in a [`Body::RelayStats`]: what the session record takes from
+/// an [`assist_relay::SessionReport`] (`record_fields`), round-trip times in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayStats {
+    /// Frames forwarded helper → sharer and sharer → helper.
+    pub frames: [u64; 2],
+    /// Bytes forwarded, same order.
+    pub bytes: [u64; 2],
+    /// Frames dropped (any reason).
+    pub dropped: u64,
+    /// Screen frames dropped under congestion.
+    pub screen_dropped: u64,
+    /// Keyframe requests sent to the sharer.
+    pub keyframe_requests: u64,
+    /// Mean round-trip time of the helper's and the sharer's leg, if measured.
+    pub rtt_us: [Option<u64>; 2],
+    /// How long the session was paired, in milliseconds.
+    pub paired_ms: u64,
+}
+
+impl RelayStats {
+    /// The counters of `r`.
+    pub fn of(r: &assist_relay::SessionReport) -> RelayStats {
+        let us = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        RelayStats {
+            frames: r.frames,
+            bytes: r.bytes,
+            dropped: r.dropped,
+            screen_dropped: r.screen_dropped,
+            keyframe_requests: r.keyframe_requests,
+            rtt_us: [us(r.rtt[0]), us(r.rtt[1])],
+            paired_ms: u64::try_from(r.paired_for.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Back into a report for session `sid` (with no leg left: that travels as `legLeft`), to
+    /// go through the records writer as a local relay's report does.
+    pub fn into_report(self, sid: SessionId) -> assist_relay::SessionReport {
+        assist_relay::SessionReport {
+            sid: sid.0,
+            frames: self.frames,
+            bytes: self.bytes,
+            dropped: self.dropped,
+            screen_dropped: self.screen_dropped,
+            keyframe_requests: self.keyframe_requests,
+            rtt: self.rtt_us.map(|us| us.map(Duration::from_micros)),
+            paired_for: Duration::from_millis(self.paired_ms),
+            end: "remote",
+            left: None,
+        }
     }
 }
 
@@ -184,6 +247,8 @@ pub struct Cluster {
     outbox: mpsc::Sender<(Option<String>, Vec<u8>)>,
     launches: Mutex<HashMap<u64, oneshot::Sender<Result<SessionId, LaunchError>>>>,
     next_req: AtomicU64,
+    /// Wakes the heartbeat before its tick (the drain began).
+    beat_now: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -238,8 +303,40 @@ impl Cluster {
             outbox,
             launches: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
+            beat_now: tokio::sync::Notify::new(),
         });
         Ok((cluster, inbound, connected))
+    }
+
+    /// Joins the cluster `settings` names, before the node serves: connects
+    /// ([`Cluster::connect`]) and compares this node's keys with the cluster's
+    /// ([`crate::keys::check_cluster_keys`]: the relay-ticket key's id, and `broker_keys`, the
+    /// [`crate::keys::keys_fingerprint`] of a node running the broker). Keys that differ are a
+    /// [`crate::keys::KeysDiffer`] error, and the node has not joined the registry.
+    pub(crate) async fn join(
+        settings: &crate::config::ClusterSettings,
+        draining: Arc<AtomicBool>,
+        ticket_key_id: &str,
+        broker_keys: Option<&str>,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> anyhow::Result<super::ClusterStart> {
+        let redis = crate::config::redact_url(&settings.redis_url);
+        let (cluster, inbound, connected) = Cluster::connect(
+            &settings.redis_url,
+            &settings.node_id,
+            settings.heartbeat,
+            draining,
+            tracker,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster mode: Redis at {redis}: {e:#}"))?;
+        crate::keys::check_cluster_keys(&cluster.registry, ticket_key_id, broker_keys).await?;
+        tracing::info!(node = %settings.node_id, %redis, "cluster mode");
+        Ok(super::ClusterStart {
+            cluster,
+            inbound,
+            connected,
+        })
     }
 
     fn push(&self, to: Option<&str>, body: Body) {
@@ -266,6 +363,47 @@ impl Cluster {
     /// Queues `body` for every node (this one hears it too and ignores its own).
     pub fn broadcast(&self, body: Body) {
         self.push(None, body);
+    }
+
+    /// The drain began (the `draining` flag is set): the heartbeat writes it to the registry at
+    /// once rather than at its next tick, and every other node hears it ([`Body::Draining`]) so
+    /// that none places a relay session here in between.
+    pub fn draining_started(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.beat_now.notify_one();
+        self.broadcast(Body::Draining);
+    }
+
+    /// `node` said it is draining: no relay session is placed there from now on.
+    fn mark_draining(&self, node: &str) {
+        if let Some(r) = self
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(node)
+        {
+            r.draining = true;
+        }
+    }
+
+    /// Decodes an envelope from the bus: `None` (with a warning) for one that does not decode,
+    /// and for another version's or this node's own broadcasts. A [`Body::Draining`] is noted
+    /// here, for placement, and handed on.
+    pub(crate) fn decode(&self, payload: &[u8]) -> Option<Envelope> {
+        let env: Envelope = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "a cluster envelope does not decode; dropped");
+                return None;
+            }
+        };
+        if env.v != ENVELOPE_VERSION || env.from == self.node_id {
+            return None;
+        }
+        if let Body::Draining = env.body {
+            self.mark_draining(&env.from);
+        }
+        Some(env)
     }
 
     /// Whether `node` was alive at the last heartbeat.
@@ -369,21 +507,13 @@ pub(super) async fn run_inbound(
             }
             payload = inbound.recv() => {
                 let Some(payload) = payload else { return };
-                let env: Envelope = match serde_json::from_slice(&payload) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a cluster envelope does not decode; dropped");
-                        continue;
-                    }
-                };
-                if env.v != ENVELOPE_VERSION || env.from == cluster.node_id {
-                    continue;
-                }
+                let Some(env) = cluster.decode(&payload) else { continue };
                 match env.body {
                     Body::LaunchReply { req, session_id, error } => {
                         cluster.launch_answered(req, session_id, error)
                     }
                     Body::Facts => facts.invalidate(),
+                    Body::Draining => {}
                     body => {
                         let _ = driver.send(HubInput::Peer { from: env.from, body }).await;
                     }
@@ -397,12 +527,21 @@ pub(super) async fn run_inbound(
 pub struct HeartbeatSource {
     /// This node's relay, if it runs one.
     pub relay: Option<(assist_relay::Relay, Advert)>,
+    /// The broker's side; `None` on a relay-only node, which neither notices dead nodes nor
+    /// cleans up after them (it has no sessions of its own and no store).
+    pub broker: Option<BrokerSource>,
+}
+
+/// The heartbeat's view of a node running the broker.
+pub struct BrokerSource {
     /// Open signalling connections.
     pub connections: prometheus::IntGauge,
     /// Sessions the broker holds.
     pub sessions: prometheus::IntGauge,
     /// The store, for closing a dead node's session records.
     pub store: assist_store::Store,
+    /// The driver, told about nodes that died.
+    pub(super) driver: mpsc::Sender<HubInput>,
 }
 
 fn wall_ms() -> u64 {
@@ -415,11 +554,12 @@ fn wall_ms() -> u64 {
 /// Every heartbeat: writes this node's record (alive for 3 heartbeats), reads the registry,
 /// tells the driver about nodes that died since the last read, and cleans up after a dead
 /// node when this node wins the claim: forgets its live state, closes its session records
-/// ([`NODE_LOST`]) and ends its relay sessions on every node. On stop, leaves the registry.
-pub(super) async fn run_heartbeat(
+/// ([`NODE_LOST`]) and ends its relay sessions on every node (dead nodes: brokers only). A
+/// drain beginning ([`Cluster::draining_started`]) writes the record at once. On stop, leaves
+/// the registry.
+pub(crate) async fn run_heartbeat(
     cluster: Arc<Cluster>,
     source: HeartbeatSource,
-    driver: mpsc::Sender<HubInput>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let started_at_ms = wall_ms();
@@ -436,11 +576,18 @@ pub(super) async fn run_heartbeat(
                 return;
             }
             _ = tick.tick() => {}
+            _ = cluster.beat_now.notified() => {}
         }
+        let gauge = |g: fn(&BrokerSource) -> &prometheus::IntGauge| {
+            source
+                .broker
+                .as_ref()
+                .map_or(0, |b| g(b).get().max(0) as u64)
+        };
         let record = NodeRecord {
             node_id: cluster.node_id.clone(),
             roles: Roles {
-                broker: true,
+                broker: source.broker.is_some(),
                 relay: source.relay.is_some(),
             },
             relay: source.relay.as_ref().map(|(_, a)| RelayAd {
@@ -450,8 +597,8 @@ pub(super) async fn run_heartbeat(
                 quic_addr: Some(a.quic_addr.clone()),
             }),
             load: Load {
-                connections: source.connections.get().max(0) as u64,
-                sessions: source.sessions.get().max(0) as u64,
+                connections: gauge(|b| &b.connections),
+                sessions: gauge(|b| &b.sessions),
                 relay_sessions: source
                     .relay
                     .as_ref()
@@ -492,15 +639,27 @@ pub(super) async fn run_heartbeat(
             .nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = alive;
+        let Some(broker) = &source.broker else {
+            continue;
+        };
         for node in dead {
-            let _ = driver.send(HubInput::NodeDead(node.clone())).await;
-            cleanup(&cluster, &source.store, &node, ttl).await;
+            let _ = broker.driver.send(HubInput::NodeDead(node.clone())).await;
+            let relay = source.relay.as_ref().map(|(r, _)| r);
+            cleanup(&cluster, &broker.store, relay, &node, ttl).await;
         }
     }
 }
 
-/// Cleans up after dead `node` if this node wins the claim.
-async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl: Duration) {
+/// Cleans up after dead `node` if this node wins the claim. Its relay sessions end on every
+/// node: the others hear a broadcast, this node's `relay` (a node ignores its own broadcasts)
+/// is told directly.
+async fn cleanup(
+    cluster: &Cluster,
+    store: &assist_store::Store,
+    relay: Option<&assist_relay::Relay>,
+    node: &str,
+    ttl: Duration,
+) {
     match cluster.registry.claim_cleanup(node, ttl).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -527,6 +686,9 @@ async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl
         Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
     }
     for sid in sids {
+        if let Some(relay) = relay {
+            relay.end_session(sid.as_str(), NODE_LOST);
+        }
         cluster.broadcast(Body::RelayEnd {
             session_id: sid,
             reason: NODE_LOST.to_owned(),
@@ -591,6 +753,44 @@ mod tests {
         );
         assert_eq!(placed(&[node("x", 0, true, true)]), None);
         assert_eq!(placed(&[]), None);
+    }
+
+    #[test]
+    fn relay_stats_carry_what_the_record_takes() {
+        let report = assist_relay::SessionReport {
+            sid: "s1".into(),
+            frames: [3, 40],
+            bytes: [120, 90_000],
+            dropped: 2,
+            screen_dropped: 1,
+            keyframe_requests: 4,
+            rtt: [Some(Duration::from_micros(12_345)), None],
+            paired_for: Duration::from_millis(2_500),
+            end: "ended",
+            left: Some(assist_relay::Role::Helper),
+        };
+        let body = Body::RelayStats {
+            session_id: SessionId("s1".into()),
+            stats: RelayStats::of(&report),
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"t": "relayStats", "sessionId": "s1", "stats": {
+                "frames": [3, 40], "bytes": [120, 90000], "dropped": 2, "screenDropped": 1,
+                "keyframeRequests": 4, "rttUs": [12345, null], "pairedMs": 2500}})
+        );
+        let Body::RelayStats { session_id, stats } = serde_json::from_value(json).unwrap() else {
+            panic!("not relayStats");
+        };
+        let back = stats.into_report(session_id);
+        assert_eq!(back.sid, "s1");
+        assert_eq!(back.record_fields(), report.record_fields());
+        assert_eq!(back.left, None, "a leg that left travels as legLeft");
+        assert_eq!(
+            serde_json::to_value(Body::Draining).unwrap(),
+            serde_json::json!({"t": "draining"})
+        );
     }
 
     #[test]

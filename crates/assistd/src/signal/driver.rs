@@ -549,7 +549,13 @@ impl Driver {
                 .broker
                 .handle_settings_changed(&tenant, block_chat, enabled, t),
             Body::RedeemFailed { user } => self.broker.handle_peer_redemption_failure(&user, t),
-            Body::LaunchReply { .. } | Body::Facts => {}
+            // A relay-only node's counters for a session of this node's: into its record.
+            Body::RelayStats { session_id, stats } => {
+                let _ = self
+                    .store_tx
+                    .send(StoreWrite::Stats(stats.into_report(session_id)));
+            }
+            Body::LaunchReply { .. } | Body::Facts | Body::Draining => {}
         }
     }
 

@@ -136,11 +136,13 @@ impl SignalHub {
                         };
                         (relay, advert)
                     }),
-                    connections: metrics.connections.clone(),
-                    sessions: metrics.sessions.clone(),
-                    store: store.clone(),
+                    broker: Some(cluster::BrokerSource {
+                        connections: metrics.connections.clone(),
+                        sessions: metrics.sessions.clone(),
+                        store: store.clone(),
+                        driver: tx.clone(),
+                    }),
                 },
-                tx.clone(),
                 cancel.clone(),
             ));
             // A directory or settings change made here drops every other node's facts at once.
