@@ -541,6 +541,63 @@ fn spawn_node(
 /// this loaded test machine.
 const DEAD_NODE_BOUND: Duration = Duration::from_millis(3_000 + 500 + 3_000);
 
+/// Pairs `h` (helper) with `sh` (sharer) by code, grants viewOnly with the sharer's consent and
+/// starts the relay session on `relay` (frames flow); returns the session id and the helper's
+/// relay receiver.
+async fn active_through(
+    h: &mut SignalClient,
+    sh: &mut SignalClient,
+    relay: &TestServer,
+) -> (String, assist_client::relay::ClientReceiver) {
+    h.send(&json!({"id": 1, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let issued = expect(h, "codeIssued").await;
+    let sid = issued["sessionId"].as_str().unwrap().to_owned();
+    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
+        .await
+        .unwrap();
+    expect(sh, "sessionJoined").await;
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
+    expect(sh, "consentRequested").await;
+    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
+        .await
+        .unwrap();
+    let h_active = expect(h, "sessionActive").await;
+    let s_active = expect(sh, "sessionActive").await;
+    assert_eq!(
+        port_of(&h_active["relay"]["address"]),
+        relay.server.https_addr.port(),
+        "placed on the relay node: {h_active}"
+    );
+    let hrx = relay_frame_flows(
+        relay,
+        h_active["relay"]["ticket"].as_str().unwrap(),
+        s_active["relay"]["ticket"].as_str().unwrap(),
+    )
+    .await;
+    (sid, hrx)
+}
+
+/// A signalling client of a node run as a child process (its certificate in `dir`).
+async fn connect_child(dir: &Path, addr: std::net::SocketAddr, token: &str) -> SignalClient {
+    let tls = assist_client::tls::client_config(&dir.join("tls/cert.pem")).unwrap();
+    SignalClient::connect(addr, "localhost", tls, Some(token))
+        .await
+        .unwrap()
+}
+
+/// Reads `hrx` until the relay closes the leg (or it goes quiet for 10 s).
+async fn relay_closes(hrx: &mut assist_client::relay::ClientReceiver) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), hrx.recv()).await {
+            Ok(Ok(ClientEvent::Closed(_))) | Ok(Err(_)) => return,
+            Ok(Ok(ClientEvent::Frame(_))) => continue,
+            Err(_) => panic!("the relay did not close the leg within 10 s"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_closed() {
     let Some((redis, pg)) = services() else {
@@ -571,38 +628,9 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
     tenant(&n2).await;
     wait_alive(&redis_url, 3).await;
 
-    let n1_tls = assist_client::tls::client_config(&d1.join("tls/cert.pem")).unwrap();
-    let mut h = SignalClient::connect(
-        n1_addr,
-        "localhost",
-        n1_tls,
-        Some(&user_token(&n2, "helen@contoso.com", None)),
-    )
-    .await
-    .unwrap();
+    let mut h = connect_child(&d1, n1_addr, &user_token(&n2, "helen@contoso.com", None)).await;
     let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
-    h.send(&json!({"id": 1, "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect(&mut sh, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
-    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
-    let h_active = expect(&mut h, "sessionActive").await;
-    let s_active = expect(&mut sh, "sessionActive").await;
-    let mut hrx = relay_frame_flows(
-        &n3,
-        h_active["relay"]["ticket"].as_str().unwrap(),
-        s_active["relay"]["ticket"].as_str().unwrap(),
-    )
-    .await;
+    let (sid, mut hrx) = active_through(&mut h, &mut sh, &n3).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
     // kill -9 the session's owner.
@@ -625,16 +653,66 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
     let row = session_row(&pg, &sid, DEAD_NODE_BOUND, |r| r.state == "ended").await;
     assert_eq!(row.end_reason.as_deref(), Some("nodeLost"));
     assert!(killed.elapsed() < DEAD_NODE_BOUND, "{:?}", killed.elapsed());
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-        {
-            Ok(ClientEvent::Closed(_)) | Err(_) => break,
-            Ok(ClientEvent::Frame(_)) => continue,
-        }
-    }
+    relay_closes(&mut hrx).await;
     n2.server.shutdown().await;
+    n3.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_its_record() {
+    let Some((redis, pg)) = services() else {
+        return;
+    };
+    let redis_url = redis.fresh_url();
+    let root = tempfile::tempdir().unwrap();
+    let seed = root.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    seed_keys(&seed);
+    // Node 2 (the sharer's socket; the session moves it to node 1, the owner) is a child.
+    let n1 = start_node(
+        &node_dir(root.path(), &seed, "1"),
+        &redis_url,
+        &pg,
+        "node-b-t4",
+    )
+    .await;
+    let d2 = node_dir(root.path(), &seed, "2");
+    let (mut child, n2_addr) = spawn_node(&d2, &redis_url, &pg, "node-c-t4");
+    let n3 = start_node(
+        &node_dir(root.path(), &seed, "3"),
+        &redis_url,
+        &pg,
+        "node-a-t4",
+    )
+    .await;
+    tenant(&n1).await;
+    wait_alive(&redis_url, 3).await;
+
+    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
+    let mut sh = connect_child(&d2, n2_addr, &user_token(&n1, "sam@contoso.com", None)).await;
+    let (sid, mut hrx) = active_through(&mut h, &mut sh, &n3).await;
+    session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
+
+    // kill -9 the node holding the sharer's socket; the owner (node 1) survives.
+    let killed = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The owner's broker drops the remote connection homed there: the helper hears the end.
+    let ended = tokio::time::timeout(DEAD_NODE_BOUND, expect(&mut h, "sessionEnded"))
+        .await
+        .expect("sessionEnded within the dead-node bound");
+    assert_eq!(ended["sessionId"], sid.as_str(), "{ended}");
+    assert_eq!(ended["reason"], "disconnected", "{ended}");
+    assert!(killed.elapsed() < DEAD_NODE_BOUND, "{:?}", killed.elapsed());
+    // The owner closes the record, and ends the relay session on node 3.
+    let row = session_row(&pg, &sid, DEAD_NODE_BOUND, |r| r.state == "ended").await;
+    assert_eq!(row.end_reason.as_deref(), Some("disconnected"));
+    relay_closes(&mut hrx).await;
+    // The helper's connection is still good for a new session.
+    h.send(&json!({"id": 9, "type": "ping"})).await.unwrap();
+    expect(&mut h, "pong").await;
+    n1.server.shutdown().await;
     n3.server.shutdown().await;
 }
 

@@ -543,13 +543,22 @@ pub(super) async fn run_heartbeat(
             .unwrap_or_else(std::sync::PoisonError::into_inner) = alive;
         for node in dead {
             let _ = driver.send(HubInput::NodeDead(node.clone())).await;
-            cleanup(&cluster, &source.store, &node, ttl).await;
+            let relay = source.relay.as_ref().map(|(r, _)| r);
+            cleanup(&cluster, &source.store, relay, &node, ttl).await;
         }
     }
 }
 
-/// Cleans up after dead `node` if this node wins the claim.
-async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl: Duration) {
+/// Cleans up after dead `node` if this node wins the claim. Its relay sessions end on every
+/// node: the others hear a `relayEnd` broadcast, this node's own relay (`relay`) is told
+/// directly (a node ignores its own broadcasts).
+async fn cleanup(
+    cluster: &Cluster,
+    store: &assist_store::Store,
+    relay: Option<&assist_relay::Relay>,
+    node: &str,
+    ttl: Duration,
+) {
     match cluster.registry.claim_cleanup(node, ttl).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -576,6 +585,9 @@ async fn cleanup(cluster: &Cluster, store: &assist_store::Store, node: &str, ttl
         Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
     }
     for sid in sids {
+        if let Some(relay) = relay {
+            relay.end_session(sid.as_str(), NODE_LOST);
+        }
         cluster.broadcast(Body::RelayEnd {
             session_id: sid,
             reason: NODE_LOST.to_owned(),
