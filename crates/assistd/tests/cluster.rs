@@ -927,3 +927,128 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     n2.server.shutdown().await;
     n3.server.shutdown().await;
 }
+
+/// A 503 `ServiceUnavailable` in Graph's shape, with `Retry-After`.
+async fn assert_unavailable(what: &str, resp: reqwest::Response) {
+    assert_eq!(resp.status().as_u16(), 503, "{what}");
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "{what}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_graph_error(&body, "ServiceUnavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_record() {
+    let Some(redis) = RedisInstance::shared() else {
+        return;
+    };
+    if assist_testkit::postgres_bin_dir().is_none() {
+        assert!(
+            !assist_testkit::postgres_required(),
+            "PostgreSQL is required here"
+        );
+        eprintln!("SKIPPING: no PostgreSQL server binaries");
+        return;
+    }
+    // A PostgreSQL of this test's own: it is stopped and started again.
+    let pg_server = Arc::new(assist_testkit::PostgresInstance::start().expect("PostgreSQL starts"));
+    let pg = pg_server.fresh_database();
+    let redis_url = redis.fresh_url();
+    let root = tempfile::tempdir().unwrap();
+    let seed = root.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    seed_keys(&seed);
+    let n1 = start_node(
+        &node_dir(root.path(), &seed, "1"),
+        &redis_url,
+        &pg,
+        "node-b-t5",
+    )
+    .await;
+    let n2 = start_node(
+        &node_dir(root.path(), &seed, "2"),
+        &redis_url,
+        &pg,
+        "node-a-t5",
+    )
+    .await;
+    let (admin, _) = tenant(&n1).await;
+    wait_alive(&redis_url, 2).await;
+
+    // An active session across the nodes (helper on node 1, sharer on node 2), recorded.
+    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
+    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+    let (sid, _hrx) = active_through(&mut h, &mut sh, &n2).await;
+    session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
+
+    let p = pg_server.clone();
+    tokio::task::spawn_blocking(move || p.stop())
+        .await
+        .unwrap()
+        .expect("PostgreSQL stops");
+
+    // Admin writes answer 503 on every node; so does a new signalling connection (its caller's
+    // directory record cannot be loaded).
+    for n in [&n1, &n2] {
+        let resp = n
+            .client
+            .patch(n.url(SETTINGS))
+            .bearer_auth(&admin)
+            .json(&json!({"blockChat": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_unavailable("an admin write", resp).await;
+        let resp = n
+            .client
+            .get(n.url("/v1/signal"))
+            .bearer_auth(user_token(n, "helen@contoso.com", None))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        assert_unavailable("a signalling connection", resp).await;
+    }
+
+    // The session ends while the database is down; both sides hear it at once.
+    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut h, "sessionEnded").await["reason"], "ended");
+
+    // PostgreSQL comes back: the owner's held end is written; admin writes work again.
+    let p = pg_server.clone();
+    tokio::task::spawn_blocking(move || p.start_again())
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts again");
+    let row = session_row(&pg, &sid, Duration::from_secs(30), |r| r.state == "ended").await;
+    assert_eq!(row.end_reason.as_deref(), Some("ended"));
+    assert_eq!(row.ended_by.as_deref(), Some("sharer"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in [&n1, &n2] {
+        loop {
+            let (st, b) = n
+                .patch(SETTINGS, &admin, &json!({"blockChat": false}))
+                .await;
+            if st == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "admin writes did not come back: {st} {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    n1.server.shutdown().await;
+    n2.server.shutdown().await;
+}
