@@ -928,20 +928,6 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     n3.server.shutdown().await;
 }
 
-/// A 503 `ServiceUnavailable` in Graph's shape, with `Retry-After`.
-async fn assert_unavailable(what: &str, resp: reqwest::Response) {
-    assert_eq!(resp.status().as_u16(), 503, "{what}");
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("5"),
-        "{what}"
-    );
-    let body: Value = resp.json().await.unwrap();
-    assert_graph_error(&body, "ServiceUnavailable");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_record() {
     let Some(redis) = RedisInstance::shared() else {
