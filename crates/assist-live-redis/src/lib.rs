@@ -16,11 +16,14 @@
 //!   its state in a `watch`.
 //!
 //! Every operation is bounded in time ([`RedisOptions::op_timeout`]): with Redis down, calls
-//! return a [`LiveError`] within that bound; nothing panics on what Redis returns (values that
-//! do not decode are a [`LiveError`]). The key space is documented in `docs/architecture.md`
+//! return a [`LiveError`] within that bound, and after a connection-level failure a circuit
+//! breaker makes them fail at once until a background probe finds Redis answering again
+//! ([`RedisOptions::breaker_window`]); nothing panics on what Redis returns (values that do not
+//! decode are a [`LiveError`]). The key space is documented in `docs/architecture.md`
 //! ("Cluster: the Redis key space") and in [`keys`].
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 pub use assist_live::LiveError;
@@ -58,6 +61,11 @@ pub struct RedisOptions {
     pub reconnect_retries: usize,
     /// The longest pause between two reconnection attempts. Default 1 s.
     pub reconnect_max_delay: Duration,
+    /// The circuit breaker's window: after a connection-level failure (refused, reset, no
+    /// answer in time), operations on that connection fail at once, without a round trip, while
+    /// one background `PING` per window (each bounded by `op_timeout`) checks whether Redis
+    /// answers again; the first that does closes the breaker. Default 500 ms.
+    pub breaker_window: Duration,
 }
 
 impl Default for RedisOptions {
@@ -70,6 +78,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(1),
             reconnect_retries: 3,
             reconnect_max_delay: Duration::from_secs(1),
+            breaker_window: Duration::from_millis(500),
         }
     }
 }
@@ -110,19 +119,103 @@ pub(crate) async fn timed<T>(
     }
 }
 
-/// A connection manager with the bound on each operation. Its retry: an operation that found
-/// the connection refused (nothing was sent; the manager has started reconnecting) is tried once
-/// more within the same bound, so the first operation after Redis comes back does not fail on
-/// the connection that failed while it was away.
+/// Whether `e` says the connection failed (rather than Redis answering an error).
+fn is_connection_failure(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+/// The circuit breaker of one connection (shared by its clones).
+struct Breaker {
+    window: Duration,
+    /// Open (failing fast) while a probe task runs.
+    open: Mutex<bool>,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the breaker; `true` if it was closed (the caller starts the probe).
+    fn trip(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        !std::mem::replace(&mut *open, true)
+    }
+
+    fn close(&self) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+}
+
+/// A connection manager with the bound on each operation and a circuit breaker. Its retry: an
+/// operation that found the connection refused or closed (the manager has started
+/// reconnecting) is tried once more within the same bound, so an operation just after Redis
+/// came back does not fail on the connection that failed while it was away. (A command Redis
+/// ran just before the connection dropped may so run twice; the live-state writes are
+/// idempotent, and a query's second answer is the one the machine settles with.) After a
+/// connection-level failure the breaker opens: operations fail at once (no round trip, no
+/// waiting on reconnection) while a background task `PING`s once per
+/// [`RedisOptions::breaker_window`]; the first answer closes it.
 #[derive(Clone)]
 pub(crate) struct Conn {
     manager: ConnectionManager,
     bound: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl Conn {
-    pub(crate) fn new(manager: ConnectionManager, bound: Duration) -> Self {
-        Conn { manager, bound }
+    pub(crate) fn new(manager: ConnectionManager, opts: &RedisOptions) -> Self {
+        Conn {
+            manager,
+            bound: opts.op_timeout,
+            breaker: Arc::new(Breaker {
+                window: opts.breaker_window,
+                open: Mutex::new(false),
+            }),
+        }
+    }
+
+    /// Opens the breaker after a connection-level failure and starts its probe (one per
+    /// breaker; it stops when the connection's last clone is dropped).
+    fn trip(&self) {
+        if !self.breaker.trip() {
+            return;
+        }
+        tracing::warn!(
+            window = ?self.breaker.window,
+            "redis: connection failed; failing operations fast until it answers again"
+        );
+        let breaker: Weak<Breaker> = Arc::downgrade(&self.breaker);
+        let manager = self.manager.clone();
+        let bound = self.bound;
+        tokio::spawn(async move {
+            loop {
+                let window = match breaker.upgrade() {
+                    Some(b) => b.window,
+                    None => return,
+                };
+                tokio::time::sleep(window).await;
+                if breaker.strong_count() == 0 {
+                    return;
+                }
+                let mut c = manager.clone();
+                let ping = timed(bound, "ping", async move {
+                    redis::cmd("PING").query_async::<redis::Value>(&mut c).await
+                })
+                .await;
+                if ping.is_ok() {
+                    if let Some(b) = breaker.upgrade() {
+                        b.close();
+                        tracing::info!("redis: answering again; operations resume");
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     async fn attempt<T, Fut>(
@@ -133,13 +226,38 @@ impl Conn {
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        timed(self.bound, what, async {
+        if self.breaker.is_open() {
+            return Err(LiveError(format!(
+                "redis {what}: unavailable (the connection failed; failing fast until it answers)"
+            )));
+        }
+        let bound = self.bound;
+        let run = async {
             match f(self.manager.clone()).await {
-                Err(e) if e.is_connection_refusal() => f(self.manager.clone()).await,
+                // Refused, or the connection closed (an idle connection whose socket died
+                // while Redis was away fails its first command this way, unsent): once more,
+                // on the manager's new connection.
+                Err(e) if e.is_connection_refusal() || e.is_unrecoverable_error() => {
+                    f(self.manager.clone()).await
+                }
                 r => r,
             }
-        })
-        .await
+        };
+        match tokio::time::timeout(bound, run).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if is_connection_failure(&e) {
+                    self.trip();
+                }
+                Err(redis_error(what, e))
+            }
+            Err(_) => {
+                self.trip();
+                Err(LiveError(format!(
+                    "redis {what}: no answer within {bound:?}"
+                )))
+            }
+        }
     }
 
     /// Runs one command.
@@ -201,7 +319,7 @@ pub(crate) async fn connect_manager(url: &str, opts: &RedisOptions) -> Result<Co
         ConnectionManager::new_with_config(client, manager_config(opts)),
     )
     .await?;
-    Ok(Conn::new(manager, opts.op_timeout))
+    Ok(Conn::new(manager, opts))
 }
 
 /// A connection manager that connects on first use.
@@ -209,7 +327,7 @@ pub(crate) fn lazy_manager(url: &str, opts: &RedisOptions) -> Result<Conn, LiveE
     let client = client(url)?;
     let manager = ConnectionManager::new_lazy_with_config(client, manager_config(opts))
         .map_err(|e| redis_error("connect", e))?;
-    Ok(Conn::new(manager, opts.op_timeout))
+    Ok(Conn::new(manager, opts))
 }
 
 #[cfg(test)]

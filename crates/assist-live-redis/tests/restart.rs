@@ -78,6 +78,24 @@ async fn fails_in_time<T: std::fmt::Debug>(
     assert!(start.elapsed() < BOUND, "{what} took {:?}", start.elapsed());
 }
 
+/// Runs `f` until it succeeds (the breaker closes within about a window once Redis answers),
+/// within [`BOUND`].
+async fn eventually<T, F: std::future::Future<Output = Result<T, assist_live::LiveError>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(start.elapsed() < BOUND, "{what} still fails: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 async fn wait_state(bus: &Bus, up: bool) {
     let mut s = bus.connected();
     tokio::time::timeout(Duration::from_secs(30), s.wait_for(|c| *c == up))
@@ -134,15 +152,25 @@ async fn a_redis_restart_fails_operations_in_time_then_everything_works_again() 
     fails_in_time("publish", bus.publish("r1", b"lost".to_vec())).await;
     fails_in_time("connect", RedisLive::connect(&r.url(), "r2", opts())).await;
     wait_state(&bus, false).await;
+    // The breaker is open: operations fail at once, with no round trip and no waiting on
+    // reconnection (without it, each would wait out the manager's reconnection attempts).
+    let start = Instant::now();
+    for _ in 0..50 {
+        assert!(live.session(&sid()).await.is_err());
+        assert!(live.user_connections(&user()).await.is_err());
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "100 operations with the breaker open took {:?}",
+        start.elapsed()
+    );
 
     r.restart().expect("starts again");
-    // The first operation once Redis answers again works (it does not fail on the connection
-    // that failed while Redis was away).
-    assert_eq!(
-        live.session(&sid()).await.unwrap(),
-        None,
-        "Redis came back empty"
-    );
+    // The breaker's probe (one PING per window) finds Redis again: operations work within
+    // about a window, and do not fail on the connection that failed while Redis was away.
+    let id = sid();
+    let first = eventually("session", || live.session(&id)).await;
+    assert_eq!(first, None, "Redis came back empty");
     live.reassert(state()).await.unwrap();
     assert_eq!(live.session(&sid()).await.unwrap(), Some(session()));
     assert_eq!(
@@ -172,10 +200,7 @@ async fn a_redis_restart_fails_operations_in_time_then_everything_works_again() 
     assert_eq!(reg.nodes().await.unwrap(), vec![(record, true)]);
 
     // To a node nobody is: the publisher is back whether or not the subscription is yet.
-    assert!(
-        bus.publish("nobody", b"early".to_vec()).await.is_ok(),
-        "the publisher is back"
-    );
+    eventually("publish", || bus.publish("nobody", b"early".to_vec())).await;
     wait_state(&bus, true).await;
     assert_eq!(bus.publish("r1", b"back".to_vec()).await.unwrap(), 1);
     let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())

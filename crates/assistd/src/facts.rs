@@ -276,9 +276,19 @@ type TokenGroups =
 /// about an hour; a connection re-authenticates before its token expires).
 pub const TOKEN_GROUPS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// When a load started: the store's directory generation and the cache's invalidation epoch.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    generation: u64,
+    epoch: u64,
+}
+
 #[derive(Debug)]
 struct CacheInner {
     generation: u64,
+    /// Moves on at each [`FactsCache::invalidate`]: a load that started before one does not
+    /// store what it read (it may be older than the change that caused the invalidation).
+    epoch: u64,
     since: std::time::Instant,
     policies: std::collections::HashMap<String, std::sync::Arc<TenantPolicy>>,
     groups: std::collections::HashMap<(String, String), BTreeSet<String>>,
@@ -309,6 +319,7 @@ impl Default for FactsCache {
         Self {
             inner: std::sync::Mutex::new(CacheInner {
                 generation: 0,
+                epoch: 0,
                 since: std::time::Instant::now(),
                 policies: Default::default(),
                 groups: Default::default(),
@@ -328,14 +339,28 @@ impl FactsCache {
         f(&mut inner)
     }
 
-    fn get<T>(&self, generation: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
-        self.with(|i| if i.refresh(generation) { f(i) } else { None })
+    /// The cached entry `f` finds, if the entries are of `generation`; and the stamp a load
+    /// started now stores its result with ([`FactsCache::put`]).
+    fn get<T>(
+        &self,
+        generation: u64,
+        f: impl FnOnce(&CacheInner) -> Option<T>,
+    ) -> (Option<T>, Stamp) {
+        self.with(|i| {
+            let hit = if i.refresh(generation) { f(i) } else { None };
+            let stamp = Stamp {
+                generation,
+                epoch: i.epoch,
+            };
+            (hit, stamp)
+        })
     }
 
-    /// Stores what was loaded at `generation`, unless the store has moved on since.
-    fn put(&self, generation: u64, f: impl FnOnce(&mut CacheInner)) {
+    /// Stores what a load stamped `stamp` read, unless the store has moved on since or the
+    /// cache was invalidated after the load started.
+    fn put(&self, stamp: Stamp, f: impl FnOnce(&mut CacheInner)) {
         self.with(|i| {
-            if i.refresh(generation) {
+            if i.refresh(stamp.generation) && i.epoch == stamp.epoch {
                 if i.len() >= FACTS_MAX_ENTRIES {
                     i.policies.clear();
                     i.groups.clear();
@@ -350,6 +375,7 @@ impl FactsCache {
     /// the settings, which this node's store generation does not see).
     pub fn invalidate(&self) {
         self.with(|i| {
+            i.epoch = i.epoch.wrapping_add(1);
             i.since = std::time::Instant::now();
             i.policies.clear();
             i.groups.clear();
@@ -364,11 +390,12 @@ impl FactsCache {
         tenant: &str,
     ) -> Result<std::sync::Arc<TenantPolicy>, StoreError> {
         let g = store.directory_generation();
-        if let Some(p) = self.get(g, |i| i.policies.get(tenant).cloned()) {
+        let (hit, stamp) = self.get(g, |i| i.policies.get(tenant).cloned());
+        if let Some(p) = hit {
             return Ok(p);
         }
         let p = std::sync::Arc::new(tenant_policy(store, tenant).await?);
-        self.put(g, |i| {
+        self.put(stamp, |i| {
             i.policies.insert(tenant.to_owned(), p.clone());
         });
         Ok(p)
@@ -429,11 +456,12 @@ impl FactsCache {
     ) -> Result<BTreeSet<String>, StoreError> {
         let g = store.directory_generation();
         let key = (tenant.to_owned(), member.to_owned());
-        if let Some(groups) = self.get(g, |i| i.groups.get(&key).cloned()) {
+        let (hit, stamp) = self.get(g, |i| i.groups.get(&key).cloned());
+        if let Some(groups) = hit {
             return Ok(groups);
         }
         let groups: BTreeSet<String> = store.groups_of(tenant, member).await?.into_iter().collect();
-        self.put(g, |i| {
+        self.put(stamp, |i| {
             i.groups.insert(key, groups.clone());
         });
         Ok(groups)
@@ -453,11 +481,12 @@ impl FactsCache {
             reference.to_owned(),
             tenant_if_unknown.to_owned(),
         );
-        if let Some(d) = self.get(g, |i| i.devices.get(&key).cloned()) {
+        let (hit, stamp) = self.get(g, |i| i.devices.get(&key).cloned());
+        if let Some(d) = hit {
             return Ok(d);
         }
         let d = device(store, tenant, reference, tenant_if_unknown).await?;
-        self.put(g, |i| {
+        self.put(stamp, |i| {
             i.devices.insert(key, d.clone());
         });
         Ok(d)
@@ -620,5 +649,35 @@ mod tests {
             .unwrap()
             .role_assignments
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_load_in_flight_when_the_cache_is_invalidated_does_not_store_what_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let cache = FactsCache::default();
+        let g = store.directory_generation();
+        let stale = std::sync::Arc::new(tenant_policy(&store, "t").await.unwrap());
+
+        // A load starts (a miss), another node's change invalidates the cache, then the load
+        // finishes: what it read is not stored.
+        let (hit, stamp) = cache.get(g, |i| i.policies.get("t").cloned());
+        assert!(hit.is_none());
+        cache.invalidate();
+        cache.put(stamp, |i| {
+            i.policies.insert("t".into(), stale.clone());
+        });
+        let (hit, stamp) = cache.get(g, |i| i.policies.get("t").cloned());
+        assert!(
+            hit.is_none(),
+            "a load older than the invalidation was stored"
+        );
+
+        // A load that started after it is stored.
+        cache.put(stamp, |i| {
+            i.policies.insert("t".into(), stale.clone());
+        });
+        let (hit, _) = cache.get(g, |i| i.policies.get("t").cloned());
+        assert!(hit.is_some_and(|p| std::sync::Arc::ptr_eq(&p, &stale)));
     }
 }

@@ -229,15 +229,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("5")
-    );
-    let body: Value = resp.json().await.unwrap();
-    assert_graph_error(&body, "ServiceUnavailable");
+    assert_unavailable("an admin write", resp).await;
     let (st, body) = s.get(SETTINGS, Some(&admin)).await;
     assert_eq!(st, 503, "{body}");
     assert_graph_error(&body, "ServiceUnavailable");

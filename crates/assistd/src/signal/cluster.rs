@@ -230,6 +230,10 @@ pub fn place(nodes: &BTreeMap<String, NodeRecord>) -> Option<Placement> {
         })
 }
 
+/// An envelope queued for publishing: to a node (`None`: to all), its bytes, and who wants to
+/// know whether a node's subscriber took it.
+type Outgoing = (Option<String>, Vec<u8>, Option<oneshot::Sender<bool>>);
+
 /// Cluster mode's handles, shared by the driver, the hub and the heartbeat.
 pub struct Cluster {
     /// This node.
@@ -244,11 +248,14 @@ pub struct Cluster {
     pub draining: Arc<AtomicBool>,
     /// The nodes alive as of the last heartbeat, by id (this one included).
     nodes: Mutex<BTreeMap<String, NodeRecord>>,
-    outbox: mpsc::Sender<(Option<String>, Vec<u8>)>,
+    outbox: mpsc::Sender<Outgoing>,
     launches: Mutex<HashMap<u64, oneshot::Sender<Result<SessionId, LaunchError>>>>,
     next_req: AtomicU64,
     /// Wakes the heartbeat before its tick (the drain began).
     beat_now: tokio::sync::Notify,
+    /// How many times the bus's connected state changed (the heartbeat's sign of a Redis
+    /// outage, after which Redis may have come back empty).
+    bus_changes: AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -281,15 +288,22 @@ impl Cluster {
         let (bus, inbound) = Bus::start(url, node_id)
             .map_err(|e| anyhow::anyhow!("starting the cluster bus: {e}"))?;
         let connected = bus.connected();
-        let (outbox, mut rx) = mpsc::channel::<(Option<String>, Vec<u8>)>(OUTBOX);
+        let (outbox, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
         tracker.spawn(async move {
-            while let Some((to, payload)) = rx.recv().await {
+            while let Some((to, payload, delivered)) = rx.recv().await {
                 let r = match &to {
                     Some(node) => bus.publish(node, payload).await,
                     None => bus.broadcast(payload).await,
                 };
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, to = ?to, "a cluster envelope was not sent");
+                let taken = match r {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        tracing::warn!(error = %e, to = ?to, "a cluster envelope was not sent");
+                        false
+                    }
+                };
+                if let Some(d) = delivered {
+                    let _ = d.send(taken);
                 }
             }
         });
@@ -304,6 +318,7 @@ impl Cluster {
             launches: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             beat_now: tokio::sync::Notify::new(),
+            bus_changes: AtomicU64::new(0),
         });
         Ok((cluster, inbound, connected))
     }
@@ -339,7 +354,7 @@ impl Cluster {
         })
     }
 
-    fn push(&self, to: Option<&str>, body: Body) {
+    fn push(&self, to: Option<&str>, body: Body, delivered: Option<oneshot::Sender<bool>>) {
         let env = Envelope {
             v: ENVELOPE_VERSION,
             from: self.node_id.clone(),
@@ -348,8 +363,10 @@ impl Cluster {
         let Ok(bytes) = serde_json::to_vec(&env) else {
             return;
         };
+        // A dropped envelope drops its `delivered` sender too: its receiver hears "not taken".
         if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.outbox.try_send((to.map(str::to_owned), bytes))
+            self.outbox
+                .try_send((to.map(str::to_owned), bytes, delivered))
         {
             tracing::warn!("the cluster outbox is full; an envelope was dropped");
         }
@@ -357,12 +374,21 @@ impl Cluster {
 
     /// Queues `body` for node `to`.
     pub fn send(&self, to: &str, body: Body) {
-        self.push(Some(to), body);
+        self.push(Some(to), body, None);
+    }
+
+    /// Queues `body` for node `to`; the answer says whether that node's subscriber took it
+    /// (`false`: not sent, or nobody subscribed there, e.g. just after a Redis restart, before
+    /// the node resubscribed; pub/sub keeps nothing for later).
+    pub fn send_tracked(&self, to: &str, body: Body) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Some(to), body, Some(tx));
+        rx
     }
 
     /// Queues `body` for every node (this one hears it too and ignores its own).
     pub fn broadcast(&self, body: Body) {
-        self.push(None, body);
+        self.push(None, body, None);
     }
 
     /// The drain began (the `draining` flag is set): the heartbeat writes it to the registry at
@@ -501,7 +527,10 @@ pub(super) async fn run_inbound(
                 let now = *connected.borrow_and_update();
                 if now && !was_connected {
                     tracing::info!("the cluster bus is back; re-asserting this node's live state");
-                    let _ = driver.send(HubInput::Reassert).await;
+                    let _ = driver.send(HubInput::Reassert { attempt: 0 }).await;
+                }
+                if now != was_connected {
+                    cluster.bus_changes.fetch_add(1, Ordering::SeqCst);
                 }
                 was_connected = now;
             }
@@ -565,6 +594,12 @@ pub(crate) async fn run_heartbeat(
     let started_at_ms = wall_ms();
     let ttl = cluster.heartbeat * 3;
     let mut alive_before: BTreeSet<String> = BTreeSet::new();
+    // After a Redis outage (a failed heartbeat, or the bus lost), Redis may have come back
+    // empty: until every node has had a TTL to write its record again, a node missing from
+    // the registry is not taken for dead (one whose alive key expired still is).
+    let mut outage = false;
+    let mut bus_changes = cluster.bus_changes.load(Ordering::SeqCst);
+    let mut grace_until: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -610,15 +645,24 @@ pub(crate) async fn run_heartbeat(
         };
         if let Err(e) = cluster.registry.heartbeat(&record, ttl).await {
             tracing::warn!(error = %e, "registry heartbeat failed");
+            outage = true;
             continue;
         }
         let listed = match cluster.registry.nodes().await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the registry failed");
+                outage = true;
                 continue;
             }
         };
+        let changes = cluster.bus_changes.load(Ordering::SeqCst);
+        if outage || changes != bus_changes {
+            outage = false;
+            bus_changes = changes;
+            grace_until = Some(tokio::time::Instant::now() + ttl);
+        }
+        let in_grace = grace_until.is_some_and(|g| tokio::time::Instant::now() < g);
         let mut alive = BTreeMap::new();
         let mut dead: BTreeSet<String> = BTreeSet::new();
         for (r, is_alive) in listed {
@@ -628,13 +672,18 @@ pub(crate) async fn run_heartbeat(
                 dead.insert(r.node_id);
             }
         }
-        // A node that was alive and is no longer listed at all was removed by its cleaner.
-        for gone in alive_before.iter().filter(|n| !alive.contains_key(*n)) {
-            if *gone != cluster.node_id {
-                dead.insert(gone.clone());
+        // A node that was alive and is no longer listed at all was removed by its cleaner
+        // (after an outage: once the grace is over, it did not come back).
+        if in_grace {
+            alive_before.extend(alive.keys().cloned());
+        } else {
+            for gone in alive_before.iter().filter(|n| !alive.contains_key(*n)) {
+                if *gone != cluster.node_id {
+                    dead.insert(gone.clone());
+                }
             }
+            alive_before = alive.keys().cloned().collect();
         }
-        alive_before = alive.keys().cloned().collect();
         *cluster
             .nodes
             .lock()

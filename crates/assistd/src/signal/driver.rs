@@ -56,10 +56,22 @@ pub(super) enum HubInput {
         from: String,
         body: Body,
     },
+    /// Cluster mode: the `moveIn` of local connection `conn` to `owner` reached no subscriber
+    /// there; the connection comes back to this broker and its request is answered
+    /// `unavailable`.
+    MoveFailed {
+        conn: ConnId,
+        owner: String,
+        replay: Option<String>,
+    },
     /// Cluster mode: a node's heartbeat expired.
     NodeDead(String),
-    /// Cluster mode: the bus reconnected; re-write this node's live state.
-    Reassert,
+    /// Cluster mode: the bus reconnected; re-write this node's live state (`attempt` counts
+    /// the tries: a failed one is tried again, [`REASSERT_RETRY`] later, up to
+    /// [`REASSERT_ATTEMPTS`] times).
+    Reassert {
+        attempt: u32,
+    },
     /// The node drains: no new sessions (`Broker::handle_draining`).
     Draining,
     /// The grace is over: every session ends with `shuttingDown`; the reply comes once the
@@ -68,6 +80,12 @@ pub(super) enum HubInput {
         reply: oneshot::Sender<()>,
     },
 }
+
+/// How long after a failed re-assertion it is tried again (Redis answers the bus before the
+/// live-state connection's breaker has closed again).
+const REASSERT_RETRY: Duration = Duration::from_millis(250);
+/// How many times a re-assertion is tried (together about 15 s).
+const REASSERT_ATTEMPTS: u32 = 60;
 
 /// Cluster mode's routing state in the driver (docs/architecture.md, "Cluster mode").
 #[derive(Default)]
@@ -330,8 +348,9 @@ impl Driver {
                             let _ = reply.send(self.broker.handle_admin_launch(party, &device_id, t));
                         }
                         HubInput::Peer { from, body } => self.peer(from, body, &mut fresh_conn, t).await,
+                        HubInput::MoveFailed { conn, owner, replay } => self.move_failed(conn, &owner, replay, t),
                         HubInput::NodeDead(node) => self.node_dead(&node, t),
-                        HubInput::Reassert => self.reassert().await,
+                        HubInput::Reassert { attempt } => self.reassert(attempt).await,
                         HubInput::Draining => self.broker.handle_draining(t),
                         HubInput::ShuttingDown { reply } => {
                             self.broker.handle_shutting_down(t);
@@ -408,15 +427,62 @@ impl Driver {
         };
         self.broker.handle_disconnect(conn, now());
         tracing::debug!(conn = conn.0, owner = %owner, "signalling connection moved");
-        c.send(
+        let delivered = c.send_tracked(
             &owner,
             Body::MoveIn {
                 conn: conn.0,
                 party,
-                replay,
+                replay: replay.clone(),
             },
         );
+        let tx = self.tx.clone();
+        let to = owner.clone();
+        tokio::spawn(async move {
+            if !delivered.await.unwrap_or(false) {
+                let _ = tx
+                    .send(HubInput::MoveFailed {
+                        conn,
+                        owner: to,
+                        replay,
+                    })
+                    .await;
+            }
+        });
         self.routes.moved.insert(conn, owner);
+    }
+
+    /// A move that did not reach its owner: the connection is this broker's again (if it is
+    /// still open and still moved there) and the request it carried is answered `unavailable`.
+    fn move_failed(&mut self, conn: ConnId, owner: &str, replay: Option<String>, t: Timestamp) {
+        if self.routes.moved.get(&conn).map(String::as_str) != Some(owner) {
+            return;
+        }
+        self.routes.moved.remove(&conn);
+        let (Some(party), Some(tx)) = (
+            self.routes.parties.get(&conn).cloned(),
+            self.conns.get(&conn),
+        ) else {
+            return;
+        };
+        tracing::warn!(
+            conn = conn.0,
+            owner,
+            "a moved connection did not reach its owner; kept here"
+        );
+        let id = replay
+            .as_deref()
+            .and_then(|text| ClientMessage::parse(text).ok())
+            .map(|m| m.id);
+        let event = assist_session::ServerEvent::Error {
+            id,
+            code: assist_session::message::ErrorCode::Unavailable,
+            message: "the node holding this session cannot be reached now; try again".into(),
+            session_id: None,
+        };
+        let _ = tx.try_send(Outbound::Text(event.to_json()));
+        if let Err(e) = self.broker.handle_connect(conn, party, t) {
+            tracing::warn!(error = %e, "a connection taken back was refused by the broker");
+        }
     }
 
     /// An envelope from node `from`.
@@ -599,16 +665,29 @@ impl Driver {
     }
 
     /// The bus came back (Redis may have restarted empty): re-write this node's presence,
-    /// sessions and codes.
-    async fn reassert(&mut self) {
+    /// sessions and codes. A failure (the live-state connection not answering yet) is tried
+    /// again [`REASSERT_RETRY`] later, on a task, so the driver does not wait.
+    async fn reassert(&mut self, attempt: u32) {
         let Some(c) = self.cluster.clone() else {
             return;
         };
         let ops = self.broker.live_snapshot();
         let n = ops.len();
         match c.live.reassert(ops).await {
-            Ok(()) => tracing::info!(ops = n, "live state re-asserted"),
-            Err(e) => tracing::warn!(error = %e, "re-asserting the live state failed"),
+            Ok(()) => tracing::info!(ops = n, attempt, "live state re-asserted"),
+            Err(e) if attempt + 1 < REASSERT_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "re-asserting the live state failed; trying again");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REASSERT_RETRY).await;
+                    let _ = tx
+                        .send(HubInput::Reassert {
+                            attempt: attempt + 1,
+                        })
+                        .await;
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "re-asserting the live state failed; giving up"),
         }
     }
 

@@ -92,9 +92,13 @@ async fn register(
     identity: &Identity,
     out: &mpsc::Sender<Outbound>,
 ) -> Result<ConnId, GraphError> {
+    // A store that is away answers 503 `ServiceUnavailable` (with `Retry-After`), as the admin
+    // API does; any other failure is a 500.
     let party = party_for(&state.store, identity).await.map_err(|e| {
-        tracing::error!(error = %e, "loading the caller's directory record failed");
-        GraphError::internal("Loading the caller's directory record failed.")
+        if !e.is_unavailable() {
+            tracing::error!(error = %e, "loading the caller's directory record failed");
+        }
+        ApiError::from(e).0
     })?;
     if let Some(user_id) = &party.user_id {
         hub.note_token_groups(identity, user_id);

@@ -193,6 +193,20 @@ pub fn assert_graph_error(body: &serde_json::Value, code: &str) -> String {
     err["message"].as_str().unwrap_or_default().to_owned()
 }
 
+/// A 503 `ServiceUnavailable` in Graph's shape, with `Retry-After`.
+pub async fn assert_unavailable(what: &str, resp: reqwest::Response) {
+    assert_eq!(resp.status().as_u16(), 503, "{what}");
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "{what}"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_graph_error(&body, "ServiceUnavailable");
+}
+
 /// Every admin permission the signalling tests' setup needs.
 pub const ADMIN_ALL: &[&str] = &[
     "DeviceManagementServiceConfig.ReadWrite.All",
