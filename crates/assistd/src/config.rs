@@ -1986,6 +1986,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_configuration_example_is_a_valid_file() {
+        // README.md's ```toml block documents every table; unknown keys are refused, so a
+        // renamed setting breaks this test rather than the reader's server.
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let end = start + readme[start..].find("```").expect("the block ends");
+        let file: FileConfig =
+            toml::from_str(&readme[start..end]).expect("README's example parses");
+        assert!(file.cluster.redis_url.is_none() && file.store.url.is_none());
+        assert!(!file.auth.issuers.is_empty());
+    }
+
+    #[test]
     fn redacted_urls_hide_passwords_only() {
         assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact_url("redis://u:pw@h"), "redis://u:***@h");
