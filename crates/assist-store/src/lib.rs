@@ -81,6 +81,10 @@ pub enum StoreError {
     /// A stored row does not decode (corruption or a manual edit).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A query asked for something the store cannot answer (e.g. a listing ordered by a
+    /// field name that is not one); the caller validates first, so this is a bug there.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
 }
 
 impl StoreError {
