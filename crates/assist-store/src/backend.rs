@@ -239,6 +239,42 @@ pub(crate) async fn audit_list(c: &mut Conn, tenant_id: &str) -> Result<Vec<Valu
         .collect()
 }
 
+/// Streams a tenant's audit events, oldest first, to `visit`, one at a time, until it returns
+/// `false`.
+pub(crate) async fn audit_for_each(
+    c: &mut Conn,
+    tenant_id: &str,
+    visit: &mut (dyn FnMut(Value) -> bool + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
+    )
+    .bind(tenant_id)
+    .fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        if !visit(decode(&r.try_get::<String, _>(0)?, "audit event")?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn audit_get(
+    c: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Value>, StoreError> {
+    let row =
+        sqlx::query("SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
+    row.map(|r| decode(&r.try_get::<String, _>(0)?, "audit event"))
+        .transpose()
+}
+
 // ---- directory ----
 
 pub(crate) async fn list_objects(
@@ -256,6 +292,29 @@ pub(crate) async fn list_objects(
     rows.iter()
         .map(|r| decode(&r.try_get::<String, _>(0)?, "object body"))
         .collect()
+}
+
+/// Streams a tenant's objects of `kind`, in creation order, to `visit`, one at a time, until
+/// it returns `false`.
+pub(crate) async fn for_each_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    visit: &mut (dyn FnMut(Value) -> bool + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM directory_objects WHERE tenant_id = $1 AND kind = $2 ORDER BY seq, id",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        if !visit(decode(&r.try_get::<String, _>(0)?, "object body")?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn list_objects_all_tenants(

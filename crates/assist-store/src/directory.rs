@@ -75,6 +75,17 @@ impl Store {
         on_pool!(self, list_objects(tenant_id, kind))
     }
 
+    /// Streams every object of `kind` in the tenant, in creation order, to `visit`, one at a
+    /// time, until `visit` returns `false` (the admin API's listings: one page in memory).
+    pub async fn for_each_object(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        visit: &mut (dyn FnMut(Value) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, for_each_object(tenant_id, kind, visit))
+    }
+
     /// Up to `limit` objects of `kind` across every tenant, with their tenant ids, in creation
     /// order (the dev issuer's sign-in page lists the directory's users with it).
     pub async fn list_objects_all_tenants(

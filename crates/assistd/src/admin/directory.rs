@@ -4,7 +4,7 @@
 //! [`Collection`] and the `prepare` checks below.
 
 use assist_graph::directory as schema;
-use assist_graph::entity::{page, EntitySchema};
+use assist_graph::entity::{page, EntitySchema, Pager};
 use assist_graph::odata::{QueryOptions, ResourceKind};
 use assist_graph::{GraphError, GraphErrorKind};
 use assist_policy::{ResourceAction, RoleDefinition};
@@ -176,16 +176,6 @@ fn is_built_in_role(id: &str) -> bool {
     RoleDefinition::built_ins().iter().any(|r| r.id == id)
 }
 
-async fn all_items(c: &Collection, state: &AppState, tenant: &str) -> Result<Vec<Value>, ApiError> {
-    let mut items = state.store.list_objects(tenant, c.kind).await?;
-    if c.kind == ROLE_DEFINITIONS.kind {
-        let mut all = built_in_roles();
-        all.append(&mut items);
-        items = all;
-    }
-    Ok(items)
-}
-
 async fn find(
     c: &Collection,
     state: &AppState,
@@ -246,15 +236,25 @@ pub async fn list(
     caller.require_any(c.read)?;
     let q = QueryOptions::parse(query.as_deref(), ResourceKind::Collection)?;
     check_query(c, &q)?;
-    let items: Vec<Value> = all_items(c, &state, &caller.0.tenant_id)
-        .await?
-        .iter()
-        .map(|e| present(c, e, &q))
-        .collect();
+    // The objects stream from the database (after the built-in roles); only the page's stay
+    // in memory.
+    let mut pager = Pager::new(&q);
+    if c.kind == ROLE_DEFINITIONS.kind {
+        for r in built_in_roles() {
+            pager.offer(present(c, &r, &q));
+        }
+    }
+    state
+        .store
+        .for_each_object(&caller.0.tenant_id, c.kind, &mut |e| {
+            pager.offer(present(c, &e, &q));
+            true
+        })
+        .await?;
     let url = format!("{}{}", base_url(&state, &headers), c.path);
     Ok(json_response(
         StatusCode::OK,
-        page(items, &q, &url, query.as_deref()),
+        pager.finish(&url, query.as_deref()),
     ))
 }
 
