@@ -692,8 +692,10 @@ pub(crate) async fn session_count(c: &mut Conn, tenant_id: &str) -> Result<u64, 
 /// kind (strings, numbers, arrays, `false`, `null`, `true`, objects, as their JSON texts'
 /// first characters order), then numbers by value and strings by their JSON text, byte by
 /// byte (`json_quote` in SQLite, `::text COLLATE "C"` in PostgreSQL: both escape as
-/// serde_json does). Time columns in PostgreSQL are `TIMESTAMPTZ` and order as instants (the
-/// same as the text for times written alike, e.g. all with microseconds).
+/// serde_json does). Time columns order as stored: SQLite's RFC 3339 text (no such text is a
+/// prefix of another, so this is their JSON texts' order, and `sessions_by_start` serves it);
+/// PostgreSQL's `TIMESTAMPTZ` as instants (the same as the text for times written alike, e.g.
+/// all with microseconds).
 fn session_order_sql(order: &[SessionOrder]) -> Result<(String, Vec<String>), StoreError> {
     let mut terms: Vec<String> = Vec::new();
     let mut binds: Vec<String> = Vec::new();
@@ -715,9 +717,11 @@ fn session_order_sql(order: &[SessionOrder]) -> Result<(String, Vec<String>), St
                 terms.push(format!("({col} IS NULL) {d}"));
             }
             terms.push(match (POSTGRES, time) {
-                (true, true) => format!("{col} {d}"),
+                // RFC 3339 texts: none is a prefix of another, so they order as their JSON
+                // texts do, and the index on (tenant, start time) serves the order.
+                (_, true) => format!("{col} {d}"),
                 (true, false) => format!("to_jsonb({col})::text COLLATE \"C\" {d}"),
-                (false, _) => format!("json_quote({col}) {d}"),
+                (false, false) => format!("json_quote({col}) {d}"),
             });
             continue;
         }

@@ -4,7 +4,7 @@
 //! [`Collection`] and the `prepare` checks below.
 
 use assist_graph::directory as schema;
-use assist_graph::entity::{page, EntitySchema, Pager};
+use assist_graph::entity::{EntitySchema, Pager};
 use assist_graph::odata::{QueryOptions, ResourceKind};
 use assist_graph::{GraphError, GraphErrorKind};
 use assist_policy::{ResourceAction, RoleDefinition};
@@ -693,14 +693,15 @@ pub async fn list_members(
     {
         return Err(not_found(&GROUPS, &group_id));
     }
-    let mut items = Vec::new();
+    // The member ids are read at once (small); their objects one at a time, keeping the page's.
+    let mut pager = Pager::new(&q);
     for (id, kind) in state.store.members(tenant, &group_id).await? {
         let c = match kind {
             MemberKind::User => &USERS,
             MemberKind::Device => &MANAGED_DEVICES,
         };
         if let Some(o) = state.store.get_object(tenant, c.kind, &id).await? {
-            items.push(c.schema.present(&o));
+            pager.offer(c.schema.present(&o));
         }
     }
     let url = format!(
@@ -711,7 +712,7 @@ pub async fn list_members(
     );
     Ok(json_response(
         StatusCode::OK,
-        page(items, &q, &url, query.as_deref()),
+        pager.finish(&url, query.as_deref()),
     ))
 }
 
