@@ -248,6 +248,17 @@ impl AdminTransaction {
         on_tx!(self.tx, list_objects(t, kind))
     }
 
+    /// Streams every object of `kind` in the tenant, in creation order, as this transaction
+    /// sees them, to `visit`, one at a time, until `visit` returns `false`.
+    pub async fn for_each_object(
+        &mut self,
+        kind: &str,
+        visit: &mut (dyn FnMut(Value) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, for_each_object(t, kind, visit))
+    }
+
     /// One object, as this transaction sees it (not locked).
     pub async fn get_object(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
         let t = self.tenant_id.as_str();

@@ -328,13 +328,17 @@ async fn prepare(
         else {
             return Ok(false);
         };
-        let all = tx.list_objects(c.kind).await?;
-        Ok(all.iter().any(|o| {
-            o["id"] != id
+        // One object at a time, stopping at the first clash.
+        let mut clash = false;
+        tx.for_each_object(c.kind, &mut |o| {
+            clash = o["id"] != id
                 && o.get(key)
                     .and_then(Value::as_str)
-                    .is_some_and(|v| v.to_ascii_lowercase() == wanted)
-        }))
+                    .is_some_and(|v| v.to_ascii_lowercase() == wanted);
+            !clash
+        })
+        .await?;
+        Ok(clash)
     }
     match c.kind {
         "user" => {
@@ -651,11 +655,12 @@ pub async fn delete(
     let tenant = caller.0.tenant_id.clone();
     let mut tx = state.store.admin_transaction(&tenant).await?;
     if c.kind == ROLE_DEFINITIONS.kind {
-        let assigned = tx
-            .list_objects(ROLE_ASSIGNMENTS.kind)
-            .await?
-            .iter()
-            .any(|a| a.get("_roleDefinitionId").and_then(Value::as_str) == Some(id.as_str()));
+        let mut assigned = false;
+        tx.for_each_object(ROLE_ASSIGNMENTS.kind, &mut |a| {
+            assigned = a.get("_roleDefinitionId").and_then(Value::as_str) == Some(id.as_str());
+            !assigned
+        })
+        .await?;
         if assigned {
             return Err(GraphError::bad_request(
                 "The role definition is assigned; delete its role assignments first.",
