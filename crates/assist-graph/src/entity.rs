@@ -321,50 +321,84 @@ impl EntitySchema {
 /// (the request's own URL with `$skip` advanced) when more items follow.
 ///
 /// `items` are already presented entities; `url_without_query` is the absolute URL of the
-/// collection and `raw_query` the request's query string.
+/// collection and `raw_query` the request's query string. [`Pager`] builds the same page from
+/// items offered one at a time.
 pub fn page(
     items: Vec<Value>,
     q: &QueryOptions,
     url_without_query: &str,
     raw_query: Option<&str>,
 ) -> Value {
-    let filtered: Vec<Value> = match &q.filter {
-        Some(f) => items.into_iter().filter(|e| f.matches(e)).collect(),
-        None => items,
-    };
-    let total = filtered.len();
-    let skip = q.skip.unwrap_or(0);
-    let size = q.top.unwrap_or(DEFAULT_PAGE_SIZE);
-    let value: Vec<Value> = filtered
-        .into_iter()
-        .skip(skip)
-        .take(size)
-        .map(|e| q.apply_select(e))
-        .collect();
-    let mut out = Map::new();
-    if q.count {
-        out.insert("@odata.count".into(), Value::from(total));
+    let mut pager = Pager::new(q);
+    for item in items {
+        pager.offer(item);
     }
-    let shown = value.len();
-    out.insert("value".into(), Value::Array(value));
-    if skip + shown < total {
-        let mut params: Vec<String> = raw_query
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .filter(|p| {
-                let key = p.split('=').next().unwrap_or("").to_ascii_lowercase();
-                key != "$skip" && key != "%24skip"
-            })
-            .map(str::to_owned)
-            .collect();
-        params.push(format!("$skip={}", skip + shown));
-        out.insert(
-            "@odata.nextLink".into(),
-            Value::String(format!("{url_without_query}?{}", params.join("&"))),
-        );
+    pager.finish(url_without_query, raw_query)
+}
+
+/// [`page`] with the items offered one at a time (e.g. as rows stream from the database):
+/// it keeps only the page's items (at most `$top`, by default [`DEFAULT_PAGE_SIZE`]) and
+/// counts the others that pass `$filter`.
+#[derive(Debug)]
+pub struct Pager<'q> {
+    q: &'q QueryOptions,
+    skip: usize,
+    size: usize,
+    total: usize,
+    value: Vec<Value>,
+}
+
+impl<'q> Pager<'q> {
+    /// An empty page for the request's options.
+    pub fn new(q: &'q QueryOptions) -> Self {
+        Self {
+            q,
+            skip: q.skip.unwrap_or(0),
+            size: q.top.unwrap_or(DEFAULT_PAGE_SIZE),
+            total: 0,
+            value: Vec::new(),
+        }
     }
-    Value::Object(out)
+
+    /// The next item of the collection, in order (already presented).
+    pub fn offer(&mut self, item: Value) {
+        if self.q.filter.as_ref().is_some_and(|f| !f.matches(&item)) {
+            return;
+        }
+        if self.total >= self.skip && self.value.len() < self.size {
+            self.value.push(self.q.apply_select(item));
+        }
+        self.total += 1;
+    }
+
+    /// The page, with its count and next link.
+    pub fn finish(self, url_without_query: &str, raw_query: Option<&str>) -> Value {
+        let (skip, total) = (self.skip, self.total);
+        let mut out = Map::new();
+        if self.q.count {
+            out.insert("@odata.count".into(), Value::from(total));
+        }
+        let shown = self.value.len();
+        out.insert("value".into(), Value::Array(self.value));
+        if skip + shown < total {
+            let mut params: Vec<String> = raw_query
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| {
+                    let key = p.split('=').next().unwrap_or("").to_ascii_lowercase();
+                    key != "$skip" && key != "%24skip"
+                })
+                .map(str::to_owned)
+                .collect();
+            params.push(format!("$skip={}", skip + shown));
+            out.insert(
+                "@odata.nextLink".into(),
+                Value::String(format!("{url_without_query}?{}", params.join("&"))),
+            );
+        }
+        Value::Object(out)
+    }
 }
 
 #[cfg(test)]

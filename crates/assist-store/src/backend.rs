@@ -9,7 +9,7 @@
 use crate::audit::AuditEvent;
 use crate::codec::{Ts, TsText};
 use crate::directory::MemberKind;
-use crate::sessions::{SessionRow, SessionWrite};
+use crate::sessions::{SessionBrief, SessionOrder, SessionRow, SessionWrite};
 use crate::StoreError;
 use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};
 use serde_json::Value;
@@ -239,6 +239,42 @@ pub(crate) async fn audit_list(c: &mut Conn, tenant_id: &str) -> Result<Vec<Valu
         .collect()
 }
 
+/// Streams a tenant's audit events, oldest first, to `visit`, one at a time, until it returns
+/// `false`.
+pub(crate) async fn audit_for_each(
+    c: &mut Conn,
+    tenant_id: &str,
+    visit: &mut (dyn FnMut(Value) -> bool + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
+    )
+    .bind(tenant_id)
+    .fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        if !visit(decode(&r.try_get::<String, _>(0)?, "audit event")?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn audit_get(
+    c: &mut Conn,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Value>, StoreError> {
+    let row =
+        sqlx::query("SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
+    row.map(|r| decode(&r.try_get::<String, _>(0)?, "audit event"))
+        .transpose()
+}
+
 // ---- directory ----
 
 pub(crate) async fn list_objects(
@@ -256,6 +292,29 @@ pub(crate) async fn list_objects(
     rows.iter()
         .map(|r| decode(&r.try_get::<String, _>(0)?, "object body"))
         .collect()
+}
+
+/// Streams a tenant's objects of `kind`, in creation order, to `visit`, one at a time, until
+/// it returns `false`.
+pub(crate) async fn for_each_object(
+    c: &mut Conn,
+    tenant_id: &str,
+    kind: &str,
+    visit: &mut (dyn FnMut(Value) -> bool + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut rows = sqlx::query(
+        "SELECT CAST(body AS TEXT) FROM directory_objects WHERE tenant_id = $1 AND kind = $2 ORDER BY seq, id",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        if !visit(decode(&r.try_get::<String, _>(0)?, "object body")?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn list_objects_all_tenants(
@@ -588,28 +647,210 @@ pub(crate) async fn close_session(c: &mut Conn, id: &str, reason: &str) -> Resul
     .rows_affected())
 }
 
+/// The columns a session listing reads, in `session_from_row`'s order.
+const SESSION_COLUMNS: &str =
+    "id, state, start_time, end_time, mode, end_reason, ended_by, CAST(body AS TEXT)";
+
+fn session_from_row(r: &<DB as sqlx::Database>::Row) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        id: r.try_get(0)?,
+        state: r.try_get(1)?,
+        start_time: r.try_get::<TsText, _>(2)?.0,
+        end_time: r.try_get::<Option<TsText>, _>(3)?.map(|t| t.0),
+        mode: r.try_get(4)?,
+        end_reason: r.try_get(5)?,
+        ended_by: r.try_get(6)?,
+        body: decode(&r.try_get::<String, _>(7)?, "session body")?,
+    })
+}
+
 pub(crate) async fn sessions(c: &mut Conn, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, state, start_time, end_time, mode, end_reason, ended_by, CAST(body AS TEXT) \
-         FROM sessions WHERE tenant_id = $1 ORDER BY start_time DESC, id",
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 ORDER BY start_time DESC, id"
+    );
+    // Built from constants only; the tenant is bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+pub(crate) async fn session_count(c: &mut Conn, tenant_id: &str) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A listing's `ORDER BY` (each key of `order`, then newest first: the order of [`sessions`])
+/// and the values to bind for it from `$2` on: the body fields' JSON paths.
+///
+/// Each key orders as the report always has (`serde_json::Value` values: two numbers as
+/// numbers, anything else by its JSON text, a missing field as `null`), which comes to: by
+/// kind (strings, numbers, arrays, `false`, `null`, `true`, objects, as their JSON texts'
+/// first characters order), then numbers by value and strings by their JSON text, byte by
+/// byte (`json_quote` in SQLite, `::text COLLATE "C"` in PostgreSQL: both escape as
+/// serde_json does). Time columns order as stored: SQLite's RFC 3339 text (no such text is a
+/// prefix of another, so this is their JSON texts' order, and `sessions_by_start` serves it);
+/// PostgreSQL's `TIMESTAMPTZ` as instants (the same as the text for times written alike, e.g.
+/// all with microseconds).
+fn session_order_sql(order: &[SessionOrder]) -> Result<(String, Vec<String>), StoreError> {
+    let mut terms: Vec<String> = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    for key in order {
+        let d = if key.descending { "DESC" } else { "ASC" };
+        let column = match key.column.as_str() {
+            "id" => Some(("id", false, false)),
+            "startDateTime" => Some(("start_time", false, true)),
+            "endDateTime" => Some(("end_time", true, true)),
+            "remoteAssistanceSessionType" => Some(("mode", false, false)),
+            "state" => Some(("state", false, false)),
+            "endReason" => Some(("end_reason", true, false)),
+            "endedBy" => Some(("ended_by", true, false)),
+            _ => None,
+        };
+        if let Some((col, nullable, time)) = column {
+            if nullable {
+                // `null`'s JSON text orders after any string's.
+                terms.push(format!("({col} IS NULL) {d}"));
+            }
+            terms.push(match (POSTGRES, time) {
+                // RFC 3339 texts: none is a prefix of another, so they order as their JSON
+                // texts do, and the index on (tenant, start time) serves the order.
+                (_, true) => format!("{col} {d}"),
+                (true, false) => format!("to_jsonb({col})::text COLLATE \"C\" {d}"),
+                (false, false) => format!("json_quote({col}) {d}"),
+            });
+            continue;
+        }
+        if key.column.is_empty()
+            || !key
+                .column
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StoreError::InvalidQuery(format!(
+                "'{}' is not a session field",
+                key.column
+            )));
+        }
+        binds.push(if POSTGRES {
+            key.column.clone()
+        } else {
+            format!("$.{}", key.column)
+        });
+        let p = format!("${}", binds.len() + 1);
+        if POSTGRES {
+            let v = format!("(body -> {p})");
+            terms.push(format!(
+                "CASE jsonb_typeof({v}) WHEN 'string' THEN 0 WHEN 'number' THEN 1 WHEN 'array' THEN 2 \
+                 WHEN 'boolean' THEN CASE WHEN {v} = 'true'::jsonb THEN 5 ELSE 3 END \
+                 WHEN 'object' THEN 6 ELSE 4 END {d}"
+            ));
+            terms.push(format!(
+                "CASE WHEN jsonb_typeof({v}) = 'number' THEN (body ->> {p})::float8 END {d}"
+            ));
+            terms.push(format!(
+                "(CASE WHEN jsonb_typeof({v}) IN ('string', 'array', 'object') THEN {v}::text END) COLLATE \"C\" {d}"
+            ));
+        } else {
+            let t = format!("json_type(body, {p})");
+            terms.push(format!(
+                "CASE {t} WHEN 'text' THEN 0 WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'array' THEN 2 \
+                 WHEN 'false' THEN 3 WHEN 'true' THEN 5 WHEN 'object' THEN 6 ELSE 4 END {d}"
+            ));
+            terms.push(format!(
+                "CASE WHEN {t} IN ('integer', 'real') THEN json_extract(body, {p}) END {d}"
+            ));
+            terms.push(format!(
+                "CASE WHEN {t} = 'text' THEN json_quote(json_extract(body, {p})) \
+                 WHEN {t} IN ('array', 'object') THEN json_extract(body, {p}) END {d}"
+            ));
+        }
+    }
+    terms.push("start_time DESC".into());
+    terms.push("id".into());
+    Ok((terms.join(", "), binds))
+}
+
+/// Rows `[skip, skip + limit)` of a tenant's sessions in `order`.
+pub(crate) async fn sessions_page(
+    c: &mut Conn,
+    tenant_id: &str,
+    order: &[SessionOrder],
+    skip: u64,
+    limit: u64,
+) -> Result<Vec<SessionRow>, StoreError> {
+    let (order_by, binds) = session_order_sql(order)?;
+    let n = binds.len();
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 ORDER BY {order_by} LIMIT ${} OFFSET ${}",
+        n + 2,
+        n + 3
+    );
+    // Built from constants and numbered placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(skip).unwrap_or(i64::MAX))
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Streams a tenant's sessions in `order` to `visit`, one row at a time, until it returns
+/// `false`.
+pub(crate) async fn for_each_session(
+    c: &mut Conn,
+    tenant_id: &str,
+    order: &[SessionOrder],
+    visit: &mut (dyn FnMut(SessionRow) -> bool + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let (order_by, binds) = session_order_sql(order)?;
+    let sql =
+        format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 ORDER BY {order_by}");
+    // Built from constants and numbered placeholders; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let mut rows = q.fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        if !visit(session_from_row(&r)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Streams the times, state and mode of a tenant's sessions (no report body) to `visit`,
+/// newest first (as [`sessions`]: sums over them come out the same to the last bit).
+pub(crate) async fn for_each_session_brief(
+    c: &mut Conn,
+    tenant_id: &str,
+    visit: &mut (dyn FnMut(SessionBrief) + Send),
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut rows = sqlx::query(
+        "SELECT state, start_time, end_time, mode FROM sessions WHERE tenant_id = $1 ORDER BY start_time DESC, id",
     )
     .bind(tenant_id)
-    .fetch_all(&mut *c)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SessionRow {
-                id: r.try_get(0)?,
-                state: r.try_get(1)?,
-                start_time: r.try_get::<TsText, _>(2)?.0,
-                end_time: r.try_get::<Option<TsText>, _>(3)?.map(|t| t.0),
-                mode: r.try_get(4)?,
-                end_reason: r.try_get(5)?,
-                ended_by: r.try_get(6)?,
-                body: decode(&r.try_get::<String, _>(7)?, "session body")?,
-            })
-        })
-        .collect()
+    .fetch(&mut *c);
+    while let Some(r) = rows.try_next().await? {
+        visit(SessionBrief {
+            state: r.try_get(0)?,
+            start_time: r.try_get::<TsText, _>(1)?.0,
+            end_time: r.try_get::<Option<TsText>, _>(2)?.map(|t| t.0),
+            mode: r.try_get(3)?,
+        });
+    }
+    Ok(())
 }
 
 /// Retention: (sessions, audit events) deleted.

@@ -75,6 +75,17 @@ impl Store {
         on_pool!(self, list_objects(tenant_id, kind))
     }
 
+    /// Streams every object of `kind` in the tenant, in creation order, to `visit`, one at a
+    /// time, until `visit` returns `false` (the admin API's listings: one page in memory).
+    pub async fn for_each_object(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        visit: &mut (dyn FnMut(Value) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, for_each_object(tenant_id, kind, visit))
+    }
+
     /// Up to `limit` objects of `kind` across every tenant, with their tenant ids, in creation
     /// order (the dev issuer's sign-in page lists the directory's users with it).
     pub async fn list_objects_all_tenants(
@@ -235,6 +246,17 @@ impl AdminTransaction {
     pub async fn list_objects(&mut self, kind: &str) -> Result<Vec<Value>, StoreError> {
         let t = self.tenant_id.as_str();
         on_tx!(self.tx, list_objects(t, kind))
+    }
+
+    /// Streams every object of `kind` in the tenant, in creation order, as this transaction
+    /// sees them, to `visit`, one at a time, until `visit` returns `false`.
+    pub async fn for_each_object(
+        &mut self,
+        kind: &str,
+        visit: &mut (dyn FnMut(Value) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        let t = self.tenant_id.as_str();
+        on_tx!(self.tx, for_each_object(t, kind, visit))
     }
 
     /// One object, as this transaction sees it (not locked).

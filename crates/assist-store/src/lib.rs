@@ -81,6 +81,10 @@ pub enum StoreError {
     /// A stored row does not decode (corruption or a manual edit).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A query asked for something the store cannot answer (e.g. a listing ordered by a
+    /// field name that is not one); the caller validates first, so this is a bug there.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
 }
 
 impl StoreError {
@@ -369,7 +373,27 @@ impl Store {
         on_pool!(self, audit_insert(tenant_id, event))
     }
 
-    /// A tenant's audit events, oldest first.
+    /// Streams a tenant's audit events, oldest first, to `visit`, one at a time (what the
+    /// caller keeps is all that stays in memory), until `visit` returns `false`.
+    pub async fn for_each_audit_event(
+        &self,
+        tenant_id: &str,
+        visit: &mut (dyn FnMut(serde_json::Value) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, audit_for_each(tenant_id, visit))
+    }
+
+    /// One of a tenant's audit events by id, if it exists.
+    pub async fn audit_event(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        on_pool!(self, audit_get(tenant_id, id))
+    }
+
+    /// A tenant's audit events, oldest first, all in memory (tests; the admin API streams them
+    /// with [`Store::for_each_audit_event`]).
     pub async fn audit_events(
         &self,
         tenant_id: &str,

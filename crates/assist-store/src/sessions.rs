@@ -26,6 +26,31 @@ pub struct SessionRow {
     pub body: Value,
 }
 
+/// One key of a session listing's order: a report column (`startDateTime`, `id`, `state`,
+/// `endReason`, … or a field of the report body such as `helperEmail`), ascending or
+/// descending. See [`Store::sessions_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOrder {
+    /// The report column.
+    pub column: String,
+    /// Descending instead of ascending.
+    pub descending: bool,
+}
+
+/// What the session aggregates (counts, lengths, sessions per day) read of a session: no
+/// report body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBrief {
+    /// `active` or `ended`.
+    pub state: String,
+    /// Start (RFC 3339).
+    pub start_time: String,
+    /// End (RFC 3339), once ended.
+    pub end_time: Option<String>,
+    /// Highest mode used.
+    pub mode: String,
+}
+
 /// One write of the session-record stream (what the signalling service records as sessions
 /// start, change and end), for [`Store::write_session_batch`].
 #[derive(Debug, Clone)]
@@ -207,9 +232,52 @@ impl Store {
         Ok(closed)
     }
 
-    /// A tenant's sessions, newest first.
+    /// A tenant's sessions, newest first. All of them in memory at once: for tests and small
+    /// tenants; the admin API reads [`Store::sessions_page`] or [`Store::for_each_session`].
     pub async fn sessions(&self, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {
         on_pool!(self, sessions(tenant_id))
+    }
+
+    /// How many sessions a tenant has.
+    pub async fn session_count(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        on_pool!(self, session_count(tenant_id))
+    }
+
+    /// Rows `[skip, skip + limit)` of a tenant's sessions ordered by each key of `order` in
+    /// turn, then newest first (start time descending, then id), as the report has always
+    /// ordered them: per key, two numbers as numbers and any other two values by their JSON
+    /// text (a missing field as `null`), which puts strings before numbers before `null`.
+    /// Ordering, offset and limit run in the database: only the page is read.
+    pub async fn sessions_page(
+        &self,
+        tenant_id: &str,
+        order: &[SessionOrder],
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        on_pool!(self, sessions_page(tenant_id, order, skip, limit))
+    }
+
+    /// Streams a tenant's sessions in [`Store::sessions_page`]'s order to `visit`, one row at a
+    /// time (what the caller keeps is all that stays in memory), until `visit` returns `false`.
+    /// For filters the database cannot evaluate.
+    pub async fn for_each_session(
+        &self,
+        tenant_id: &str,
+        order: &[SessionOrder],
+        visit: &mut (dyn FnMut(SessionRow) -> bool + Send),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, for_each_session(tenant_id, order, visit))
+    }
+
+    /// Streams the state, times and mode of each of a tenant's sessions to `visit`, one at a
+    /// time, newest first (as [`Store::sessions`]): for aggregates.
+    pub async fn for_each_session_brief(
+        &self,
+        tenant_id: &str,
+        visit: &mut (dyn FnMut(SessionBrief) + Send),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, for_each_session_brief(tenant_id, visit))
     }
 
     /// Retention: deletes ended sessions that ended, and audit events that happened, before

@@ -7,7 +7,7 @@
 
 use assist_graph::settings::{RemoteAssistanceSettings, RemoteAssistanceState};
 use assist_store::directory::MemberKind;
-use assist_store::sessions::SessionWrite;
+use assist_store::sessions::{SessionOrder, SessionRow, SessionWrite};
 use assist_store::{AuditEvent, Store, StoreError, StoreUrl};
 use serde_json::json;
 use std::sync::Arc;
@@ -81,6 +81,8 @@ conformance!(
     concurrent_settings_patches_on_two_nodes_lose_no_update,
     concurrent_object_patches_on_two_nodes_lose_no_update,
     a_uniqueness_check_holds_against_concurrent_creates_on_two_nodes,
+    session_listings_order_in_the_database_as_the_report_always_did,
+    five_thousand_sessions_page_through_once_each_in_order,
 );
 
 fn ev() -> AuditEvent {
@@ -826,4 +828,235 @@ async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     assert!(!msg.contains("hunter2"), "{msg}");
     assert!(msg.contains("refused"), "says why: {msg}");
     assert!(!format!("{e:?}").contains("hunter2"));
+}
+
+/// A report column's value of a row, as the report builds it (`reports::row`): the body's
+/// fields, with the columns over them.
+fn report_value(s: &SessionRow, col: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let text = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
+    match col {
+        "id" => Value::String(s.id.clone()),
+        "startDateTime" => Value::String(s.start_time.clone()),
+        "endDateTime" => text(&s.end_time),
+        "remoteAssistanceSessionType" => Value::String(s.mode.clone()),
+        "state" => Value::String(s.state.clone()),
+        "endReason" => text(&s.end_reason),
+        "endedBy" => text(&s.ended_by),
+        other => s.body.get(other).cloned().unwrap_or(Value::Null),
+    }
+}
+
+/// The order the report computed in memory before the database did it: rows newest first,
+/// then a stable sort per key from the last one, two numbers as numbers and anything else by
+/// its JSON text.
+fn reference_order(mut rows: Vec<SessionRow>, order: &[SessionOrder]) -> Vec<String> {
+    for key in order.iter().rev() {
+        rows.sort_by(|a, b| {
+            let (a, b) = (report_value(a, &key.column), report_value(b, &key.column));
+            let ord = match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                _ => a.to_string().cmp(&b.to_string()),
+            };
+            if key.descending {
+                ord.reverse()
+            } else {
+                ord
+            }
+        });
+    }
+    rows.into_iter().map(|r| r.id).collect()
+}
+
+async fn session_listings_order_in_the_database_as_the_report_always_did(db: Db) {
+    let store = db.open().await;
+    // Values that order differently as JSON text than as plain text (a space or `!` after a
+    // common prefix sorts after the closing quote), numbers of both kinds and signs, null,
+    // missing fields, booleans, escapes and non-ASCII.
+    let names = [
+        json!("Ann"),
+        json!("Ann Lee"),
+        json!("Ann!"),
+        json!("ann"),
+        json!("Åsa"),
+        json!("Zoë \"Z\""),
+        json!("back\\slash"),
+        json!("tab\there"),
+        json!(""),
+        json!(null),
+        json!(true),
+        json!(false),
+        json!(12),
+        json!(-3),
+        json!(2.5),
+        json!(1e3),
+    ];
+    let rtts = [json!(12.5), json!(3), json!(null), json!(-0.5), json!(100)];
+    let mut writes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let id = format!("s{:02}", (i * 7) % names.len());
+        let mut body = json!({"helperEmail": format!("h{}@x.com", i % 3), "helperFirstName": name});
+        if i % 4 != 3 {
+            body["relayHelperRttMs"] = rtts[i % rtts.len()].clone();
+        }
+        writes.push(SessionWrite::Started {
+            tenant_id: "t".into(),
+            id: id.clone(),
+            // Some share a start time, so the id breaks the tie.
+            start_time: format!("2026-01-01T10:{:02}:00Z", i / 3),
+            mode: ["viewOnly", "fullControl"][i % 2].into(),
+            body,
+        });
+        if i % 3 == 0 {
+            writes.push(SessionWrite::Ended {
+                tenant_id: "t".into(),
+                id,
+                end_time: format!("2026-01-01T11:{:02}:00Z", 20 - i),
+                reason: ["helperEnded", "sharerEnded"][i % 2].into(),
+                by: "helper".into(),
+                mode: None,
+            });
+        }
+    }
+    store.write_session_batch(&writes).await.unwrap();
+    let all = store.sessions("t").await.unwrap();
+    assert_eq!(all.len(), names.len());
+    assert_eq!(store.session_count("t").await.unwrap(), names.len() as u64);
+    assert_eq!(store.session_count("other").await.unwrap(), 0);
+    let key = |c: &str, descending| SessionOrder {
+        column: c.into(),
+        descending,
+    };
+    let mut orders: Vec<Vec<SessionOrder>> = vec![vec![]];
+    for c in [
+        "id",
+        "startDateTime",
+        "endDateTime",
+        "remoteAssistanceSessionType",
+        "state",
+        "endReason",
+        "endedBy",
+        "helperFirstName",
+        "helperEmail",
+        "relayHelperRttMs",
+        "sharerOs",
+    ] {
+        orders.push(vec![key(c, false)]);
+        orders.push(vec![key(c, true)]);
+    }
+    orders.push(vec![
+        key("helperEmail", false),
+        key("relayHelperRttMs", true),
+    ]);
+    orders.push(vec![key("state", true), key("helperFirstName", false)]);
+    for order in &orders {
+        let want = reference_order(all.clone(), order);
+        let got: Vec<String> = store
+            .sessions_page("t", order, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(got, want, "sessions_page, order {order:?}");
+        let mut streamed = Vec::new();
+        store
+            .for_each_session("t", order, &mut |r| {
+                streamed.push(r.id);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(streamed, want, "for_each_session, order {order:?}");
+        let page: Vec<String> = store
+            .sessions_page("t", order, 5, 4)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(page, want[5..9], "a page, order {order:?}");
+    }
+    // The rows read are the rows stored.
+    assert_eq!(store.sessions_page("t", &[], 0, 1000).await.unwrap(), all);
+    // A visitor stops the stream.
+    let mut seen = 0;
+    store
+        .for_each_session("t", &[], &mut |_| {
+            seen += 1;
+            seen < 3
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 3);
+    // A field name that is not one is refused, not spliced into SQL.
+    assert!(matches!(
+        store
+            .sessions_page("t", &[key("x') --", false)], 0, 10)
+            .await,
+        Err(StoreError::InvalidQuery(_))
+    ));
+    // The aggregates' view: every session, newest first.
+    let mut briefs = Vec::new();
+    store
+        .for_each_session_brief("t", &mut |b| briefs.push(b))
+        .await
+        .unwrap();
+    let want: Vec<(String, Option<String>, String, String)> = all
+        .iter()
+        .map(|r| {
+            (
+                r.start_time.clone(),
+                r.end_time.clone(),
+                r.state.clone(),
+                r.mode.clone(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, Option<String>, String, String)> = briefs
+        .into_iter()
+        .map(|b| (b.start_time, b.end_time, b.state, b.mode))
+        .collect();
+    assert_eq!(got, want);
+}
+
+async fn five_thousand_sessions_page_through_once_each_in_order(db: Db) {
+    let store = db.open().await;
+    let n = 5000;
+    let writes: Vec<SessionWrite> = (0..n)
+        .map(|i| SessionWrite::Started {
+            tenant_id: "t".into(),
+            id: format!("s{i:05}"),
+            start_time: format!(
+                "2026-01-01T{:02}:{:02}:{:02}Z",
+                i / 3600,
+                i / 60 % 60,
+                i % 60
+            ),
+            mode: "viewOnly".into(),
+            body: json!({"helperEmail": format!("h{}@x.com", i % 17)}),
+        })
+        .collect();
+    for chunk in writes.chunks(500) {
+        store.write_session_batch(chunk).await.unwrap();
+    }
+    assert_eq!(store.session_count("t").await.unwrap(), n as u64);
+    let order = [SessionOrder {
+        column: "helperEmail".into(),
+        descending: false,
+    }];
+    let want = reference_order(store.sessions("t").await.unwrap(), &order);
+    let mut got = Vec::new();
+    let mut skip = 0;
+    loop {
+        let page = store.sessions_page("t", &order, skip, 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 1000);
+        skip += page.len() as u64;
+        got.extend(page.into_iter().map(|r| r.id));
+    }
+    assert_eq!(got.len(), n);
+    assert_eq!(got, want);
 }

@@ -96,15 +96,20 @@ async fn find_by(
     if let Some(o) = store.get_object(tenant, kind, reference).await? {
         return Ok(Some(o));
     }
-    Ok(store
-        .list_objects(tenant, kind)
-        .await?
-        .into_iter()
-        .find(|o| {
-            o[key]
+    // One object at a time, stopping at the match.
+    let mut found = None;
+    store
+        .for_each_object(tenant, kind, &mut |o| {
+            if o[key]
                 .as_str()
                 .is_some_and(|x| x.eq_ignore_ascii_case(reference))
-        }))
+            {
+                found = Some(o);
+            }
+            found.is_none()
+        })
+        .await?;
+    Ok(found)
 }
 
 /// A user of the tenant by object id or (case-insensitive) UPN.

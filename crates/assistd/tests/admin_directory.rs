@@ -657,3 +657,88 @@ async fn directory_permissions_are_per_endpoint() {
     assert_graph_error(&body, "Forbidden");
     s.server.shutdown().await;
 }
+
+/// A large audit trail (5,000 events): following `@odata.nextLink` returns every event exactly
+/// once, oldest first, each page no larger than `$top`, with a filter too; the count is right.
+#[tokio::test]
+async fn a_large_audit_trail_pages_through_next_links_once_in_order() {
+    use assist_store::sessions::SessionWrite;
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_keeping_history(dir.path()).await;
+    let a = Admin {
+        s: &s,
+        token: s.token("contoso", ALL_ADMIN),
+    };
+    let store = assist_store::Store::open(&s.store_url).await.unwrap();
+    let writes: Vec<SessionWrite> = (0..5000)
+        .map(|i| SessionWrite::Audit {
+            tenant_id: "contoso".into(),
+            event: assist_store::AuditEvent::new(
+                &format!("event {i}"),
+                "Action",
+                if i % 3 == 0 { "Session" } else { "Other" },
+            ),
+        })
+        .collect();
+    for chunk in writes.chunks(500) {
+        store.write_session_batch(chunk).await.unwrap();
+    }
+    let all: Vec<Value> = store.audit_events("contoso").await.unwrap();
+    assert!(all.len() >= 5000);
+    let follow = |first: String, top: usize| {
+        let a = &a;
+        async move {
+            let mut ids: Vec<String> = Vec::new();
+            let mut next = Some(first);
+            let mut count = None;
+            while let Some(path) = next {
+                let (st, page) = a.get(&path).await;
+                assert_eq!(st, 200, "{path}: {page}");
+                let value = page["value"].as_array().unwrap();
+                assert!(value.len() <= top);
+                count = count.or(page["@odata.count"].as_u64());
+                ids.extend(value.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+                next = page["@odata.nextLink"].as_str().map(|l| {
+                    let at = l
+                        .find("/beta/")
+                        .expect("an absolute link to the collection");
+                    l[at..].to_owned()
+                });
+            }
+            (ids, count)
+        }
+    };
+    let want: Vec<String> = all
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let (ids, count) = follow(
+        "/beta/deviceManagement/auditEvents?$count=true&$top=999&$select=id".into(),
+        999,
+    )
+    .await;
+    assert_eq!(ids, want);
+    assert_eq!(count, Some(want.len() as u64));
+    let sessions: Vec<String> = all
+        .iter()
+        .filter(|e| e["category"] == "Session")
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sessions.len(), 1667);
+    let (ids, count) = follow(
+        "/beta/deviceManagement/auditEvents?$filter=category eq 'Session'&$count=true".into(),
+        100,
+    )
+    .await;
+    assert_eq!(ids, sessions);
+    assert_eq!(count, Some(1667));
+    // One event by id.
+    let (st, one) = a
+        .get(&format!(
+            "/beta/deviceManagement/auditEvents/{}",
+            want[4321]
+        ))
+        .await;
+    assert_eq!((st, &one), (200, &all[4321]));
+    s.server.shutdown().await;
+}

@@ -3,7 +3,7 @@
 //! `$select` and `$count`. There is no write path: audit events cannot be changed or deleted.
 
 use assist_graph::directory::AUDIT_EVENT_PROPERTIES;
-use assist_graph::entity::page;
+use assist_graph::entity::Pager;
 use assist_graph::odata::{QueryOptions, ResourceKind};
 use assist_graph::GraphError;
 use axum::extract::{Path, RawQuery, State};
@@ -33,11 +33,19 @@ pub async fn list(
     caller.require_any(READ_PERMISSIONS)?;
     let q = QueryOptions::parse(query.as_deref(), ResourceKind::Collection)?;
     q.check_properties(AUDIT_EVENT_PROPERTIES)?;
-    let items = state.store.audit_events(&caller.0.tenant_id).await?;
+    // The events stream from the database; only the page's stay in memory.
+    let mut pager = Pager::new(&q);
+    state
+        .store
+        .for_each_audit_event(&caller.0.tenant_id, &mut |e| {
+            pager.offer(e);
+            true
+        })
+        .await?;
     let url = format!("{}{PATH}", base_url(&state, &headers));
     Ok(json_response(
         StatusCode::OK,
-        page(items, &q, &url, query.as_deref()),
+        pager.finish(&url, query.as_deref()),
     ))
 }
 
@@ -53,10 +61,8 @@ pub async fn get_one(
     q.check_properties(AUDIT_EVENT_PROPERTIES)?;
     let event = state
         .store
-        .audit_events(&caller.0.tenant_id)
+        .audit_event(&caller.0.tenant_id, &id)
         .await?
-        .into_iter()
-        .find(|e| e["id"] == id.as_str())
         .ok_or_else(|| {
             GraphError::not_found(format!(
                 "No auditEvent with id '{id}' exists in this tenant."

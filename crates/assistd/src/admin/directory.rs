@@ -4,7 +4,7 @@
 //! [`Collection`] and the `prepare` checks below.
 
 use assist_graph::directory as schema;
-use assist_graph::entity::{page, EntitySchema};
+use assist_graph::entity::{EntitySchema, Pager};
 use assist_graph::odata::{QueryOptions, ResourceKind};
 use assist_graph::{GraphError, GraphErrorKind};
 use assist_policy::{ResourceAction, RoleDefinition};
@@ -176,16 +176,6 @@ fn is_built_in_role(id: &str) -> bool {
     RoleDefinition::built_ins().iter().any(|r| r.id == id)
 }
 
-async fn all_items(c: &Collection, state: &AppState, tenant: &str) -> Result<Vec<Value>, ApiError> {
-    let mut items = state.store.list_objects(tenant, c.kind).await?;
-    if c.kind == ROLE_DEFINITIONS.kind {
-        let mut all = built_in_roles();
-        all.append(&mut items);
-        items = all;
-    }
-    Ok(items)
-}
-
 async fn find(
     c: &Collection,
     state: &AppState,
@@ -246,15 +236,25 @@ pub async fn list(
     caller.require_any(c.read)?;
     let q = QueryOptions::parse(query.as_deref(), ResourceKind::Collection)?;
     check_query(c, &q)?;
-    let items: Vec<Value> = all_items(c, &state, &caller.0.tenant_id)
-        .await?
-        .iter()
-        .map(|e| present(c, e, &q))
-        .collect();
+    // The objects stream from the database (after the built-in roles); only the page's stay
+    // in memory.
+    let mut pager = Pager::new(&q);
+    if c.kind == ROLE_DEFINITIONS.kind {
+        for r in built_in_roles() {
+            pager.offer(present(c, &r, &q));
+        }
+    }
+    state
+        .store
+        .for_each_object(&caller.0.tenant_id, c.kind, &mut |e| {
+            pager.offer(present(c, &e, &q));
+            true
+        })
+        .await?;
     let url = format!("{}{}", base_url(&state, &headers), c.path);
     Ok(json_response(
         StatusCode::OK,
-        page(items, &q, &url, query.as_deref()),
+        pager.finish(&url, query.as_deref()),
     ))
 }
 
@@ -328,13 +328,17 @@ async fn prepare(
         else {
             return Ok(false);
         };
-        let all = tx.list_objects(c.kind).await?;
-        Ok(all.iter().any(|o| {
-            o["id"] != id
+        // One object at a time, stopping at the first clash.
+        let mut clash = false;
+        tx.for_each_object(c.kind, &mut |o| {
+            clash = o["id"] != id
                 && o.get(key)
                     .and_then(Value::as_str)
-                    .is_some_and(|v| v.to_ascii_lowercase() == wanted)
-        }))
+                    .is_some_and(|v| v.to_ascii_lowercase() == wanted);
+            !clash
+        })
+        .await?;
+        Ok(clash)
     }
     match c.kind {
         "user" => {
@@ -651,11 +655,12 @@ pub async fn delete(
     let tenant = caller.0.tenant_id.clone();
     let mut tx = state.store.admin_transaction(&tenant).await?;
     if c.kind == ROLE_DEFINITIONS.kind {
-        let assigned = tx
-            .list_objects(ROLE_ASSIGNMENTS.kind)
-            .await?
-            .iter()
-            .any(|a| a.get("_roleDefinitionId").and_then(Value::as_str) == Some(id.as_str()));
+        let mut assigned = false;
+        tx.for_each_object(ROLE_ASSIGNMENTS.kind, &mut |a| {
+            assigned = a.get("_roleDefinitionId").and_then(Value::as_str) == Some(id.as_str());
+            !assigned
+        })
+        .await?;
         if assigned {
             return Err(GraphError::bad_request(
                 "The role definition is assigned; delete its role assignments first.",
@@ -693,14 +698,15 @@ pub async fn list_members(
     {
         return Err(not_found(&GROUPS, &group_id));
     }
-    let mut items = Vec::new();
+    // The member ids are read at once (small); their objects one at a time, keeping the page's.
+    let mut pager = Pager::new(&q);
     for (id, kind) in state.store.members(tenant, &group_id).await? {
         let c = match kind {
             MemberKind::User => &USERS,
             MemberKind::Device => &MANAGED_DEVICES,
         };
         if let Some(o) = state.store.get_object(tenant, c.kind, &id).await? {
-            items.push(c.schema.present(&o));
+            pager.offer(c.schema.present(&o));
         }
     }
     let url = format!(
@@ -711,7 +717,7 @@ pub async fn list_members(
     );
     Ok(json_response(
         StatusCode::OK,
-        page(items, &q, &url, query.as_deref()),
+        pager.finish(&url, query.as_deref()),
     ))
 }
 

@@ -7,7 +7,7 @@
 use assist_graph::odata::{percent_decode, Filter};
 use assist_graph::GraphError;
 use assist_policy::ResourceAction;
-use assist_store::sessions::SessionRow;
+use assist_store::sessions::{SessionOrder, SessionRow};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -147,6 +147,26 @@ struct ReportRequest {
     session_id: Option<String>,
 }
 
+/// The columns `search` looks in.
+const SEARCHED: [&str; 7] = [
+    "helperEmail",
+    "sharerEmail",
+    "sharerDeviceName",
+    "helperFirstName",
+    "helperLastName",
+    "sharerFirstName",
+    "sharerLastName",
+];
+
+/// Whether a report row holds `term` (already lower-case ASCII) in a searched column,
+/// ignoring ASCII case.
+fn search_matches(r: &Value, term: &str) -> bool {
+    SEARCHED.iter().any(|k| {
+        r[k].as_str()
+            .is_some_and(|v| v.to_ascii_lowercase().contains(term))
+    })
+}
+
 fn column_known(c: &str) -> bool {
     COLUMNS.iter().any(|(n, _)| *n == c)
 }
@@ -199,43 +219,12 @@ pub async fn sessions_report(
         }
         None => None,
     };
-    let mut rows: Vec<Value> = state
-        .store
-        .sessions(&caller.0.tenant_id)
-        .await?
-        .iter()
-        .map(row)
-        .collect();
-    if let Some(f) = &filter {
-        rows.retain(|r| f.matches(r));
-    }
-    if let Some(term) = req
-        .search
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .filter(|t| !t.is_empty())
-    {
-        rows.retain(|r| {
-            [
-                "helperEmail",
-                "sharerEmail",
-                "sharerDeviceName",
-                "helperFirstName",
-                "helperLastName",
-                "sharerFirstName",
-                "sharerLastName",
-            ]
-            .iter()
-            .any(|k| {
-                r[k].as_str()
-                    .is_some_and(|v| v.to_ascii_lowercase().contains(&term))
-            })
-        });
-    }
+    // Checked in the order the report always checked them (the last key first).
+    let mut order = Vec::with_capacity(req.order_by.len());
     for spec in req.order_by.iter().rev() {
         let mut parts = spec.split_whitespace();
         let col = parts.next().unwrap_or_default().to_owned();
-        let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
+        let descending = match parts.next().map(str::to_ascii_lowercase).as_deref() {
             None | Some("asc") => false,
             Some("desc") => true,
             Some(other) => {
@@ -251,25 +240,52 @@ pub async fn sessions_report(
             ))
             .into());
         }
-        rows.sort_by(|a, b| {
-            // Numbers as numbers (the relay's quality columns), everything else as text.
-            let ord = match (a[&col].as_f64(), b[&col].as_f64()) {
-                (Some(x), Some(y)) => x.total_cmp(&y),
-                _ => a[&col].to_string().cmp(&b[&col].to_string()),
-            };
-            if desc {
-                ord.reverse()
-            } else {
-                ord
-            }
+        order.push(SessionOrder {
+            column: col,
+            descending,
         });
     }
-    let total = rows.len();
+    order.reverse();
+    let search = req
+        .search
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .filter(|t| !t.is_empty());
     let top = req.top.unwrap_or(50).clamp(1, 1000);
+    let skip = req.skip.unwrap_or(0);
+    let tenant = &caller.0.tenant_id;
+    // At most one page of rows in memory: ordering, offset and limit run in the database; a
+    // filter or search it cannot evaluate reads the rows one at a time in order, keeping the
+    // page's and counting the rest.
+    let (total, rows): (u64, Vec<Value>) = if filter.is_none() && search.is_none() {
+        let total = state.store.session_count(tenant).await?;
+        let page = state
+            .store
+            .sessions_page(tenant, &order, skip as u64, top as u64)
+            .await?;
+        (total, page.iter().map(row).collect())
+    } else {
+        let mut total: u64 = 0;
+        let mut page = Vec::new();
+        state
+            .store
+            .for_each_session(tenant, &order, &mut |s| {
+                let r = row(&s);
+                let keep = filter.as_ref().is_none_or(|f| f.matches(&r))
+                    && search.as_deref().is_none_or(|t| search_matches(&r, t));
+                if keep {
+                    if total >= skip as u64 && page.len() < top {
+                        page.push(r);
+                    }
+                    total += 1;
+                }
+                true
+            })
+            .await?;
+        (total, page)
+    };
     let values: Vec<Value> = rows
         .iter()
-        .skip(req.skip.unwrap_or(0))
-        .take(top)
         .map(|r| {
             Value::Array(
                 select
@@ -325,8 +341,31 @@ pub async fn summary(
             }
         }
     }
-    let rows = state.store.sessions(&caller.0.tenant_id).await?;
-    let active = rows.iter().filter(|r| r.state == "active").count();
+    // One pass over the sessions' times (no report bodies), one row at a time.
+    let (mut active, mut in_period, mut length_sum, mut lengths) = (0u64, 0u64, 0.0f64, 0u64);
+    state
+        .store
+        .for_each_session_brief(&caller.0.tenant_id, &mut |r| {
+            if r.state == "active" {
+                active += 1;
+            }
+            let Ok(start) = time::OffsetDateTime::parse(&r.start_time, &Rfc3339) else {
+                return;
+            };
+            if !(from.is_none_or(|f| start >= f) && to.is_none_or(|t| start < t)) {
+                return;
+            }
+            in_period += 1;
+            let end = r
+                .end_time
+                .as_deref()
+                .and_then(|e| time::OffsetDateTime::parse(e, &Rfc3339).ok());
+            if let Some(end) = end {
+                length_sum += (end - start).as_seconds_f64();
+                lengths += 1;
+            }
+        })
+        .await?;
     // Sessions asked for but not active yet (a code out, a launch ringing, consent pending),
     // from the broker's live directory.
     let waiting = match state.signal.as_ref() {
@@ -343,32 +382,14 @@ pub async fn summary(
             .count(),
         None => 0,
     };
-    let in_period: Vec<&SessionRow> = rows
-        .iter()
-        .filter(|r| {
-            let Ok(start) = time::OffsetDateTime::parse(&r.start_time, &Rfc3339) else {
-                return false;
-            };
-            from.is_none_or(|f| start >= f) && to.is_none_or(|t| start < t)
-        })
-        .collect();
-    let lengths: Vec<f64> = in_period
-        .iter()
-        .filter_map(|r| {
-            let end = r.end_time.as_deref()?;
-            let s = time::OffsetDateTime::parse(&r.start_time, &Rfc3339).ok()?;
-            let e = time::OffsetDateTime::parse(end, &Rfc3339).ok()?;
-            Some((e - s).as_seconds_f64())
-        })
-        .collect();
-    let average = if lengths.is_empty() {
+    let average = if lengths == 0 {
         0.0
     } else {
-        lengths.iter().sum::<f64>() / lengths.len() as f64
+        length_sum / lengths as f64
     };
     Ok(json_response(
         StatusCode::OK,
-        json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period.len(), "averageSessionSeconds": average, "from": from.map(format_bound), "to": to.map(format_bound)}),
+        json!({"activeSessions": active, "waitingSessions": waiting, "totalSessions": in_period, "averageSessionSeconds": average, "from": from.map(format_bound), "to": to.map(format_bound)}),
     ))
 }
 
@@ -402,51 +423,82 @@ pub fn sessions_per_day(
     from: time::OffsetDateTime,
     to: time::OffsetDateTime,
 ) -> Vec<Value> {
-    let fmt = &time::format_description::well_known::Rfc3339;
-    let (from, to) = (
-        from.to_offset(time::UtcOffset::UTC),
-        to.to_offset(time::UtcOffset::UTC),
-    );
-    let first = from.date();
-    let mut days: Vec<(time::Date, [u64; 4], u64)> = Vec::new();
-    let mut d = first;
-    // The last day is the one holding the last instant before `to`.
-    let last = (to - time::Duration::nanoseconds(1)).date();
-    while d <= last {
-        days.push((d, [0; 4], 0));
-        match d.next_day() {
-            Some(n) => d = n,
-            None => break,
+    let mut days = DayCounts::new(from, to);
+    for (start, mode) in starts {
+        days.add(start, mode);
+    }
+    days.finish()
+}
+
+/// [`sessions_per_day`] one session at a time: memory for the days of the period only.
+pub struct DayCounts {
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+    first: time::Date,
+    days: Vec<(time::Date, [u64; 4], u64)>,
+}
+
+impl DayCounts {
+    /// Every UTC day of `[from, to)`, at zero.
+    pub fn new(from: time::OffsetDateTime, to: time::OffsetDateTime) -> Self {
+        let (from, to) = (
+            from.to_offset(time::UtcOffset::UTC),
+            to.to_offset(time::UtcOffset::UTC),
+        );
+        let first = from.date();
+        let mut days: Vec<(time::Date, [u64; 4], u64)> = Vec::new();
+        let mut d = first;
+        // The last day is the one holding the last instant before `to`.
+        let last = (to - time::Duration::nanoseconds(1)).date();
+        while d <= last {
+            days.push((d, [0; 4], 0));
+            match d.next_day() {
+                Some(n) => d = n,
+                None => break,
+            }
+        }
+        Self {
+            from,
+            to,
+            first,
+            days,
         }
     }
-    for (start, mode) in starts {
-        let Ok(t) = time::OffsetDateTime::parse(start, fmt) else {
-            continue;
+
+    /// Counts a session started at `start` (RFC 3339) in `mode`.
+    pub fn add(&mut self, start: &str, mode: &str) {
+        let Ok(t) = time::OffsetDateTime::parse(start, &Rfc3339) else {
+            return;
         };
-        if t < from || t >= to {
-            continue;
+        if t < self.from || t >= self.to {
+            return;
         }
         let day = t.to_offset(time::UtcOffset::UTC).date();
-        let i = (day - first).whole_days();
-        let Some(entry) = usize::try_from(i).ok().and_then(|i| days.get_mut(i)) else {
-            continue;
+        let i = (day - self.first).whole_days();
+        let Some(entry) = usize::try_from(i).ok().and_then(|i| self.days.get_mut(i)) else {
+            return;
         };
-        if let Some(m) = MODES.iter().position(|m| m == mode) {
+        if let Some(m) = MODES.iter().position(|m| *m == mode) {
             entry.1[m] += 1;
         }
         entry.2 += 1;
     }
-    days.into_iter()
-        .map(|(day, by_mode, total)| {
-            let mut m = Map::new();
-            m.insert("date".into(), Value::String(day.to_string()));
-            for (name, n) in MODES.iter().zip(by_mode) {
-                m.insert((*name).into(), json!(n));
-            }
-            m.insert("total".into(), json!(total));
-            Value::Object(m)
-        })
-        .collect()
+
+    /// One entry per day, oldest first.
+    pub fn finish(self) -> Vec<Value> {
+        self.days
+            .into_iter()
+            .map(|(day, by_mode, total)| {
+                let mut m = Map::new();
+                m.insert("date".into(), Value::String(day.to_string()));
+                for (name, n) in MODES.iter().zip(by_mode) {
+                    m.insert((*name).into(), json!(n));
+                }
+                m.insert("total".into(), json!(total));
+                Value::Object(m)
+            })
+            .collect()
+    }
 }
 
 /// `GET /assist/v1/reports/sessionsPerDay?from=&to=` (Assist extension): the Monitor tab's
@@ -494,12 +546,14 @@ pub async fn per_day(
         ))
         .into());
     }
-    let rows = state.store.sessions(&caller.0.tenant_id).await?;
-    let starts: Vec<(&str, &str)> = rows
-        .iter()
-        .map(|r| (r.start_time.as_str(), r.mode.as_str()))
-        .collect();
-    let value = sessions_per_day(&starts, from, to);
+    let mut days = DayCounts::new(from, to);
+    state
+        .store
+        .for_each_session_brief(&caller.0.tenant_id, &mut |r| {
+            days.add(&r.start_time, &r.mode)
+        })
+        .await?;
+    let value = days.finish();
     Ok(json_response(
         StatusCode::OK,
         json!({"from": from.format(fmt).unwrap_or_default(), "to": to.format(fmt).unwrap_or_default(), "value": value}),
