@@ -15,6 +15,10 @@
 //! another node than the helpers (`--addr`), so every pairing crosses nodes; `--server-pid`
 //! takes a comma-separated list (every node, Redis, PostgreSQL), whose CPU is summed.
 //!
+//! `--warmup N`: each pair first does N pairings that are not measured (cold caches, the first
+//! connections of the store's pool), then every pair starts the measured ones together; the CPU
+//! and time windows start there.
+//!
 //! For a soak (`benches/soak.sh`): `--duration SECS` runs until that much time has passed
 //! instead of stopping after `--pairs`, and `--rate N` caps the pairings started per second
 //! across all pairs (0: as fast as they go). Tokens live for the run plus ten minutes.
@@ -93,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .map(Duration::from_secs);
     let rate: f64 = arg("--rate", "0").parse()?;
+    let warmup: usize = arg("--warmup", "0").parse()?;
+    // Every pair, and this task, meet here after the warm-up.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let token_ttl = duration.map_or(Duration::from_secs(3600), |d| {
         d.max(Duration::from_secs(3000)) + Duration::from_secs(600)
     });
@@ -154,23 +161,34 @@ async fn main() -> anyhow::Result<()> {
 
     let tls = assist_client::tls::client_config(&data.join("tls/cert.pem"))?;
     let per_worker = pairs.div_ceil(concurrency);
-    let cpu0 = cpu_all();
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let ht = tok(&format!("helper{i}@bench.example"), &[])?;
         let st = tok(&format!("sharer{i}@bench.example"), &[])?;
         let tls = tls.clone();
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = SignalClient::connect(addr, "localhost", tls.clone(), Some(&ht)).await?;
             let mut s = SignalClient::connect(sharer_addr, "localhost", tls, Some(&st)).await?;
             let mut lat = Vec::with_capacity(per_worker);
             let mut n = 0usize;
+            let mut warmed = warmup == 0;
+            if warmed {
+                barrier.wait().await;
+            }
+            let mut started = Instant::now();
             let mut next_start = Instant::now();
             loop {
+                if !warmed && n == warmup {
+                    warmed = true;
+                    lat.clear();
+                    barrier.wait().await;
+                    started = Instant::now();
+                    next_start = Instant::now();
+                }
                 let more = match duration {
                     Some(d) => started.elapsed() < d,
-                    None => n < per_worker,
+                    None => !warmed || lat.len() < per_worker,
                 };
                 if !more {
                     break;
@@ -200,6 +218,16 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(lat)
         }));
     }
+    // After every pair's warm-up: the measured window starts (a pair that failed meanwhile
+    // never arrives: give up rather than wait forever).
+    if tokio::time::timeout(Duration::from_secs(300), barrier.wait())
+        .await
+        .is_err()
+    {
+        anyhow::bail!("the warm-up did not finish within 300 s (a pair failed?)");
+    }
+    let cpu0 = cpu_all();
+    let started = Instant::now();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await??);
@@ -219,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
         "pairings": all.len(),
         "concurrency": concurrency,
         "crossNode": sharer_addr != addr,
+        "warmupPerPair": warmup,
         "seconds": elapsed,
         "pairingsPerSecond": all.len() as f64 / elapsed,
         "codeToActiveMs": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
