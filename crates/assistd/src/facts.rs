@@ -267,6 +267,11 @@ const FACTS_MAX_ENTRIES: usize = 10_000;
 #[derive(Debug)]
 pub struct FactsCache {
     inner: std::sync::Mutex<CacheInner>,
+    /// One load at a time per fact (single flight): when the cache starts over, the
+    /// evaluations that miss the same fact wait for one load instead of each running it
+    /// against the store (a cluster's PostgreSQL pool is 8 connections per node).
+    flights:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// Groups named by the latest token of each (tenant, user), with when it was seen: kept
     /// across directory changes (they come from the issuer, not the store), for
     /// [`TOKEN_GROUPS_MAX_AGE`], bounded by [`FACTS_MAX_ENTRIES`].
@@ -331,6 +336,7 @@ impl Default for FactsCache {
                 devices: Default::default(),
             }),
             token_groups: Default::default(),
+            flights: Default::default(),
         }
     }
 }
@@ -388,12 +394,32 @@ impl FactsCache {
         })
     }
 
-    /// [`tenant_policy`], cached.
+    /// The lock a load of `key` holds, so concurrent misses of one fact load it once.
+    fn flight(&self, key: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut m = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= FACTS_MAX_ENTRIES {
+            // Forget the locks nobody holds or waits for.
+            m.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        }
+        m.entry(key).or_default().clone()
+    }
+
+    /// [`tenant_policy`], cached; concurrent misses load it once.
     pub async fn tenant_policy(
         &self,
         store: &Store,
         tenant: &str,
     ) -> Result<std::sync::Arc<TenantPolicy>, StoreError> {
+        let g = store.directory_generation();
+        if let (Some(p), _) = self.get(g, |i| i.policies.get(tenant).cloned()) {
+            return Ok(p);
+        }
+        let flight = self.flight(format!("policy\0{tenant}"));
+        let _loading = flight.lock().await;
+        // Another caller may have loaded it while this one waited.
         let g = store.directory_generation();
         let (hit, stamp) = self.get(g, |i| i.policies.get(tenant).cloned());
         if let Some(p) = hit {
@@ -461,6 +487,12 @@ impl FactsCache {
     ) -> Result<BTreeSet<String>, StoreError> {
         let g = store.directory_generation();
         let key = (tenant.to_owned(), member.to_owned());
+        if let (Some(groups), _) = self.get(g, |i| i.groups.get(&key).cloned()) {
+            return Ok(groups);
+        }
+        let flight = self.flight(format!("groups\0{tenant}\0{member}"));
+        let _loading = flight.lock().await;
+        let g = store.directory_generation();
         let (hit, stamp) = self.get(g, |i| i.groups.get(&key).cloned());
         if let Some(groups) = hit {
             return Ok(groups);
@@ -654,6 +686,27 @@ mod tests {
             .unwrap()
             .role_assignments
             .is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_fact_load_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let cache = std::sync::Arc::new(FactsCache::default());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, store) = (cache.clone(), store.clone());
+                tokio::spawn(async move { cache.tenant_policy(&store, "t").await.unwrap() })
+            })
+            .collect();
+        let mut policies = Vec::new();
+        for t in tasks {
+            policies.push(t.await.unwrap());
+        }
+        // One load: every caller got the very policy it stored (each load makes its own Arc).
+        assert!(policies
+            .iter()
+            .all(|p| std::sync::Arc::ptr_eq(p, &policies[0])));
     }
 
     #[tokio::test]
