@@ -47,20 +47,6 @@ async fn until_closed(rx: &mut ClientReceiver, within: Duration) -> (Option<Stri
     }
 }
 
-async fn next_screen(rx: &mut ClientReceiver) -> Frame {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("a frame in time")
-            .expect("no client error")
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => return f,
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay leg closed ({c:?}) while waiting for a frame"),
-        }
-    }
-}
-
 async fn readyz(metrics: std::net::SocketAddr) -> (u16, String) {
     let resp = reqwest::get(format!("http://{metrics}/readyz"))
         .await
@@ -184,13 +170,7 @@ async fn a_running_session_survives_the_drain_and_ends_with_shutting_down() {
         .unwrap();
     // The record says so.
     let store = assist_store::Store::open(&store_url).await.unwrap();
-    let row = store
-        .sessions("contoso")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == sid)
-        .expect("the session's record");
+    let row = session_record(&store, &sid).await;
     assert_eq!(row.end_reason.as_deref(), Some("shuttingDown"));
     assert_eq!(row.ended_by.as_deref(), Some("broker"));
 }

@@ -8,11 +8,10 @@
 
 mod common;
 
-use assist_client::signal::{SignalClient, SignalEvent};
 use assist_store::StoreUrl;
 use assist_testkit::{postgres_bin_dir, postgres_required, PostgresInstance};
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,90 +22,6 @@ const ADMIN: &[&str] = &[
     "DeviceManagementRBAC.ReadWrite.All",
     "Domain.ReadWrite.All",
 ];
-
-fn user_token(s: &TestServer, upn: &str) -> String {
-    let mut r = request("contoso", &[]);
-    r.user_principal_name = upn.into();
-    s.dev.mint(&r).unwrap()
-}
-
-async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    let tls = assist_client::tls::client_config(&s.server.cert_path).unwrap();
-    SignalClient::connect(s.server.https_addr, "localhost", tls, Some(token))
-        .await
-        .unwrap()
-}
-
-/// The next message of `type` (others are skipped; a close fails the test).
-async fn expect(c: &mut SignalClient, ty: &str) -> Value {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
-            .await
-            .expect("a message within 10 s")
-            .unwrap();
-        match ev {
-            SignalEvent::Message(m) if m["type"] == ty => return m,
-            SignalEvent::Message(_) => continue,
-            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
-        }
-    }
-}
-
-async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
-    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
-    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
-    b
-}
-
-/// A tenant where helen (Help desk, Help Desk Operator over all users) may help sam.
-async fn tenant(s: &TestServer) -> String {
-    let admin = s.token("contoso", ADMIN);
-    let (st, b) = s
-        .patch(
-            SETTINGS,
-            &admin,
-            &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let helen = admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper"}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
-    )
-    .await;
-    let g = admin_post(
-        s,
-        &admin,
-        "/beta/groups",
-        json!({"displayName": "Help desk"}),
-    )
-    .await;
-    let gid = g["id"].as_str().unwrap();
-    admin_post(
-        s,
-        &admin,
-        &format!("/beta/groups/{gid}/members/$ref"),
-        json!({"@odata.id": helen["id"]}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/deviceManagement/roleAssignments",
-        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
-    )
-    .await;
-    admin
-}
 
 /// The activities of the tenant's audit events about session `sid`.
 async fn session_activities(store: &assist_store::Store, sid: &str) -> Vec<String> {
@@ -170,28 +85,12 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
     let mut settings = assistd::Settings::ephemeral(dir.path());
     settings.store = StoreUrl::Postgres(url.clone());
     let s = TestServer::start_with(settings).await;
-    let admin = tenant(&s).await;
+    let admin = help_desk_tenant_as(&s, ADMIN).await;
 
     // A session becomes active while the database is up.
-    let mut h = connect(&s, &user_token(&s, "helen@contoso.com")).await;
-    let mut sh = connect(&s, &user_token(&s, "sam@contoso.com")).await;
-    h.send(&json!({"id": 1, "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect(&mut sh, "sessionJoined").await;
-    expect(&mut h, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
-    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
-    expect(&mut h, "sessionActive").await;
-    expect(&mut sh, "sessionActive").await;
+    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let (sid, _, _) = active_session(&mut h, &mut sh).await;
 
     // Its start is written before the database goes away.
     let store = s.open_store().await;
@@ -239,7 +138,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
     sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
         .await
         .unwrap();
-    let ended = expect(&mut h, "sessionEnded").await;
+    let ended = expect_signal(&mut h, "sessionEnded").await;
     assert_eq!(ended["reason"], "ended");
     // The writer has tried the end's batch and holds it.
     eventually(
@@ -277,13 +176,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         }
     })
     .await;
-    let row = store
-        .sessions("contoso")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == sid)
-        .unwrap();
+    let row = session_record(&store, &sid).await;
     assert_eq!(row.end_reason.as_deref(), Some("ended"));
     assert_eq!(row.ended_by.as_deref(), Some("sharer"));
     eventually(Duration::from_secs(10), "the end's audit event", || {
