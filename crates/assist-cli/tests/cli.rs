@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;

@@ -36,22 +36,36 @@ fn services() -> Option<(&'static RedisInstance, String)> {
     Some((redis, pg.fresh_database()))
 }
 
-/// Keys generated once and copied into every node's data directory.
-fn seed_keys(seed: &Path) {
-    assist_identity::DevIssuer::load_or_create(seed).unwrap();
-    assist_relay::TicketAuthority::load_or_create(seed, assist_relay::ticket::DEFAULT_TTL).unwrap();
-    let mut k = [0u8; 32];
-    getrandom::fill(&mut k).unwrap();
-    std::fs::write(seed.join(assistd::signal::CODE_KEY_FILE), k).unwrap();
+/// The data directories of a test's nodes, below a temporary root: keys generated once (in
+/// `seed`) and copied into every node's directory.
+struct NodeDirs {
+    root: tempfile::TempDir,
 }
 
-fn node_dir(root: &Path, seed: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in KEY_FILES {
-        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+impl NodeDirs {
+    fn new() -> NodeDirs {
+        let root = tempfile::tempdir().unwrap();
+        let seed = root.path().join("seed");
+        std::fs::create_dir_all(&seed).unwrap();
+        assist_identity::DevIssuer::load_or_create(&seed).unwrap();
+        assist_relay::TicketAuthority::load_or_create(&seed, assist_relay::ticket::DEFAULT_TTL)
+            .unwrap();
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).unwrap();
+        std::fs::write(seed.join(assistd::signal::CODE_KEY_FILE), k).unwrap();
+        NodeDirs { root }
     }
-    dir
+
+    /// Node `name`'s data directory, with the seed's keys.
+    fn dir(&self, name: &str) -> std::path::PathBuf {
+        let seed = self.root.path().join("seed");
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in KEY_FILES {
+            std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    }
 }
 
 async fn start_node(dir: &Path, redis_url: &str, pg: &str, node_id: &str) -> TestServer {
@@ -154,32 +168,11 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node ids sort node 3 first: the idle cluster places relay sessions there.
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t1",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t1",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t1",
-    )
-    .await;
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t1").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t1").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t1").await;
     let HelpDeskTenant {
         admin,
         role_assignment_id: assignment,
@@ -187,8 +180,8 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     wait_alive(&redis_url, 3).await;
 
     // A code issued on node 1 is redeemed on node 2.
-    let mut h = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&n2, &user_token(&n2, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
@@ -296,8 +289,8 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
 
     // Facts: a role assignment deleted on node 2 is seen by node 1's next decision at once
     // (well within the facts cache's 5 s bound).
-    let mut h = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&n1, &user_token(&n1, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n1, "sam@contoso.com").await;
     h.send(&json!({"id": "c", "type": "requestCode"}))
         .await
         .unwrap();
@@ -366,7 +359,7 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         );
     }
     // Node 3 saw one failure itself: only its peers' four make this a lock.
-    let mut h2 = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
+    let mut h2 = user_client(&n1, "helen@contoso.com").await;
     h2.send(&json!({"id": 12, "type": "requestCode"}))
         .await
         .unwrap();
@@ -482,27 +475,12 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node 1 (the helper's, which owns the session) is a child process.
-    let d1 = node_dir(root.path(), &seed, "1");
+    let d1 = nodes.dir("1");
     let (mut child, n1_addr) = spawn_node(&d1, &redis_url, &pg, "node-b-t2");
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t2",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t2",
-    )
-    .await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t2").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t2").await;
     help_desk_tenant(&n2).await;
     wait_alive(&redis_url, 3).await;
 
@@ -512,7 +490,7 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
         &user_token(&n2, "contoso", "helen@contoso.com", None),
     )
     .await;
-    let mut sh = signal_client(&n2, &user_token(&n2, "contoso", "sam@contoso.com", None)).await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     let (sid, mut hrx) = active_through(&mut h, &mut sh, &n3).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
@@ -547,31 +525,16 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node 2 (the sharer's socket; the session moves it to node 1, the owner) is a child.
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t4",
-    )
-    .await;
-    let d2 = node_dir(root.path(), &seed, "2");
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t4").await;
+    let d2 = nodes.dir("2");
     let (mut child, n2_addr) = spawn_node(&d2, &redis_url, &pg, "node-c-t4");
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t4",
-    )
-    .await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t4").await;
     help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 3).await;
 
-    let mut h = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
     let mut sh = connect_child(
         &d2,
         n2_addr,
@@ -607,8 +570,8 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
 /// Pairs helen on `a` with sam on `b` by code; `None` if a step answered an error (Redis down
 /// or not yet re-asserted).
 async fn try_pair(a: &TestServer, b: &TestServer) -> Option<()> {
-    let mut h = signal_client(a, &user_token(a, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(b, &user_token(b, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(a, "helen@contoso.com").await;
+    let mut sh = user_client(b, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .ok()?;
@@ -653,37 +616,16 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     let pg = pg.fresh_database();
     let redis = RedisInstance::start().unwrap();
     let redis_url = redis.url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t3",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t3",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t3",
-    )
-    .await;
+    let nodes = NodeDirs::new();
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t3").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t3").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t3").await;
     let admin = help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 3).await;
 
     // A relay session in progress on node 3.
-    let mut h = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&n2, &user_token(&n2, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     let (sid, h_active, s_active) = active_session(&mut h, &mut sh).await;
     let ((_htx, mut hrx), (mut stx, _srx)) = wss_legs(
         &n3,
@@ -700,8 +642,7 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     stx.send(&screen(2)).await.unwrap();
     assert_eq!(next_screen(&mut hrx).await.bytes, screen(2).bytes);
     for round in 0..3 {
-        let mut h2 =
-            signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
+        let mut h2 = user_client(&n1, "helen@contoso.com").await;
         let asked = Instant::now();
         h2.send(&json!({"id": 1, "type": "requestCode"}))
             .await
@@ -714,7 +655,7 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
             asked.elapsed()
         );
         // A redemption on another node (looked up before its broker, then by it).
-        let mut s2 = signal_client(&n2, &user_token(&n2, "contoso", "sam@contoso.com", None)).await;
+        let mut s2 = user_client(&n2, "sam@contoso.com").await;
         let asked = Instant::now();
         s2.send(&json!({"id": 2, "type": "redeemCode", "code": "ABCDEFGH"}))
             .await
@@ -797,30 +738,15 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     let pg_server = Arc::new(assist_testkit::PostgresInstance::start().expect("PostgreSQL starts"));
     let pg = pg_server.fresh_database();
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t5",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-a-t5",
-    )
-    .await;
+    let nodes = NodeDirs::new();
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t5").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-a-t5").await;
     let admin = help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 2).await;
 
     // An active session across the nodes (helper on node 1, sharer on node 2), recorded.
-    let mut h = signal_client(&n1, &user_token(&n1, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&n2, &user_token(&n2, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     let (sid, _hrx) = active_through(&mut h, &mut sh, &n2).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
@@ -833,14 +759,7 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     // Admin writes answer 503 on every node; so does a new signalling connection (its caller's
     // directory record cannot be loaded).
     for n in [&n1, &n2] {
-        let resp = n
-            .client
-            .patch(n.url(SETTINGS))
-            .bearer_auth(&admin)
-            .json(&json!({"blockChat": true}))
-            .send()
-            .await
-            .unwrap();
+        let resp = patch_block_chat(n, &admin).await;
         assert_unavailable("an admin write", resp).await;
         let resp = n
             .client

@@ -30,8 +30,8 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
 
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
@@ -187,8 +187,8 @@ async fn denials_cross_tenant_codes_and_authentication() {
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
     // Sam has no role: asking for a mode as helper is denied with the policy's reason.
-    let mut sam = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
-    let mut helen = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sam = user_client(&s, "sam@contoso.com").await;
+    let mut helen = user_client(&s, "helen@contoso.com").await;
     sam.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
@@ -206,8 +206,7 @@ async fn denials_cross_tenant_codes_and_authentication() {
     );
 
     // A code of contoso cannot be redeemed from fabrikam.
-    let mut helper2 =
-        signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut helper2 = user_client(&s, "helen@contoso.com").await;
     helper2
         .send(&json!({"id": 1, "type": "requestCode"}))
         .await
@@ -335,8 +334,8 @@ async fn warnings_consent_declines_upgrades_and_downgrades() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
 
     // An unacknowledged warning (no device: unenrolled) stops the request until acknowledged.
     let sid = join(&mut h, &mut sh).await;
@@ -413,8 +412,8 @@ async fn codes_are_single_use_and_guessing_locks_the_guesser() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
@@ -427,7 +426,7 @@ async fn codes_are_single_use_and_guessing_locks_the_guesser() {
         .unwrap();
     expect_signal(&mut sh, "sessionJoined").await;
     // Reused by someone else: refused, exactly like a wrong code.
-    let mut eve = signal_client(&s, &user_token(&s, "contoso", "eve@contoso.com", None)).await;
+    let mut eve = user_client(&s, "eve@contoso.com").await;
     eve.send(&json!({"id": 1, "type": "redeemCode", "code": code}))
         .await
         .unwrap();
@@ -446,7 +445,7 @@ async fn codes_are_single_use_and_guessing_locks_the_guesser() {
             .to_owned();
         assert!(code == "invalidCode" || code == "rateLimited", "{code}");
     }
-    let mut h2 = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut h2 = user_client(&s, "helen@contoso.com").await;
     h2.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
@@ -470,7 +469,7 @@ async fn unattended_with_a_present_sharer_can_be_declined() {
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
     admin_post(&s, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-kiosk", "deviceName": "KIOSK", "complianceState": "compliant"})).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
     let mut dev = signal_client(
         &s,
         &user_token(&s, "contoso", "sam@contoso.com", Some("aad-kiosk")),
@@ -509,8 +508,8 @@ async fn a_killed_broker_closes_the_open_session_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
     expect_signal(&mut sh, "consentRequested").await;
@@ -555,8 +554,8 @@ async fn consent_and_code_time_out() {
     settings.signal.code_ttl = Duration::from_millis(400);
     let s = TestServer::start_with(settings).await;
     tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     // The sharer never answers: the first mode times out and the session ends.
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
@@ -594,8 +593,8 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let ask = |mode: &'static str| json!({"id": 1, "type": "requestMode", "mode": mode, "acknowledgeWarnings": ["deviceUnenrolled", "deviceNotCompliant"]});
     // unattendedRequiresEnrolledDevice: Sam has no enrolled device.
     let sid = join(&mut h, &mut sh).await;
@@ -698,8 +697,7 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
         ("pat@contoso.com", "permissionMissing"),
     ] {
         let mut helper = signal_client(&s, &user_token(&s, "contoso", upn, None)).await;
-        let mut sharer =
-            signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+        let mut sharer = user_client(&s, "sam@contoso.com").await;
         let sid = join(&mut helper, &mut sharer).await;
         let mut m = ask("viewOnly");
         m["sessionId"] = json!(sid);
@@ -739,7 +737,7 @@ async fn unattended_without_a_present_sharer_starts_at_once() {
     let mut dev = signal_client(&s, &device_token).await;
     dev.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
     expect_signal(&mut dev, "pong").await;
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
     h.send(
         &json!({"id": 1, "type": "requestSession", "deviceId": "aad-kiosk", "mode": "unattended"}),
     )

@@ -88,8 +88,8 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
     let admin = help_desk_tenant_as(&s, ADMIN).await;
 
     // A session becomes active while the database is up.
-    let mut h = signal_client(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let (sid, _, _) = active_session(&mut h, &mut sh).await;
 
     // Its start is written before the database goes away.
@@ -120,14 +120,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         .expect("PostgreSQL stops");
 
     // Admin writes and reads answer 503 in Graph's shape, with Retry-After; /readyz 503.
-    let resp = s
-        .client
-        .patch(s.url(SETTINGS))
-        .bearer_auth(&admin)
-        .json(&json!({"blockChat": true}))
-        .send()
-        .await
-        .unwrap();
+    let resp = patch_block_chat(&s, &admin).await;
     assert_unavailable("an admin write", resp).await;
     let (st, body) = s.get(SETTINGS, Some(&admin)).await;
     assert_eq!(st, 503, "{body}");

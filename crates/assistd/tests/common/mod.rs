@@ -237,6 +237,22 @@ pub fn user_token_lasting(
     s.dev.mint(&r).expect("mint")
 }
 
+/// `upn` of `contoso` connected to `s`'s signalling.
+pub async fn user_client(s: &TestServer, upn: &str) -> assist_client::signal::SignalClient {
+    signal_client(s, &user_token(s, "contoso", upn, None)).await
+}
+
+/// The response to a PATCH of `{"blockChat": true}` to the settings as `admin`.
+pub async fn patch_block_chat(s: &TestServer, admin: &str) -> reqwest::Response {
+    s.client
+        .patch(s.url(SETTINGS))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"blockChat": true}))
+        .send()
+        .await
+        .expect("request sent")
+}
+
 /// POSTs `body` to `path` as `token`; asserts 201 or 204 and returns the body.
 pub async fn admin_post(
     s: &TestServer,
@@ -412,6 +428,15 @@ pub async fn pair_and_consent(
     h: &mut assist_client::signal::SignalClient,
     sh: &mut assist_client::signal::SignalClient,
 ) -> String {
+    pair_and_consent_to(h, sh, "viewOnly").await
+}
+
+/// [`pair_and_consent`] asking for `mode`.
+pub async fn pair_and_consent_to(
+    h: &mut assist_client::signal::SignalClient,
+    sh: &mut assist_client::signal::SignalClient,
+    mode: &str,
+) -> String {
     use serde_json::json;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
@@ -423,7 +448,7 @@ pub async fn pair_and_consent(
         .expect("send");
     expect_signal(sh, "sessionJoined").await;
     expect_signal(h, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]}))
+    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": mode, "acknowledgeWarnings": ["deviceUnenrolled"]}))
         .await
         .expect("send");
     expect_signal(sh, "consentRequested").await;
@@ -454,8 +479,8 @@ pub async fn granted_session(
     assist_client::signal::SignalClient,
     String,
 ) {
-    let mut h = signal_client(s, &user_token(s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(s, &user_token(s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(s, "helen@contoso.com").await;
+    let mut sh = user_client(s, "sam@contoso.com").await;
     let sid = pair_and_consent(&mut h, &mut sh).await;
     (h, sh, sid)
 }
