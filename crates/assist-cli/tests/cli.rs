@@ -12,14 +12,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ADMIN: &[&str] = &[
-    "DeviceManagementServiceConfig.ReadWrite.All",
-    "User.ReadWrite.All",
-    "Group.ReadWrite.All",
-    "DeviceManagementRBAC.ReadWrite.All",
-    "Domain.ReadWrite.All",
-];
-
 /// One terminal: the CLI process, its stdin, and its stdout lines as they come.
 struct Terminal {
     name: &'static str,
@@ -109,7 +101,7 @@ impl Terminal {
 async fn both_clients_run_a_session_from_stdin_and_exit_when_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
-    help_desk_tenant_as(&s, ADMIN).await;
+    help_desk_tenant_as(&s, ADMIN_BUT_DEVICES).await;
     let mint = |upn: &str| {
         let mut r = request("contoso", &[]);
         r.user_principal_name = upn.into();

@@ -230,24 +230,7 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
 
     // The sharer ends it on node 2: the helper hears it, the relay on node 3 closes the legs,
     // and the record is closed with the relay's counters.
-    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
-        .await
-        .unwrap();
-    let ended = expect_signal(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("ended"), Some("sharer"))
-    );
-    loop {
-        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            assert_eq!(code, Some(4000));
-            break;
-        }
-    }
+    sharer_ends_session(&mut h, &mut sh, &sid, &mut hrx).await;
     let row = session_row(&pg, &sid, Duration::from_secs(10), |r| {
         r.state == "ended" && r.body.get("relayBytesSharerToHelper").is_some()
     })

@@ -4,7 +4,6 @@
 
 mod common;
 
-use assist_client::relay::ClientEvent;
 use assist_client::signal::{SignalClient, SignalEvent};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use common::*;
@@ -85,12 +84,7 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
         "Can you open Settings?"
     );
     // The driver handled the chat, so it published the gauges after the start before it.
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     for line in [
         r#"assist_signal_sessions_by_state{state="active"} 1"#,
         r#"assist_signal_sessions_by_state{state="pending"} 0"#,
@@ -110,24 +104,7 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     assert_eq!(err["code"], "chatBlocked");
 
     // The sharer ends it; the relay legs close and the report has the session.
-    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
-        .await
-        .unwrap();
-    let ended = expect_signal(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("ended"), Some("sharer"))
-    );
-    loop {
-        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            assert_eq!(code, Some(4000));
-            break;
-        }
-    }
+    sharer_ends_session(&mut h, &mut sh, &sid, &mut hrx).await;
     // The store writes asynchronously: poll the database for the closed record.
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
@@ -151,12 +128,7 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     assert_eq!(row.body["sharerEmail"], "sam@contoso.com");
     assert!(row.body["relayBytesSharerToHelper"].as_u64().unwrap() >= 12);
     // Metrics count the decision, the start and the end (never by user or session).
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         text.contains(r#"assist_signal_decisions_total{result="allow"} 1"#),
         "{text}"

@@ -40,16 +40,8 @@ async fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "helen@contoso.com", None, HOUR),
-    )
-    .await;
-    let mut sh = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "sam@contoso.com", None, HOUR),
-    )
-    .await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let (sid, ha, sa) = active_session(&mut h, &mut sh).await;
     let addr = s.server.https_addr;
     let ticket = |v: &Value| v["relay"]["ticket"].as_str().unwrap().to_owned();
@@ -124,11 +116,7 @@ async fn a_device_is_reachable_as_soon_as_its_upgrade_completes() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "helen@contoso.com", None, HOUR),
-    )
-    .await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
     for n in 0..5 {
         let device = format!("dev-{n}");
         // No message on the device connection before the launch.
@@ -216,11 +204,7 @@ async fn a_fresh_token_for_the_same_user_keeps_the_connection_and_another_users_
         .unwrap();
     assert_eq!(expect_signal_close(&mut h).await, Some(4401));
     // A header-token connection is refreshed the same way, and an invalid token closes it.
-    let mut d = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "sam@contoso.com", None, HOUR),
-    )
-    .await;
+    let mut d = user_client(&s, "sam@contoso.com").await;
     d.send(&json!({"type": "authenticate", "token": "not-a-token"}))
         .await
         .unwrap();
@@ -235,16 +219,8 @@ async fn crash_recovery_reports_when_a_session_was_last_seen_running() {
     settings.signal.seen_interval = Duration::from_secs(1);
     let s = TestServer::start_with(settings).await;
     tenant(&s).await;
-    let mut h = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "helen@contoso.com", None, HOUR),
-    )
-    .await;
-    let mut sh = signal_client(
-        &s,
-        &user_token_lasting(&s, "contoso", "sam@contoso.com", None, HOUR),
-    )
-    .await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let (sid, _, _) = active_session(&mut h, &mut sh).await;
     // Runs for a while, then the broker goes away with the session open (no drain: what a
     // crash leaves).

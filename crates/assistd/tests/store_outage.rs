@@ -15,14 +15,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ADMIN: &[&str] = &[
-    "DeviceManagementServiceConfig.ReadWrite.All",
-    "User.ReadWrite.All",
-    "Group.ReadWrite.All",
-    "DeviceManagementRBAC.ReadWrite.All",
-    "Domain.ReadWrite.All",
-];
-
 /// The activities of the tenant's audit events about session `sid`.
 async fn session_activities(store: &assist_store::Store, sid: &str) -> Vec<String> {
     store
@@ -33,22 +25,6 @@ async fn session_activities(store: &assist_store::Store, sid: &str) -> Vec<Strin
         .filter(|e| e["resources"][0]["resourceId"] == sid)
         .filter_map(|e| e["activity"].as_str().map(str::to_owned))
         .collect()
-}
-
-async fn metrics(s: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of a metric line beginning with `series` (0 if absent).
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn readyz(s: &TestServer) -> u16 {
@@ -85,7 +61,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
     let mut settings = assistd::Settings::ephemeral(dir.path());
     settings.store = StoreUrl::Postgres(url.clone());
     let s = TestServer::start_with(settings).await;
-    let admin = help_desk_tenant_as(&s, ADMIN).await;
+    let admin = help_desk_tenant_as(&s, ADMIN_BUT_DEVICES).await;
 
     // A session becomes active while the database is up.
     let mut h = user_client(&s, "helen@contoso.com").await;
@@ -139,7 +115,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         "the records writer retries",
         || async {
             metric_value(
-                &metrics(&s).await,
+                &metrics_text(&s).await,
                 r#"assist_store_write_batches_total{result="retry"}"#,
             ) >= 1.0
         },
@@ -186,7 +162,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         before.iter().all(|a| after.contains(a)),
         "{before:?} ⊆ {after:?}"
     );
-    let text = metrics(&s).await;
+    let text = metrics_text(&s).await;
     assert_eq!(
         metric_value(&text, "assist_store_write_queue_depth"),
         0.0,

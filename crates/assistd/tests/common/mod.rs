@@ -170,6 +170,23 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     (status, body)
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics_text(s: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of a metric line beginning with `series` (0 if absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Asserts a Graph error body with `code`, and returns its message.
 pub fn assert_graph_error(body: &serde_json::Value, code: &str) -> String {
     let err = &body["error"];
@@ -213,6 +230,15 @@ pub const ADMIN_ALL: &[&str] = &[
     "User.ReadWrite.All",
     "Group.ReadWrite.All",
     "DeviceManagementManagedDevices.ReadWrite.All",
+    "DeviceManagementRBAC.ReadWrite.All",
+    "Domain.ReadWrite.All",
+];
+
+/// [`ADMIN_ALL`] but managed devices.
+pub const ADMIN_BUT_DEVICES: &[&str] = &[
+    "DeviceManagementServiceConfig.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Group.ReadWrite.All",
     "DeviceManagementRBAC.ReadWrite.All",
     "Domain.ReadWrite.All",
 ];
@@ -526,6 +552,35 @@ pub async fn next_screen(
             ClientEvent::Frame(f) if f.header.channel == Channel::Screen => return f,
             ClientEvent::Frame(_) => continue,
             ClientEvent::Closed(c) => panic!("relay leg closed ({c:?}) while waiting for a frame"),
+        }
+    }
+}
+
+/// sam (`sh`) ends session `sid`: helen (`h`) hears that the sharer ended it, and her relay
+/// leg `hrx` closes with 4000.
+pub async fn sharer_ends_session(
+    h: &mut assist_client::signal::SignalClient,
+    sh: &mut assist_client::signal::SignalClient,
+    sid: &str,
+    hrx: &mut assist_client::relay::ClientReceiver,
+) {
+    use assist_client::relay::ClientEvent;
+    sh.send(&serde_json::json!({"id": "r3", "type": "endSession", "sessionId": sid}))
+        .await
+        .expect("send");
+    let ended = expect_signal(h, "sessionEnded").await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some("ended"), Some("sharer"))
+    );
+    loop {
+        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
+            .await
+            .expect("the leg closes in time")
+            .expect("no client error")
+        {
+            assert_eq!(code, Some(4000));
+            break;
         }
     }
 }
