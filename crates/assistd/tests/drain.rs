@@ -146,12 +146,7 @@ async fn a_running_session_survives_the_drain_and_ends_with_shutting_down() {
 
     // At the grace's end: shuttingDown everywhere.
     for c in [&mut h, &mut sh] {
-        let ended = expect_signal(c, "sessionEnded").await;
-        assert_eq!(
-            (ended["reason"].as_str(), ended["by"].as_str()),
-            (Some("shuttingDown"), Some("broker")),
-            "{ended}"
-        );
+        expect_ended(c, "shuttingDown", "broker").await;
     }
     let waited = began.elapsed();
     assert!(

@@ -125,12 +125,7 @@ async fn a_broker_only_node_binds_no_udp_and_has_no_relay() {
     let (mut h, _sh, _sid) = granted_session(&s).await;
     let ended = expect_signal(&mut h, "sessionEnded").await;
     assert_eq!(ended["reason"], "relayUnavailable", "{ended}");
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         !text.contains("assist_relay_sessions_active"),
         "no relay here"

@@ -324,11 +324,7 @@ async fn warnings_consent_declines_upgrades_and_downgrades() {
     sh.send(&json!({"id": 1, "type": "consent", "sessionId": sid, "allow": false}))
         .await
         .unwrap();
-    let ended = expect_signal(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("declined"), Some("sharer"))
-    );
+    expect_ended(&mut h, "declined", "sharer").await;
 
     // A new session: view only allowed, an upgrade declined (the session goes on), then an
     // upgrade allowed, then a downgrade that needs no consent.
@@ -536,11 +532,7 @@ async fn consent_and_code_time_out() {
         expect_signal(&mut h, "consentTimedOut").await["mode"],
         "viewOnly"
     );
-    let ended = expect_signal(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("consentTimedOut"), Some("broker"))
-    );
+    expect_ended(&mut h, "consentTimedOut", "broker").await;
     // A code nobody redeems in time expires; redeeming it afterwards says so.
     h.send(&json!({"id": 2, "type": "requestCode"}))
         .await

@@ -15,6 +15,16 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Whether the tenant's session `sid` is recorded in `state`.
+async fn session_in_state(store: &assist_store::Store, sid: &str, state: &str) -> bool {
+    store
+        .sessions("contoso")
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.id == sid && r.state == state)
+}
+
 /// The activities of the tenant's audit events about session `sid`.
 async fn session_activities(store: &assist_store::Store, sid: &str) -> Vec<String> {
     store
@@ -73,12 +83,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
     eventually(Duration::from_secs(10), "the start is recorded", || {
         let (store, sid) = (&store, &sid);
         async move {
-            store
-                .sessions("contoso")
-                .await
-                .unwrap()
-                .iter()
-                .any(|r| &r.id == sid && r.state == "active")
+            session_in_state(store, sid, "active").await
                 && session_activities(store, sid)
                     .await
                     .contains(&"Remote Help session: started".to_owned())
@@ -135,14 +140,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_no_session_record() 
         .unwrap();
     eventually(Duration::from_secs(30), "the end is written", || {
         let (store, sid) = (&store, &sid);
-        async move {
-            store
-                .sessions("contoso")
-                .await
-                .unwrap()
-                .iter()
-                .any(|r| &r.id == sid && r.state == "ended")
-        }
+        async move { session_in_state(store, sid, "ended").await }
     })
     .await;
     let row = session_record(&store, &sid).await;

@@ -439,6 +439,21 @@ pub async fn expect_signal(
     }
 }
 
+/// The next `sessionEnded`; asserts its `reason` and `by`.
+pub async fn expect_ended(
+    c: &mut assist_client::signal::SignalClient,
+    reason: &str,
+    by: &str,
+) -> serde_json::Value {
+    let ended = expect_signal(c, "sessionEnded").await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some(reason), Some(by)),
+        "{ended}"
+    );
+    ended
+}
+
 /// The close code the signalling connection ends with (messages before it are skipped).
 pub async fn expect_signal_close(c: &mut assist_client::signal::SignalClient) -> Option<u16> {
     loop {
@@ -568,11 +583,7 @@ pub async fn sharer_ends_session(
     sh.send(&serde_json::json!({"id": "r3", "type": "endSession", "sessionId": sid}))
         .await
         .expect("send");
-    let ended = expect_signal(h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("ended"), Some("sharer"))
-    );
+    expect_ended(h, "ended", "sharer").await;
     loop {
         if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
             .await
