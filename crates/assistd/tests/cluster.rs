@@ -371,7 +371,6 @@ fn spawn_node(
     pg: &str,
     node_id: &str,
 ) -> (std::process::Child, std::net::SocketAddr) {
-    use std::io::BufRead as _;
     let https = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -397,11 +396,7 @@ fn spawn_node(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("serving https://"), "{line}");
+    until_serving(&mut child);
     (child, https)
 }
 

@@ -12,23 +12,12 @@ use assist_client::signal::SignalClient;
 use assist_policy::Mode;
 use assist_relay::Role;
 use assist_relay_proto::control::RelayControl;
-use assist_relay_proto::frame::{Channel, Frame, FLAG_FROM_RELAY, FLAG_KEYFRAME};
+use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use assistd::Settings;
 use common::*;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn control(ev: &ClientEvent) -> Option<RelayControl> {
-    match ev {
-        ClientEvent::Frame(f)
-            if f.header.channel == Channel::Control && f.header.flags & FLAG_FROM_RELAY != 0 =>
-        {
-            serde_json::from_slice(&f.payload()).ok()
-        }
-        _ => None,
-    }
-}
 
 /// Reads a relay leg until it closes: (the `ended` reason, the close code).
 async fn until_closed(rx: &mut ClientReceiver, within: Duration) -> (Option<String>, Option<u16>) {
@@ -38,7 +27,7 @@ async fn until_closed(rx: &mut ClientReceiver, within: Duration) -> (Option<Stri
             .await
             .expect("the leg closes in time")
             .expect("no client error");
-        if let Some(RelayControl::Ended { reason }) = control(&ev) {
+        if let Some(RelayControl::Ended { reason }) = relay_control(&ev) {
             ended = Some(reason);
         }
         if let ClientEvent::Closed(code) = ev {
@@ -204,7 +193,7 @@ async fn the_drain_ends_as_soon_as_every_session_has_ended() {
             .await
             .unwrap()
             .unwrap();
-        if matches!(control(&ev), Some(RelayControl::Paired { .. })) {
+        if matches!(relay_control(&ev), Some(RelayControl::Paired { .. })) {
             break;
         }
     }

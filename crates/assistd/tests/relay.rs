@@ -157,6 +157,16 @@ async fn wait_metric(r: &Relayd, line: &str) {
     panic!("metric line '{line}' never appeared:\n{text}");
 }
 
+/// The relay's identity (the name and instance its tickets must carry).
+fn identity(r: &Relayd) -> assist_relay::RelayIdentity {
+    r.s.server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .identity()
+        .clone()
+}
+
 async fn forwarding_works(h: &mut Leg, s: &mut Leg) {
     let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, &vec![7u8; 70_000]);
     s.0.send(&screen).await.unwrap();
@@ -264,13 +274,7 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
 #[tokio::test]
 async fn a_ticket_must_name_this_relay() {
     let (r, _d) = relayd(|_| {}).await;
-    let me =
-        r.s.server
-            .relay
-            .as_ref()
-            .expect("a relay")
-            .identity()
-            .clone();
+    let me = identity(&r);
     assert_eq!(
         me.name,
         format!("localhost:{}", r.s.server.https_addr.port()),
@@ -305,13 +309,7 @@ async fn a_ticket_must_name_this_relay() {
 
     // With a public address configured, that is the name, and the listen address is refused.
     let (r, _d) = relayd(|s| s.relay.public_addr = Some("relay.example.com:443".into())).await;
-    let me =
-        r.s.server
-            .relay
-            .as_ref()
-            .expect("a relay")
-            .identity()
-            .clone();
+    let me = identity(&r);
     assert_eq!(me.name, "relay.example.com:443");
     let listen = assist_relay::RelayIdentity {
         name: format!("localhost:{}", r.s.server.https_addr.port()),

@@ -596,6 +596,31 @@ pub async fn sharer_ends_session(
     }
 }
 
+/// The relay's control message in `ev`, if it is one.
+pub fn relay_control(
+    ev: &assist_client::relay::ClientEvent,
+) -> Option<assist_relay_proto::control::RelayControl> {
+    use assist_relay_proto::frame::{Channel, FLAG_FROM_RELAY};
+    match ev {
+        assist_client::relay::ClientEvent::Frame(f)
+            if f.header.channel == Channel::Control && f.header.flags & FLAG_FROM_RELAY != 0 =>
+        {
+            serde_json::from_slice(&f.payload()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Reads the first line of an assistd child's stdout: it must say it is serving.
+pub fn until_serving(child: &mut std::process::Child) {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("the child's stdout is piped"))
+        .read_line(&mut line)
+        .expect("the child's first line");
+    assert!(line.contains("serving https://"), "{line}");
+}
+
 /// The record of session `sid` of tenant `contoso` in `store`.
 pub async fn session_record(
     store: &assist_store::Store,
