@@ -29,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("ASSIST_BIN_DIR", REPO / "target" / "debug"))
 DASHBOARD = REPO / "deploy" / "grafana" / "assist.json"
@@ -42,25 +44,6 @@ def fail(msg: str) -> None:
     print(f"FAIL dashboard metrics: {msg}")
     print("dashboard metrics: 0 passed, 1 failed")
     sys.exit(1)
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (HTTPS and QUIC share the number)."""
-    for _ in range(100):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    fail("no free port")
-    return 0
 
 
 def expressions(dashboard: dict) -> list[tuple[str, str]]:
@@ -223,7 +206,10 @@ def main() -> int:
     if not exprs:
         fail(f"{DASHBOARD} has no PromQL expressions")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSIST_")}
-    port, mport = free_port(), free_port()
+    try:
+        port, mport = free_port(), free_port()
+    except RuntimeError as e:
+        fail(str(e))
     with tempfile.TemporaryDirectory(prefix="assist-dashboard-") as tmp:
         data = Path(tmp) / "data"
         proc = subprocess.Popen(

@@ -31,6 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("ASSIST_BIN_DIR", REPO / "target" / "debug"))
 SCRIPT = REPO / "deploy" / "compose" / "make-keys.sh"
@@ -51,24 +53,6 @@ def check(name: str, ok: bool, why: str = "") -> bool:
 def digests(d: Path, names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in names
             if (d / n).exists()}
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (HTTPS and QUIC share the number)."""
-    for _ in range(100):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise RuntimeError("no free port")
 
 
 def serve(data: Path, env_extra: dict[str, str], log: Path) -> tuple[subprocess.Popen, int, int]:

@@ -7,74 +7,10 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const ADMIN: &[&str] = &[
-    "DeviceManagementServiceConfig.ReadWrite.All",
-    "User.ReadWrite.All",
-    "Group.ReadWrite.All",
-    "DeviceManagementRBAC.ReadWrite.All",
-    "Domain.ReadWrite.All",
-];
-
-async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
-    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
-    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
-    b
-}
-
-/// A tenant where helen (Help desk, Help Desk Operator over all users) may help sam.
-async fn tenant(s: &TestServer) {
-    let admin = s.token("contoso", ADMIN);
-    let (st, b) = s
-        .patch(
-            SETTINGS,
-            &admin,
-            &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let helen = admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper"}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
-    )
-    .await;
-    let g = admin_post(
-        s,
-        &admin,
-        "/beta/groups",
-        json!({"displayName": "Help desk"}),
-    )
-    .await;
-    let gid = g["id"].as_str().unwrap();
-    admin_post(
-        s,
-        &admin,
-        &format!("/beta/groups/{gid}/members/$ref"),
-        json!({"@odata.id": helen["id"]}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/deviceManagement/roleAssignments",
-        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
-    )
-    .await;
-}
 
 /// One terminal: the CLI process, its stdin, and its stdout lines as they come.
 struct Terminal {
@@ -165,7 +101,7 @@ impl Terminal {
 async fn both_clients_run_a_session_from_stdin_and_exit_when_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
-    tenant(&s).await;
+    help_desk_tenant_as(&s, ADMIN_BUT_DEVICES).await;
     let mint = |upn: &str| {
         let mut r = request("contoso", &[]);
         r.user_principal_name = upn.into();

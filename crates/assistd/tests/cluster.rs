@@ -10,7 +10,7 @@
 
 mod common;
 
-use assist_client::relay::{connect_wss, ClientEvent};
+use assist_client::relay::ClientEvent;
 use assist_client::signal::{SignalClient, SignalEvent};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use assist_store::StoreUrl;
@@ -22,14 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ADMIN: &[&str] = &[
-    "DeviceManagementServiceConfig.ReadWrite.All",
-    "User.ReadWrite.All",
-    "Group.ReadWrite.All",
-    "DeviceManagementManagedDevices.ReadWrite.All",
-    "DeviceManagementRBAC.ReadWrite.All",
-    "Domain.ReadWrite.All",
-];
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const KEY_FILES: [&str; 3] = [
     assist_identity::dev_issuer::KEY_FILE,
@@ -44,22 +36,36 @@ fn services() -> Option<(&'static RedisInstance, String)> {
     Some((redis, pg.fresh_database()))
 }
 
-/// Keys generated once and copied into every node's data directory.
-fn seed_keys(seed: &Path) {
-    assist_identity::DevIssuer::load_or_create(seed).unwrap();
-    assist_relay::TicketAuthority::load_or_create(seed, assist_relay::ticket::DEFAULT_TTL).unwrap();
-    let mut k = [0u8; 32];
-    getrandom::fill(&mut k).unwrap();
-    std::fs::write(seed.join(assistd::signal::CODE_KEY_FILE), k).unwrap();
+/// The data directories of a test's nodes, below a temporary root: keys generated once (in
+/// `seed`) and copied into every node's directory.
+struct NodeDirs {
+    root: tempfile::TempDir,
 }
 
-fn node_dir(root: &Path, seed: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in KEY_FILES {
-        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+impl NodeDirs {
+    fn new() -> NodeDirs {
+        let root = tempfile::tempdir().unwrap();
+        let seed = root.path().join("seed");
+        std::fs::create_dir_all(&seed).unwrap();
+        assist_identity::DevIssuer::load_or_create(&seed).unwrap();
+        assist_relay::TicketAuthority::load_or_create(&seed, assist_relay::ticket::DEFAULT_TTL)
+            .unwrap();
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).unwrap();
+        std::fs::write(seed.join(assistd::signal::CODE_KEY_FILE), k).unwrap();
+        NodeDirs { root }
     }
-    dir
+
+    /// Node `name`'s data directory, with the seed's keys.
+    fn dir(&self, name: &str) -> std::path::PathBuf {
+        let seed = self.root.path().join("seed");
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in KEY_FILES {
+            std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    }
 }
 
 async fn start_node(dir: &Path, redis_url: &str, pg: &str, node_id: &str) -> TestServer {
@@ -97,93 +103,6 @@ async fn wait_alive(redis_url: &str, n: usize) {
     tokio::time::sleep(HEARTBEAT * 2).await;
 }
 
-fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    assist_client::tls::client_config(&s.server.cert_path).unwrap()
-}
-
-fn user_token(s: &TestServer, upn: &str, device: Option<&str>) -> String {
-    let mut r = request("contoso", &[]);
-    r.user_principal_name = upn.into();
-    r.device_id = device.map(str::to_owned);
-    s.dev.mint(&r).unwrap()
-}
-
-async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    SignalClient::connect(s.server.https_addr, "localhost", tls(s), Some(token))
-        .await
-        .unwrap()
-}
-
-/// The next message of `type` (others are skipped; a close fails the test).
-async fn expect(c: &mut SignalClient, ty: &str) -> Value {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {ty} within 10 s"))
-            .unwrap();
-        match ev {
-            SignalEvent::Message(m) if m["type"] == ty => return m,
-            SignalEvent::Message(_) => continue,
-            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
-        }
-    }
-}
-
-async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
-    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
-    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
-    b
-}
-
-/// A tenant where helen (Help desk, Help Desk Operator over all users) may help sam; returns
-/// the admin token and the role assignment's id.
-async fn tenant(s: &TestServer) -> (String, String) {
-    let admin = s.token("contoso", ADMIN);
-    s.patch(
-        SETTINGS,
-        &admin,
-        &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
-    )
-    .await;
-    let helen = admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper"}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
-    )
-    .await;
-    let g = admin_post(
-        s,
-        &admin,
-        "/beta/groups",
-        json!({"displayName": "Help desk"}),
-    )
-    .await;
-    let gid = g["id"].as_str().unwrap();
-    admin_post(
-        s,
-        &admin,
-        &format!("/beta/groups/{gid}/members/$ref"),
-        json!({"@odata.id": helen["id"]}),
-    )
-    .await;
-    let ra = admin_post(
-        s,
-        &admin,
-        "/beta/deviceManagement/roleAssignments",
-        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
-    )
-    .await;
-    (admin, ra["id"].as_str().unwrap().to_owned())
-}
-
 /// The directory id of the user `upn`.
 async fn user_id(s: &TestServer, admin: &str, upn: &str) -> String {
     let (st, b) = s.get("/beta/users", Some(admin)).await;
@@ -210,29 +129,10 @@ async fn relay_frame_flows(
     h_ticket: &str,
     s_ticket: &str,
 ) -> assist_client::relay::ClientReceiver {
-    let addr = relay.server.https_addr;
-    let (_htx, mut hrx) = connect_wss(addr, "localhost", tls(relay), h_ticket)
-        .await
-        .unwrap();
-    let (mut stx, _srx) = connect_wss(addr, "localhost", tls(relay), s_ticket)
-        .await
-        .unwrap();
+    let ((_htx, mut hrx), (mut stx, _srx)) = wss_legs(relay, h_ticket, s_ticket).await;
     let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, b"pixels");
     stx.send(&screen).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => {
-                assert_eq!(f.bytes, screen.bytes);
-                break;
-            }
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay closed {c:?}"),
-        }
-    }
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen.bytes);
     // The sharer's sender stays open as long as the receiver is held by the caller.
     std::mem::forget(stx);
     hrx
@@ -268,58 +168,40 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node ids sort node 3 first: the idle cluster places relay sessions there.
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t1",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t1",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t1",
-    )
-    .await;
-    let (admin, assignment) = tenant(&n1).await;
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t1").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t1").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t1").await;
+    let HelpDeskTenant {
+        admin,
+        role_assignment_id: assignment,
+    } = help_desk_tenant_with(&n1, HelpDeskSetup::default()).await;
     wait_alive(&redis_url, 3).await;
 
     // A code issued on node 1 is redeemed on node 2.
-    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
-    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
+    let issued = expect_signal(&mut h, "codeIssued").await;
     let sid = issued["sessionId"].as_str().unwrap().to_owned();
     sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
         .await
         .unwrap();
-    let joined = expect(&mut sh, "sessionJoined").await;
+    let joined = expect_signal(&mut sh, "sessionJoined").await;
     assert_eq!(joined["peerProfile"]["displayName"], "Helen Helper");
-    expect(&mut h, "sessionJoined").await;
+    expect_signal(&mut h, "sessionJoined").await;
 
     // Mode granted with the sharer's consent, both tickets name node 3's relay.
     h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    let h_active = expect(&mut h, "sessionActive").await;
-    let s_active = expect(&mut sh, "sessionActive").await;
+    let h_active = expect_signal(&mut h, "sessionActive").await;
+    let s_active = expect_signal(&mut sh, "sessionActive").await;
     for a in [&h_active, &s_active] {
         assert_eq!(
             port_of(&a["relay"]["address"]),
@@ -337,35 +219,18 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     // A blockChat PATCH on node 3 reaches both sides (helper on node 1, sharer on node 2).
     n3.patch(SETTINGS, &admin, &json!({"blockChat": true}))
         .await;
-    expect(&mut h, "modeChanged").await;
-    expect(&mut sh, "modeChanged").await;
+    expect_signal(&mut h, "modeChanged").await;
+    expect_signal(&mut sh, "modeChanged").await;
     h.send(&json!({"id": 3, "type": "chat", "sessionId": sid, "text": "hi"}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "error").await["code"], "chatBlocked");
+    assert_eq!(expect_signal(&mut h, "error").await["code"], "chatBlocked");
     n3.patch(SETTINGS, &admin, &json!({"blockChat": false}))
         .await;
 
     // The sharer ends it on node 2: the helper hears it, the relay on node 3 closes the legs,
     // and the record is closed with the relay's counters.
-    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
-        .await
-        .unwrap();
-    let ended = expect(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("ended"), Some("sharer"))
-    );
-    loop {
-        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            assert_eq!(code, Some(4000));
-            break;
-        }
-    }
+    sharer_ends_session(&mut h, &mut sh, &sid, &mut hrx).await;
     let row = session_row(&pg, &sid, Duration::from_secs(10), |r| {
         r.state == "ended" && r.body.get("relayBytesSharerToHelper").is_some()
     })
@@ -379,49 +244,53 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     // idle connection on node 1 is moved there and hears launchPending.
     let dev = admin_post(&n1, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-sam", "deviceName": "SAM-PC", "complianceState": "compliant"})).await;
     let dev_id = dev["id"].as_str().unwrap().to_owned();
-    let mut d = connect(&n3, &user_token(&n3, "sam@contoso.com", Some("aad-sam"))).await;
+    let mut d = signal_client(
+        &n3,
+        &user_token(&n3, "contoso", "sam@contoso.com", Some("aad-sam")),
+    )
+    .await;
     d.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
-    expect(&mut d, "pong").await;
-    let mut admin_conn = connect(&n1, &admin).await;
+    expect_signal(&mut d, "pong").await;
+    let mut admin_conn = signal_client(&n1, &admin).await;
     admin_conn
         .send(&json!({"id": 0, "type": "ping"}))
         .await
         .unwrap();
-    expect(&mut admin_conn, "pong").await;
+    expect_signal(&mut admin_conn, "pong").await;
     let launch = format!("/beta/deviceManagement/managedDevices/{dev_id}/requestRemoteAssistance");
     let (st, b) = send(n1.client.post(n1.url(&launch)).bearer_auth(&admin)).await;
     assert_eq!(st, 204, "{b}");
-    let asked = expect(&mut d, "launchRequested").await;
-    let pending = expect(&mut admin_conn, "launchPending").await;
+    let asked = expect_signal(&mut d, "launchRequested").await;
+    let pending = expect_signal(&mut admin_conn, "launchPending").await;
     assert_eq!(asked["sessionId"], pending["sessionId"]);
     d.send(
         &json!({"id": 1, "type": "answerLaunch", "sessionId": asked["sessionId"], "accept": false}),
     )
     .await
     .unwrap();
-    expect(&mut admin_conn, "sessionEnded").await;
+    expect_signal(&mut admin_conn, "sessionEnded").await;
 
     // Facts: a role assignment deleted on node 2 is seen by node 1's next decision at once
     // (well within the facts cache's 5 s bound).
-    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
-    let mut sh = connect(&n1, &user_token(&n1, "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n1, "sam@contoso.com").await;
     h.send(&json!({"id": "c", "type": "requestCode"}))
         .await
         .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
+    let issued = expect_signal(&mut h, "codeIssued").await;
     let sid = issued["sessionId"].as_str().unwrap().to_owned();
     sh.send(&json!({"id": "j", "type": "redeemCode", "code": issued["code"]}))
         .await
         .unwrap();
-    expect(&mut sh, "sessionJoined").await;
-    expect(&mut h, "sessionJoined").await;
+    expect_signal(&mut sh, "sessionJoined").await;
+    expect_signal(&mut h, "sessionJoined").await;
     // The first decision loads (and caches) helen's facts on node 1.
     h.send(&json!({"id": 10, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": "n", "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    expect(&mut h, "sessionActive").await;
+    expect_signal(&mut h, "sessionActive").await;
     let (st, b) = send(
         n2.client
             .delete(n2.url(&format!(
@@ -436,8 +305,8 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.send(&json!({"id": 11, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
     tokio::select! {
-        m = expect(&mut h, "error") => assert_eq!(m["code"], "noRoleAssignment", "{m}"),
-        m = expect(&mut sh, "consentRequested") => panic!("allowed on stale facts: {m}"),
+        m = expect_signal(&mut h, "error") => assert_eq!(m["code"], "noRoleAssignment", "{m}"),
+        m = expect_signal(&mut sh, "consentRequested") => panic!("allowed on stale facts: {m}"),
     }
     assert!(
         changed.elapsed() < Duration::from_secs(3),
@@ -447,11 +316,11 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
 
     // Brute force across nodes: mallory gets five guesses in all, not five per node. Two
     // wrong codes on node 1 and two on node 2; once heard, the fifth (on node 3) locks her.
-    let mallory = user_token(&n1, "mallory@contoso.com", None);
+    let mallory = user_token(&n1, "contoso", "mallory@contoso.com", None);
     let mut on = [
-        connect(&n1, &mallory).await,
-        connect(&n2, &mallory).await,
-        connect(&n3, &mallory).await,
+        signal_client(&n1, &mallory).await,
+        signal_client(&n2, &mallory).await,
+        signal_client(&n3, &mallory).await,
     ];
     let mut guess = 0;
     for node in [0, 0, 1, 1, 2] {
@@ -464,7 +333,7 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
             .send(&json!({"id": guess, "type": "redeemCode", "code": "AAAAAAAA"}))
             .await
             .unwrap();
-        let e = expect(&mut on[node], "error").await;
+        let e = expect_signal(&mut on[node], "error").await;
         assert_eq!(
             e["code"],
             "invalidCode",
@@ -473,11 +342,11 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         );
     }
     // Node 3 saw one failure itself: only its peers' four make this a lock.
-    let mut h2 = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
+    let mut h2 = user_client(&n1, "helen@contoso.com").await;
     h2.send(&json!({"id": 12, "type": "requestCode"}))
         .await
         .unwrap();
-    let fresh = expect(&mut h2, "codeIssued").await;
+    let fresh = expect_signal(&mut h2, "codeIssued").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for node in [2, 0, 1] {
         guess += 1;
@@ -485,7 +354,7 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
             .send(&json!({"id": guess, "type": "redeemCode", "code": fresh["code"]}))
             .await
             .unwrap();
-        let e = expect(&mut on[node], "error").await;
+        let e = expect_signal(&mut on[node], "error").await;
         assert_eq!(e["code"], "rateLimited", "node {}: {e}", node + 1);
     }
 
@@ -502,7 +371,6 @@ fn spawn_node(
     pg: &str,
     node_id: &str,
 ) -> (std::process::Child, std::net::SocketAddr) {
-    use std::io::BufRead as _;
     let https = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -528,11 +396,7 @@ fn spawn_node(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("serving https://"), "{line}");
+    until_serving(&mut child);
     (child, https)
 }
 
@@ -549,22 +413,7 @@ async fn active_through(
     sh: &mut SignalClient,
     relay: &TestServer,
 ) -> (String, assist_client::relay::ClientReceiver) {
-    h.send(&json!({"id": 1, "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect(h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect(sh, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(sh, "consentRequested").await;
-    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
-    let h_active = expect(h, "sessionActive").await;
-    let s_active = expect(sh, "sessionActive").await;
+    let (sid, h_active, s_active) = active_session(h, sh).await;
     assert_eq!(
         port_of(&h_active["relay"]["address"]),
         relay.server.https_addr.port(),
@@ -604,32 +453,22 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node 1 (the helper's, which owns the session) is a child process.
-    let d1 = node_dir(root.path(), &seed, "1");
+    let d1 = nodes.dir("1");
     let (mut child, n1_addr) = spawn_node(&d1, &redis_url, &pg, "node-b-t2");
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t2",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t2",
-    )
-    .await;
-    tenant(&n2).await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t2").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t2").await;
+    help_desk_tenant(&n2).await;
     wait_alive(&redis_url, 3).await;
 
-    let mut h = connect_child(&d1, n1_addr, &user_token(&n2, "helen@contoso.com", None)).await;
-    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+    let mut h = connect_child(
+        &d1,
+        n1_addr,
+        &user_token(&n2, "contoso", "helen@contoso.com", None),
+    )
+    .await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     let (sid, mut hrx) = active_through(&mut h, &mut sh, &n3).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
@@ -639,7 +478,7 @@ async fn a_node_killed_mid_session_ends_it_for_the_survivor_and_its_record_is_cl
     child.wait().unwrap();
 
     // The sharer (its socket on node 2) hears that the session is gone, and is closed 1001.
-    let err = expect(&mut sh, "error").await;
+    let err = expect_signal(&mut sh, "error").await;
     assert_eq!(err["code"], "unavailable", "{err}");
     match tokio::time::timeout(Duration::from_secs(10), sh.recv())
         .await
@@ -664,32 +503,22 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
         return;
     };
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
+    let nodes = NodeDirs::new();
     // Node 2 (the sharer's socket; the session moves it to node 1, the owner) is a child.
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t4",
-    )
-    .await;
-    let d2 = node_dir(root.path(), &seed, "2");
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t4").await;
+    let d2 = nodes.dir("2");
     let (mut child, n2_addr) = spawn_node(&d2, &redis_url, &pg, "node-c-t4");
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t4",
-    )
-    .await;
-    tenant(&n1).await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t4").await;
+    help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 3).await;
 
-    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
-    let mut sh = connect_child(&d2, n2_addr, &user_token(&n1, "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = connect_child(
+        &d2,
+        n2_addr,
+        &user_token(&n1, "contoso", "sam@contoso.com", None),
+    )
+    .await;
     let (sid, mut hrx) = active_through(&mut h, &mut sh, &n3).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
@@ -699,7 +528,7 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
     child.wait().unwrap();
 
     // The owner's broker drops the remote connection homed there: the helper hears the end.
-    let ended = tokio::time::timeout(DEAD_NODE_BOUND, expect(&mut h, "sessionEnded"))
+    let ended = tokio::time::timeout(DEAD_NODE_BOUND, expect_signal(&mut h, "sessionEnded"))
         .await
         .expect("sessionEnded within the dead-node bound");
     assert_eq!(ended["sessionId"], sid.as_str(), "{ended}");
@@ -711,7 +540,7 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
     relay_closes(&mut hrx).await;
     // The helper's connection is still good for a new session.
     h.send(&json!({"id": 9, "type": "ping"})).await.unwrap();
-    expect(&mut h, "pong").await;
+    expect_signal(&mut h, "pong").await;
     n1.server.shutdown().await;
     n3.server.shutdown().await;
 }
@@ -719,8 +548,8 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
 /// Pairs helen on `a` with sam on `b` by code; `None` if a step answered an error (Redis down
 /// or not yet re-asserted).
 async fn try_pair(a: &TestServer, b: &TestServer) -> Option<()> {
-    let mut h = connect(a, &user_token(a, "helen@contoso.com", None)).await;
-    let mut sh = connect(b, &user_token(b, "sam@contoso.com", None)).await;
+    let mut h = user_client(a, "helen@contoso.com").await;
+    let mut sh = user_client(b, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .ok()?;
@@ -765,91 +594,33 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     let pg = pg.fresh_database();
     let redis = RedisInstance::start().unwrap();
     let redis_url = redis.url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t3",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-c-t3",
-    )
-    .await;
-    let n3 = start_node(
-        &node_dir(root.path(), &seed, "3"),
-        &redis_url,
-        &pg,
-        "node-a-t3",
-    )
-    .await;
-    let (admin, _) = tenant(&n1).await;
+    let nodes = NodeDirs::new();
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t3").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-c-t3").await;
+    let n3 = start_node(&nodes.dir("3"), &redis_url, &pg, "node-a-t3").await;
+    let admin = help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 3).await;
 
     // A relay session in progress on node 3.
-    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
-    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
-    h.send(&json!({"id": 1, "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": "r1", "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect(&mut sh, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
-    sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
-    let h_active = expect(&mut h, "sessionActive").await;
-    let s_active = expect(&mut sh, "sessionActive").await;
-    let addr = n3.server.https_addr;
-    let (_htx, mut hrx) = connect_wss(
-        addr,
-        "localhost",
-        tls(&n3),
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
+    let (sid, h_active, s_active) = active_session(&mut h, &mut sh).await;
+    let ((_htx, mut hrx), (mut stx, _srx)) = wss_legs(
+        &n3,
         h_active["relay"]["ticket"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
-    let (mut stx, _srx) = connect_wss(
-        addr,
-        "localhost",
-        tls(&n3),
         s_active["relay"]["ticket"].as_str().unwrap(),
     )
-    .await
-    .unwrap();
+    .await;
     let screen = |n: u8| Frame::new(Channel::Screen, FLAG_KEYFRAME, &[n; 16]);
-    let next_screen = async |hrx: &mut assist_client::relay::ClientReceiver| loop {
-        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .expect("a frame within 10 s")
-            .unwrap()
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => return f.bytes,
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay closed {c:?}"),
-        }
-    };
     stx.send(&screen(1)).await.unwrap();
-    assert_eq!(next_screen(&mut hrx).await, screen(1).bytes);
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen(1).bytes);
 
     // Redis stops: the relay session carries on; new pairings fail cleanly and at once.
     redis.stop();
     stx.send(&screen(2)).await.unwrap();
-    assert_eq!(next_screen(&mut hrx).await, screen(2).bytes);
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen(2).bytes);
     for round in 0..3 {
-        let mut h2 = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
+        let mut h2 = user_client(&n1, "helen@contoso.com").await;
         let asked = Instant::now();
         h2.send(&json!({"id": 1, "type": "requestCode"}))
             .await
@@ -862,7 +633,7 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
             asked.elapsed()
         );
         // A redemption on another node (looked up before its broker, then by it).
-        let mut s2 = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+        let mut s2 = user_client(&n2, "sam@contoso.com").await;
         let asked = Instant::now();
         s2.send(&json!({"id": 2, "type": "redeemCode", "code": "ABCDEFGH"}))
             .await
@@ -881,12 +652,12 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     );
     // The session in progress is still held by both brokers.
     h.send(&json!({"id": 3, "type": "ping"})).await.unwrap();
-    expect(&mut h, "pong").await;
+    expect_signal(&mut h, "pong").await;
 
     // Redis comes back (empty): nodes re-assert their state; pairing across nodes works again.
     redis.restart().unwrap();
     stx.send(&screen(3)).await.unwrap();
-    assert_eq!(next_screen(&mut hrx).await, screen(3).bytes);
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen(3).bytes);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if try_pair(&n1, &n2).await.is_some() {
@@ -922,7 +693,7 @@ async fn a_redis_restart_leaves_relay_sessions_running_and_pairing_comes_back() 
     h.send(&json!({"id": 4, "type": "chat", "sessionId": sid, "text": "still here"}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut sh, "chat").await["text"], "still here");
+    assert_eq!(expect_signal(&mut sh, "chat").await["text"], "still here");
     n1.server.shutdown().await;
     n2.server.shutdown().await;
     n3.server.shutdown().await;
@@ -945,30 +716,15 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     let pg_server = Arc::new(assist_testkit::PostgresInstance::start().expect("PostgreSQL starts"));
     let pg = pg_server.fresh_database();
     let redis_url = redis.fresh_url();
-    let root = tempfile::tempdir().unwrap();
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    seed_keys(&seed);
-    let n1 = start_node(
-        &node_dir(root.path(), &seed, "1"),
-        &redis_url,
-        &pg,
-        "node-b-t5",
-    )
-    .await;
-    let n2 = start_node(
-        &node_dir(root.path(), &seed, "2"),
-        &redis_url,
-        &pg,
-        "node-a-t5",
-    )
-    .await;
-    let (admin, _) = tenant(&n1).await;
+    let nodes = NodeDirs::new();
+    let n1 = start_node(&nodes.dir("1"), &redis_url, &pg, "node-b-t5").await;
+    let n2 = start_node(&nodes.dir("2"), &redis_url, &pg, "node-a-t5").await;
+    let admin = help_desk_tenant(&n1).await;
     wait_alive(&redis_url, 2).await;
 
     // An active session across the nodes (helper on node 1, sharer on node 2), recorded.
-    let mut h = connect(&n1, &user_token(&n1, "helen@contoso.com", None)).await;
-    let mut sh = connect(&n2, &user_token(&n2, "sam@contoso.com", None)).await;
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n2, "sam@contoso.com").await;
     let (sid, _hrx) = active_through(&mut h, &mut sh, &n2).await;
     session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
 
@@ -981,19 +737,12 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     // Admin writes answer 503 on every node; so does a new signalling connection (its caller's
     // directory record cannot be loaded).
     for n in [&n1, &n2] {
-        let resp = n
-            .client
-            .patch(n.url(SETTINGS))
-            .bearer_auth(&admin)
-            .json(&json!({"blockChat": true}))
-            .send()
-            .await
-            .unwrap();
+        let resp = patch_block_chat(n, &admin).await;
         assert_unavailable("an admin write", resp).await;
         let resp = n
             .client
             .get(n.url("/v1/signal"))
-            .bearer_auth(user_token(n, "helen@contoso.com", None))
+            .bearer_auth(user_token(n, "contoso", "helen@contoso.com", None))
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-version", "13")
@@ -1008,7 +757,10 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "sessionEnded").await["reason"], "ended");
+    assert_eq!(
+        expect_signal(&mut h, "sessionEnded").await["reason"],
+        "ended"
+    );
 
     // PostgreSQL comes back: the owner's held end is written; admin writes work again.
     let p = pg_server.clone();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use assist_client::relay::{connect_wss, ClientEvent, ClientReceiver, ClientSender};
+use assist_client::relay::{ClientEvent, ClientReceiver, ClientSender};
 use assist_client::signal::SignalClient;
 use assist_live_redis::{NodeRecord, Registry};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
@@ -55,6 +55,17 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster below `root` with keys of its own, on `redis` and `pg`.
+    fn new(root: &Path, redis: String, pg: String, heartbeat: Duration) -> Cluster {
+        Cluster {
+            root: root.to_path_buf(),
+            redis,
+            pg,
+            keys: make_keys(&root.join("keys")),
+            heartbeat,
+        }
+    }
+
     fn settings(&self, node: &str, role: Role) -> assistd::Settings {
         let mut s = assistd::Settings::ephemeral(&self.root.join(node));
         s.role = role;
@@ -130,25 +141,9 @@ async fn active_session(
     hs: &TestServer,
     ss: &TestServer,
 ) -> (SignalClient, SignalClient, String, Value, Value) {
-    let mut h = signal_client(hs, &user_token(hs, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = signal_client(ss, &user_token(ss, "contoso", "sam@contoso.com", None)).await;
-    h.send(&json!({"id": 1, "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect_signal(&mut h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": 1, "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect_signal(&mut sh, "sessionJoined").await;
-    expect_signal(&mut h, "sessionJoined").await;
-    h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]}))
-        .await
-        .unwrap();
-    expect_signal(&mut sh, "consentRequested").await;
-    sh.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
+    let mut h = user_client(hs, "helen@contoso.com").await;
+    let mut sh = user_client(ss, "sam@contoso.com").await;
+    let sid = pair_and_consent_to(&mut h, &mut sh, "fullControl").await;
     let h_active = expect_signal(&mut h, "sessionActive").await;
     let s_active = expect_signal(&mut sh, "sessionActive").await;
     (h, sh, sid, h_active, s_active)
@@ -163,22 +158,12 @@ async fn legs(
     (ClientSender, ClientReceiver),
     (ClientSender, ClientReceiver),
 ) {
-    let leg = |active: &Value| {
-        let ticket = active["relay"]["ticket"].as_str().unwrap().to_owned();
-        async move {
-            connect_wss(
-                relay.server.https_addr,
-                "localhost",
-                client_tls(relay),
-                &ticket,
-            )
-            .await
-            .unwrap()
-        }
-    };
-    let h = leg(h_active).await;
-    let s = leg(s_active).await;
-    (h, s)
+    wss_legs(
+        relay,
+        h_active["relay"]["ticket"].as_str().unwrap(),
+        s_active["relay"]["ticket"].as_str().unwrap(),
+    )
+    .await
 }
 
 /// Sends `frame` on `tx` and waits until `rx` receives it.
@@ -221,13 +206,7 @@ async fn two_brokers_and_a_relay_node_carry_a_session_to_its_report_row() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let cluster = Cluster {
-        root: root.path().to_path_buf(),
-        redis,
-        pg,
-        keys: make_keys(&root.path().join("keys")),
-        heartbeat: Duration::from_millis(500),
-    };
+    let cluster = Cluster::new(root.path(), redis, pg, Duration::from_millis(500));
     let b1 = cluster.start("broker-1", Role::Broker).await;
     let b2 = cluster.start("broker-2", Role::Broker).await;
     let relay = cluster.start("relay-1", Role::Relay).await;
@@ -331,12 +310,7 @@ async fn two_brokers_and_a_relay_node_carry_a_session_to_its_report_row() {
     htx.close().await;
     drop((htx, hrx));
     for c in [&mut h, &mut sh] {
-        let ended = expect_signal(c, "sessionEnded").await;
-        assert_eq!(
-            (ended["reason"].as_str(), ended["by"].as_str()),
-            (Some("disconnected"), Some("helper")),
-            "{ended}"
-        );
+        expect_ended(c, "disconnected", "helper").await;
     }
     drop(admin);
     relay.server.shutdown().await;
@@ -350,13 +324,7 @@ async fn a_node_whose_keys_differ_from_the_clusters_is_refused_and_the_first_key
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let cluster = Cluster {
-        root: root.path().to_path_buf(),
-        redis,
-        pg,
-        keys: make_keys(&root.path().join("keys")),
-        heartbeat: Duration::from_millis(500),
-    };
+    let cluster = Cluster::new(root.path(), redis, pg, Duration::from_millis(500));
     let other = make_keys(&root.path().join("other-keys"));
     let first = cluster.start("broker-1", Role::Broker).await;
 
@@ -425,13 +393,7 @@ async fn a_draining_node_keeps_its_session_until_the_grace_ends_and_gets_no_new_
     };
     let root = tempfile::tempdir().unwrap();
     // Heartbeats 2 s apart: the drain must reach the registry well before the next one.
-    let cluster = Cluster {
-        root: root.path().to_path_buf(),
-        redis,
-        pg,
-        keys: make_keys(&root.path().join("keys")),
-        heartbeat: Duration::from_secs(2),
-    };
+    let cluster = Cluster::new(root.path(), redis, pg, Duration::from_secs(2));
     // Placement ties go to the smallest id: node 3 ("node-a") gets every relay session of
     // the idle cluster.
     let n1 = cluster.start("node-b", Role::All).await;
@@ -490,12 +452,7 @@ async fn a_draining_node_keeps_its_session_until_the_grace_ends_and_gets_no_new_
 
     // At the grace's end node 3's session ends: shuttingDown on both sides, relay legs 4011.
     for c in [&mut h, &mut sh] {
-        let ended = expect_signal(c, "sessionEnded").await;
-        assert_eq!(
-            (ended["reason"].as_str(), ended["by"].as_str()),
-            (Some("shuttingDown"), Some("broker")),
-            "{ended}"
-        );
+        expect_ended(c, "shuttingDown", "broker").await;
     }
     assert!(
         began.elapsed() >= grace - Duration::from_millis(500),

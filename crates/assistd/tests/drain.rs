@@ -12,23 +12,12 @@ use assist_client::signal::SignalClient;
 use assist_policy::Mode;
 use assist_relay::Role;
 use assist_relay_proto::control::RelayControl;
-use assist_relay_proto::frame::{Channel, Frame, FLAG_FROM_RELAY, FLAG_KEYFRAME};
+use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use assistd::Settings;
 use common::*;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn control(ev: &ClientEvent) -> Option<RelayControl> {
-    match ev {
-        ClientEvent::Frame(f)
-            if f.header.channel == Channel::Control && f.header.flags & FLAG_FROM_RELAY != 0 =>
-        {
-            serde_json::from_slice(&f.payload()).ok()
-        }
-        _ => None,
-    }
-}
 
 /// Reads a relay leg until it closes: (the `ended` reason, the close code).
 async fn until_closed(rx: &mut ClientReceiver, within: Duration) -> (Option<String>, Option<u16>) {
@@ -38,25 +27,11 @@ async fn until_closed(rx: &mut ClientReceiver, within: Duration) -> (Option<Stri
             .await
             .expect("the leg closes in time")
             .expect("no client error");
-        if let Some(RelayControl::Ended { reason }) = control(&ev) {
+        if let Some(RelayControl::Ended { reason }) = relay_control(&ev) {
             ended = Some(reason);
         }
         if let ClientEvent::Closed(code) = ev {
             return (ended, code);
-        }
-    }
-}
-
-async fn next_screen(rx: &mut ClientReceiver) -> Frame {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("a frame in time")
-            .expect("no client error")
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => return f,
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay leg closed ({c:?}) while waiting for a frame"),
         }
     }
 }
@@ -160,12 +135,7 @@ async fn a_running_session_survives_the_drain_and_ends_with_shutting_down() {
 
     // At the grace's end: shuttingDown everywhere.
     for c in [&mut h, &mut sh] {
-        let ended = expect_signal(c, "sessionEnded").await;
-        assert_eq!(
-            (ended["reason"].as_str(), ended["by"].as_str()),
-            (Some("shuttingDown"), Some("broker")),
-            "{ended}"
-        );
+        expect_ended(c, "shuttingDown", "broker").await;
     }
     let waited = began.elapsed();
     assert!(
@@ -184,13 +154,7 @@ async fn a_running_session_survives_the_drain_and_ends_with_shutting_down() {
         .unwrap();
     // The record says so.
     let store = assist_store::Store::open(&store_url).await.unwrap();
-    let row = store
-        .sessions("contoso")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == sid)
-        .expect("the session's record");
+    let row = session_record(&store, &sid).await;
     assert_eq!(row.end_reason.as_deref(), Some("shuttingDown"));
     assert_eq!(row.ended_by.as_deref(), Some("broker"));
 }
@@ -229,7 +193,7 @@ async fn the_drain_ends_as_soon_as_every_session_has_ended() {
             .await
             .unwrap()
             .unwrap();
-        if matches!(control(&ev), Some(RelayControl::Paired { .. })) {
+        if matches!(relay_control(&ev), Some(RelayControl::Paired { .. })) {
             break;
         }
     }

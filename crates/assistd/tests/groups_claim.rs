@@ -34,13 +34,6 @@ fn token_with_groups(s: &TestServer, upn: &str, groups: &[&str], roles: &[&str])
     s.dev.sign(&c).unwrap()
 }
 
-async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    let tls = assist_client::tls::client_config(&s.server.cert_path).unwrap();
-    SignalClient::connect(s.server.https_addr, "localhost", tls, Some(token))
-        .await
-        .unwrap()
-}
-
 async fn expect(c: &mut SignalClient, ty: &str) -> Value {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
@@ -66,13 +59,13 @@ async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
 /// Asks for view-only on a fresh session between `helper` and `sharer` tokens; returns the
 /// type of what the helper or sharer gets (`consentRequested` when allowed, else the error code).
 async fn ask(s: &TestServer, helper: &str, sharer: &str) -> String {
-    let h = connect(s, helper).await;
+    let h = signal_client(s, helper).await;
     ask_on(s, h, sharer).await
 }
 
 /// [`ask`] on an open helper connection.
 async fn ask_on(s: &TestServer, mut h: SignalClient, sharer: &str) -> String {
-    let mut sh = connect(s, sharer).await;
+    let mut sh = signal_client(s, sharer).await;
     h.send(&json!({"id": "c", "type": "requestCode"}))
         .await
         .unwrap();
@@ -173,7 +166,7 @@ async fn groups_from_the_token_count_for_members_and_scope() {
     .await;
     // A connection's fresh token (authenticate) brings its groups: Hank signs in without the
     // group, then re-authenticates with a token that has it.
-    let mut h = connect(&s, &hank_alone).await;
+    let mut h = signal_client(&s, &hank_alone).await;
     h.send(&json!({"type": "authenticate", "id": "re", "token": hank_in_desk}))
         .await
         .unwrap();

@@ -157,6 +157,16 @@ async fn wait_metric(r: &Relayd, line: &str) {
     panic!("metric line '{line}' never appeared:\n{text}");
 }
 
+/// The relay's identity (the name and instance its tickets must carry).
+fn identity(r: &Relayd) -> assist_relay::RelayIdentity {
+    r.s.server
+        .relay
+        .as_ref()
+        .expect("a relay")
+        .identity()
+        .clone()
+}
+
 async fn forwarding_works(h: &mut Leg, s: &mut Leg) {
     let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, &vec![7u8; 70_000]);
     s.0.send(&screen).await.unwrap();
@@ -264,13 +274,7 @@ async fn bad_expired_and_replayed_tickets_are_refused() {
 #[tokio::test]
 async fn a_ticket_must_name_this_relay() {
     let (r, _d) = relayd(|_| {}).await;
-    let me =
-        r.s.server
-            .relay
-            .as_ref()
-            .expect("a relay")
-            .identity()
-            .clone();
+    let me = identity(&r);
     assert_eq!(
         me.name,
         format!("localhost:{}", r.s.server.https_addr.port()),
@@ -305,13 +309,7 @@ async fn a_ticket_must_name_this_relay() {
 
     // With a public address configured, that is the name, and the listen address is refused.
     let (r, _d) = relayd(|s| s.relay.public_addr = Some("relay.example.com:443".into())).await;
-    let me =
-        r.s.server
-            .relay
-            .as_ref()
-            .expect("a relay")
-            .identity()
-            .clone();
+    let me = identity(&r);
     assert_eq!(me.name, "relay.example.com:443");
     let listen = assist_relay::RelayIdentity {
         name: format!("localhost:{}", r.s.server.https_addr.port()),
@@ -569,18 +567,11 @@ async fn a_slow_helper_loses_stale_screen_frames_but_no_input() {
         expect_control(&mut s.1, "keyframeRequest").await;
     }
     // Now the helper reads: it gets fewer screen frames than were sent.
-    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped: u64 = text
-        .lines()
-        .find(|l| l.starts_with(r#"assist_relay_frames_dropped_total{reason="congestion"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let text = metrics_text(&r.s).await;
+    let dropped = metric_value(
+        &text,
+        r#"assist_relay_frames_dropped_total{reason="congestion"}"#,
+    ) as u64;
     assert!(
         dropped > 0,
         "screen frames were dropped under congestion: {text}"
@@ -684,29 +675,18 @@ async fn a_slow_quic_helper_loses_stale_screen_frames_but_no_input() {
     if keyframe_requests == 0 {
         expect_control(&mut s.1, "keyframeRequest").await;
     }
-    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metric = |name: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let text = metrics_text(&r.s).await;
+    let metric = |name: &str| metric_value(&text, name);
     let dropped = metric(r#"assist_relay_frames_dropped_total{reason="congestion"}"#);
     let forwarded =
         metric(r#"assist_relay_frames_total{channel="screen",direction="sharerToHelper"}"#);
     assert!(
-        dropped > 0,
+        dropped > 0.0,
         "stale screen frames dropped on the full QUIC path: {text}"
     );
     // Bounded: what the helper's windows took plus the in-flight permits and the queue, not 600.
     assert!(
-        forwarded < 100,
+        forwarded < 100.0,
         "{forwarded} screen frames handed to the QUIC leg"
     );
     conn.close(0u32.into(), b"");
@@ -733,21 +713,17 @@ async fn the_client_library_answers_pings_on_both_legs() {
             let _ = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
         }
     }
-    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let samples: u64 = text
-        .lines()
-        .find(|l| l.starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let text = metrics_text(&r.s).await;
+    let samples = metric_value(
+        &text,
+        r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#,
+    );
     // Two legs, pinged every 100 ms for 2.5 s, sampled by the once-a-second watchdog: at least
     // one sample per leg.
-    assert!(samples >= 2, "round trips measured from both legs: {text}");
+    assert!(
+        samples >= 2.0,
+        "round trips measured from both legs: {text}"
+    );
     r.s.server.shutdown().await;
 }
 
@@ -788,18 +764,11 @@ async fn wss_pings_measure_round_trips() {
         let _ = tokio::time::timeout(Duration::from_millis(100), io.read_buf(&mut buf)).await;
     }
     assert!(pongs > 0, "the relay pinged the helper");
-    let text = reqwest::get(format!("http://{}/metrics", r.s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let samples: u64 = text
-        .lines()
-        .find(|l| l.starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(samples > 0, "round trips measured from pongs: {text}");
+    let text = metrics_text(&r.s).await;
+    let samples = metric_value(
+        &text,
+        r#"assist_relay_leg_rtt_seconds_count{transport="wss"}"#,
+    );
+    assert!(samples > 0.0, "round trips measured from pongs: {text}");
     r.s.server.shutdown().await;
 }

@@ -3,6 +3,8 @@
 //! gets `ended` (`shuttingDown`) and close code 4011 once the drain's grace period (1 s here,
 //! `ASSIST_SHUTDOWN_GRACE_SECS`) is over. Real sockets on loopback, real TLS.
 
+mod common;
+
 use assist_client::relay::{
     connect_quic, connect_wss, quic_endpoint, ClientError, ClientEvent, ClientReceiver,
     ClientSender,
@@ -10,8 +12,7 @@ use assist_client::relay::{
 use assist_policy::Mode;
 use assist_relay::{RelayIdentity, Role, TicketAuthority};
 use assist_relay_proto::control::RelayControl;
-use assist_relay_proto::frame::{Channel, FLAG_FROM_RELAY};
-use std::io::BufRead;
+use common::{relay_control, until_serving};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -44,11 +45,7 @@ fn start(dir: &Path, https: SocketAddr, quic: SocketAddr) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("serving https://"), "{line}");
+    until_serving(&mut child);
     child
 }
 
@@ -103,24 +100,13 @@ impl Client {
     }
 }
 
-fn control(ev: &ClientEvent) -> Option<RelayControl> {
-    match ev {
-        ClientEvent::Frame(f)
-            if f.header.channel == Channel::Control && f.header.flags & FLAG_FROM_RELAY != 0 =>
-        {
-            serde_json::from_slice(&f.payload()).ok()
-        }
-        _ => None,
-    }
-}
-
 async fn expect(rx: &mut ClientReceiver, kind: &str) {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("an event in time")
             .expect("no client error");
-        if let Some(c) = control(&ev) {
+        if let Some(c) = relay_control(&ev) {
             if serde_json::to_value(&c).unwrap()["type"] == kind {
                 return;
             }
@@ -181,7 +167,11 @@ async fn a_used_ticket_is_useless_after_the_relay_restarts() {
                     .unwrap()
                 {
                     Ok(ClientEvent::Closed(code)) => break code,
-                    Ok(ev) => assert!(control(&ev).is_none(), "after {sig}: {:?}", control(&ev)),
+                    Ok(ev) => assert!(
+                        relay_control(&ev).is_none(),
+                        "after {sig}: {:?}",
+                        relay_control(&ev)
+                    ),
                     Err(e) => panic!("{e}"),
                 }
             };
@@ -223,7 +213,7 @@ async fn sigterm_gives_every_leg_shutting_down() {
                         match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
                             Ok(Ok(ClientEvent::Closed(code))) => return (name, ended, code),
                             Ok(Ok(ev)) => {
-                                if let Some(RelayControl::Ended { reason }) = control(&ev) {
+                                if let Some(RelayControl::Ended { reason }) = relay_control(&ev) {
                                     ended = Some(reason);
                                 }
                             }

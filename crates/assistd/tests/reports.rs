@@ -420,12 +420,7 @@ async fn relay_quality_figures_reach_the_sessions_report() {
     assert!(n(4) > 0.0, "keyframe requests: {row}");
     assert!(n(6) > 0.0, "the QUIC sharer's round-trip time: {row}");
     // The metrics have the round-trip samples too.
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         text.lines().any(|l| l
             .starts_with(r#"assist_relay_leg_rtt_seconds_count{transport="quic"}"#)

@@ -6,7 +6,7 @@
 
 mod common;
 
-use assist_client::relay::{connect_quic, connect_wss, quic_endpoint, ClientEvent};
+use assist_client::relay::{connect_quic, connect_wss, quic_endpoint};
 use assist_policy::Mode;
 use assist_relay::{RelayIdentity, Role, TicketAuthority};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
@@ -55,20 +55,7 @@ async fn a_relay_only_node_relays_with_the_shared_key_and_has_no_database() {
     .unwrap();
     let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, &[9u8; 5000]);
     stx.send(&screen).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => {
-                assert_eq!(f.bytes, screen.bytes);
-                break;
-            }
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay leg closed {c:?}"),
-        }
-    }
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen.bytes);
 
     // Nothing but the relay: Graph-shaped 404s for the admin API, signalling, pages.
     let client = client_trusting(&server.cert_path);
@@ -138,12 +125,7 @@ async fn a_broker_only_node_binds_no_udp_and_has_no_relay() {
     let (mut h, _sh, _sid) = granted_session(&s).await;
     let ended = expect_signal(&mut h, "sessionEnded").await;
     assert_eq!(ended["reason"], "relayUnavailable", "{ended}");
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         !text.contains("assist_relay_sessions_active"),
         "no relay here"

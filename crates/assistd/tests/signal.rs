@@ -4,102 +4,24 @@
 
 mod common;
 
-use assist_client::relay::{connect_wss, ClientEvent};
 use assist_client::signal::{SignalClient, SignalEvent};
 use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use common::*;
-use serde_json::{json, Value};
-use std::sync::Arc;
+use serde_json::json;
 use std::time::Duration;
-
-const ADMIN: &[&str] = &[
-    "DeviceManagementServiceConfig.ReadWrite.All",
-    "User.ReadWrite.All",
-    "Group.ReadWrite.All",
-    "DeviceManagementManagedDevices.ReadWrite.All",
-    "DeviceManagementRBAC.ReadWrite.All",
-    "Domain.ReadWrite.All",
-];
-
-fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    assist_client::tls::client_config(&s.server.cert_path).unwrap()
-}
-
-fn user_token(s: &TestServer, tenant: &str, upn: &str, device: Option<&str>) -> String {
-    let mut r = request(tenant, &[]);
-    r.user_principal_name = upn.into();
-    r.device_id = device.map(str::to_owned);
-    s.dev.mint(&r).unwrap()
-}
-
-async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    SignalClient::connect(s.server.https_addr, "localhost", tls(s), Some(token))
-        .await
-        .unwrap()
-}
-
-/// The next message of `type` (others are skipped; a close fails the test).
-async fn expect(c: &mut SignalClient, ty: &str) -> Value {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), c.recv())
-            .await
-            .expect("a message within 10 s")
-            .unwrap();
-        match ev {
-            SignalEvent::Message(m) if m["type"] == ty => return m,
-            SignalEvent::Message(_) => continue,
-            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
-        }
-    }
-}
-
-async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
-    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
-    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
-    b
-}
 
 /// A tenant where helen (Help desk, Help Desk Operator over all users) may help sam.
 async fn tenant(s: &TestServer) -> String {
-    let admin = s.token("contoso", ADMIN);
-    s.patch(
-        SETTINGS,
-        &admin,
-        &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
-    )
-    .await;
-    let helen = admin_post(s, &admin, "/beta/users", json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper", "jobTitle": "Service desk"})).await;
-    admin_post(
+    help_desk_tenant_with(
         s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "sam@contoso.com", "displayName": "Sam Sharer"}),
+        HelpDeskSetup {
+            helen: json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper", "jobTitle": "Service desk"}),
+            domain: Some("contoso.com"),
+            ..Default::default()
+        },
     )
-    .await;
-    admin_post(s, &admin, "/beta/domains", json!({"id": "contoso.com"})).await;
-    let g = admin_post(
-        s,
-        &admin,
-        "/beta/groups",
-        json!({"displayName": "Help desk"}),
-    )
-    .await;
-    let gid = g["id"].as_str().unwrap();
-    admin_post(
-        s,
-        &admin,
-        &format!("/beta/groups/{gid}/members/$ref"),
-        json!({"@odata.id": helen["id"]}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/deviceManagement/roleAssignments",
-        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
-    )
-    .await;
-    admin
+    .await
+    .admin
 }
 
 #[tokio::test]
@@ -107,13 +29,13 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
 
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let issued = expect(&mut h, "codeIssued").await;
+    let issued = expect_signal(&mut h, "codeIssued").await;
     let code = issued["code"].as_str().unwrap().to_owned();
     assert_eq!(code.len(), 8);
     let sid = issued["sessionId"].as_str().unwrap().to_owned();
@@ -121,77 +43,48 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     sh.send(&json!({"id": "r1", "type": "redeemCode", "code": code}))
         .await
         .unwrap();
-    let joined = expect(&mut sh, "sessionJoined").await;
+    let joined = expect_signal(&mut sh, "sessionJoined").await;
     assert_eq!(
         joined["peerProfile"],
         json!({"displayName": "Helen Helper", "jobTitle": "Service desk", "verifiedDomain": "contoso.com"})
     );
-    let joined = expect(&mut h, "sessionJoined").await;
+    let joined = expect_signal(&mut h, "sessionJoined").await;
     assert_eq!(joined["peerProfile"]["displayName"], "Sam Sharer");
 
     h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    let asked = expect(&mut sh, "consentRequested").await;
+    let asked = expect_signal(&mut sh, "consentRequested").await;
     assert_eq!(asked["mode"], "fullControl");
     sh.send(&json!({"id": "r2", "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    let h_active = expect(&mut h, "sessionActive").await;
-    let s_active = expect(&mut sh, "sessionActive").await;
+    let h_active = expect_signal(&mut h, "sessionActive").await;
+    let s_active = expect_signal(&mut sh, "sessionActive").await;
     assert_ne!(
         h_active["relay"]["ticket"], s_active["relay"]["ticket"],
         "each side gets its own ticket"
     );
 
     // Both join the relay with those tickets and a screen frame flows.
-    let addr = s.server.https_addr;
-    let (_htx, mut hrx) = connect_wss(
-        addr,
-        "localhost",
-        tls(&s),
+    let ((_htx, mut hrx), (mut stx, _srx)) = wss_legs(
+        &s,
         h_active["relay"]["ticket"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
-    let (mut stx, _srx) = connect_wss(
-        addr,
-        "localhost",
-        tls(&s),
         s_active["relay"]["ticket"].as_str().unwrap(),
     )
-    .await
-    .unwrap();
+    .await;
     let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, b"pixels");
     stx.send(&screen).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            ClientEvent::Frame(f) if f.header.channel == Channel::Screen => {
-                assert_eq!(f.bytes, screen.bytes);
-                break;
-            }
-            ClientEvent::Frame(_) => continue,
-            ClientEvent::Closed(c) => panic!("relay closed {c:?}"),
-        }
-    }
+    assert_eq!(next_screen(&mut hrx).await.bytes, screen.bytes);
 
     // Chat, then a PATCH blocks chat mid-session: the next line is refused.
     h.send(&json!({"id": 3, "type": "chat", "sessionId": sid, "text": "Can you open Settings?"}))
         .await
         .unwrap();
     assert_eq!(
-        expect(&mut sh, "chat").await["text"],
+        expect_signal(&mut sh, "chat").await["text"],
         "Can you open Settings?"
     );
     // The driver handled the chat, so it published the gauges after the start before it.
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     for line in [
         r#"assist_signal_sessions_by_state{state="active"} 1"#,
         r#"assist_signal_sessions_by_state{state="pending"} 0"#,
@@ -203,32 +96,15 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
         assert!(text.contains(line), "{line} missing in {text}");
     }
     s.patch(SETTINGS, &admin, &json!({"blockChat": true})).await;
-    expect(&mut h, "modeChanged").await;
+    expect_signal(&mut h, "modeChanged").await;
     h.send(&json!({"id": 4, "type": "chat", "sessionId": sid, "text": "still there?"}))
         .await
         .unwrap();
-    let err = expect(&mut h, "error").await;
+    let err = expect_signal(&mut h, "error").await;
     assert_eq!(err["code"], "chatBlocked");
 
     // The sharer ends it; the relay legs close and the report has the session.
-    sh.send(&json!({"id": "r3", "type": "endSession", "sessionId": sid}))
-        .await
-        .unwrap();
-    let ended = expect(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("ended"), Some("sharer"))
-    );
-    loop {
-        if let ClientEvent::Closed(code) = tokio::time::timeout(Duration::from_secs(10), hrx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            assert_eq!(code, Some(4000));
-            break;
-        }
-    }
+    sharer_ends_session(&mut h, &mut sh, &sid, &mut hrx).await;
     // The store writes asynchronously: poll the database for the closed record.
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
@@ -252,12 +128,7 @@ async fn a_whole_session_from_code_to_report_through_the_relay() {
     assert_eq!(row.body["sharerEmail"], "sam@contoso.com");
     assert!(row.body["relayBytesSharerToHelper"].as_u64().unwrap() >= 12);
     // Metrics count the decision, the start and the end (never by user or session).
-    let text = reqwest::get(format!("http://{}/metrics", s.server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(
         text.contains(r#"assist_signal_decisions_total{result="allow"} 1"#),
         "{text}"
@@ -288,46 +159,56 @@ async fn denials_cross_tenant_codes_and_authentication() {
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
     // Sam has no role: asking for a mode as helper is denied with the policy's reason.
-    let mut sam = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
-    let mut helen = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut sam = user_client(&s, "sam@contoso.com").await;
+    let mut helen = user_client(&s, "helen@contoso.com").await;
     sam.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let code = expect(&mut sam, "codeIssued").await;
+    let code = expect_signal(&mut sam, "codeIssued").await;
     helen
         .send(&json!({"id": 1, "type": "redeemCode", "code": code["code"]}))
         .await
         .unwrap();
-    expect(&mut helen, "sessionJoined").await;
+    expect_signal(&mut helen, "sessionJoined").await;
     let sid = code["sessionId"].as_str().unwrap();
     sam.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    assert_eq!(expect(&mut sam, "error").await["code"], "noRoleAssignment");
+    assert_eq!(
+        expect_signal(&mut sam, "error").await["code"],
+        "noRoleAssignment"
+    );
 
     // A code of contoso cannot be redeemed from fabrikam.
-    let mut helper2 = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut helper2 = user_client(&s, "helen@contoso.com").await;
     helper2
         .send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let code2 = expect(&mut helper2, "codeIssued").await;
-    let mut outsider = connect(&s, &user_token(&s, "fabrikam", "eve@fabrikam.com", None)).await;
+    let code2 = expect_signal(&mut helper2, "codeIssued").await;
+    let mut outsider =
+        signal_client(&s, &user_token(&s, "fabrikam", "eve@fabrikam.com", None)).await;
     outsider
         .send(&json!({"id": 1, "type": "redeemCode", "code": code2["code"]}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut outsider, "error").await["code"], "crossTenant");
+    assert_eq!(
+        expect_signal(&mut outsider, "error").await["code"],
+        "crossTenant"
+    );
     // A wrong code reveals nothing.
     outsider
         .send(&json!({"id": 2, "type": "redeemCode", "code": "ZZZZZZZZ"}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut outsider, "error").await["code"], "invalidCode");
+    assert_eq!(
+        expect_signal(&mut outsider, "error").await["code"],
+        "invalidCode"
+    );
 
     // A bad header token is refused before the upgrade; no token and no authenticate → 4401.
     let bad = SignalClient::connect(
         s.server.https_addr,
         "localhost",
-        tls(&s),
+        client_tls(&s),
         Some("not-a-token"),
     )
     .await;
@@ -335,7 +216,7 @@ async fn denials_cross_tenant_codes_and_authentication() {
         bad,
         Err(assist_client::relay::ClientError::Rejected { status: 401, .. })
     ));
-    let mut anon = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
+    let mut anon = SignalClient::connect(s.server.https_addr, "localhost", client_tls(&s), None)
         .await
         .unwrap();
     anon.send(&json!({"type": "authenticate", "token": "garbage"}))
@@ -350,7 +231,7 @@ async fn denials_cross_tenant_codes_and_authentication() {
         SignalEvent::Message(m) => panic!("unexpected {m}"),
     }
     // The first-message form works with a good token.
-    let mut browser = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
+    let mut browser = SignalClient::connect(s.server.https_addr, "localhost", client_tls(&s), None)
         .await
         .unwrap();
     browser.send(&json!({"type": "authenticate", "token": user_token(&s, "contoso", "sam@contoso.com", None)})).await.unwrap();
@@ -358,7 +239,7 @@ async fn denials_cross_tenant_codes_and_authentication() {
         .send(&json!({"id": 9, "type": "ping"}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut browser, "pong").await["id"], 9);
+    assert_eq!(expect_signal(&mut browser, "pong").await["id"], 9);
     s.server.shutdown().await;
 }
 
@@ -382,25 +263,25 @@ async fn the_admin_api_launches_a_session_on_a_device() {
     );
     // Two connections of the device: both are notified; the first answer wins.
     let sam_dev = user_token(&s, "contoso", "sam@contoso.com", Some("aad-sam"));
-    let mut d1 = connect(&s, &sam_dev).await;
-    let mut d2 = connect(&s, &sam_dev).await;
+    let mut d1 = signal_client(&s, &sam_dev).await;
+    let mut d2 = signal_client(&s, &sam_dev).await;
     d1.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
-    expect(&mut d1, "pong").await;
+    expect_signal(&mut d1, "pong").await;
     d2.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
-    expect(&mut d2, "pong").await;
+    expect_signal(&mut d2, "pong").await;
     let (st, b) = send(s.client.post(s.url(&launch)).bearer_auth(&admin)).await;
     assert_eq!(st, 204, "{b}");
-    let req1 = expect(&mut d1, "launchRequested").await;
-    let req2 = expect(&mut d2, "launchRequested").await;
+    let req1 = expect_signal(&mut d1, "launchRequested").await;
+    let req2 = expect_signal(&mut d2, "launchRequested").await;
     assert_eq!(req1["sessionId"], req2["sessionId"]);
     d2.send(
         &json!({"id": 1, "type": "answerLaunch", "sessionId": req2["sessionId"], "accept": true}),
     )
     .await
     .unwrap();
-    expect(&mut d2, "sessionJoined").await;
+    expect_signal(&mut d2, "sessionJoined").await;
     assert_eq!(
-        expect(&mut d1, "launchWithdrawn").await["reason"],
+        expect_signal(&mut d1, "launchWithdrawn").await["reason"],
         "answeredElsewhere"
     );
     s.server.shutdown().await;
@@ -411,12 +292,12 @@ async fn join(h: &mut SignalClient, sh: &mut SignalClient) -> String {
     h.send(&json!({"id": "c", "type": "requestCode"}))
         .await
         .unwrap();
-    let issued = expect(h, "codeIssued").await;
+    let issued = expect_signal(h, "codeIssued").await;
     sh.send(&json!({"id": "j", "type": "redeemCode", "code": issued["code"]}))
         .await
         .unwrap();
-    expect(sh, "sessionJoined").await;
-    expect(h, "sessionJoined").await;
+    expect_signal(sh, "sessionJoined").await;
+    expect_signal(h, "sessionJoined").await;
     issued["sessionId"].as_str().unwrap().to_owned()
 }
 
@@ -425,61 +306,72 @@ async fn warnings_consent_declines_upgrades_and_downgrades() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
 
     // An unacknowledged warning (no device: unenrolled) stops the request until acknowledged.
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": []})).await.unwrap();
-    let w = expect(&mut h, "warnings").await;
+    let w = expect_signal(&mut h, "warnings").await;
     assert_eq!(w["warnings"], json!(["deviceUnenrolled"]));
     assert_eq!(
-        expect(&mut h, "error").await["code"],
+        expect_signal(&mut h, "error").await["code"],
         "warningNotAcknowledged"
     );
     // Declining the first mode ends the session.
     h.send(&json!({"id": 2, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": 1, "type": "consent", "sessionId": sid, "allow": false}))
         .await
         .unwrap();
-    let ended = expect(&mut h, "sessionEnded").await;
-    assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("declined"), Some("sharer"))
-    );
+    expect_ended(&mut h, "declined", "sharer").await;
 
     // A new session: view only allowed, an upgrade declined (the session goes on), then an
     // upgrade allowed, then a downgrade that needs no consent.
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 3, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "sessionActive").await["mode"], "viewOnly");
+    assert_eq!(
+        expect_signal(&mut h, "sessionActive").await["mode"],
+        "viewOnly"
+    );
     h.send(&json!({"id": 4, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
     assert_eq!(
-        expect(&mut sh, "consentRequested").await["mode"],
+        expect_signal(&mut sh, "consentRequested").await["mode"],
         "fullControl"
     );
     sh.send(&json!({"id": 3, "type": "consent", "sessionId": sid, "allow": false}))
         .await
         .unwrap();
     assert_eq!(
-        expect(&mut h, "consentDeclined").await["mode"],
+        expect_signal(&mut h, "consentDeclined").await["mode"],
         "fullControl"
     );
     h.send(&json!({"id": 5, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": 4, "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "modeChanged").await["mode"], "fullControl");
-    assert_eq!(expect(&mut sh, "modeChanged").await["mode"], "fullControl");
+    assert_eq!(
+        expect_signal(&mut h, "modeChanged").await["mode"],
+        "fullControl"
+    );
+    assert_eq!(
+        expect_signal(&mut sh, "modeChanged").await["mode"],
+        "fullControl"
+    );
     h.send(&json!({"id": 6, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": []})).await.unwrap();
-    assert_eq!(expect(&mut h, "modeRequested").await["consent"], "none");
-    assert_eq!(expect(&mut sh, "modeChanged").await["mode"], "viewOnly");
+    assert_eq!(
+        expect_signal(&mut h, "modeRequested").await["consent"],
+        "none"
+    );
+    assert_eq!(
+        expect_signal(&mut sh, "modeChanged").await["mode"],
+        "viewOnly"
+    );
     s.server.shutdown().await;
 }
 
@@ -488,48 +380,54 @@ async fn codes_are_single_use_and_guessing_locks_the_guesser() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     h.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let code = expect(&mut h, "codeIssued").await["code"]
+    let code = expect_signal(&mut h, "codeIssued").await["code"]
         .as_str()
         .unwrap()
         .to_owned();
     sh.send(&json!({"id": 1, "type": "redeemCode", "code": code}))
         .await
         .unwrap();
-    expect(&mut sh, "sessionJoined").await;
+    expect_signal(&mut sh, "sessionJoined").await;
     // Reused by someone else: refused, exactly like a wrong code.
-    let mut eve = connect(&s, &user_token(&s, "contoso", "eve@contoso.com", None)).await;
+    let mut eve = user_client(&s, "eve@contoso.com").await;
     eve.send(&json!({"id": 1, "type": "redeemCode", "code": code}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut eve, "error").await["code"], "invalidCode");
+    assert_eq!(
+        expect_signal(&mut eve, "error").await["code"],
+        "invalidCode"
+    );
     // Guessing: the 5th failure within a minute locks Eve out, even for a good code.
     for i in 2..=5 {
         eve.send(&json!({"id": i, "type": "redeemCode", "code": "ZZZZZZZZ"}))
             .await
             .unwrap();
-        let code = expect(&mut eve, "error").await["code"]
+        let code = expect_signal(&mut eve, "error").await["code"]
             .as_str()
             .unwrap()
             .to_owned();
         assert!(code == "invalidCode" || code == "rateLimited", "{code}");
     }
-    let mut h2 = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    let mut h2 = user_client(&s, "helen@contoso.com").await;
     h2.send(&json!({"id": 1, "type": "requestCode"}))
         .await
         .unwrap();
-    let good = expect(&mut h2, "codeIssued").await["code"]
+    let good = expect_signal(&mut h2, "codeIssued").await["code"]
         .as_str()
         .unwrap()
         .to_owned();
     eve.send(&json!({"id": 9, "type": "redeemCode", "code": good}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut eve, "error").await["code"], "rateLimited");
+    assert_eq!(
+        expect_signal(&mut eve, "error").await["code"],
+        "rateLimited"
+    );
     s.server.shutdown().await;
 }
 
@@ -539,36 +437,36 @@ async fn unattended_with_a_present_sharer_can_be_declined() {
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
     admin_post(&s, &admin, "/beta/deviceManagement/managedDevices", json!({"azureADDeviceId": "aad-kiosk", "deviceName": "KIOSK", "complianceState": "compliant"})).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut dev = connect(
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut dev = signal_client(
         &s,
         &user_token(&s, "contoso", "sam@contoso.com", Some("aad-kiosk")),
     )
     .await;
     dev.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
-    expect(&mut dev, "pong").await;
+    expect_signal(&mut dev, "pong").await;
     h.send(
         &json!({"id": 1, "type": "requestSession", "deviceId": "aad-kiosk", "mode": "unattended"}),
     )
     .await
     .unwrap();
-    expect(&mut h, "launchPending").await;
-    let req = expect(&mut dev, "launchRequested").await;
+    expect_signal(&mut h, "launchPending").await;
+    let req = expect_signal(&mut dev, "launchRequested").await;
     assert_eq!(req["mode"], "unattended");
     let sid = req["sessionId"].as_str().unwrap().to_owned();
     dev.send(&json!({"id": 1, "type": "answerLaunch", "sessionId": sid, "accept": true}))
         .await
         .unwrap();
     // Sam is present: no consent, but a window to decline.
-    expect(&mut dev, "unattendedStarting").await;
+    expect_signal(&mut dev, "unattendedStarting").await;
     assert_eq!(
-        expect(&mut h, "modeRequested").await["consent"],
+        expect_signal(&mut h, "modeRequested").await["consent"],
         "declineWindow"
     );
     dev.send(&json!({"id": 2, "type": "consent", "sessionId": sid, "allow": false}))
         .await
         .unwrap();
-    let ended = expect(&mut h, "sessionEnded").await;
+    let ended = expect_signal(&mut h, "sessionEnded").await;
     assert_eq!(ended["reason"], "declined");
     s.server.shutdown().await;
 }
@@ -578,15 +476,15 @@ async fn a_killed_broker_closes_the_open_session_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
+    expect_signal(&mut sh, "consentRequested").await;
     sh.send(&json!({"id": 1, "type": "consent", "sessionId": sid, "allow": true}))
         .await
         .unwrap();
-    expect(&mut h, "sessionActive").await;
+    expect_signal(&mut h, "sessionActive").await;
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
         .unwrap();
@@ -610,13 +508,7 @@ async fn a_killed_broker_closes_the_open_session_on_restart() {
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
         .unwrap();
-    let row = store
-        .sessions("contoso")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == sid)
-        .expect("recorded");
+    let row = session_record(&store, &sid).await;
     assert_eq!(row.state, "ended");
     assert_eq!(row.end_reason.as_deref(), Some("brokerRestart"));
     s.server.shutdown().await;
@@ -630,34 +522,33 @@ async fn consent_and_code_time_out() {
     settings.signal.code_ttl = Duration::from_millis(400);
     let s = TestServer::start_with(settings).await;
     tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     // The sharer never answers: the first mode times out and the session ends.
     let sid = join(&mut h, &mut sh).await;
     h.send(&json!({"id": 1, "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(&mut sh, "consentRequested").await;
-    assert_eq!(expect(&mut h, "consentTimedOut").await["mode"], "viewOnly");
-    let ended = expect(&mut h, "sessionEnded").await;
+    expect_signal(&mut sh, "consentRequested").await;
     assert_eq!(
-        (ended["reason"].as_str(), ended["by"].as_str()),
-        (Some("consentTimedOut"), Some("broker"))
+        expect_signal(&mut h, "consentTimedOut").await["mode"],
+        "viewOnly"
     );
+    expect_ended(&mut h, "consentTimedOut", "broker").await;
     // A code nobody redeems in time expires; redeeming it afterwards says so.
     h.send(&json!({"id": 2, "type": "requestCode"}))
         .await
         .unwrap();
-    let code = expect(&mut h, "codeIssued").await["code"]
+    let code = expect_signal(&mut h, "codeIssued").await["code"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(
-        expect(&mut h, "sessionEnded").await["reason"],
+        expect_signal(&mut h, "sessionEnded").await["reason"],
         "codeExpired"
     );
     sh.send(&json!({"id": 9, "type": "redeemCode", "code": code}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut sh, "error").await["code"], "codeExpired");
+    assert_eq!(expect_signal(&mut sh, "error").await["code"], "codeExpired");
     s.server.shutdown().await;
 }
 
@@ -666,8 +557,8 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     let admin = tenant(&s).await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
-    let mut sh = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
     let ask = |mode: &'static str| json!({"id": 1, "type": "requestMode", "mode": mode, "acknowledgeWarnings": ["deviceUnenrolled", "deviceNotCompliant"]});
     // unattendedRequiresEnrolledDevice: Sam has no enrolled device.
     let sid = join(&mut h, &mut sh).await;
@@ -675,7 +566,7 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     m["sessionId"] = json!(sid);
     h.send(&m).await.unwrap();
     assert_eq!(
-        expect(&mut h, "error").await["code"],
+        expect_signal(&mut h, "error").await["code"],
         "unattendedRequiresEnrolledDevice"
     );
     // unenrolledDeviceNotAllowed, then remoteHelpDisabled (which also ends the session).
@@ -689,7 +580,7 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     m["sessionId"] = json!(sid);
     h.send(&m).await.unwrap();
     assert_eq!(
-        expect(&mut h, "error").await["code"],
+        expect_signal(&mut h, "error").await["code"],
         "unenrolledDeviceNotAllowed"
     );
     s.patch(
@@ -769,13 +660,17 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
         ("vic@contoso.com", "notInScope"),
         ("pat@contoso.com", "permissionMissing"),
     ] {
-        let mut helper = connect(&s, &user_token(&s, "contoso", upn, None)).await;
-        let mut sharer = connect(&s, &user_token(&s, "contoso", "sam@contoso.com", None)).await;
+        let mut helper = signal_client(&s, &user_token(&s, "contoso", upn, None)).await;
+        let mut sharer = user_client(&s, "sam@contoso.com").await;
         let sid = join(&mut helper, &mut sharer).await;
         let mut m = ask("viewOnly");
         m["sessionId"] = json!(sid);
         helper.send(&m).await.unwrap();
-        assert_eq!(expect(&mut helper, "error").await["code"], reason, "{upn}");
+        assert_eq!(
+            expect_signal(&mut helper, "error").await["code"],
+            reason,
+            "{upn}"
+        );
     }
 
     // remoteHelpDisabled ends the tenant's sessions.
@@ -786,7 +681,7 @@ async fn every_policy_denial_reaches_the_helper_at_request_time() {
     )
     .await;
     assert_eq!(
-        expect(&mut h, "sessionEnded").await["reason"],
+        expect_signal(&mut h, "sessionEnded").await["reason"],
         "remoteHelpDisabled"
     );
     s.server.shutdown().await;
@@ -803,25 +698,31 @@ async fn unattended_without_a_present_sharer_starts_at_once() {
     r.user_principal_name = String::new();
     r.device_id = Some("aad-kiosk".into());
     let device_token = s.dev.mint(&r).unwrap();
-    let mut dev = connect(&s, &device_token).await;
+    let mut dev = signal_client(&s, &device_token).await;
     dev.send(&json!({"id": 0, "type": "ping"})).await.unwrap();
-    expect(&mut dev, "pong").await;
-    let mut h = connect(&s, &user_token(&s, "contoso", "helen@contoso.com", None)).await;
+    expect_signal(&mut dev, "pong").await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
     h.send(
         &json!({"id": 1, "type": "requestSession", "deviceId": "aad-kiosk", "mode": "unattended"}),
     )
     .await
     .unwrap();
-    let req = expect(&mut dev, "launchRequested").await;
+    let req = expect_signal(&mut dev, "launchRequested").await;
     dev.send(
         &json!({"id": 1, "type": "answerLaunch", "sessionId": req["sessionId"], "accept": true}),
     )
     .await
     .unwrap();
-    assert_eq!(expect(&mut h, "modeRequested").await["consent"], "none");
-    assert_eq!(expect(&mut h, "sessionActive").await["mode"], "unattended");
     assert_eq!(
-        expect(&mut dev, "sessionActive").await["mode"],
+        expect_signal(&mut h, "modeRequested").await["consent"],
+        "none"
+    );
+    assert_eq!(
+        expect_signal(&mut h, "sessionActive").await["mode"],
+        "unattended"
+    );
+    assert_eq!(
+        expect_signal(&mut dev, "sessionActive").await["mode"],
         "unattended"
     );
     // A device token has no admin rights.

@@ -11,7 +11,6 @@ use assist_relay_proto::frame::{Channel, Frame, FLAG_KEYFRAME};
 use assistd::Settings;
 use common::*;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 const ADMIN: &[&str] = &[
@@ -21,136 +20,35 @@ const ADMIN: &[&str] = &[
     "DeviceManagementRBAC.ReadWrite.All",
 ];
 
-fn tls(s: &TestServer) -> Arc<rustls::ClientConfig> {
-    assist_client::tls::client_config(&s.server.cert_path).unwrap()
-}
-
-fn token(s: &TestServer, upn: &str, device: Option<&str>, ttl: Duration) -> String {
-    let mut r = request("contoso", &[]);
-    r.user_principal_name = upn.into();
-    r.device_id = device.map(str::to_owned);
-    r.ttl = ttl;
-    s.dev.mint(&r).unwrap()
+/// Remote Help on; helen may help everyone (Help Desk Operator over all users).
+async fn tenant(s: &TestServer) {
+    help_desk_tenant_with(
+        s,
+        HelpDeskSetup {
+            admin_roles: ADMIN,
+            with_sam: false,
+            ..Default::default()
+        },
+    )
+    .await;
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-async fn connect(s: &TestServer, token: &str) -> SignalClient {
-    SignalClient::connect(s.server.https_addr, "localhost", tls(s), Some(token))
-        .await
-        .unwrap()
-}
-
-async fn next(c: &mut SignalClient) -> SignalEvent {
-    tokio::time::timeout(Duration::from_secs(10), c.recv())
-        .await
-        .expect("an event within 10 s")
-        .unwrap()
-}
-
-/// The next message of `type` (others are skipped; a close fails the test).
-async fn expect(c: &mut SignalClient, ty: &str) -> Value {
-    loop {
-        match next(c).await {
-            SignalEvent::Message(m) if m["type"] == ty => return m,
-            SignalEvent::Message(_) => continue,
-            SignalEvent::Closed(code) => panic!("closed ({code:?}) while waiting for {ty}"),
-        }
-    }
-}
-
-/// The close code the connection ends with (messages before it are skipped).
-async fn expect_close(c: &mut SignalClient) -> Option<u16> {
-    loop {
-        if let SignalEvent::Closed(code) = next(c).await {
-            return code;
-        }
-    }
-}
-
-async fn admin_post(s: &TestServer, token: &str, path: &str, body: Value) -> Value {
-    let (st, b) = send(s.client.post(s.url(path)).bearer_auth(token).json(&body)).await;
-    assert!(st == 201 || st == 204, "POST {path}: {st} {b}");
-    b
-}
-
-/// Remote Help on; helen may help everyone (Help Desk Operator over all users).
-async fn tenant(s: &TestServer) {
-    let admin = s.token("contoso", ADMIN);
-    s.patch(
-        SETTINGS,
-        &admin,
-        &json!({"remoteAssistanceState": "enabled", "allowSessionsToUnenrolledDevices": true}),
-    )
-    .await;
-    let helen = admin_post(
-        s,
-        &admin,
-        "/beta/users",
-        json!({"userPrincipalName": "helen@contoso.com", "displayName": "Helen Helper"}),
-    )
-    .await;
-    let g = admin_post(
-        s,
-        &admin,
-        "/beta/groups",
-        json!({"displayName": "Help desk"}),
-    )
-    .await;
-    let gid = g["id"].as_str().unwrap();
-    admin_post(
-        s,
-        &admin,
-        &format!("/beta/groups/{gid}/members/$ref"),
-        json!({"@odata.id": helen["id"]}),
-    )
-    .await;
-    admin_post(
-        s,
-        &admin,
-        "/beta/deviceManagement/roleAssignments",
-        json!({"displayName": "HDO", "members": [gid], "scopeType": "allLicensedUsers", "roleDefinition@odata.bind": "builtin-help-desk-operator"}),
-    )
-    .await;
-}
-
-/// helen and sam paired by code and active in view-only; returns (session id, helper's
-/// `sessionActive`, sharer's `sessionActive`).
-async fn active(h: &mut SignalClient, sh: &mut SignalClient) -> (String, Value, Value) {
-    h.send(&json!({"id": "c", "type": "requestCode"}))
-        .await
-        .unwrap();
-    let issued = expect(h, "codeIssued").await;
-    let sid = issued["sessionId"].as_str().unwrap().to_owned();
-    sh.send(&json!({"id": "j", "type": "redeemCode", "code": issued["code"]}))
-        .await
-        .unwrap();
-    expect(sh, "sessionJoined").await;
-    expect(h, "sessionJoined").await;
-    h.send(&json!({"id": "m", "type": "requestMode", "sessionId": sid, "mode": "viewOnly", "acknowledgeWarnings": ["deviceUnenrolled"]})).await.unwrap();
-    expect(sh, "consentRequested").await;
-    sh.send(&json!({"id": "k", "type": "consent", "sessionId": sid, "allow": true}))
-        .await
-        .unwrap();
-    let ha = expect(h, "sessionActive").await;
-    let sa = expect(sh, "sessionActive").await;
-    (sid, ha, sa)
-}
 
 #[tokio::test]
 async fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = connect(&s, &token(&s, "helen@contoso.com", None, HOUR)).await;
-    let mut sh = connect(&s, &token(&s, "sam@contoso.com", None, HOUR)).await;
-    let (sid, ha, sa) = active(&mut h, &mut sh).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
+    let (sid, ha, sa) = active_session(&mut h, &mut sh).await;
     let addr = s.server.https_addr;
     let ticket = |v: &Value| v["relay"]["ticket"].as_str().unwrap().to_owned();
-    let (_htx, mut hrx) = connect_wss(addr, "localhost", tls(&s), &ticket(&ha))
+    let (_htx, mut hrx) = connect_wss(addr, "localhost", client_tls(&s), &ticket(&ha))
         .await
         .unwrap();
-    let (mut stx, srx) = connect_wss(addr, "localhost", tls(&s), &ticket(&sa))
+    let (mut stx, srx) = connect_wss(addr, "localhost", client_tls(&s), &ticket(&sa))
         .await
         .unwrap();
     // Paired: a frame gets through.
@@ -172,7 +70,7 @@ async fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
     // the session ended, by the sharer.
     drop((stx, srx));
     for c in [&mut h, &mut sh] {
-        let ended = expect(c, "sessionEnded").await;
+        let ended = expect_signal(c, "sessionEnded").await;
         assert_eq!(ended["sessionId"], sid.as_str());
         assert_eq!(
             (ended["reason"].as_str(), ended["by"].as_str()),
@@ -183,11 +81,11 @@ async fn a_relay_leg_that_drops_ends_the_session_for_both_sides() {
     h.send(&json!({"id": 9, "type": "chat", "sessionId": sid, "text": "hello?"}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "error").await["code"], "notFound");
+    assert_eq!(expect_signal(&mut h, "error").await["code"], "notFound");
     h.send(&json!({"id": 10, "type": "requestCode"}))
         .await
         .unwrap();
-    expect(&mut h, "codeIssued").await;
+    expect_signal(&mut h, "codeIssued").await;
     // The audit trail names who ended it, and how.
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
@@ -218,27 +116,31 @@ async fn a_device_is_reachable_as_soon_as_its_upgrade_completes() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     tenant(&s).await;
-    let mut h = connect(&s, &token(&s, "helen@contoso.com", None, HOUR)).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
     for n in 0..5 {
         let device = format!("dev-{n}");
         // No message on the device connection before the launch.
-        let mut d = connect(&s, &token(&s, "sam@contoso.com", Some(&device), HOUR)).await;
+        let mut d = signal_client(
+            &s,
+            &user_token_lasting(&s, "contoso", "sam@contoso.com", Some(&device), HOUR),
+        )
+        .await;
         h.send(&json!({"id": n, "type": "requestSession", "deviceId": device}))
             .await
             .unwrap();
         let answer = loop {
-            match next(&mut h).await {
+            match next_signal(&mut h).await {
                 SignalEvent::Message(m) if m["id"] == n => break m,
                 SignalEvent::Message(_) => continue,
                 SignalEvent::Closed(c) => panic!("closed {c:?}"),
             }
         };
         assert_eq!(answer["type"], "launchPending", "{answer}");
-        let asked = expect(&mut d, "launchRequested").await;
+        let asked = expect_signal(&mut d, "launchRequested").await;
         h.send(&json!({"id": "e", "type": "endSession", "sessionId": asked["sessionId"]}))
             .await
             .unwrap();
-        expect(&mut h, "ack").await;
+        expect_signal(&mut h, "ack").await;
     }
     s.server.shutdown().await;
 }
@@ -254,15 +156,21 @@ async fn strict_server(dir: &std::path::Path) -> TestServer {
 async fn an_expired_token_closes_its_connection_with_4401() {
     let dir = tempfile::tempdir().unwrap();
     let s = strict_server(dir.path()).await;
-    let mut h = connect(
+    let mut h = signal_client(
         &s,
-        &token(&s, "helen@contoso.com", None, Duration::from_secs(2)),
+        &user_token_lasting(
+            &s,
+            "contoso",
+            "helen@contoso.com",
+            None,
+            Duration::from_secs(2),
+        ),
     )
     .await;
     h.send(&json!({"id": 1, "type": "ping"})).await.unwrap();
-    expect(&mut h, "pong").await;
+    expect_signal(&mut h, "pong").await;
     let started = std::time::Instant::now();
-    assert_eq!(expect_close(&mut h).await, Some(4401));
+    assert_eq!(expect_signal_close(&mut h).await, Some(4401));
     assert!(started.elapsed() < Duration::from_secs(4));
     s.server.shutdown().await;
 }
@@ -273,34 +181,34 @@ async fn a_fresh_token_for_the_same_user_keeps_the_connection_and_another_users_
     let s = strict_server(dir.path()).await;
     let short = Duration::from_secs(2);
     // Signed in by the first message, as browsers do; an `id` gets an `ack`.
-    let mut h = SignalClient::connect(s.server.https_addr, "localhost", tls(&s), None)
+    let mut h = SignalClient::connect(s.server.https_addr, "localhost", client_tls(&s), None)
         .await
         .unwrap();
-    let first = token(&s, "helen@contoso.com", None, short);
+    let first = user_token_lasting(&s, "contoso", "helen@contoso.com", None, short);
     h.send(&json!({"type": "authenticate", "id": "a0", "token": first}))
         .await
         .unwrap();
-    expect(&mut h, "ack").await;
-    let fresh = token(&s, "helen@contoso.com", None, HOUR);
+    expect_signal(&mut h, "ack").await;
+    let fresh = user_token_lasting(&s, "contoso", "helen@contoso.com", None, HOUR);
     h.send(&json!({"type": "authenticate", "id": "a1", "token": fresh}))
         .await
         .unwrap();
-    assert_eq!(expect(&mut h, "ack").await["id"], "a1");
+    assert_eq!(expect_signal(&mut h, "ack").await["id"], "a1");
     tokio::time::sleep(Duration::from_secs(3)).await;
     h.send(&json!({"id": 2, "type": "ping"})).await.unwrap();
-    expect(&mut h, "pong").await;
+    expect_signal(&mut h, "pong").await;
     // A valid token, but for someone else: the connection is closed.
-    let other = token(&s, "sam@contoso.com", None, HOUR);
+    let other = user_token_lasting(&s, "contoso", "sam@contoso.com", None, HOUR);
     h.send(&json!({"type": "authenticate", "token": other}))
         .await
         .unwrap();
-    assert_eq!(expect_close(&mut h).await, Some(4401));
+    assert_eq!(expect_signal_close(&mut h).await, Some(4401));
     // A header-token connection is refreshed the same way, and an invalid token closes it.
-    let mut d = connect(&s, &token(&s, "sam@contoso.com", None, HOUR)).await;
+    let mut d = user_client(&s, "sam@contoso.com").await;
     d.send(&json!({"type": "authenticate", "token": "not-a-token"}))
         .await
         .unwrap();
-    assert_eq!(expect_close(&mut d).await, Some(4401));
+    assert_eq!(expect_signal_close(&mut d).await, Some(4401));
     s.server.shutdown().await;
 }
 
@@ -311,9 +219,9 @@ async fn crash_recovery_reports_when_a_session_was_last_seen_running() {
     settings.signal.seen_interval = Duration::from_secs(1);
     let s = TestServer::start_with(settings).await;
     tenant(&s).await;
-    let mut h = connect(&s, &token(&s, "helen@contoso.com", None, HOUR)).await;
-    let mut sh = connect(&s, &token(&s, "sam@contoso.com", None, HOUR)).await;
-    let (sid, _, _) = active(&mut h, &mut sh).await;
+    let mut h = user_client(&s, "helen@contoso.com").await;
+    let mut sh = user_client(&s, "sam@contoso.com").await;
+    let (sid, _, _) = active_session(&mut h, &mut sh).await;
     // Runs for a while, then the broker goes away with the session open (no drain: what a
     // crash leaves).
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -322,13 +230,7 @@ async fn crash_recovery_reports_when_a_session_was_last_seen_running() {
     let store = assist_store::Store::open_sqlite(&dir.path().join("assist.db"))
         .await
         .unwrap();
-    let row = store
-        .sessions("contoso")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == sid)
-        .expect("recorded");
+    let row = session_record(&store, &sid).await;
     assert_eq!(row.end_reason.as_deref(), Some("brokerRestart"));
     assert_eq!(row.ended_by.as_deref(), Some("broker"));
     let parse = |t: &str| {
