@@ -4,8 +4,10 @@
 //!
 //! The WebSocket path is purpose-built: client frames are unmasked in place and handed on as `Bytes` slices of
 //! the read buffer, and each batch of outgoing frames is one vectored write of small headers and the frames'
-//! own bytes, with no allocation per batch (the header and frame vectors are reused). The read buffer is
-//! released while the leg is idle ([`Leg::release_idle_buffer`]).
+//! own bytes, with no allocation per batch (the header and frame vectors are reused). A WebSocket leg holds
+//! no read buffer while it waits for data: small reads land in a per-thread scratch buffer and are copied out
+//! at their exact size; only a large frame being received is read in place ([`DIRECT_READ`]). That halved
+//! the relay's memory per session at 1000 sessions (docs/benchmarks.md).
 
 use assist_relay_proto::close::CloseCode;
 use assist_relay_proto::frame::{Frame, FrameError};
@@ -22,9 +24,26 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::PollSemaphore;
 
-/// How much the read buffer grows by when it needs room. Small on purpose: a large buffer
-/// costs memory per leg (see `../shared/notes/relay-performance.md`).
+/// How much the read buffer grows by when it needs room (QUIC control stream). Small on purpose: a large
+/// buffer costs memory per leg (see `../shared/notes/relay-performance.md`).
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A WebSocket leg reads straight into its own buffer only when the frame it is receiving still needs at
+/// least this much; smaller reads go through the thread's scratch buffer and are copied out at their exact
+/// size, so a leg waiting for data holds no read buffer at all (memory per idle-but-open session).
+const DIRECT_READ: usize = 8 * 1024;
+
+/// The most a WebSocket leg reserves ahead of the bytes it has: a peer's frame header alone must not make
+/// the relay allocate the whole announced frame.
+const MAX_RESERVE: usize = 64 * 1024;
+
+/// Size of the per-thread scratch buffer small reads land in.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+thread_local! {
+    /// The scratch buffer of this worker thread (see [`DIRECT_READ`]).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; SCRATCH_LEN].into_boxed_slice());
+}
 
 /// Most slices one vectored write carries.
 const MAX_SLICES: usize = 64;
@@ -163,18 +182,57 @@ impl WsLeg {
                     WsEvent::Close { code, .. } => return Poll::Ready(Ok(Incoming::Closed(code))),
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(READ_CHUNK);
+            // Nothing left over: let go of the buffer (frames split off it keep their own bytes alive).
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
             }
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                &mut self.buf
-            ))?;
+            let still_needed = self
+                .decoder
+                .pending_frame_len(&self.buf)
+                .map(|len| len.saturating_sub(self.buf.len()));
+            let n = match still_needed {
+                Some(want) if want >= DIRECT_READ => {
+                    // A large frame: read it in place (no copy), reserving at most MAX_RESERVE ahead.
+                    if self.buf.capacity() - self.buf.len() < DIRECT_READ {
+                        self.buf.reserve(want.min(MAX_RESERVE));
+                    }
+                    ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut self.io),
+                        cx,
+                        &mut self.buf
+                    ))?
+                }
+                _ => ready!(self.poll_read_small(cx))?,
+            };
             if n == 0 {
                 return Poll::Ready(Ok(Incoming::Closed(None)));
             }
         }
+    }
+
+    /// Reads into the thread's scratch buffer and appends what came to `buf`, allocated for the frame that
+    /// starts there (up to [`MAX_RESERVE`]) so a large frame's later reads can go in place.
+    fn poll_read_small(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        SCRATCH.with(|scratch| {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                // Not reachable (nothing else on this thread holds it across a poll); read in place.
+                self.buf.reserve(READ_CHUNK);
+                return tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+            };
+            let mut rb = tokio::io::ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            let data = rb.filled();
+            if !data.is_empty() {
+                let frame = if self.buf.is_empty() {
+                    self.decoder.pending_frame_len(data).unwrap_or(0)
+                } else {
+                    0
+                };
+                self.buf.reserve(data.len().max(frame.min(MAX_RESERVE)));
+                self.buf.extend_from_slice(data);
+            }
+            Poll::Ready(Ok(data.len()))
+        })
     }
 
     fn is_idle(&self) -> bool {
@@ -569,5 +627,96 @@ impl Leg {
             LegIo::Ws(_) => "wss",
             LegIo::Quic(_) => "quic",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assist_relay_proto::frame::Channel;
+
+    fn client_frame(payload_len: usize) -> (Frame, BytesMut) {
+        let frame = Frame::new(Channel::Screen, 0, &vec![7u8; payload_len]);
+        let mut wire = BytesMut::new();
+        ws::encode_client_frame(Opcode::Binary, &frame.bytes, [1, 2, 3, 4], &mut wire);
+        (frame, wire)
+    }
+
+    fn read_capacity(leg: &Leg) -> usize {
+        match &leg.io {
+            LegIo::Ws(w) => w.buf.capacity(),
+            LegIo::Quic(q) => q.buf.capacity(),
+        }
+    }
+
+    /// Polls once: `Some` if the leg delivered something, `None` if it is waiting for bytes.
+    fn poll_once(leg: &mut Leg) -> Option<Result<Incoming, LegError>> {
+        let waker = std::task::Waker::noop();
+        match leg.poll_next(&mut Context::from_waker(waker)) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leg_waiting_for_data_holds_no_read_buffer() {
+        let (server, mut client) = tokio::io::duplex(1 << 20);
+        let mut leg = websocket(Box::new(server), 1 << 20);
+        for len in [10, 4096, 100_000] {
+            let (frame, wire) = client_frame(len);
+            client.write_all(&wire).await.unwrap();
+            let got = loop {
+                if let Some(r) = poll_once(&mut leg) {
+                    break r;
+                }
+                tokio::task::yield_now().await;
+            };
+            match got {
+                Ok(Incoming::Frame(f)) => assert_eq!(f, frame, "payload {len}"),
+                other => panic!("payload {len}: {other:?}"),
+            }
+            // Nothing more to read: the leg lets go of its buffer while it waits.
+            assert!(poll_once(&mut leg).is_none());
+            assert_eq!(read_capacity(&leg), 0, "payload {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_in_pieces_arrives_whole_and_a_bare_header_reserves_little() {
+        let (server, mut client) = tokio::io::duplex(1 << 20);
+        let max = 4 << 20;
+        let mut leg = websocket(Box::new(server), max);
+        let (frame, wire) = client_frame(300_000);
+        let mut sent = 0;
+        for piece in wire.chunks(7_777) {
+            client.write_all(piece).await.unwrap();
+            sent += piece.len();
+            tokio::task::yield_now().await;
+            if let Some(r) = poll_once(&mut leg) {
+                match r {
+                    Ok(Incoming::Frame(f)) => {
+                        assert_eq!(f, frame);
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            // Memory follows what arrived (amortised growth), never what the header announced.
+            assert!(
+                read_capacity(&leg) <= 2 * sent + MAX_RESERVE,
+                "{sent}: {}",
+                read_capacity(&leg)
+            );
+        }
+        // A header announcing a 4 MiB frame and nothing after it: the leg reserves at most MAX_RESERVE.
+        let (_, wire) = client_frame(max - 6);
+        client.write_all(&wire[..14]).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(poll_once(&mut leg).is_none());
+        assert!(
+            read_capacity(&leg) <= MAX_RESERVE + 14,
+            "{}",
+            read_capacity(&leg)
+        );
     }
 }

@@ -422,6 +422,15 @@ impl ServerDecoder {
     pub fn in_fragmented_message(&self) -> bool {
         self.inner.fragmented.is_some()
     }
+
+    /// The whole length (header and payload) of the frame at the front of `buf`, once its header is complete
+    /// and valid; `None` while the header is incomplete or when it is invalid ([`ServerDecoder::decode`] then
+    /// reports the error). A reader uses it to size its buffer for the frame it is receiving. The length is
+    /// what the peer announced, bounded by `max_message` plus the header: cap any allocation made from it.
+    pub fn pending_frame_len(&self, buf: &[u8]) -> Option<usize> {
+        let head = self.inner.head(buf).ok()??;
+        head.header_len.checked_add(head.payload_len)
+    }
 }
 
 /// Client-side decoder of server frames (must be unmasked), same contract as [`ServerDecoder`].
@@ -683,6 +692,33 @@ mod tests {
         assert_eq!(out[..4], [0x82, 126, 0xFF, 0xFF]);
         assert_eq!(encode_server_header(Opcode::Pong, 65536, &mut out), 10);
         assert_eq!(out, [0x8A, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn pending_frame_len_is_known_once_the_header_is() {
+        let dec = ServerDecoder::new(1 << 20);
+        for len in [0usize, 5, 125, 126, 4096, 65535, 65536, 100_000] {
+            let mut buf = BytesMut::new();
+            encode_client_frame(Opcode::Binary, &vec![1u8; len], [1, 2, 3, 4], &mut buf);
+            let header = buf.len() - len;
+            assert_eq!(dec.pending_frame_len(&buf), Some(buf.len()), "len {len}");
+            // Every prefix that still lacks part of the header (mask included) says nothing.
+            for cut in 0..header {
+                assert_eq!(
+                    dec.pending_frame_len(&buf[..cut]),
+                    None,
+                    "len {len} cut {cut}"
+                );
+            }
+            // The header alone is enough.
+            assert_eq!(dec.pending_frame_len(&buf[..header]), Some(buf.len()));
+        }
+        // Over the limit, unmasked or reserved bits: no length (decode reports the error).
+        let mut big = BytesMut::new();
+        encode_client_frame(Opcode::Binary, &[0u8; 2000], [1, 2, 3, 4], &mut big);
+        assert_eq!(ServerDecoder::new(1000).pending_frame_len(&big), None);
+        assert_eq!(dec.pending_frame_len(&[0x82, 0x05, b'h']), None);
+        assert_eq!(dec.pending_frame_len(&[0xC2, 0x80, 0, 0, 0, 0]), None);
     }
 
     #[test]
