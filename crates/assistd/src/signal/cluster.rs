@@ -725,14 +725,11 @@ async fn cleanup(
         }
     };
     let ids: Vec<String> = sids.iter().map(|s| s.0.clone()).collect();
-    match store.close_sessions(&ids, NODE_LOST).await {
-        Ok(n) => tracing::warn!(
-            node,
-            sessions = ids.len(),
-            closed = n,
-            "a node died; closed its sessions ({NODE_LOST})"
-        ),
-        Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
+    if ids.is_empty() {
+        // A node that stopped (it leaves the registry) or died idle: nothing to close.
+        tracing::info!(node, "a node left the cluster; it had no sessions");
+    } else {
+        close_lost_sessions(store, node, &ids).await;
     }
     for sid in sids {
         if let Some(relay) = relay {
@@ -745,6 +742,19 @@ async fn cleanup(
     }
     if let Err(e) = cluster.registry.remove(node).await {
         tracing::warn!(error = %e, node, "removing a dead node from the registry failed");
+    }
+}
+
+/// Closes the session records of dead `node` ([`NODE_LOST`]).
+async fn close_lost_sessions(store: &assist_store::Store, node: &str, ids: &[String]) {
+    match store.close_sessions(ids, NODE_LOST).await {
+        Ok(n) => tracing::warn!(
+            node,
+            sessions = ids.len(),
+            closed = n,
+            "a node died; closed its sessions ({NODE_LOST})"
+        ),
+        Err(e) => tracing::error!(error = %e, node, "closing a dead node's sessions failed"),
     }
 }
 
