@@ -77,14 +77,18 @@ metric() { # the value of an unlabelled metric, or of the sum of a labelled fami
 sample() { # phase minute
     local rss fds tasks conns legs started
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status")
+    # RSS = anonymous (the process's own heap and stacks) + file-backed (pages of the memory-mapped
+    # SQLite database, reclaimable page cache that grows and shrinks as SQLite remaps the growing file).
+    anon=$(awk '/^RssAnon/ {print $2}' "/proc/$SERVER/status")
+    file=$(awk '/^RssFile/ {print $2}' "/proc/$SERVER/status")
     fds=$(find "/proc/$SERVER/fd" -mindepth 1 -maxdepth 1 | wc -l)
     tasks=$(metric assist_runtime_alive_tasks)
     conns=$(metric assist_signal_connections)
     legs=$(metric assist_relay_legs_active)
     started=$(metric assist_signal_sessions_started_total)
-    echo "$1,$2,$(date -u +%s),$rss,$fds,$tasks,$conns,$legs,$started" >>"$OUT/samples.csv"
+    echo "$1,$2,$(date -u +%s),$rss,$fds,$tasks,$conns,$legs,$started,$anon,$file" >>"$OUT/samples.csv"
 }
-echo "phase,minute,unix,rss_kib,fds,tasks,signal_connections,relay_legs,sessions_started" >"$OUT/samples.csv"
+echo "phase,minute,unix,rss_kib,fds,tasks,signal_connections,relay_legs,sessions_started,rss_anon_kib,rss_file_kib" >"$OUT/samples.csv"
 sample before 0
 
 # Admin token from the data dir's dev issuer (the signalling bench sets up tenant `bench`).
