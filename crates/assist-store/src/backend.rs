@@ -109,6 +109,24 @@ pub(crate) async fn execute_raw(c: &mut Conn, sql: &'static str) -> Result<u64, 
     Ok(sqlx::raw_sql(sql).execute(&mut *c).await?.rows_affected())
 }
 
+/// The plan the database chooses for `sql` (SQLite: `EXPLAIN QUERY PLAN`'s detail lines;
+/// PostgreSQL: `EXPLAIN`'s lines), for tests that check an index is used.
+pub(crate) async fn query_plan(c: &mut Conn, sql: &'static str) -> Result<Vec<String>, StoreError> {
+    let explain = if POSTGRES {
+        format!("EXPLAIN {sql}")
+    } else {
+        format!("EXPLAIN QUERY PLAN {sql}")
+    };
+    let column = if POSTGRES { 0 } else { 3 };
+    // `sql` is a test's own static statement, prefixed with EXPLAIN.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(explain))
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(column).map_err(StoreError::from))
+        .collect()
+}
+
 // ---- settings ----
 
 /// A tenant's settings row, if any; `for_update` locks it (PostgreSQL) until the transaction ends.

@@ -413,6 +413,13 @@ impl Store {
         on_pool!(self, execute_raw(sql))
     }
 
+    /// The database's plan for `sql`, one line per step, for tests that check an index is used.
+    /// Not for production code.
+    #[doc(hidden)]
+    pub async fn query_plan_for_tests(&self, sql: &'static str) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, query_plan(sql))
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         match &self.pool {

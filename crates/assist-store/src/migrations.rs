@@ -27,6 +27,11 @@ pub(crate) const SQLITE: Migrations = &[
         "sessions",
         include_str!("../migrations/0003_sessions.sql"),
     ),
+    (
+        4,
+        "sessions_by_id",
+        include_str!("../migrations/0004_sessions_by_id.sql"),
+    ),
 ];
 
 /// PostgreSQL's, version for version the same schema.
@@ -45,6 +50,11 @@ pub(crate) const POSTGRES: Migrations = &[
         3,
         "sessions",
         include_str!("../migrations/postgres/0003_sessions.sql"),
+    ),
+    (
+        4,
+        "sessions_by_id",
+        include_str!("../migrations/postgres/0004_sessions_by_id.sql"),
     ),
 ];
 
