@@ -66,7 +66,7 @@ ok = True
 # own heap and stacks), which is what must stay flat, and file-backed pages (the memory-mapped SQLite
 # database: reclaimable page cache that follows SQLite's remapping of the growing file), shown but not
 # judged. Without the parts, total RSS is judged.
-has_parts = bool(load) and bool(load[0].get("rss_anon_kib"))
+has_parts = any(r.get("rss_anon_kib") for r in load)
 figures = [("rss_kib", "RSS KiB" + (" (total, not judged)" if has_parts else ""), not has_parts)]
 if has_parts:
     figures += [("rss_anon_kib", "RSS anonymous KiB", True), ("rss_file_kib", "RSS file-backed KiB (not judged)", False)]

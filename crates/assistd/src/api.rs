@@ -48,13 +48,14 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 
 impl From<assist_store::StoreError> for ApiError {
     fn from(e: assist_store::StoreError) -> Self {
-        if e.is_unavailable() {
-            // One line per request while the database is away: a warning, not an error (the
-            // records writer logs the outage itself, once).
-            tracing::warn!(error = %e, "store unavailable; answering 503");
+        if e.is_unavailable() || e.is_retryable() {
+            // One line per request while the database is away or busy (SQLite's write lock held
+            // past the busy timeout, a PostgreSQL serialization failure): a warning, not an error
+            // (the records writer logs an outage itself, once). The client may simply retry.
+            tracing::warn!(error = %e, "store unavailable or busy; answering 503");
             return Self(GraphError::new(
                 GraphErrorKind::Unavailable,
-                "The service's database is unavailable; try again shortly.",
+                "The service's database is unavailable or busy; try again shortly.",
             ));
         }
         tracing::error!(error = %e, "store error");
