@@ -112,6 +112,13 @@ impl StoreError {
         }
     }
 
+    /// Whether the store is unavailable or busy for now (see [`StoreError::is_unavailable`]
+    /// and [`StoreError::is_retryable`]): the admin API and the signalling handshake answer
+    /// these with 503 `ServiceUnavailable` and `Retry-After`, logged as a warning, not an error.
+    pub fn is_transient(&self) -> bool {
+        self.is_unavailable() || self.is_retryable()
+    }
+
     /// Whether the same work may succeed if tried again later without any change: the store
     /// is unavailable (see [`StoreError::is_unavailable`]; except a pool closed on purpose,
     /// which stays closed), or it refused this attempt because of other work at the same time:
@@ -184,6 +191,21 @@ macro_rules! on_tx {
     };
 }
 pub(crate) use {on_pool, on_tx};
+
+/// The write lock held by [`Store::hold_write_lock_for_tests`], until [`Self::release`].
+#[doc(hidden)]
+pub struct WriteLockForTests(Tx);
+
+impl WriteLockForTests {
+    /// Rolls the transaction back, releasing the lock before it returns.
+    pub async fn release(self) -> Result<(), StoreError> {
+        match self.0 {
+            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
 
 /// A transaction of either database.
 pub(crate) enum Tx {
@@ -411,6 +433,14 @@ impl Store {
     #[doc(hidden)]
     pub async fn execute_raw_for_tests(&self, sql: &'static str) -> Result<u64, StoreError> {
         on_pool!(self, execute_raw(sql))
+    }
+
+    /// Takes the database's write lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the transaction
+    /// an admin write takes) and holds it until the returned guard is dropped, for tests of what
+    /// a busy database answers. Not for production code.
+    #[doc(hidden)]
+    pub async fn hold_write_lock_for_tests(&self) -> Result<WriteLockForTests, StoreError> {
+        Ok(WriteLockForTests(self.begin(true).await?))
     }
 
     /// The database's plan for `sql`, one line per step, for tests that check an index is used.

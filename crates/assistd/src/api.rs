@@ -48,7 +48,7 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 
 impl From<assist_store::StoreError> for ApiError {
     fn from(e: assist_store::StoreError) -> Self {
-        if e.is_unavailable() || e.is_retryable() {
+        if e.is_transient() {
             // One line per request while the database is away or busy (SQLite's write lock held
             // past the busy timeout, a PostgreSQL serialization failure): a warning, not an error
             // (the records writer logs an outage itself, once). The client may simply retry.

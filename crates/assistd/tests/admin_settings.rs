@@ -367,3 +367,52 @@ async fn health_readiness_and_metrics() {
     );
     s.server.shutdown().await;
 }
+
+/// A database busy past its busy timeout (another writer holding SQLite's write lock: in the
+/// soak, retention's delete) answers a write with 503 `ServiceUnavailable` and `Retry-After`,
+/// not a 500, and changes nothing; once the lock is released the same write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_busy_database_is_503_with_retry_after_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = assistd::Settings::ephemeral(dir.path());
+    // Always SQLite (its write lock is what this test holds), whatever ASSIST_TEST_STORE says.
+    settings.store = assist_store::StoreUrl::Sqlite(dir.path().join("busy.db"));
+    let s = TestServer::start_with(settings).await;
+    let admin = s.token("t1", &[WRITE]);
+    let (status, body) = s
+        .patch(
+            SETTINGS,
+            &admin,
+            &json!({"remoteAssistanceState": "enabled"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let other = s.open_store().await;
+    let lock = other.hold_write_lock_for_tests().await.unwrap();
+    let started = std::time::Instant::now();
+    let resp = s
+        .client
+        .patch(s.url(SETTINGS))
+        .bearer_auth(&admin)
+        .json(&json!({"blockChat": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_unavailable("PATCH while another writer holds the lock", resp).await;
+    // It waited for the lock (the store's busy timeout, 5 s) before giving up.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    lock.release().await.unwrap();
+
+    let (status, body) = s.get(SETTINGS, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["blockChat"], false,
+        "the refused write changed nothing: {body}"
+    );
+    let (status, body) = s.patch(SETTINGS, &admin, &json!({"blockChat": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["blockChat"], true, "{body}");
+    other.close().await;
+    s.server.shutdown().await;
+}

@@ -92,10 +92,10 @@ async fn register(
     identity: &Identity,
     out: &mpsc::Sender<Outbound>,
 ) -> Result<ConnId, GraphError> {
-    // A store that is away answers 503 `ServiceUnavailable` (with `Retry-After`), as the admin
-    // API does; any other failure is a 500.
+    // A store that is away or busy answers 503 `ServiceUnavailable` (with `Retry-After`), as
+    // the admin API does, which logs it as a warning; any other failure is a 500.
     let party = party_for(&state.store, identity).await.map_err(|e| {
-        if !e.is_unavailable() {
+        if !e.is_transient() {
             tracing::error!(error = %e, "loading the caller's directory record failed");
         }
         ApiError::from(e).0
