@@ -86,6 +86,9 @@ pub fn alive(node_id: &str) -> String {
     format!("assist:alive:{node_id}")
 }
 
+/// The claim on the sweep of stale session records: `assist:sweep`.
+pub const SWEEP: &str = "assist:sweep";
+
 /// The lock a survivor takes to clean up after a dead node: `assist:cleanup:<node>`.
 pub fn cleanup(node_id: &str) -> String {
     format!("assist:cleanup:{node_id}")

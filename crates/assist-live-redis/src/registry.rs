@@ -195,6 +195,19 @@ impl Registry {
         Ok(set.is_some())
     }
 
+    /// Claims the cluster's sweep of stale session records for `ttl` (one node sweeps per
+    /// period: key `assist:sweep`, holding the claimant's id). Whether this node won it.
+    pub async fn claim_sweep(&self, ttl: Duration) -> Result<bool, LiveError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(keys::SWEEP)
+            .arg(&*self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl));
+        let set: Option<String> = self.conn.cmd("claim sweep", &cmd).await?;
+        Ok(set.is_some())
+    }
+
     /// Compares this node's shared-keys fingerprint with the cluster's (key
     /// `assist:cluster:keys`), claiming it for the cluster if there is none yet.
     pub async fn claim_keys(&self, fingerprint: &str) -> Result<KeysCheck, LiveError> {

@@ -665,6 +665,24 @@ pub(crate) async fn close_session(c: &mut Conn, id: &str, reason: &str) -> Resul
     .rows_affected())
 }
 
+pub(crate) async fn stale_open_sessions(
+    c: &mut Conn,
+    seen_before: &str,
+    limit: u32,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id FROM sessions WHERE state = 'active' AND last_seen < $1 ORDER BY last_seen, id LIMIT $2",
+    )
+    .bind(Ts(seen_before))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?)
+}
+
 /// The columns a session listing reads, in `session_from_row`'s order.
 const SESSION_COLUMNS: &str =
     "id, state, start_time, end_time, mode, end_reason, ended_by, CAST(body AS TEXT)";

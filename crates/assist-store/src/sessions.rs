@@ -232,6 +232,18 @@ impl Store {
         Ok(closed)
     }
 
+    /// The ids of sessions still marked active whose last heartbeat (`last_seen`) is before
+    /// `seen_before`, the longest silent first, at most `limit`. A live session's owner moves
+    /// `last_seen` every minute (`Seen`); cluster mode's sweep closes the rows found here whose
+    /// session is not in the live directory either (their owner is gone).
+    pub async fn stale_open_sessions(
+        &self,
+        seen_before: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, stale_open_sessions(seen_before, limit))
+    }
+
     /// A tenant's sessions, newest first. All of them in memory at once: for tests and small
     /// tenants; the admin API reads [`Store::sessions_page`] or [`Store::for_each_session`].
     pub async fn sessions(&self, tenant_id: &str) -> Result<Vec<SessionRow>, StoreError> {

@@ -65,6 +65,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    stale_open_sessions_are_the_active_ones_silent_since_before_the_cutoff,
     settings_default_then_persist_across_reopen,
     newer_schema_is_refused,
     reopening_applies_no_migration_twice,
@@ -465,6 +466,13 @@ async fn session_lifecycle_recovery_and_retention(db: Db) {
         rows[1].body,
         json!({"helperEmail": "h@x.com", "sharerEmail": "s@x.com", "relayBytes": 1234})
     );
+
+    // Nothing is open any more: no stale session either.
+    assert!(store
+        .stale_open_sessions("2030-01-01T00:00:00Z", 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     let (s, _) = store
         .delete_older_than("2026-01-02T00:00:00Z")
@@ -1059,4 +1067,65 @@ async fn five_thousand_sessions_page_through_once_each_in_order(db: Db) {
     }
     assert_eq!(got.len(), n);
     assert_eq!(got, want);
+}
+
+/// The sweep's query: active sessions whose `last_seen` is before the cutoff, longest silent
+/// first, up to the limit; ended ones never, however old.
+async fn stale_open_sessions_are_the_active_ones_silent_since_before_the_cutoff(db: Db) {
+    let store = db.open().await;
+    for (id, start) in [
+        ("quiet", "2026-01-01T10:00:00Z"),
+        ("quieter", "2026-01-01T09:00:00Z"),
+        ("seen", "2026-01-01T08:00:00Z"),
+        ("ended", "2026-01-01T07:00:00Z"),
+        ("fresh", "2026-01-01T11:59:59.5Z"),
+    ] {
+        store
+            .session_started("t", id, start, "viewOnly", &json!({}), None)
+            .await
+            .unwrap();
+    }
+    store
+        .session_seen("t", "seen", "2026-01-01T11:30:00Z", None)
+        .await
+        .unwrap();
+    assert!(store
+        .session_ended(
+            "t",
+            "ended",
+            "2026-01-01T07:01:00Z",
+            "helperEnded",
+            "helper",
+            None
+        )
+        .await
+        .unwrap());
+    let cutoff = "2026-01-01T11:00:00Z";
+    assert_eq!(
+        store.stale_open_sessions(cutoff, 10).await.unwrap(),
+        ["quieter", "quiet"]
+    );
+    assert_eq!(
+        store.stale_open_sessions(cutoff, 1).await.unwrap(),
+        ["quieter"]
+    );
+    // A later cutoff takes in the recently seen and the fresh ones too.
+    assert_eq!(
+        store
+            .stale_open_sessions("2026-01-01T12:00:00Z", 10)
+            .await
+            .unwrap(),
+        ["quieter", "quiet", "seen", "fresh"]
+    );
+    assert_eq!(
+        store
+            .close_sessions(&["quieter".to_owned()], "nodeLost")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.stale_open_sessions(cutoff, 10).await.unwrap(),
+        ["quiet"]
+    );
 }

@@ -714,6 +714,18 @@ pub struct ClusterSettings {
     pub node_id: String,
     /// Time between registry heartbeats (a node is dead after three missed).
     pub heartbeat: Duration,
+    /// How long an open session record may go without a heartbeat (`last_seen`, moved every
+    /// minute while the session runs) before the sweep closes it, if the session is not in
+    /// the live directory either: the records of a node that died while Redis was away and
+    /// came back empty, which no dead-node cleanup can find. Not configurable (tests shorten
+    /// it): [`ClusterSettings::STALE_SESSION_GRACE`].
+    pub stale_session_grace: Duration,
+}
+
+impl ClusterSettings {
+    /// The default [`ClusterSettings::stale_session_grace`]: ten minutes, ten missed
+    /// heartbeats of a session record.
+    pub const STALE_SESSION_GRACE: Duration = Duration::from_secs(600);
 }
 
 /// Where the keys a cluster shares come from; `None` is the data directory's own file
@@ -1279,6 +1291,7 @@ impl Settings {
                     redis_url: url,
                     node_id,
                     heartbeat: Duration::from_secs(heartbeat),
+                    stale_session_grace: ClusterSettings::STALE_SESSION_GRACE,
                 })
             }
         };

@@ -69,12 +69,30 @@ impl NodeDirs {
 }
 
 async fn start_node(dir: &Path, redis_url: &str, pg: &str, node_id: &str) -> TestServer {
+    start_node_with_grace(
+        dir,
+        redis_url,
+        pg,
+        node_id,
+        ClusterSettings::STALE_SESSION_GRACE,
+    )
+    .await
+}
+
+async fn start_node_with_grace(
+    dir: &Path,
+    redis_url: &str,
+    pg: &str,
+    node_id: &str,
+    stale_session_grace: Duration,
+) -> TestServer {
     let mut settings = assistd::Settings::ephemeral(dir);
     settings.store = StoreUrl::Postgres(pg.to_owned());
     settings.cluster = Some(ClusterSettings {
         redis_url: redis_url.to_owned(),
         node_id: node_id.to_owned(),
         heartbeat: HEARTBEAT,
+        stale_session_grace,
     });
     TestServer::start_with(settings).await
 }
@@ -789,4 +807,65 @@ async fn a_postgres_restart_answers_503_on_every_node_and_keeps_the_session_reco
     }
     n1.server.shutdown().await;
     n2.server.shutdown().await;
+}
+
+/// The stale-session sweep: an open record that no node keeps alive (no heartbeat within the
+/// grace, not in the live directory: what a node that died while Redis was away leaves behind)
+/// is closed with `nodeLost` at its last known time; a running session, whose record is just
+/// as silent (heartbeats are a minute apart) but which is in the directory, stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_closes_records_no_node_keeps_alive_and_leaves_running_sessions() {
+    let Some((redis, pg)) = services() else {
+        return;
+    };
+    let redis_url = redis.fresh_url();
+    let nodes = NodeDirs::new();
+    let grace = Duration::from_secs(2);
+    let n1 = start_node_with_grace(&nodes.dir("1"), &redis_url, &pg, "node-a-t7", grace).await;
+    help_desk_tenant(&n1).await;
+    wait_alive(&redis_url, 1).await;
+
+    let mut h = user_client(&n1, "helen@contoso.com").await;
+    let mut sh = user_client(&n1, "sam@contoso.com").await;
+    let (sid, _, _) = active_session(&mut h, &mut sh).await;
+    session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "active").await;
+    // The record of a session whose node is gone without trace: open, silent for an hour.
+    let store = assist_store::Store::open(&StoreUrl::Postgres(pg.clone()))
+        .await
+        .unwrap();
+    let silent_since = "2026-01-01T10:00:00Z";
+    store
+        .session_started(
+            "contoso",
+            "orphan",
+            silent_since,
+            "viewOnly",
+            &json!({}),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let closed = session_row(&pg, "orphan", Duration::from_secs(15), |r| {
+        r.state == "ended"
+    })
+    .await;
+    assert_eq!(closed.end_reason.as_deref(), Some("nodeLost"));
+    assert_eq!(closed.ended_by.as_deref(), Some("broker"));
+    assert_eq!(closed.end_time.as_deref(), Some(silent_since));
+    // Two more graces (several sweeps) later the running session is still open: it is in the
+    // directory, however long its record has been silent.
+    tokio::time::sleep(grace * 2).await;
+    let rows = store.sessions("contoso").await.unwrap();
+    let running = rows
+        .iter()
+        .find(|r| r.id == sid)
+        .expect("the running session's row");
+    assert_eq!(running.state, "active", "{running:?}");
+    h.send(&json!({"id": 9, "type": "endSession", "sessionId": sid}))
+        .await
+        .unwrap();
+    let ended = session_row(&pg, &sid, Duration::from_secs(10), |r| r.state == "ended").await;
+    assert_ne!(ended.end_reason.as_deref(), Some("nodeLost"), "{ended:?}");
+    n1.server.shutdown().await;
 }

@@ -75,6 +75,7 @@ impl Cluster {
             redis_url: self.redis.clone(),
             node_id: node.to_owned(),
             heartbeat: self.heartbeat,
+            stale_session_grace: ClusterSettings::STALE_SESSION_GRACE,
         });
         s
     }

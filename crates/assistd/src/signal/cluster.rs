@@ -3,6 +3,7 @@
 //! registry, notices dead nodes and cleans up after them (docs/architecture.md, "Cluster
 //! mode"). The driver does the routing; this file holds what it routes with.
 
+use assist_live::LiveStore;
 use assist_live_redis::{Bus, Load, NodeRecord, RedisLive, Registry, RelayAd, Roles};
 use assist_policy::Mode;
 use assist_session::{LaunchError, Party, SessionId, UserRef};
@@ -244,6 +245,8 @@ pub struct Cluster {
     pub registry: Registry,
     /// Time between heartbeats; a node is dead 3 heartbeats after its last.
     pub heartbeat: Duration,
+    /// See [`crate::config::ClusterSettings::stale_session_grace`].
+    pub stale_session_grace: Duration,
     /// Set while the node drains: the registry says so and no relay session is placed here.
     pub draining: Arc<AtomicBool>,
     /// The nodes alive as of the last heartbeat, by id (this one included).
@@ -274,6 +277,7 @@ impl Cluster {
         url: &str,
         node_id: &str,
         heartbeat: Duration,
+        stale_session_grace: Duration,
         draining: Arc<AtomicBool>,
         tracker: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<(
@@ -312,6 +316,7 @@ impl Cluster {
             live,
             registry,
             heartbeat,
+            stale_session_grace,
             draining,
             nodes: Mutex::new(BTreeMap::new()),
             outbox,
@@ -340,6 +345,7 @@ impl Cluster {
             &settings.redis_url,
             &settings.node_id,
             settings.heartbeat,
+            settings.stale_session_grace,
             draining,
             tracker,
         )
@@ -602,6 +608,9 @@ pub(crate) async fn run_heartbeat(
     let mut grace_until: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The sweep of session records no node keeps alive: every half grace, by one node.
+    let sweep_every = (cluster.stale_session_grace / 2).max(cluster.heartbeat);
+    let mut next_sweep = tokio::time::Instant::now() + sweep_every;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -696,6 +705,70 @@ pub(crate) async fn run_heartbeat(
             let relay = source.relay.as_ref().map(|(r, _)| r);
             cleanup(&cluster, &broker.store, relay, &node, ttl).await;
         }
+        // Not while Redis may have come back empty and the owners are still writing their
+        // sessions' entries again.
+        if !in_grace && tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + sweep_every;
+            sweep_stale_sessions(&cluster, &broker.store, sweep_every).await;
+        }
+    }
+}
+
+/// How many stale records one sweep looks at (the rest wait for the next).
+const SWEEP_LIMIT: u32 = 1000;
+
+/// Closes the session records that no node keeps alive, if this node wins the sweep's claim
+/// (one node per `period`): records still open whose heartbeat (`last_seen`) is older than
+/// [`Cluster::stale_session_grace`] and whose session is not in the live directory. A dead
+/// node's records are closed by [`cleanup`] from its directory entries; these are the ones it
+/// cannot find: a node that died while Redis was away, when Redis came back empty.
+async fn sweep_stale_sessions(cluster: &Cluster, store: &assist_store::Store, period: Duration) {
+    match cluster.registry.claim_sweep(period).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "claiming the stale-session sweep failed");
+            return;
+        }
+    }
+    let grace =
+        time::Duration::try_from(cluster.stale_session_grace).unwrap_or(time::Duration::HOUR);
+    let Ok(cutoff) = (time::OffsetDateTime::now_utc() - grace)
+        .format(&time::format_description::well_known::Rfc3339)
+    else {
+        return;
+    };
+    let stale = match store.stale_open_sessions(&cutoff, SWEEP_LIMIT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "the stale-session sweep could not read the store");
+            return;
+        }
+    };
+    let mut orphans = Vec::new();
+    for id in stale {
+        match cluster.live.session(&SessionId(id.clone())).await {
+            Ok(None) => orphans.push(id),
+            Ok(Some(_)) => {}
+            // Without the directory nothing is known to be gone: leave it to the next sweep.
+            Err(e) => {
+                tracing::debug!(error = %e, "the stale-session sweep could not read the directory");
+                return;
+            }
+        }
+    }
+    if orphans.is_empty() {
+        return;
+    }
+    match store.close_sessions(&orphans, NODE_LOST).await {
+        Ok(n) => tracing::warn!(
+            sessions = orphans.len(),
+            closed = n,
+            %cutoff,
+            "closed session records no node keeps alive: no heartbeat since the cutoff and not \
+             in the live directory ({NODE_LOST})"
+        ),
+        Err(e) => tracing::error!(error = %e, "closing stale session records failed"),
     }
 }
 
