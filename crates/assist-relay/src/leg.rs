@@ -37,8 +37,10 @@ const DIRECT_READ: usize = 8 * 1024;
 /// the relay allocate the whole announced frame.
 const MAX_RESERVE: usize = 64 * 1024;
 
-/// Size of the per-thread scratch buffer small reads land in.
-const SCRATCH_LEN: usize = 64 * 1024;
+/// Size of the per-thread scratch buffer small reads land in, and so the most one such read takes: a TLS
+/// record's worth (16 KiB), so that when the read turns out to start a large frame at most that much of it
+/// is copied before the rest is read in place.
+const SCRATCH_LEN: usize = 16 * 1024;
 
 thread_local! {
     /// The scratch buffer of this worker thread (see [`DIRECT_READ`]).
@@ -596,14 +598,13 @@ impl Leg {
         self.finish(Vec::new(), code, reason).await
     }
 
-    /// Drops the read buffer if it holds nothing (the leg read nothing for a while); the next read allocates.
+    /// Drops a QUIC leg's read buffer if it holds nothing (the leg read nothing for a while); the next read
+    /// allocates. A WebSocket leg needs no such call: it lets go of its buffer whenever it is empty.
     pub fn release_idle_buffer(&mut self) {
-        let buf = match &mut self.io {
-            LegIo::Ws(w) => &mut w.buf,
-            LegIo::Quic(q) => &mut q.buf,
-        };
-        if buf.is_empty() && buf.capacity() > 0 {
-            *buf = BytesMut::new();
+        if let LegIo::Quic(q) = &mut self.io {
+            if q.buf.is_empty() && q.buf.capacity() > 0 {
+                q.buf = BytesMut::new();
+            }
         }
     }
 
