@@ -185,26 +185,25 @@ impl Registry {
     /// Claims the cleanup of dead node `dead_node` for `ttl` (SET NX with a TTL): of the
     /// survivors racing for it, exactly one gets `true` until the claim expires.
     pub async fn claim_cleanup(&self, dead_node: &str, ttl: Duration) -> Result<bool, LiveError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(keys::cleanup(dead_node))
-            .arg(&*self.node)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl));
-        let set: Option<String> = self.conn.cmd("claim cleanup", &cmd).await?;
-        Ok(set.is_some())
+        self.claim("claim cleanup", &keys::cleanup(dead_node), ttl)
+            .await
     }
 
     /// Claims the cluster's sweep of stale session records for `ttl` (one node sweeps per
     /// period: key `assist:sweep`, holding the claimant's id). Whether this node won it.
     pub async fn claim_sweep(&self, ttl: Duration) -> Result<bool, LiveError> {
+        self.claim("claim sweep", keys::SWEEP, ttl).await
+    }
+
+    /// Sets `key` to this node's id for `ttl` if no one holds it (SET NX PX): whether it did.
+    async fn claim(&self, what: &str, key: &str, ttl: Duration) -> Result<bool, LiveError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(keys::SWEEP)
+        cmd.arg(key)
             .arg(&*self.node)
             .arg("NX")
             .arg("PX")
             .arg(ms(ttl));
-        let set: Option<String> = self.conn.cmd("claim sweep", &cmd).await?;
+        let set: Option<String> = self.conn.cmd(what, &cmd).await?;
         Ok(set.is_some())
     }
 
