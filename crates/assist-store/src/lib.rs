@@ -436,7 +436,7 @@ impl Store {
     }
 
     /// Takes the database's write lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the transaction
-    /// an admin write takes) and holds it until the returned guard is dropped, for tests of what
+    /// an admin write takes) and holds it until [`WriteLockForTests::release`], for tests of what
     /// a busy database answers. Not for production code.
     #[doc(hidden)]
     pub async fn hold_write_lock_for_tests(&self) -> Result<WriteLockForTests, StoreError> {
