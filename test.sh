@@ -17,7 +17,7 @@ if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null || ! command -v se
 fi
 
 echo "==> cargo test (workspace)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 # The admin API, directory and report tests once more with the server's store on PostgreSQL
 # (a server of the tests' own on loopback; about a minute). The store's own conformance suite
