@@ -1695,3 +1695,32 @@ fn io_layer_mistakes_are_errors_not_panics() {
     w.pump();
     assert!(w.closed.is_empty());
 }
+
+// A pairing's deadlines reach 15 minutes ahead (the code's, the join's): an ended session's
+// must go with it, or a busy broker holds the timers of every session of the last quarter hour.
+#[test]
+fn an_ended_session_leaves_no_timers_behind() {
+    let mut w = World::new();
+    for round in 0..3 {
+        let p = w.pair();
+        w.activate(&p, Mode::FullControl);
+        // One deadline at most and one `Seen` write per open session.
+        assert!(
+            w.broker.pending_timers() <= 2,
+            "round {round}: {}",
+            w.broker.pending_timers()
+        );
+        w.advance(secs(61));
+        let id = w.send(
+            p.sharer,
+            ClientRequest::EndSession {
+                session_id: p.session.clone(),
+            },
+        );
+        assert_eq!(w.expect(p.sharer), ServerEvent::Ack { id });
+        assert_eq!(w.broker.session_count(), 0);
+        assert_eq!(w.broker.pending_timers(), 0, "round {round}");
+        w.disconnect(p.helper);
+        w.disconnect(p.sharer);
+    }
+}

@@ -12,11 +12,23 @@ use crate::message::{EndReason, EndedBy, RelayAccess, Role};
 impl Broker {
     /// Carries out what a session's transition asked of the router.
     pub(super) fn apply_asked(&mut self, id: &SessionId, asked: Asked, now: Timestamp) {
-        for at in asked.deadlines {
-            self.schedule(at, Timer::Session(id.clone()));
+        // Only the latest deadline and `Seen` time count (the machine ignores a superseded
+        // deadline); the timers they replace are removed.
+        if let Some(at) = asked.deadlines.last().copied() {
+            let key = self.schedule(at, Timer::Session(id.clone()));
+            let old = self
+                .sessions
+                .get_mut(id)
+                .and_then(|s| s.timer_keys.deadline.replace(key));
+            self.cancel(old);
         }
         if let Some(at) = asked.seen {
-            self.schedule(at, Timer::Seen(id.clone()));
+            let key = self.schedule(at, Timer::Seen(id.clone()));
+            let old = self
+                .sessions
+                .get_mut(id)
+                .and_then(|s| s.timer_keys.seen.replace(key));
+            self.cancel(old);
         }
         if let Some(eval) = asked.eval_dropped {
             self.evals.remove(&eval);
@@ -255,6 +267,8 @@ impl Broker {
             return;
         };
         self.counts.remove(session.bucket());
+        self.cancel(session.timer_keys.deadline);
+        self.cancel(session.timer_keys.seen);
         self.live(LiveOp::RemoveSession {
             id: session_id.clone(),
         });

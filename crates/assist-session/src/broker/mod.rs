@@ -249,6 +249,19 @@ impl Conn {
     }
 }
 
+/// A scheduled timer's key in [`Broker::timers`]: when it fires, and a sequence number.
+type TimerKey = (Timestamp, u64);
+
+/// The keys of a session's pending deadline and `Seen` timers, kept so that replacing one, or
+/// ending the session, removes the old timer instead of leaving it to fire for nothing: a
+/// pairing's deadlines reach 15 minutes ahead, so at 30 pairings a second the stale ones
+/// outnumbered the live sessions a hundred to one.
+#[derive(Debug, Default, Clone, Copy)]
+struct TimerKeys {
+    deadline: Option<TimerKey>,
+    seen: Option<TimerKey>,
+}
+
 #[derive(Debug, Clone)]
 enum Timer {
     Session(SessionId),
@@ -388,9 +401,18 @@ impl Broker {
         }
     }
 
-    fn schedule(&mut self, at: Timestamp, timer: Timer) {
+    fn schedule(&mut self, at: Timestamp, timer: Timer) -> TimerKey {
         self.next_timer = self.next_timer.wrapping_add(1);
-        self.timers.insert((at, self.next_timer), timer);
+        let key = (at, self.next_timer);
+        self.timers.insert(key, timer);
+        key
+    }
+
+    /// Removes the timer `key` names, if it has not fired yet.
+    fn cancel(&mut self, key: Option<TimerKey>) {
+        if let Some(key) = key {
+            self.timers.remove(&key);
+        }
     }
 
     /// Runs `f` on session `id`'s machine, then carries out what it asked of the router
@@ -481,6 +503,12 @@ impl Broker {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Timers scheduled and not yet fired: each open session's deadline and `Seen` write, and
+    /// the expired codes remembered until they may be forgotten. An ended session leaves none.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// Live-state queries the machine is waiting for answers to.

@@ -175,6 +175,8 @@ pub(super) struct SessionMachine {
     requested_at: Timestamp,
     /// When the sharer joined (`None` before).
     joined_at: Option<Timestamp>,
+    /// The router's: the keys of this session's pending timers.
+    pub(in crate::broker) timer_keys: super::TimerKeys,
 }
 
 impl SessionMachine {
@@ -200,6 +202,7 @@ impl SessionMachine {
             deadline: None,
             requested_at: fx.now,
             joined_at: None,
+            timer_keys: Default::default(),
         };
         s.set_deadline(Some(deadline), fx);
         fx.publish();
