@@ -137,6 +137,43 @@ impl Bus {
         self.send(keys::BROADCAST.to_owned(), payload).await
     }
 
+    /// Sends each `(node, payload)` of `batch` in order (`None`: to every node) in one round
+    /// trip: a pipeline of PUBLISH commands on the publisher's connection, so the order of the
+    /// batch is the order Redis delivers in. Returns, for each, how many subscribers took it, or
+    /// `None` if it was refused and not sent (a bad node id, a payload over [`MAX_PAYLOAD`]);
+    /// the others are sent all the same. A failed round trip fails the batch (some may have
+    /// been delivered, as with [`Bus::publish`]).
+    pub async fn send_all(
+        &self,
+        batch: &[(Option<&str>, &[u8])],
+    ) -> Result<Vec<Option<usize>>, LiveError> {
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::with_capacity(batch.len());
+        for (to, payload) in batch {
+            let channel = match to {
+                Some(node) => check_node_id(node).ok().map(|()| keys::to_node(node)),
+                None => Some(keys::BROADCAST.to_owned()),
+            };
+            match channel {
+                Some(channel) if payload.len() <= MAX_PAYLOAD => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(*payload);
+                    sent.push(true);
+                }
+                _ => sent.push(false),
+            }
+        }
+        let mut counts: Vec<usize> = if sent.contains(&true) {
+            self.inner.publisher.pipe("publish", &pipe).await?
+        } else {
+            Vec::new()
+        };
+        counts.reverse();
+        Ok(sent
+            .into_iter()
+            .map(|s| if s { counts.pop() } else { None })
+            .collect())
+    }
+
     async fn send(&self, channel: String, payload: Vec<u8>) -> Result<usize, LiveError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(LiveError(format!(

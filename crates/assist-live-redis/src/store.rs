@@ -255,6 +255,19 @@ impl RedisLive {
         Ok(self.entry(id).await?.map(|(node, _)| node))
     }
 
+    /// Which of `ids` the session directory lists, in order, in one round trip (a pipeline of
+    /// `HEXISTS`; the stale-session sweep asks for up to a thousand at once).
+    pub async fn sessions_listed(&self, ids: &[SessionId]) -> Result<Vec<bool>, LiveError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HEXISTS").arg(keys::SESSIONS).arg(id.0.as_str());
+        }
+        self.conn.pipe("sessions listed", &pipe).await
+    }
+
     /// The nodes where a device has connections, sorted and deduplicated.
     pub async fn device_nodes(&self, device: &DeviceRef) -> Result<Vec<String>, LiveError> {
         self.nodes_in(keys::device(device)).await

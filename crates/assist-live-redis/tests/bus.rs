@@ -52,6 +52,45 @@ async fn messages_reach_their_node_and_broadcasts_reach_all() {
 }
 
 #[tokio::test]
+async fn a_batch_arrives_in_order_and_counts_each_delivery() {
+    let Some(r) = own_redis() else { return };
+    let (a, mut rx_a) = Bus::start(&r.url(), "bus4-a").unwrap();
+    let (b, mut rx_b) = Bus::start(&r.url(), "bus4-b").unwrap();
+    connected(&a).await;
+    connected(&b).await;
+    let batch: Vec<(Option<&str>, &[u8])> = vec![
+        (Some("bus4-b"), b"one"),
+        (None, b"two"),
+        (Some("bus4-nobody"), b"lost"),
+        (Some("bus4-b"), b"three"),
+        (Some("bus4-a"), b"four"),
+    ];
+    let sent = b.send_all(&batch).await.unwrap();
+    assert_eq!(sent, vec![Some(1), Some(2), Some(0), Some(1), Some(1)]);
+    for want in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(next(&mut rx_b).await, want);
+    }
+    for want in [&b"two"[..], b"four"] {
+        assert_eq!(next(&mut rx_a).await, want);
+    }
+    assert_eq!(a.send_all(&[]).await.unwrap(), Vec::<Option<usize>>::new());
+    // A bad node id or an oversized payload is refused; the rest of the batch goes out.
+    let big = vec![0u8; MAX_PAYLOAD + 1];
+    let mixed: Vec<(Option<&str>, &[u8])> = vec![
+        (Some("bad/id"), b"x"),
+        (Some("bus4-b"), b"five"),
+        (None, &big),
+        (Some("bus4-b"), b"six"),
+    ];
+    let sent = a.send_all(&mixed).await.unwrap();
+    assert_eq!(sent, vec![None, Some(1), None, Some(1)]);
+    assert_eq!(next(&mut rx_b).await, b"five");
+    assert_eq!(next(&mut rx_b).await, b"six");
+    let refused: Vec<(Option<&str>, &[u8])> = vec![(Some("bad/id"), b"x")];
+    assert_eq!(a.send_all(&refused).await.unwrap(), vec![None]);
+}
+
+#[tokio::test]
 async fn oversized_payloads_are_refused_and_dropped() {
     let Some(r) = own_redis() else { return };
     let (a, mut rx_a) = Bus::start(&r.url(), "bus2-a").unwrap();

@@ -124,6 +124,13 @@ async fn nodes_share_codes_and_sessions_but_see_only_their_own_connections() {
         Some("node-a")
     );
     assert_eq!(a.session_owner(&sid(0x23)).await.unwrap(), None);
+    assert_eq!(
+        b.sessions_listed(&[sid(0x23), sid(0x21), sid(0x22), sid(0x24)])
+            .await
+            .unwrap(),
+        vec![false, true, true, false]
+    );
+    assert_eq!(b.sessions_listed(&[]).await.unwrap(), Vec::<bool>::new());
     assert_eq!(a.session_count().await.unwrap(), 2);
 
     // Connection ids are per node: the same number on two nodes is two connections.

@@ -273,8 +273,11 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             // Reads through a memory map instead of a read() per page missed, and a larger page
             // cache per connection (16 MiB): the signalling path's commits re-read the same
-            // index pages all the time.
-            .pragma("mmap_size", "268435456")
+            // index pages all the time. The map covers the file up to SQLite's own limit
+            // (0x7fff0000, just under 2 GiB; address space, not memory): past the map's end,
+            // pages are copied into each connection's cache (anonymous memory) instead of
+            // being read in place from the page cache the kernel can reclaim.
+            .pragma("mmap_size", SQLITE_MMAP_SIZE)
             .pragma("cache_size", "-16384")
             // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages written again and again
             // (index tails, the sessions table) are copied to the database once per checkpoint.
@@ -461,9 +464,33 @@ impl Store {
 
 // Behaviours are tested on both databases in tests/conformance.rs.
 
+/// `PRAGMA mmap_size` of every SQLite connection: SQLite's maximum (`SQLITE_MAX_MMAP_SIZE`).
+const SQLITE_MMAP_SIZE: &str = "2147418112";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A larger value would be clamped silently by the SQLite build: this one is taken whole,
+    // on every connection of the pool.
+    #[tokio::test]
+    async fn sqlite_maps_the_database_up_to_its_limit_on_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("a SQLite store")
+        };
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = pool.acquire().await.unwrap();
+            let size: i64 = sqlx::query_scalar("PRAGMA mmap_size")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(size.to_string(), SQLITE_MMAP_SIZE);
+            held.push(c);
+        }
+    }
 
     #[test]
     fn connection_failures_are_unavailable_and_retryable() {

@@ -3,7 +3,6 @@
 //! registry, notices dead nodes and cleans up after them (docs/architecture.md, "Cluster
 //! mode"). The driver does the routing; this file holds what it routes with.
 
-use assist_live::LiveStore;
 use assist_live_redis::{Bus, Load, NodeRecord, RedisLive, Registry, RelayAd, Roles};
 use assist_policy::Mode;
 use assist_session::{LaunchError, Party, SessionId, UserRef};
@@ -20,6 +19,8 @@ use super::driver::HubInput;
 pub const ENVELOPE_VERSION: u8 = 1;
 /// Envelopes queued for publishing before new ones are dropped (with a warning).
 const OUTBOX: usize = 8192;
+/// Envelopes sent in one pipeline at most.
+const PUBLISH_BATCH: usize = 64;
 /// How long an admin launch waits for the device's node to answer.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// `sessionEnded`-less end: what the end reason of a dead node's session records says.
@@ -294,20 +295,39 @@ impl Cluster {
         let connected = bus.connected();
         let (outbox, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
         tracker.spawn(async move {
-            while let Some((to, payload, delivered)) = rx.recv().await {
-                let r = match &to {
-                    Some(node) => bus.publish(node, payload).await,
-                    None => bus.broadcast(payload).await,
-                };
-                let taken = match r {
-                    Ok(n) => n > 0,
+            // What queued while the last round trip was out leaves together, in order, in one
+            // pipeline (a busy node no longer waits one round trip per envelope).
+            let mut queued: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+            while rx.recv_many(&mut queued, PUBLISH_BATCH).await > 0 {
+                let batch: Vec<(Option<&str>, &[u8])> = queued
+                    .iter()
+                    .map(|(to, payload, _)| (to.as_deref(), payload.as_slice()))
+                    .collect();
+                let taken = match bus.send_all(&batch).await {
+                    Ok(counts) => counts
+                        .into_iter()
+                        .zip(&batch)
+                        .map(|(n, (to, _))| {
+                            if n.is_none() {
+                                tracing::warn!(to = ?to, "a cluster envelope was refused");
+                            }
+                            n.is_some_and(|n| n > 0)
+                        })
+                        .collect(),
                     Err(e) => {
-                        tracing::warn!(error = %e, to = ?to, "a cluster envelope was not sent");
-                        false
+                        tracing::warn!(
+                            error = %e,
+                            envelopes = batch.len(),
+                            "cluster envelopes were not sent"
+                        );
+                        vec![false; batch.len()]
                     }
                 };
-                if let Some(d) = delivered {
-                    let _ = d.send(taken);
+                drop(batch);
+                for ((_, _, delivered), taken) in queued.drain(..).zip(taken) {
+                    if let Some(d) = delivered {
+                        let _ = d.send(taken);
+                    }
                 }
             }
         });
@@ -745,18 +765,20 @@ async fn sweep_stale_sessions(cluster: &Cluster, store: &assist_store::Store, pe
             return;
         }
     };
-    let mut orphans = Vec::new();
-    for id in stale {
-        match cluster.live.session(&SessionId(id.clone())).await {
-            Ok(None) => orphans.push(id),
-            Ok(Some(_)) => {}
-            // Without the directory nothing is known to be gone: leave it to the next sweep.
-            Err(e) => {
-                tracing::debug!(error = %e, "the stale-session sweep could not read the directory");
-                return;
-            }
+    let ids: Vec<SessionId> = stale.iter().cloned().map(SessionId).collect();
+    let listed = match cluster.live.sessions_listed(&ids).await {
+        Ok(listed) => listed,
+        // Without the directory nothing is known to be gone: leave it to the next sweep.
+        Err(e) => {
+            tracing::debug!(error = %e, "the stale-session sweep could not read the directory");
+            return;
         }
-    }
+    };
+    let orphans: Vec<String> = stale
+        .into_iter()
+        .zip(listed)
+        .filter_map(|(id, listed)| (!listed).then_some(id))
+        .collect();
     if orphans.is_empty() {
         return;
     }
