@@ -15,20 +15,10 @@ impl Broker {
         // Only the latest deadline and `Seen` time count (the machine ignores a superseded
         // deadline); the timers they replace are removed.
         if let Some(at) = asked.deadlines.last().copied() {
-            let key = self.schedule(at, Timer::Session(id.clone()));
-            let old = self
-                .sessions
-                .get_mut(id)
-                .and_then(|s| s.timer_keys.deadline.replace(key));
-            self.cancel(old);
+            self.reschedule(id, at, Timer::Session(id.clone()), |k| &mut k.deadline);
         }
         if let Some(at) = asked.seen {
-            let key = self.schedule(at, Timer::Seen(id.clone()));
-            let old = self
-                .sessions
-                .get_mut(id)
-                .and_then(|s| s.timer_keys.seen.replace(key));
-            self.cancel(old);
+            self.reschedule(id, at, Timer::Seen(id.clone()), |k| &mut k.seen);
         }
         if let Some(eval) = asked.eval_dropped {
             self.evals.remove(&eval);

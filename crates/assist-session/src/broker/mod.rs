@@ -408,6 +408,23 @@ impl Broker {
         key
     }
 
+    /// Schedules `timer` for session `id` at `at` in the slot of its keys `slot` picks, and
+    /// removes the timer that slot held before, if it has not fired yet.
+    fn reschedule(
+        &mut self,
+        id: &SessionId,
+        at: Timestamp,
+        timer: Timer,
+        slot: fn(&mut TimerKeys) -> &mut Option<TimerKey>,
+    ) {
+        let key = self.schedule(at, timer);
+        let old = self
+            .sessions
+            .get_mut(id)
+            .and_then(|s| slot(&mut s.timer_keys).replace(key));
+        self.cancel(old);
+    }
+
     /// Removes the timer `key` names, if it has not fired yet.
     fn cancel(&mut self, key: Option<TimerKey>) {
         if let Some(key) = key {
