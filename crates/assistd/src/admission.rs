@@ -247,6 +247,54 @@ pub fn raise_open_files_limit() -> OpenFilesLimit {
     limit
 }
 
+/// What [`disable_transparent_huge_pages`] did at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HugePages {
+    /// Transparent huge pages are off for this process (the default).
+    Disabled,
+    /// `MIMALLOC_ALLOW_THP` is set: mimalloc's own option decides (`0` turns them off, `1`
+    /// asks for them on mimalloc's memory).
+    LeftToMimalloc(String),
+    /// The `prctl` failed (or this is not Linux); the kernel's setting applies.
+    Unchanged(String),
+}
+
+/// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`), unless
+/// `MIMALLOC_ALLOW_THP` is set. mimalloc advises the kernel to back its arenas with 2 MiB pages,
+/// and `khugepaged` later collapses any 2 MiB stretch with one page in use into a whole huge
+/// page: the soak's heap of ~9 MB live held 30–60 MB of RSS, stepping up every ten minutes or
+/// so as the scan came round (docs/benchmarks.md, Soak). Call it first in `main`, before the
+/// heap grows: pages already huge stay so.
+pub fn disable_transparent_huge_pages() -> HugePages {
+    if let Some(v) = std::env::var_os("MIMALLOC_ALLOW_THP") {
+        return HugePages::LeftToMimalloc(v.to_string_lossy().into_owned());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        match rustix::thread::disable_transparent_huge_pages(true) {
+            Ok(()) => HugePages::Disabled,
+            Err(e) => HugePages::Unchanged(e.to_string()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        HugePages::Unchanged("not Linux".to_owned())
+    }
+}
+
+/// Logs what [`disable_transparent_huge_pages`] did (once the log is up).
+pub fn log_huge_pages(h: &HugePages) {
+    match h {
+        HugePages::Disabled => tracing::info!("transparent huge pages off for this process"),
+        HugePages::LeftToMimalloc(v) => {
+            tracing::info!(MIMALLOC_ALLOW_THP = %v, "transparent huge pages left to mimalloc")
+        }
+        HugePages::Unchanged(e) => {
+            tracing::warn!(error = %e, "could not turn transparent huge pages off")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +303,27 @@ mod tests {
         Caps {
             max_total: total,
             max_per_address: per,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn huge_pages_off_unless_mimalloc_is_told() {
+        match disable_transparent_huge_pages() {
+            HugePages::Disabled => {
+                assert_eq!(
+                    rustix::thread::transparent_huge_pages_are_disabled().ok(),
+                    Some(true)
+                );
+                let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+                    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+                }
+            }
+            HugePages::LeftToMimalloc(v) => {
+                assert_eq!(std::env::var("MIMALLOC_ALLOW_THP").ok(), Some(v));
+            }
+            HugePages::Unchanged(e) => panic!("prctl(PR_SET_THP_DISABLE) failed: {e}"),
         }
     }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// mimalloc instead of glibc's malloc: the signalling path allocates many small, short-lived
 /// messages across threads, where glibc spent about 15% of the server's CPU (docs/benchmarks.md).
+/// Built without the `mimalloc` feature, glibc malloc is used (for heap profilers).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -159,6 +161,8 @@ fn load(common: &CommonArgs, mut overrides: Overrides) -> Result<Settings, confi
 }
 
 fn main() -> ExitCode {
+    // Before anything allocates much (see the function).
+    let huge_pages = assistd::admission::disable_transparent_huge_pages();
     // `serve --help` ends with every setting: TOML key, environment variable and default.
     let matches = Cli::command()
         .mut_subcommand("serve", |c| c.after_help(config::settings_help()))
@@ -192,6 +196,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            assistd::admission::log_huge_pages(&huge_pages);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
