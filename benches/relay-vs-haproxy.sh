@@ -225,7 +225,7 @@ log "results in $OUT ($RUNS run(s) per configuration, $DURATION measured after $
     echo "nproc: $(nproc)"
     grep -m1 'model name' /proc/cpuinfo || true
     uname -srm
-    haproxy -v | head -1
+    haproxy -v 2>/dev/null | head -1 || true  # head closing the pipe early must not end the script (pipefail)
     "$BIN/assistd" --version 2>/dev/null || true
 } >"$OUT/machine.txt"
 
