@@ -178,3 +178,45 @@ async fn the_probe_fails_when_the_https_listener_does_not_answer() {
     other.server.shutdown().await;
     s.server.shutdown().await;
 }
+
+/// The log says what happened at start and once per request, but not once per health probe:
+/// the metrics listener's `/healthz` asks the HTTPS router for `/healthz` (a 404 there), and
+/// that line is debug, not info.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_do_not_write_a_request_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, https, metrics, stdout) = serve(dir.path(), "info");
+    let mut stderr = child.stderr.take().unwrap();
+    let read_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let read_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let mut stdout = stdout;
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    still_serving(dir.path(), &https, &metrics, 1).await;
+    for _ in 0..3 {
+        let r = reqwest::get(format!("{metrics}/healthz")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    stops_on_sigterm(child);
+    let log = format!("{}{}", read_out.join().unwrap(), read_err.join().unwrap());
+    assert!(
+        log.contains("path=/helper/"),
+        "a request line per request:\n{log}"
+    );
+    assert!(
+        !log.contains("path=/healthz"),
+        "no request line per probe:\n{log}"
+    );
+    assert!(
+        log.contains("transparent huge pages off for this process")
+            || (std::env::var_os("MIMALLOC_ALLOW_THP").is_some()
+                && log.contains("transparent huge pages left to mimalloc")),
+        "what start did about huge pages is logged:\n{log}"
+    );
+}
