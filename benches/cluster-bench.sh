@@ -84,8 +84,20 @@ NICE=()
 AS_PG=()
 if [ "$(id -u)" = 0 ]; then NICE=(nice -n -15); AS_PG=(runuser -u nobody --); fi
 
-# A port free for TCP and UDP on 127.0.0.1 (HTTPS and QUIC share the number).
+# A port free for TCP and UDP on 127.0.0.1 (HTTPS and QUIC share the number), never one handed
+# out before in this run: the kernel may give the same ephemeral port to two calls in a row
+# (a node's HTTPS and metrics ports were once the same number).
 free_port() {
+    local p
+    while :; do
+        p=$(pick_port)
+        grep -qx "$p" "$OUT/ports" 2>/dev/null && continue
+        echo "$p" >>"$OUT/ports"
+        echo "$p"
+        return
+    done
+}
+pick_port() {
     python3 - <<'EOF'
 import socket
 for _ in range(100):
