@@ -252,6 +252,9 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Connections in a PostgreSQL store's pool, all opened at start.
+const PG_POOL_SIZE: u32 = 8;
+
 impl Store {
     /// Opens the store `url` names (creating a SQLite file if missing) and applies migrations.
     /// Errors name the URL with its password redacted.
@@ -317,7 +320,11 @@ impl Store {
             .map_err(open_error)?;
         first.close().await.map_err(open_error)?;
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(PG_POOL_SIZE)
+            // Every connection opened at start (and kept open), so the first burst of load
+            // does not wait for connections being opened on a busy server: the cluster bench's
+            // cross-node runs stalled 2 s there (docs/benchmarks.md).
+            .min_connections(PG_POOL_SIZE)
             .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
