@@ -49,7 +49,8 @@ if [ "$BUILD" = 1 ]; then
     log "building release binaries"
     cargo build -j1 --release -p assist-loadgen -p assistd
 fi
-BIN=$ROOT/target/release
+# ASSIST_BIN: a directory with other release binaries (assistd, assist-loadgen) to compare against.
+BIN=${ASSIST_BIN:-$ROOT/target/release}
 # 65536 where allowed; some containers cap the hard limit (20000 here), which is still plenty.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)

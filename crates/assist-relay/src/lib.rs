@@ -14,6 +14,7 @@ pub mod leg;
 pub mod metrics;
 pub mod quic;
 pub mod relay;
+pub mod tls;
 
 /// Tickets are their own crate (the load generator mints them too); `crate::ticket` names it.
 pub use assist_ticket as ticket;

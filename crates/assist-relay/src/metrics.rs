@@ -30,6 +30,7 @@ pub struct RelayMetrics {
     /// Keyframe requests sent to sharers.
     pub keyframe_requests: IntCounter,
     rtt: Vec<Histogram>,
+    tls_layers: IntCounterVec,
 }
 
 fn idx(channel: Channel, direction: usize) -> usize {
@@ -111,6 +112,15 @@ impl RelayMetrics {
             &["transport"],
         )?;
         registry.register(Box::new(rtt_vec.clone()))?;
+        let tls_layers = IntCounterVec::new(
+            Opts::new(
+                "assist_relay_wss_tls_layers_total",
+                "WSS legs by the TLS record layer they run on: `relay` (the relay's own, TLS 1.3), \
+                 `rustls_tls12` (a TLS 1.2 connection), `rustls_buffered` (rustls still held data at the upgrade).",
+            ),
+            &["layer"],
+        )?;
+        registry.register(Box::new(tls_layers.clone()))?;
         let rtt = ["wss", "quic"]
             .iter()
             .map(|t| rtt_vec.with_label_values(&[t]))
@@ -147,6 +157,7 @@ impl RelayMetrics {
             rejected,
             keyframe_requests,
             rtt,
+            tls_layers,
         })
     }
 
@@ -182,6 +193,11 @@ impl RelayMetrics {
         if let Some(h) = self.rtt.get(i) {
             h.observe(rtt.as_secs_f64());
         }
+    }
+
+    /// Counts a WSS leg on TLS record layer `layer` (`relay`, `rustls_tls12`, `rustls_buffered`).
+    pub fn tls_layer(&self, layer: &str) {
+        self.tls_layers.with_label_values(&[layer]).inc();
     }
 
     /// Counts a refused join.

@@ -269,6 +269,11 @@ impl Relay {
         &self.inner.config
     }
 
+    /// The relay's metrics.
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.inner.metrics
+    }
+
     /// Who this relay is (this run): what tickets must name (`relay`, `inst`).
     pub fn identity(&self) -> &RelayIdentity {
         &self.inner.identity

@@ -36,33 +36,57 @@ fn refuse(kind: GraphErrorKind, code: &str, message: String) -> Response {
 }
 
 /// The TLS stream the HTTPS server hands hyper (`server::serve_http`).
-type TlsIo = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+type TlsIo =
+    TokioIo<tokio_rustls::server::TlsStream<assist_relay::tls::Tracked<tokio::net::TcpStream>>>;
 
 /// The relay leg over an upgraded connection: the TLS (or plain TCP) stream taken back out of
 /// hyper's `Upgraded`, with the bytes hyper had read past the request, so every read and write
-/// goes to the stream directly; hyper's wrapper only if the stream is of another type.
-fn into_leg(upgraded: Upgraded, max_payload: usize) -> assist_relay::leg::Leg {
+/// goes to the stream directly; hyper's wrapper only if the stream is of another type. A TLS 1.3
+/// stream leaves rustls too: the relay runs its own record layer over the socket
+/// (`assist_relay::tls`), unless rustls still holds data of the connection.
+fn into_leg(
+    upgraded: Upgraded,
+    relay: &assist_relay::Relay,
+) -> std::io::Result<assist_relay::leg::Leg> {
+    let max_payload = relay.config().max_frame_bytes;
     let upgraded = match upgraded.downcast::<TlsIo>() {
         Ok(parts) => {
-            return assist_relay::leg::websocket_with(
-                Box::new(parts.io.into_inner()),
+            let stream: Box<dyn assist_relay::leg::Stream> =
+                match assist_relay::tls::take_over(parts.io.into_inner())? {
+                    assist_relay::tls::TakeOver::Records(records) => {
+                        relay.metrics().tls_layer("relay");
+                        Box::new(records)
+                    }
+                    assist_relay::tls::TakeOver::Kept(tls, why) => {
+                        tracing::debug!(?why, "relay leg keeps rustls' record layer");
+                        relay.metrics().tls_layer(match why {
+                            assist_relay::tls::Kept::NotTls13 => "rustls_tls12",
+                            assist_relay::tls::Kept::Buffered => "rustls_buffered",
+                        });
+                        tls
+                    }
+                };
+            return Ok(assist_relay::leg::websocket_with(
+                stream,
                 parts.read_buf,
                 max_payload,
-            )
+            ));
         }
         Err(u) => u,
     };
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => assist_relay::leg::websocket_with(
-            Box::new(parts.io.into_inner()),
-            parts.read_buf,
-            max_payload,
-        ),
-        Err(u) => {
-            tracing::debug!("relay leg over hyper's upgraded stream (not downcast)");
-            assist_relay::leg::websocket(Box::new(TokioIo::new(u)), max_payload)
-        }
-    }
+    Ok(
+        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => assist_relay::leg::websocket_with(
+                Box::new(parts.io.into_inner()),
+                parts.read_buf,
+                max_payload,
+            ),
+            Err(u) => {
+                tracing::debug!("relay leg over hyper's upgraded stream (not downcast)");
+                assist_relay::leg::websocket(Box::new(TokioIo::new(u)), max_payload)
+            }
+        },
+    )
 }
 
 /// Upgrades to a relay leg.
@@ -115,11 +139,13 @@ pub async fn serve(relay: Option<assist_relay::Relay>, mut req: Request) -> Resp
     let relay2 = relay.clone();
     relay.tracker().spawn(async move {
         match upgraded.await {
-            Ok(upgraded) => {
-                let max = relay2.config().max_frame_bytes;
-                let leg = into_leg(upgraded, max);
-                relay2.run_leg(admission, leg).await;
-            }
+            Ok(upgraded) => match into_leg(upgraded, &relay2) {
+                Ok(leg) => relay2.run_leg(admission, leg).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay leg lost taking over its TLS keys");
+                    relay2.abandon(admission);
+                }
+            },
             Err(e) => {
                 tracing::debug!(error = %e, "relay upgrade failed");
                 relay2.abandon(admission);

@@ -849,7 +849,7 @@ async fn serve_http(
                 Some(acceptor) => {
                     let stream = tokio::select! {
                         _ = conn_cancel.cancelled() => return,
-                        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+                        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(assist_relay::tls::Tracked::new(tcp))) => match r {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -79,7 +79,8 @@ pub fn load_pem(
     Ok((certs, key))
 }
 
-/// Builds the server's rustls configuration (HTTP/1.1 over TLS 1.2/1.3).
+/// Builds the server's rustls configuration (HTTP/1.1 over TLS 1.2/1.3, secret extraction on for relay
+/// legs).
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let (certs, key) = load_pem(cert, key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -90,5 +91,8 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
         .with_single_cert(certs, key)
         .context("the certificate and key do not match or are unsupported")?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The relay takes a WebSocket leg's traffic keys out of rustls after the upgrade and runs its own
+    // record layer (assist_relay::tls); the keys never leave the process.
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }

@@ -188,8 +188,50 @@ async fn wss_pair_forwards_every_channel() {
     let (r, _d) = relayd(|_| {}).await;
     let (mut h, mut s) = r.pair("s1", Mode::FullControl, true, false, false).await;
     forwarding_works(&mut h, &mut s).await;
+    // Both legs (TLS 1.3) run on the relay's own record layer after the upgrade.
+    wait_metric(&r, "assist_relay_wss_tls_layers_total{layer=\"relay\"} 2").await;
     h.0.close().await;
     assert_eq!(expect_close(&mut s.1).await, Some(4004), "peer left");
+    r.s.server.shutdown().await;
+}
+
+/// A TLS 1.2 leg stays on rustls' record layer and pairs with a TLS 1.3 leg on the relay's own.
+#[tokio::test]
+async fn a_tls12_leg_pairs_with_a_tls13_leg() {
+    use rustls::pki_types::pem::PemObject;
+    let (r, _d) = relayd(|_| {}).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&r.s.server.cert_path).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls12 = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let ht = r.ticket("t12", Role::Helper, Mode::FullControl, true);
+    let st = r.ticket("t12", Role::Sharer, Mode::FullControl, true);
+    let mut h = connect_wss(r.s.server.https_addr, "localhost", tls12, &ht)
+        .await
+        .unwrap();
+    expect_control(&mut h.1, "joined").await;
+    let mut s = r.wss(&st).await.unwrap();
+    expect_control(&mut s.1, "joined").await;
+    expect_control(&mut h.1, "paired").await;
+    expect_control(&mut s.1, "paired").await;
+    forwarding_works(&mut h, &mut s).await;
+    wait_metric(
+        &r,
+        "assist_relay_wss_tls_layers_total{layer=\"rustls_tls12\"} 1",
+    )
+    .await;
+    wait_metric(&r, "assist_relay_wss_tls_layers_total{layer=\"relay\"} 1").await;
+    s.0.close().await;
+    assert_eq!(expect_close(&mut h.1).await, Some(4004), "peer left");
     r.s.server.shutdown().await;
 }
 
