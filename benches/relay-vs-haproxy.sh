@@ -5,7 +5,9 @@
 #   benches/relay-vs-haproxy.sh            # full: every configuration 3 times, ~10 s measured each
 #   benches/relay-vs-haproxy.sh --quick    # smoke: once each, 3 s measured
 #
-# Options: --runs N, --duration 10s, --warmup 2s, --only a,b,...  (scenarios a-e), --no-build.
+# Options: --runs N, --duration 10s, --warmup 2s, --only a,b,...  (scenarios a-e), --no-build,
+#          --servers relay-wss,haproxy (a subset of relay-wss, relay-quic, haproxy; default all three).
+# ASSIST_BIN=dir runs the assistd and assist-loadgen found there (another build, for A/B runs).
 # Results: target/bench-results/<UTC timestamp>/ (one JSON per run, summary.json, summary.md).
 set -euo pipefail
 
@@ -15,6 +17,7 @@ DURATION=10s
 WARMUP=2s
 ONLY=a,b,c,d,e
 BUILD=1
+SERVERS=relay-wss,relay-quic,haproxy
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) RUNS=1; DURATION=3s; WARMUP=1s ;;
@@ -23,7 +26,8 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --servers) SERVERS=$2; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -217,7 +221,7 @@ PY
 targets_for() {
     case "$1" in
         e) echo "direct" ;;
-        *) echo "relay-wss relay-quic haproxy" ;;
+        *) tr ',' ' ' <<<"$SERVERS" ;;
     esac
 }
 

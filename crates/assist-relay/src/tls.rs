@@ -173,6 +173,9 @@ pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
 
 /// Opens the whole record `rec` (header included, as [`record_len`] measured it) in place.
 pub fn open_record(keys: &mut Keys, rec: &mut [u8]) -> Result<Opened, RecordError> {
+    if record_len(rec)? != Some(rec.len()) {
+        return Err(RecordError::BadHeader);
+    }
     let (head, body) = rec.split_at_mut(HEADER_LEN);
     let aad: [u8; HEADER_LEN] = [head[0], head[1], head[2], head[3], head[4]];
     let nonce = keys.next_nonce()?;
@@ -394,6 +397,8 @@ pub struct RecordStream<S> {
     tx_pending: Vec<u8>,
     tx_off: usize,
     read_closed: bool,
+    /// Why reading failed after plaintext of the same read was handed on (reported by the next read).
+    failed: Option<RecordError>,
     close_notify_sent: bool,
     empty_records: u8,
 }
@@ -411,6 +416,7 @@ impl<S> RecordStream<S> {
             tx_pending: Vec::new(),
             tx_off: 0,
             read_closed: false,
+            failed: None,
             close_notify_sent: false,
             empty_records: 0,
         }
@@ -437,8 +443,20 @@ impl<S> RecordStream<S> {
     }
 
     /// Opens every whole record in `data`, handing plaintext to `buf` (the rest to `self.plain`); returns
-    /// how many bytes were whole records.
+    /// how many bytes were whole records. An error after some plaintext was handed on is kept for the next
+    /// read (a read that fails hands on nothing).
     fn open_all(&mut self, data: &mut [u8], buf: &mut ReadBuf<'_>) -> Result<usize, RecordError> {
+        let before = buf.filled().len() + self.plain.len();
+        match self.open_records(data, buf) {
+            Err(e) if buf.filled().len() + self.plain.len() > before => {
+                self.failed = Some(e);
+                Ok(data.len())
+            }
+            r => r,
+        }
+    }
+
+    fn open_records(&mut self, data: &mut [u8], buf: &mut ReadBuf<'_>) -> Result<usize, RecordError> {
         let mut pos = 0;
         while let Some(len) = record_len(&data[pos..])? {
             if data.len() - pos < len {
@@ -512,6 +530,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RecordStream<S> {
         if buf.remaining() == 0 || this.take_plain(buf) {
             return Poll::Ready(Ok(()));
         }
+        if let Some(e) = &this.failed {
+            return Poll::Ready(Err(e.clone().into()));
+        }
         loop {
             if this.read_closed {
                 return Poll::Ready(Ok(()));
@@ -551,6 +572,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RecordStream<S> {
             ready!(r)?;
             if buf.filled().len() > before || this.read_closed {
                 return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &this.failed {
+                return Poll::Ready(Err(e.clone().into()));
             }
         }
     }
