@@ -642,21 +642,23 @@ struct Driver<'a> {
 impl Driver<'_> {
     /// One or more passes over both legs; `Ready` when the session has ended.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..PASSES_PER_POLL {
-            let now = Instant::now();
+        // The wake channel and the tick are looked at once per poll, not per pass: each registers the
+        // task when it returns `Pending`, so a wake or tick that comes during the passes polls it again.
+        let now = Instant::now();
+        while let Poll::Ready(Some(())) = self.wake.poll_recv(cx) {
+            if let Some((mode, chat)) = lock(&self.session.pending_mode).take() {
+                self.core.set_mode(mode, chat);
+            }
+            if let Some(end) = self.session.ended() {
+                self.core.end(end);
+            }
+        }
+        while self.tick.poll_tick(cx).is_ready() {
+            self.on_tick(now);
+        }
+        for pass in 0..PASSES_PER_POLL {
+            let now = if pass == 0 { now } else { Instant::now() };
             let mut progress = false;
-            while let Poll::Ready(Some(())) = self.wake.poll_recv(cx) {
-                progress = true;
-                if let Some((mode, chat)) = lock(&self.session.pending_mode).take() {
-                    self.core.set_mode(mode, chat);
-                }
-                if let Some(end) = self.session.ended() {
-                    self.core.end(end);
-                }
-            }
-            while self.tick.poll_tick(cx).is_ready() {
-                self.on_tick(now);
-            }
             if self.core.ended().is_some() {
                 return Poll::Ready(());
             }

@@ -456,7 +456,11 @@ impl<S> RecordStream<S> {
         }
     }
 
-    fn open_records(&mut self, data: &mut [u8], buf: &mut ReadBuf<'_>) -> Result<usize, RecordError> {
+    fn open_records(
+        &mut self,
+        data: &mut [u8],
+        buf: &mut ReadBuf<'_>,
+    ) -> Result<usize, RecordError> {
         let mut pos = 0;
         while let Some(len) = record_len(&data[pos..])? {
             if data.len() - pos < len {

@@ -28,6 +28,16 @@ use assist_identity::{DevIssuer, TokenRequest};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// The steps of a pairing, as the helper (h) and sharer (s) see them, for the slowest pairing's
+/// breakdown.
+const STEPS: [&str; 5] = [
+    "h_codeIssued",
+    "s_sessionJoined",
+    "h_sessionJoined",
+    "s_consentRequested",
+    "h_sessionActive",
+];
+
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -171,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             let mut h = SignalClient::connect(addr, "localhost", tls.clone(), Some(&ht)).await?;
             let mut s = SignalClient::connect(sharer_addr, "localhost", tls, Some(&st)).await?;
             let mut lat = Vec::with_capacity(per_worker);
+            let mut slowest: Option<(Duration, [Duration; STEPS.len()], Duration)> = None;
             let mut n = 0usize;
             let mut warmed = warmup == 0;
             if warmed {
@@ -182,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 if !warmed && n == warmup {
                     warmed = true;
                     lat.clear();
+                    slowest = None;
                     barrier.wait().await;
                     started = Instant::now();
                     next_start = Instant::now();
@@ -199,23 +211,32 @@ async fn main() -> anyhow::Result<()> {
                 }
                 n += 1;
                 let t0 = Instant::now();
+                let mut steps = [Duration::ZERO; STEPS.len()];
                 h.send(&json!({"id": n, "type": "requestCode"})).await?;
                 let issued = expect(&mut h, "codeIssued").await?;
+                steps[0] = t0.elapsed();
                 let sid = issued["sessionId"].clone();
                 s.send(&json!({"id": n, "type": "redeemCode", "code": issued["code"]})).await?;
                 expect(&mut s, "sessionJoined").await?;
+                steps[1] = t0.elapsed();
                 expect(&mut h, "sessionJoined").await?;
+                steps[2] = t0.elapsed();
                 h.send(&json!({"id": n, "type": "requestMode", "sessionId": sid, "mode": "fullControl", "acknowledgeWarnings": ["deviceUnenrolled"]})).await?;
                 expect(&mut s, "consentRequested").await?;
+                steps[3] = t0.elapsed();
                 s.send(&json!({"id": n, "type": "consent", "sessionId": sid, "allow": true})).await?;
                 expect(&mut h, "sessionActive").await?;
-                lat.push(t0.elapsed());
+                steps[4] = t0.elapsed();
+                lat.push(steps[4]);
+                if slowest.as_ref().is_none_or(|(t, _, _)| steps[4] > *t) {
+                    slowest = Some((steps[4], steps, started.elapsed()));
+                }
                 expect(&mut s, "sessionActive").await?;
                 h.send(&json!({"id": n, "type": "endSession", "sessionId": sid})).await?;
                 expect(&mut h, "sessionEnded").await?;
                 expect(&mut s, "sessionEnded").await?;
             }
-            anyhow::Ok(lat)
+            anyhow::Ok((lat, slowest))
         }));
     }
     // After every pair's warm-up: the measured window starts (a pair that failed meanwhile
@@ -229,8 +250,15 @@ async fn main() -> anyhow::Result<()> {
     let cpu0 = cpu_all();
     let started = Instant::now();
     let mut all = Vec::new();
+    let mut slowest: Option<(Duration, [Duration; STEPS.len()], Duration)> = None;
     for t in tasks {
-        all.extend(t.await??);
+        let (lat, worst) = t.await??;
+        all.extend(lat);
+        if let Some(w) = worst {
+            if slowest.as_ref().is_none_or(|s| w.0 > s.0) {
+                slowest = Some(w);
+            }
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = match (cpu0, cpu_all()) {
@@ -251,6 +279,16 @@ async fn main() -> anyhow::Result<()> {
         "seconds": elapsed,
         "pairingsPerSecond": all.len() as f64 / elapsed,
         "codeToActiveMs": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
+        // The slowest pairing, step by step (ms since requestCode was sent), and when it started
+        // (seconds into the measured window): where a stall sits.
+        "slowest": slowest.map(|(_, steps, at)| {
+            let mut m = serde_json::Map::new();
+            for (name, d) in STEPS.iter().zip(steps) {
+                m.insert((*name).into(), json!(d.as_secs_f64() * 1000.0));
+            }
+            m.insert("startedAtSec".into(), json!(at.as_secs_f64()));
+            Value::Object(m)
+        }),
         "serverCpuSeconds": cpu,
         "pairingsPerServerCpuSecond": cpu.map(|c| all.len() as f64 / c),
     });
