@@ -68,8 +68,12 @@ impl EcKey {
                 let key =
                     rcgen::KeyPair::generate().map_err(|e| KeyError::Generate(e.to_string()))?;
                 let pem = key.serialize_pem();
-                write_private(path, pem.as_bytes()).map_err(io)?;
-                pem
+                if write_private_once(path, pem.as_bytes()).map_err(io)? {
+                    pem
+                } else {
+                    // Another process (a second `assistd` on the same data directory) made it first.
+                    std::fs::read_to_string(path).map_err(io)?
+                }
             }
             Err(e) => return Err(io(e)),
         };
@@ -142,11 +146,26 @@ impl EcKey {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new private file (mode 0600) at `path` holding `bytes`, unless one is there already:
+/// `Ok(true)` if this call wrote it, `Ok(false)` if another writer's file was there first (read
+/// that one). The file appears whole or not at all: the bytes go to a temporary file beside it,
+/// which is then hard-linked into place (which fails if the name exists), so two processes
+/// starting on one data directory agree on one key and neither reads half of it.
+pub fn write_private_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique per process (its id) and per call within it (a counter).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{call}.tmp", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -154,7 +173,60 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let written = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_racing_to_create_a_key_agree_on_one() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys").join("dev-issuer.pem");
+            let kids: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| EcKey::load_or_create(&path).map(|k| k.kid)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().expect("every racer gets the key"))
+                    .collect()
+            });
+            assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
+            // No temporary file is left beside the key.
+            let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("dev-issuer.pem")]);
+        }
+    }
+
+    #[test]
+    fn a_private_file_is_written_once_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        assert!(write_private_once(&path, b"first").unwrap());
+        assert!(!write_private_once(&path, b"second").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }

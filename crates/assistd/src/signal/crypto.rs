@@ -68,16 +68,12 @@ pub(crate) fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<[u8; 3
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut k = [0u8; 32];
             getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;
-            use std::io::Write;
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                o.mode(0o600);
+            if assist_identity::keys::write_private_once(&path, &k)? {
+                Ok(k)
+            } else {
+                // Another process on the same data directory made it first: use theirs.
+                key_of(&path, &std::fs::read(&path)?)
             }
-            o.open(&path)?.write_all(&k)?;
-            Ok(k)
         }
         Err(e) => Err(e.into()),
     }
