@@ -154,6 +154,11 @@ fn pg_unavailable(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
+/// How often, and how far apart, opening a SQLite database is tried again while another process
+/// holds the lock that switching a new file to WAL takes (5 s in all, the busy timeout).
+const SQLITE_OPEN_ATTEMPTS: u32 = 50;
+const SQLITE_OPEN_RETRY: Duration = Duration::from_millis(100);
+
 /// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with any extended code.
 fn sqlite_busy(extended: i32) -> bool {
     matches!(extended & 0xff, 5 | 6)
@@ -285,15 +290,37 @@ impl Store {
             // Checkpoint every ~40 MiB of WAL instead of 4 MiB: pages written again and again
             // (index tails, the sessions table) are copied to the database once per checkpoint.
             .pragma("wal_autocheckpoint", "10000");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open {
-                url: format!("sqlite://{}", path.display()),
-                source,
-            })?;
+        // Two processes creating one database at once (two nodes starting together, or `assistd
+        // token` during a first `serve`): switching a new file to WAL takes a lock that SQLite's
+        // busy handler does not wait for, so the loser gets `database is locked` at once. Try
+        // again for as long as the busy timeout would have waited.
+        let mut attempt = 0;
+        let pool = loop {
+            let opened = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await;
+            match opened {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(db))
+                    if attempt < SQLITE_OPEN_ATTEMPTS
+                        && db
+                            .code()
+                            .and_then(|c| c.parse::<i32>().ok())
+                            .is_some_and(sqlite_busy) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(SQLITE_OPEN_RETRY).await;
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        url: format!("sqlite://{}", path.display()),
+                        source,
+                    })
+                }
+            }
+        };
         sqlite_db::migrate(&pool).await?;
         Ok(Self::with_pool(Pool::Sqlite(pool)))
     }
