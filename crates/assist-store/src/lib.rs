@@ -137,14 +137,7 @@ impl StoreError {
         if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
             return matches!(pg.code(), "40001" | "40P01");
         }
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            // SQLite reports extended result codes; the primary code is the low byte.
-            return db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(sqlite_busy);
-        }
-        false
+        sqlite_busy_error(db.as_ref())
     }
 }
 
@@ -162,6 +155,16 @@ const SQLITE_OPEN_RETRY: Duration = Duration::from_millis(100);
 /// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with any extended code.
 fn sqlite_busy(extended: i32) -> bool {
     matches!(extended & 0xff, 5 | 6)
+}
+
+/// Whether `db` is a SQLite error saying busy or locked (SQLite reports extended result codes;
+/// the primary code is the low byte).
+fn sqlite_busy_error(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(sqlite_busy)
 }
 
 #[derive(Debug, Clone)]
@@ -304,11 +307,7 @@ impl Store {
             match opened {
                 Ok(pool) => break pool,
                 Err(sqlx::Error::Database(db))
-                    if attempt < SQLITE_OPEN_ATTEMPTS
-                        && db
-                            .code()
-                            .and_then(|c| c.parse::<i32>().ok())
-                            .is_some_and(sqlite_busy) =>
+                    if attempt < SQLITE_OPEN_ATTEMPTS && sqlite_busy_error(db.as_ref()) =>
                 {
                     attempt += 1;
                     tokio::time::sleep(SQLITE_OPEN_RETRY).await;

@@ -36,8 +36,7 @@ fn refuse(kind: GraphErrorKind, code: &str, message: String) -> Response {
 }
 
 /// The TLS stream the HTTPS server hands hyper (`server::serve_http`).
-type TlsIo =
-    TokioIo<tokio_rustls::server::TlsStream<assist_relay::tls::Tracked<tokio::net::TcpStream>>>;
+type TlsIo = TokioIo<assist_relay::tls::ServerTls<tokio::net::TcpStream>>;
 
 /// The relay leg over an upgraded connection: the TLS (or plain TCP) stream taken back out of
 /// hyper's `Upgraded`, with the bytes hyper had read past the request, so every read and write
