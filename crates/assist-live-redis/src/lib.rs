@@ -29,6 +29,7 @@ use std::time::Duration;
 pub use assist_live::LiveError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+mod batch;
 mod bus;
 mod codec;
 pub mod keys;
@@ -36,6 +37,7 @@ mod registry;
 mod scripts;
 mod store;
 
+pub use batch::{BatchItem, BatchReply};
 pub use bus::{Bus, BusOptions, MAX_PAYLOAD};
 pub use registry::{KeysCheck, Load, NodeRecord, Registry, RelayAd, Roles};
 pub use store::RedisLive;

@@ -66,14 +66,13 @@ impl Call {
         inv.invoke_async(conn).await
     }
 
-    /// Adds the call to a pipeline as EVAL (no script cache needed), its reply ignored.
+    /// Adds the call to a pipeline as EVAL (no script cache needed).
     pub(crate) fn add_to(&self, pipe: &mut Pipeline) {
         pipe.cmd("EVAL")
             .arg(self.lua.src)
             .arg(self.keys.len())
             .arg(&self.keys)
-            .arg(&self.args)
-            .ignore();
+            .arg(&self.args);
     }
 }
 

@@ -10,7 +10,8 @@ use assist_session::{
 };
 use redis::Pipeline;
 
-use crate::codec::{decode_code, decode_entry, encode_code, encode_entry, member, split_member};
+use crate::batch::{got_code, inserted};
+use crate::codec::{decode_entry, encode_code, encode_entry, member, split_member};
 use crate::scripts::{Call, DELETE_IF, FORGET_NODE, PUT_SESSION, REMOVE_SESSION};
 use crate::{check_node_id, connect_manager, keys, Conn, RedisOptions, Registry};
 
@@ -27,7 +28,7 @@ const REASSERT_CHUNK: usize = 500;
 /// connection, reconnected with bounded backoff).
 #[derive(Clone)]
 pub struct RedisLive {
-    conn: Conn,
+    pub(crate) conn: Conn,
     node: Arc<str>,
     opts: Arc<RedisOptions>,
 }
@@ -52,7 +53,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// What one op does, as plain commands or one script call.
-enum Step {
+pub(crate) enum Step {
     Plain(Pipeline),
     Script(Call),
 }
@@ -84,7 +85,7 @@ impl RedisLive {
         Registry::new(self.conn.clone(), &self.node)
     }
 
-    fn code_ttl_ms(&self, code: &LiveCode) -> u64 {
+    pub(crate) fn code_ttl_ms(&self, code: &LiveCode) -> u64 {
         match code {
             LiveCode::Pending(_) => ms(self.opts.pending_code_ttl),
             LiveCode::Expired { forget_at } => forget_at
@@ -105,7 +106,7 @@ impl RedisLive {
         out
     }
 
-    fn step(&self, op: &LiveOp) -> Step {
+    pub(crate) fn step(&self, op: &LiveOp) -> Step {
         match op {
             LiveOp::AddConnection { conn, user, device } => {
                 let m = member(&self.node, *conn);
@@ -183,17 +184,12 @@ impl RedisLive {
                     .arg("NX")
                     .arg("PX")
                     .arg(self.code_ttl_ms(&code));
-                let set: Option<String> = self.conn.cmd("insert code", &cmd).await?;
-                Ok(LiveAnswer::Inserted(set.is_some()))
+                Ok(inserted(self.conn.cmd("insert code", &cmd).await?))
             }
             LiveQuery::GetCode { digest } => {
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(keys::code(&digest));
-                let got: Option<Vec<u8>> = self.conn.cmd("get code", &cmd).await?;
-                match got {
-                    None => Ok(LiveAnswer::Code(None)),
-                    Some(bytes) => Ok(LiveAnswer::Code(Some((digest, decode_code(&bytes)?)))),
-                }
+                got_code(&digest, self.conn.cmd("get code", &cmd).await?)
             }
             LiveQuery::TakeCodeIf { digest, expected } => {
                 let call = Call::new(&DELETE_IF)
@@ -309,7 +305,10 @@ impl RedisLive {
                             pipe.add_command(cmd.clone()).ignore();
                         }
                     }
-                    Step::Script(call) => call.add_to(&mut pipe),
+                    Step::Script(call) => {
+                        call.add_to(&mut pipe);
+                        pipe.ignore();
+                    }
                 }
             }
             self.conn.exec("reassert", &pipe).await?;

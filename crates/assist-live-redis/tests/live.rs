@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use assist_live::LiveStore;
-use assist_live_redis::{RedisLive, RedisOptions};
+use assist_live_redis::{BatchItem, BatchReply, RedisLive, RedisOptions};
 use assist_session::code::CodeDigest;
 use assist_session::{
     ConnId, DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, LiveStage, SessionId,
@@ -434,4 +434,170 @@ async fn codes_carry_ttls_a_pending_one_the_safety_ttl_an_expired_one_its_forget
         ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000,
         "forget_at out of range: a day, {ttl} ms"
     );
+}
+
+/// `RedisLive` with every write and query carried out as a one-item [`RedisLive::run_batch`]:
+/// the contract holds on the batch path too.
+#[derive(Debug)]
+struct Batched(RedisLive);
+
+impl Batched {
+    async fn one(&self, item: BatchItem<'_>) -> Result<BatchReply, assist_live::LiveError> {
+        let mut replies = self.0.run_batch(&[item]).await?;
+        assert_eq!(replies.len(), 1, "one reply per item");
+        replies.remove(0)
+    }
+}
+
+impl LiveStore for Batched {
+    fn apply(&self, op: LiveOp) -> assist_live::LiveFuture<'_, ()> {
+        Box::pin(async move {
+            match self.one(BatchItem::Op(&op)).await? {
+                BatchReply::Applied => Ok(()),
+                other => panic!("a write answered {other:?}"),
+            }
+        })
+    }
+    fn query(&self, query: LiveQuery) -> assist_live::LiveFuture<'_, LiveAnswer> {
+        Box::pin(async move {
+            match self.one(BatchItem::Query(&query)).await? {
+                BatchReply::Answer(a) => Ok(a),
+                other => panic!("a query answered {other:?}"),
+            }
+        })
+    }
+    fn session<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> assist_live::LiveFuture<'a, Option<LiveSession>> {
+        self.0.session(id)
+    }
+    fn tenant_sessions<'a>(
+        &'a self,
+        tenant_id: &'a str,
+    ) -> assist_live::LiveFuture<'a, Vec<(SessionId, LiveSession)>> {
+        self.0.tenant_sessions(tenant_id)
+    }
+    fn session_count(&self) -> assist_live::LiveFuture<'_, usize> {
+        self.0.session_count()
+    }
+    fn code_count(&self) -> assist_live::LiveFuture<'_, usize> {
+        self.0.code_count()
+    }
+    fn device_connections<'a>(
+        &'a self,
+        device: &'a DeviceRef,
+    ) -> assist_live::LiveFuture<'a, Vec<ConnId>> {
+        self.0.device_connections(device)
+    }
+    fn user_connections<'a>(
+        &'a self,
+        user: &'a UserRef,
+    ) -> assist_live::LiveFuture<'a, Vec<ConnId>> {
+        self.0.user_connections(user)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_contract_holds_through_batches() {
+    let Some(url) = fresh() else { return };
+    assist_live::contract::run_all(Arc::new(Batched(node(&url, "n1").await))).await;
+}
+
+#[tokio::test]
+async fn a_batch_runs_in_order_and_a_refused_item_fails_alone() {
+    let Some(url) = fresh() else { return };
+    let a = node(&url, "n1").await;
+    let (code_a, code_b) = (CodeDigest([8; 32]), CodeDigest([9; 32]));
+    // Code B's key holds a hash: reading it as a code is refused by Redis (WRONGTYPE).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let key = assist_live_redis::keys::code(&code_b);
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("f")
+        .arg("v")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // Someone listens on node n2's channel: the publish counts it.
+    let (bus, mut inbound) = assist_live_redis::Bus::start(&url, "n2").unwrap();
+    let mut up = bus.connected();
+    while !*up.borrow_and_update() {
+        up.changed().await.unwrap();
+    }
+
+    let pending = LiveCode::Pending(sid(0x71));
+    let put = LiveOp::ReplaceCode {
+        digest: code_a.clone(),
+        code: pending.clone(),
+    };
+    let get_a = LiveQuery::GetCode {
+        digest: code_a.clone(),
+    };
+    let insert_a = LiveQuery::InsertCode {
+        digest: code_a.clone(),
+        code: LiveCode::Pending(sid(0x72)),
+    };
+    let get_b = LiveQuery::GetCode { digest: code_b };
+    let take_a = LiveQuery::TakeCodeIf {
+        digest: code_a.clone(),
+        expected: pending.clone(),
+    };
+    let session = LiveOp::PutSession {
+        id: sid(0x73),
+        session: entry("t-b", 4),
+    };
+    let replies = a
+        .run_batch(&[
+            BatchItem::Op(&put),
+            BatchItem::Query(&get_a),
+            BatchItem::Query(&insert_a),
+            BatchItem::Query(&get_b),
+            BatchItem::Publish {
+                to: Some("n2"),
+                payload: b"hello",
+            },
+            BatchItem::Publish {
+                to: Some("not/a node"),
+                payload: b"x",
+            },
+            BatchItem::Query(&take_a),
+            BatchItem::Query(&get_a),
+            BatchItem::Op(&session),
+        ])
+        .await
+        .expect("Redis answers");
+    assert_eq!(replies.len(), 9);
+    assert_eq!(replies[0], Ok(BatchReply::Applied));
+    assert_eq!(
+        replies[1],
+        Ok(BatchReply::Answer(LiveAnswer::Code(Some((
+            code_a.clone(),
+            pending.clone()
+        ))))),
+        "a query sees the write before it"
+    );
+    assert_eq!(
+        replies[2],
+        Ok(BatchReply::Answer(LiveAnswer::Inserted(false)))
+    );
+    let refused = replies[3].clone().expect_err("WRONGTYPE");
+    assert!(refused.0.contains("get code"), "{refused}");
+    assert_eq!(replies[4], Ok(BatchReply::Published(Some(1))));
+    assert_eq!(replies[5], Ok(BatchReply::Published(None)));
+    assert_eq!(
+        replies[6],
+        Ok(BatchReply::Answer(LiveAnswer::Taken(Some(pending)))),
+        "the items after a refused one still ran"
+    );
+    assert_eq!(replies[7], Ok(BatchReply::Answer(LiveAnswer::Code(None))));
+    assert_eq!(replies[8], Ok(BatchReply::Applied));
+    assert_eq!(a.session(&sid(0x73)).await.unwrap(), Some(entry("t-b", 4)));
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), inbound.recv())
+        .await
+        .expect("delivered")
+        .expect("bus open");
+    assert_eq!(heard, b"hello");
+    assert_eq!(a.run_batch(&[]).await.unwrap(), vec![], "an empty batch");
 }

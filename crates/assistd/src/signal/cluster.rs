@@ -3,9 +3,11 @@
 //! registry, notices dead nodes and cleans up after them (docs/architecture.md, "Cluster
 //! mode"). The driver does the routing; this file holds what it routes with.
 
-use assist_live_redis::{Bus, Load, NodeRecord, RedisLive, Registry, RelayAd, Roles};
+use assist_live_redis::{
+    BatchItem, BatchReply, Bus, Load, NodeRecord, RedisLive, Registry, RelayAd, Roles,
+};
 use assist_policy::Mode;
-use assist_session::{LaunchError, Party, SessionId, UserRef};
+use assist_session::{LaunchError, LiveAnswer, LiveOp, LiveQuery, Party, SessionId, UserRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,9 +19,10 @@ use super::driver::HubInput;
 
 /// The envelope format's version (`v`); a node drops envelopes of another version.
 pub const ENVELOPE_VERSION: u8 = 1;
-/// Envelopes queued for publishing before new ones are dropped (with a warning).
+/// Writes, queries and envelopes queued for Redis; past it new envelopes are dropped (with a
+/// warning) and writes and queries wait.
 const OUTBOX: usize = 8192;
-/// Envelopes sent in one pipeline at most.
+/// Items sent in one pipeline at most.
 const PUBLISH_BATCH: usize = 64;
 /// How long an admin launch waits for the device's node to answer.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -232,9 +235,81 @@ pub fn place(nodes: &BTreeMap<String, NodeRecord>) -> Option<Placement> {
         })
 }
 
-/// An envelope queued for publishing: to a node (`None`: to all), its bytes, and who wants to
-/// know whether a node's subscriber took it.
-type Outgoing = (Option<String>, Vec<u8>, Option<oneshot::Sender<bool>>);
+/// What the driver queues for Redis, in the order it happened: live-state writes and queries
+/// and envelopes leave through one queue and one connection ([`run_outbox`]), so Redis runs
+/// them in that order.
+enum Outgoing {
+    /// An envelope: to a node (`None`: to all), its bytes, and who wants to know whether a
+    /// node's subscriber took it.
+    Envelope(Option<String>, Vec<u8>, Option<oneshot::Sender<bool>>),
+    /// A live-state write.
+    Op(LiveOp),
+    /// A live-state query and who waits for its answer.
+    Query(LiveQuery, oneshot::Sender<LiveAnswer>),
+}
+
+/// The outbox's task: what queued while the last round trip was out leaves together, in
+/// order, in one pipeline ([`RedisLive::run_batch`]), so a busy node does not wait one round
+/// trip per write, query or envelope. A write Redis refused, or a batch it did not answer, is
+/// logged (the live state is re-asserted when Redis comes back empty); a query then answers
+/// [`LiveAnswer::Failed`] and an envelope "not taken".
+/// `bus` is held for as long as the node runs: its subscriber stops when it is dropped.
+async fn run_outbox(live: RedisLive, mut rx: mpsc::Receiver<Outgoing>, bus: Bus) {
+    let _subscribed = bus;
+    let mut queued: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+    while rx.recv_many(&mut queued, PUBLISH_BATCH).await > 0 {
+        let items: Vec<BatchItem<'_>> = queued
+            .iter()
+            .map(|o| match o {
+                Outgoing::Envelope(to, payload, _) => BatchItem::Publish {
+                    to: to.as_deref(),
+                    payload,
+                },
+                Outgoing::Op(op) => BatchItem::Op(op),
+                Outgoing::Query(q, _) => BatchItem::Query(q),
+            })
+            .collect();
+        let replies = match live.run_batch(&items).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                tracing::warn!(error = %e, items = items.len(), "a live-state batch failed");
+                items.iter().map(|_| Err(e.clone())).collect()
+            }
+        };
+        drop(items);
+        for (out, reply) in queued.drain(..).zip(replies) {
+            match (out, reply) {
+                (Outgoing::Envelope(to, _, delivered), reply) => {
+                    let taken = match reply {
+                        Ok(BatchReply::Published(Some(n))) => n > 0,
+                        // The batch's failure is logged once, above.
+                        Err(_) => false,
+                        Ok(_) => {
+                            tracing::warn!(to = ?to, "a cluster envelope was refused");
+                            false
+                        }
+                    };
+                    if let Some(d) = delivered {
+                        let _ = d.send(taken);
+                    }
+                }
+                (Outgoing::Op(_), Ok(_)) => {}
+                (Outgoing::Op(_), Err(e)) => {
+                    tracing::warn!(error = %e, "a live-state write failed");
+                }
+                (Outgoing::Query(_, tx), Ok(BatchReply::Answer(a))) => {
+                    let _ = tx.send(a);
+                }
+                (Outgoing::Query(_, tx), reply) => {
+                    if let Err(e) = reply {
+                        tracing::warn!(error = %e, "a live-state query failed");
+                    }
+                    let _ = tx.send(LiveAnswer::Failed);
+                }
+            }
+        }
+    }
+}
 
 /// Cluster mode's handles, shared by the driver, the hub and the heartbeat.
 pub struct Cluster {
@@ -293,44 +368,8 @@ impl Cluster {
         let (bus, inbound) = Bus::start(url, node_id)
             .map_err(|e| anyhow::anyhow!("starting the cluster bus: {e}"))?;
         let connected = bus.connected();
-        let (outbox, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
-        tracker.spawn(async move {
-            // What queued while the last round trip was out leaves together, in order, in one
-            // pipeline (a busy node no longer waits one round trip per envelope).
-            let mut queued: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
-            while rx.recv_many(&mut queued, PUBLISH_BATCH).await > 0 {
-                let batch: Vec<(Option<&str>, &[u8])> = queued
-                    .iter()
-                    .map(|(to, payload, _)| (to.as_deref(), payload.as_slice()))
-                    .collect();
-                let taken = match bus.send_all(&batch).await {
-                    Ok(counts) => counts
-                        .into_iter()
-                        .zip(&batch)
-                        .map(|(n, (to, _))| {
-                            if n.is_none() {
-                                tracing::warn!(to = ?to, "a cluster envelope was refused");
-                            }
-                            n.is_some_and(|n| n > 0)
-                        })
-                        .collect(),
-                    Err(e) => {
-                        tracing::warn!(
-                            error = %e,
-                            envelopes = batch.len(),
-                            "cluster envelopes were not sent"
-                        );
-                        vec![false; batch.len()]
-                    }
-                };
-                drop(batch);
-                for ((_, _, delivered), taken) in queued.drain(..).zip(taken) {
-                    if let Some(d) = delivered {
-                        let _ = d.send(taken);
-                    }
-                }
-            }
-        });
+        let (outbox, rx) = mpsc::channel::<Outgoing>(OUTBOX);
+        tracker.spawn(run_outbox(live.clone(), rx, bus));
         let cluster = Arc::new(Cluster {
             node_id: node_id.to_owned(),
             live,
@@ -392,10 +431,28 @@ impl Cluster {
         // A dropped envelope drops its `delivered` sender too: its receiver hears "not taken".
         if let Err(mpsc::error::TrySendError::Full(_)) =
             self.outbox
-                .try_send((to.map(str::to_owned), bytes, delivered))
+                .try_send(Outgoing::Envelope(to.map(str::to_owned), bytes, delivered))
         {
             tracing::warn!("the cluster outbox is full; an envelope was dropped");
         }
+    }
+
+    /// Queues a live-state write behind everything queued before it (waiting while the outbox
+    /// is full: a write is never dropped).
+    pub async fn apply(&self, op: LiveOp) {
+        if self.outbox.send(Outgoing::Op(op)).await.is_err() {
+            tracing::warn!("the cluster outbox is closed; a live-state write was dropped");
+        }
+    }
+
+    /// Carries out a live-state query behind everything queued before it (so it sees this
+    /// node's earlier writes). [`LiveAnswer::Failed`] when Redis did not answer it.
+    pub async fn query(&self, query: LiveQuery) -> LiveAnswer {
+        let (tx, rx) = oneshot::channel();
+        if self.outbox.send(Outgoing::Query(query, tx)).await.is_err() {
+            return LiveAnswer::Failed;
+        }
+        rx.await.unwrap_or(LiveAnswer::Failed)
     }
 
     /// Queues `body` for node `to`.

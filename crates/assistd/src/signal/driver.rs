@@ -726,9 +726,10 @@ impl Driver {
         let _ = self.store_tx.send(StoreWrite::Stats(r));
     }
 
-    /// Carries out every output of the machine, in order. Live-state ops and queries are
-    /// awaited inline, so their effects keep the machine's order and an answer goes back before
-    /// the next output.
+    /// Carries out every output of the machine, in order. In process, live-state ops and
+    /// queries are applied inline. In cluster mode they join the cluster's outbox with the
+    /// envelopes (one ordered queue, one Redis connection): a write is queued, not awaited, and
+    /// a query waits for its answer, which goes back to the machine before the next output.
     async fn drain(&mut self) {
         while let Some(out) = self.broker.poll_output() {
             match out {
@@ -904,17 +905,25 @@ impl Driver {
                         c.broadcast(cluster::Body::RedeemFailed { user });
                     }
                 }
-                Output::Live(op) => {
+                Output::Live(op) => match &self.cluster {
+                    // Cluster mode: queued behind the envelopes and writes before it; the
+                    // outbox pipelines what queues while a round trip is out.
+                    Some(c) => c.apply(op).await,
                     // In process the future is ready at once: no task, no channel hop.
-                    if let Err(e) = self.live.apply(op).await {
-                        tracing::warn!(error = %e, "a live-state write failed");
+                    None => {
+                        if let Err(e) = self.live.apply(op).await {
+                            tracing::warn!(error = %e, "a live-state write failed");
+                        }
                     }
-                }
+                },
                 Output::LiveQuery { token, query } => {
-                    let answer = self.live.query(query).await.unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "a live-state query failed");
-                        LiveAnswer::Failed
-                    });
+                    let answer = match &self.cluster {
+                        Some(c) => c.query(query).await,
+                        None => self.live.query(query).await.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "a live-state query failed");
+                            LiveAnswer::Failed
+                        }),
+                    };
                     if let Err(e) = self.broker.handle_live_answer(token, answer, now()) {
                         tracing::warn!(error = %e, "a live-state answer was refused");
                     }
