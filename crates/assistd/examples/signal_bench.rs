@@ -245,7 +245,20 @@ async fn main() -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        anyhow::bail!("the warm-up did not finish within 300 s (a pair failed?)");
+        // Name what the pairs that stopped said.
+        let mut why = Vec::new();
+        for t in tasks.into_iter().filter(|t| t.is_finished()) {
+            match t.await {
+                Ok(Err(e)) => why.push(format!("{e:#}")),
+                Ok(Ok(_)) => {}
+                Err(e) => why.push(format!("a pair's task failed: {e}")),
+            }
+        }
+        anyhow::bail!(
+            "the warm-up did not finish within 300 s; {} pair(s) stopped: {}",
+            why.len(),
+            why.join("; ")
+        );
     }
     let cpu0 = cpu_all();
     let started = Instant::now();

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+use super::conn::Outbound;
 use super::driver::HubInput;
+use assist_live::LiveError;
+use assist_session::message::CloseCode;
 
 /// The envelope format's version (`v`); a node drops envelopes of another version.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -246,6 +249,20 @@ enum Outgoing {
     Op(LiveOp),
     /// A live-state query and who waits for its answer.
     Query(LiveQuery, oneshot::Sender<LiveAnswer>),
+    /// A message for a connection of this node, handed to it once what was queued before it
+    /// is done (a client never hears of a session before the session is in the directory).
+    Deliver(mpsc::Sender<Outbound>, Outbound),
+}
+
+/// Hands `msg` to a local connection's writer; one that is not reading is closed.
+pub(super) fn deliver(tx: &mpsc::Sender<Outbound>, msg: Outbound) {
+    let close = matches!(msg, Outbound::Close(_));
+    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
+        if !close {
+            tracing::warn!("a signalling connection is not reading; closing it");
+        }
+        let _ = tx.try_send(Outbound::Close(CloseCode::Slow));
+    }
 }
 
 /// The outbox's task: what queued while the last round trip was out leaves together, in
@@ -254,19 +271,25 @@ enum Outgoing {
 /// logged (the live state is re-asserted when Redis comes back empty); a query then answers
 /// [`LiveAnswer::Failed`] and an envelope "not taken".
 /// `bus` is held for as long as the node runs: its subscriber stops when it is dropped.
-async fn run_outbox(live: RedisLive, mut rx: mpsc::Receiver<Outgoing>, bus: Bus) {
+async fn run_outbox(
+    live: RedisLive,
+    mut rx: mpsc::Receiver<Outgoing>,
+    bus: Bus,
+    done: Arc<AtomicU64>,
+) {
     let _subscribed = bus;
     let mut queued: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     while rx.recv_many(&mut queued, PUBLISH_BATCH).await > 0 {
         let items: Vec<BatchItem<'_>> = queued
             .iter()
-            .map(|o| match o {
-                Outgoing::Envelope(to, payload, _) => BatchItem::Publish {
+            .filter_map(|o| match o {
+                Outgoing::Envelope(to, payload, _) => Some(BatchItem::Publish {
                     to: to.as_deref(),
                     payload,
-                },
-                Outgoing::Op(op) => BatchItem::Op(op),
-                Outgoing::Query(q, _) => BatchItem::Query(q),
+                }),
+                Outgoing::Op(op) => Some(BatchItem::Op(op)),
+                Outgoing::Query(q, _) => Some(BatchItem::Query(q)),
+                Outgoing::Deliver(..) => None,
             })
             .collect();
         let replies = match live.run_batch(&items).await {
@@ -277,8 +300,17 @@ async fn run_outbox(live: RedisLive, mut rx: mpsc::Receiver<Outgoing>, bus: Bus)
             }
         };
         drop(items);
-        for (out, reply) in queued.drain(..).zip(replies) {
+        let mut replies = replies.into_iter();
+        let n = queued.len() as u64;
+        for out in queued.drain(..) {
+            let reply = match &out {
+                Outgoing::Deliver(..) => Ok(BatchReply::Applied),
+                _ => replies
+                    .next()
+                    .unwrap_or_else(|| Err(LiveError("no reply".into()))),
+            };
             match (out, reply) {
+                (Outgoing::Deliver(tx, msg), _) => deliver(&tx, msg),
                 (Outgoing::Envelope(to, _, delivered), reply) => {
                     let taken = match reply {
                         Ok(BatchReply::Published(Some(n))) => n > 0,
@@ -308,6 +340,7 @@ async fn run_outbox(live: RedisLive, mut rx: mpsc::Receiver<Outgoing>, bus: Bus)
                 }
             }
         }
+        done.fetch_add(n, Ordering::Release);
     }
 }
 
@@ -328,6 +361,9 @@ pub struct Cluster {
     /// The nodes alive as of the last heartbeat, by id (this one included).
     nodes: Mutex<BTreeMap<String, NodeRecord>>,
     outbox: mpsc::Sender<Outgoing>,
+    /// Items put in the outbox, and items it has finished ([`Cluster::outbox_idle`]).
+    queued: AtomicU64,
+    done: Arc<AtomicU64>,
     launches: Mutex<HashMap<u64, oneshot::Sender<Result<SessionId, LaunchError>>>>,
     next_req: AtomicU64,
     /// Wakes the heartbeat before its tick (the drain began).
@@ -369,7 +405,8 @@ impl Cluster {
             .map_err(|e| anyhow::anyhow!("starting the cluster bus: {e}"))?;
         let connected = bus.connected();
         let (outbox, rx) = mpsc::channel::<Outgoing>(OUTBOX);
-        tracker.spawn(run_outbox(live.clone(), rx, bus));
+        let done = Arc::new(AtomicU64::new(0));
+        tracker.spawn(run_outbox(live.clone(), rx, bus, done.clone()));
         let cluster = Arc::new(Cluster {
             node_id: node_id.to_owned(),
             live,
@@ -379,6 +416,8 @@ impl Cluster {
             draining,
             nodes: Mutex::new(BTreeMap::new()),
             outbox,
+            queued: AtomicU64::new(0),
+            done,
             launches: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             beat_now: tokio::sync::Notify::new(),
@@ -440,8 +479,33 @@ impl Cluster {
     /// Queues a live-state write behind everything queued before it (waiting while the outbox
     /// is full: a write is never dropped).
     pub async fn apply(&self, op: LiveOp) {
-        if self.outbox.send(Outgoing::Op(op)).await.is_err() {
+        if self.enqueue(Outgoing::Op(op)).await.is_err() {
             tracing::warn!("the cluster outbox is closed; a live-state write was dropped");
+        }
+    }
+
+    /// Puts `item` in the outbox, counted, waiting while it is full; gives it back once the
+    /// outbox is closed (the node is stopping).
+    async fn enqueue(&self, item: Outgoing) -> Result<(), Outgoing> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.outbox.send(item).await.map_err(|mpsc::error::SendError(item)| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            item
+        })
+    }
+
+    /// Whether everything put in the outbox is done: a message for a local connection may then
+    /// go straight to it, else it queues behind ([`Cluster::deliver_after`]).
+    pub fn outbox_idle(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.queued.load(Ordering::Acquire)
+    }
+
+    /// Hands `msg` to a local connection after everything queued before it is done.
+    pub async fn deliver_after(&self, tx: &mpsc::Sender<Outbound>, msg: Outbound) {
+        if let Err(Outgoing::Deliver(tx, msg)) =
+            self.enqueue(Outgoing::Deliver(tx.clone(), msg)).await
+        {
+            deliver(&tx, msg);
         }
     }
 
@@ -449,7 +513,7 @@ impl Cluster {
     /// node's earlier writes). [`LiveAnswer::Failed`] when Redis did not answer it.
     pub async fn query(&self, query: LiveQuery) -> LiveAnswer {
         let (tx, rx) = oneshot::channel();
-        if self.outbox.send(Outgoing::Query(query, tx)).await.is_err() {
+        if self.enqueue(Outgoing::Query(query, tx)).await.is_err() {
             return LiveAnswer::Failed;
         }
         rx.await.unwrap_or(LiveAnswer::Failed)

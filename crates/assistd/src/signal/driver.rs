@@ -726,6 +726,16 @@ impl Driver {
         let _ = self.store_tx.send(StoreWrite::Stats(r));
     }
 
+    /// Hands `msg` to a local connection: at once, or, in cluster mode while the outbox holds
+    /// writes or envelopes queued before it, after them (what a client hears never runs ahead
+    /// of the live state: a code it is given is already in the directory).
+    async fn to_local(cluster: Option<&Cluster>, tx: mpsc::Sender<Outbound>, msg: Outbound) {
+        match cluster {
+            Some(c) if !c.outbox_idle() => c.deliver_after(&tx, msg).await,
+            _ => cluster::deliver(&tx, msg),
+        }
+    }
+
     /// Carries out every output of the machine, in order. In process, live-state ops and
     /// queries are applied inline. In cluster mode they join the cluster's outbox with the
     /// envelopes (one ordered queue, one Redis connection): a write is queued, not awaited, and
@@ -745,12 +755,8 @@ impl Driver {
                             },
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            tx.try_send(Outbound::Text(event.to_json()))
-                        {
-                            tracing::warn!("a signalling connection is not reading; closing it");
-                            let _ = tx.try_send(Outbound::Close(CloseCode::Slow));
-                        }
+                        let msg = Outbound::Text(event.to_json());
+                        Self::to_local(self.cluster.as_deref(), tx.clone(), msg).await;
                     }
                 }
                 Output::Close { conn, code } => {
@@ -766,7 +772,8 @@ impl Driver {
                             },
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
-                        let _ = tx.try_send(Outbound::Close(code));
+                        let msg = Outbound::Close(code);
+                        Self::to_local(self.cluster.as_deref(), tx.clone(), msg).await;
                     }
                 }
                 Output::Evaluate(req) => {
