@@ -148,7 +148,7 @@ start_node() {
         ASSIST_TLS_CERT_FILE="$KEYS/tls/cert.pem" ASSIST_TLS_KEY_FILE="$KEYS/tls/key.pem" \
         "$@" "${NICE[@]}" taskset -c 0 "$ASSISTD" serve --data-dir "$data" \
         --config "$ROOT/benches/signal-bench.toml" --listen "127.0.0.1:$port" \
-        --quic-listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" --log warn \
+        --quic-listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" --log "${BENCH_LOG:-warn}" \
         >>"$OUT/$name.log" 2>&1 &
     local pid=$!
     NODE_PIDS+=("$pid")

@@ -332,6 +332,24 @@ async fn three_nodes_share_codes_relays_launches_settings_and_facts() {
         changed.elapsed()
     );
 
+    // Codes issued on node 1 in a burst, each redeemed on node 2 the moment its helper hears
+    // it: every one joins (node 1's directory entry is written before its code is told).
+    for round in 0..3 {
+        let mut pairs = Vec::new();
+        for i in 0..BURST {
+            pairs.push(tokio::spawn({
+                let (h, sh) = (
+                    user_client(&n1, "helen@contoso.com").await,
+                    user_client(&n2, "sam@contoso.com").await,
+                );
+                redeem_at_once(h, sh, format!("{round}-{i}"))
+            }));
+        }
+        for p in pairs {
+            p.await.unwrap();
+        }
+    }
+
     // Brute force across nodes: mallory gets five guesses in all, not five per node. Two
     // wrong codes on node 1 and two on node 2; once heard, the fifth (on node 3) locks her.
     let mallory = user_token(&n1, "contoso", "mallory@contoso.com", None);
@@ -561,6 +579,23 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
     expect_signal(&mut h, "pong").await;
     n1.server.shutdown().await;
     n3.server.shutdown().await;
+}
+
+/// How many pairings [`redeem_at_once`] runs together.
+const BURST: usize = 16;
+
+/// The helper asks for a code; the sharer redeems it as soon as it arrives and joins.
+async fn redeem_at_once(mut h: SignalClient, mut sh: SignalClient, tag: String) {
+    h.send(&json!({"id": tag, "type": "requestCode"}))
+        .await
+        .unwrap();
+    let issued = expect_signal(&mut h, "codeIssued").await;
+    sh.send(&json!({"id": tag, "type": "redeemCode", "code": issued["code"]}))
+        .await
+        .unwrap();
+    let m = expect_one_of(&mut sh, &["sessionJoined", "error"]).await;
+    assert_eq!(m["type"], "sessionJoined", "pairing {tag}: {m}");
+    expect_signal(&mut h, "sessionJoined").await;
 }
 
 /// Pairs helen on `a` with sam on `b` by code; `None` if a step answered an error (Redis down

@@ -468,11 +468,15 @@ impl Cluster {
             return;
         };
         // A dropped envelope drops its `delivered` sender too: its receiver hears "not taken".
-        if let Err(mpsc::error::TrySendError::Full(_)) =
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) =
             self.outbox
                 .try_send(Outgoing::Envelope(to.map(str::to_owned), bytes, delivered))
         {
-            tracing::warn!("the cluster outbox is full; an envelope was dropped");
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!("the cluster outbox is full; an envelope was dropped");
+            }
         }
     }
 
@@ -488,20 +492,27 @@ impl Cluster {
     /// outbox is closed (the node is stopping).
     async fn enqueue(&self, item: Outgoing) -> Result<(), Outgoing> {
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.outbox.send(item).await.map_err(|mpsc::error::SendError(item)| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            item
-        })
+        self.outbox
+            .send(item)
+            .await
+            .map_err(|mpsc::error::SendError(item)| {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                item
+            })
     }
 
-    /// Whether everything put in the outbox is done: a message for a local connection may then
-    /// go straight to it, else it queues behind ([`Cluster::deliver_after`]).
+    /// Whether everything put in the outbox is done.
     pub fn outbox_idle(&self) -> bool {
         self.done.load(Ordering::Acquire) >= self.queued.load(Ordering::Acquire)
     }
 
-    /// Hands `msg` to a local connection after everything queued before it is done.
-    pub async fn deliver_after(&self, tx: &mpsc::Sender<Outbound>, msg: Outbound) {
+    /// Hands `msg` to a local connection: at once when the outbox is idle, else after
+    /// everything queued before it is done (what a client hears never runs ahead of this
+    /// node's live-state writes: a code it is given is already in the directory).
+    pub async fn to_local(&self, tx: &mpsc::Sender<Outbound>, msg: Outbound) {
+        if self.outbox_idle() {
+            return deliver(tx, msg);
+        }
         if let Err(Outgoing::Deliver(tx, msg)) =
             self.enqueue(Outgoing::Deliver(tx.clone(), msg)).await
         {
@@ -1092,5 +1103,84 @@ mod tests {
         );
         assert_eq!(launch_error_from("deviceBusy"), LaunchError::DeviceBusy);
         assert_eq!(launch_error_from("nonsense"), LaunchError::Unavailable);
+    }
+
+    /// A message for a local connection waits for the writes queued before it: while Redis is
+    /// paused (`CLIENT PAUSE`) a write is out, so the message is held; it arrives once the
+    /// write is done. Envelopes count too: one sent first does not make the outbox look idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_message_waits_for_the_writes_before_it() {
+        let Some(redis) = assist_testkit::RedisInstance::shared() else {
+            return;
+        };
+        let url = redis.fresh_url();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (c, _inbound, _connected) = Cluster::connect(
+            &url,
+            "n1",
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            Arc::new(AtomicBool::new(false)),
+            &tracker,
+        )
+        .await
+        .expect("connects");
+        let idle = || async {
+            for _ in 0..500 {
+                if c.outbox_idle() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the outbox never went idle");
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        // Idle: straight through.
+        c.to_local(&tx, Outbound::Text("first".into())).await;
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Text(t)) if t == "first"));
+        c.send("n2", Body::Draining);
+        idle().await;
+
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1000)
+            .arg("ALL")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let id = SessionId("5e".repeat(16));
+        c.apply(LiveOp::PutSession {
+            id: id.clone(),
+            session: assist_session::LiveSession {
+                tenant_id: "t1".into(),
+                stage: assist_session::LiveStage::Pending,
+                mode: None,
+                chat: true,
+                helper: None,
+                helper_conn: None,
+                sharer: None,
+                sharer_conn: None,
+                device_id: None,
+            },
+        })
+        .await;
+        assert!(!c.outbox_idle(), "a write is out");
+        c.to_local(&tx, Outbound::Text("after the write".into()))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "held while the write is out");
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("delivered once Redis answers");
+        assert!(matches!(got, Some(Outbound::Text(t)) if t == "after the write"));
+        assert_eq!(
+            c.live.session_owner(&id).await.unwrap().as_deref(),
+            Some("n1"),
+            "the write was done before the message"
+        );
+        idle().await;
+        tracker.close();
     }
 }

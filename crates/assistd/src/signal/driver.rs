@@ -726,16 +726,6 @@ impl Driver {
         let _ = self.store_tx.send(StoreWrite::Stats(r));
     }
 
-    /// Hands `msg` to a local connection: at once, or, in cluster mode while the outbox holds
-    /// writes or envelopes queued before it, after them (what a client hears never runs ahead
-    /// of the live state: a code it is given is already in the directory).
-    async fn to_local(cluster: Option<&Cluster>, tx: mpsc::Sender<Outbound>, msg: Outbound) {
-        match cluster {
-            Some(c) if !c.outbox_idle() => c.deliver_after(&tx, msg).await,
-            _ => cluster::deliver(&tx, msg),
-        }
-    }
-
     /// Carries out every output of the machine, in order. In process, live-state ops and
     /// queries are applied inline. In cluster mode they join the cluster's outbox with the
     /// envelopes (one ordered queue, one Redis connection): a write is queued, not awaited, and
@@ -756,7 +746,10 @@ impl Driver {
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
                         let msg = Outbound::Text(event.to_json());
-                        Self::to_local(self.cluster.as_deref(), tx.clone(), msg).await;
+                        match &self.cluster {
+                            Some(c) => c.to_local(tx, msg).await,
+                            None => cluster::deliver(tx, msg),
+                        }
                     }
                 }
                 Output::Close { conn, code } => {
@@ -773,7 +766,10 @@ impl Driver {
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
                         let msg = Outbound::Close(code);
-                        Self::to_local(self.cluster.as_deref(), tx.clone(), msg).await;
+                        match &self.cluster {
+                            Some(c) => c.to_local(tx, msg).await,
+                            None => cluster::deliver(tx, msg),
+                        }
                     }
                 }
                 Output::Evaluate(req) => {
@@ -946,13 +942,25 @@ async fn code_owner(
     c: &Cluster,
     digest: assist_session::code::CodeDigest,
 ) -> Option<String> {
-    let Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) =
-        live.query(LiveQuery::GetCode { digest }).await
-    else {
-        return None;
+    let sid = match live.query(LiveQuery::GetCode { digest }).await {
+        Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) => sid,
+        other => {
+            tracing::debug!(code = ?other, "a redeemed code has no pending session; answered here");
+            return None;
+        }
     };
-    let owner = c.live.session_owner(&sid).await.ok().flatten()?;
-    c.other_alive(&[owner])
+    let owner = match c.live.session_owner(&sid).await {
+        Ok(Some(owner)) => owner,
+        other => {
+            tracing::debug!(session = %sid.0, owner = ?other, "a redeemed code's session is not listed; answered here");
+            return None;
+        }
+    };
+    let alive = c.other_alive(std::slice::from_ref(&owner));
+    if alive.is_none() && owner != c.node_id {
+        tracing::debug!(session = %sid.0, owner, "a redeemed code's session is on a node not alive; answered here");
+    }
+    alive
 }
 
 async fn evaluate(
