@@ -252,6 +252,8 @@ enum Outgoing {
     /// A message for a connection of this node, handed to it once what was queued before it
     /// is done (a client never hears of a session before the session is in the directory).
     Deliver(mpsc::Sender<Outbound>, Outbound),
+    /// Told once everything queued before it is done ([`Cluster::flush`]).
+    Flush(oneshot::Sender<()>),
 }
 
 /// Hands `msg` to a local connection's writer; one that is not reading is closed.
@@ -289,7 +291,7 @@ async fn run_outbox(
                 }),
                 Outgoing::Op(op) => Some(BatchItem::Op(op)),
                 Outgoing::Query(q, _) => Some(BatchItem::Query(q)),
-                Outgoing::Deliver(..) => None,
+                Outgoing::Deliver(..) | Outgoing::Flush(_) => None,
             })
             .collect();
         let replies = match live.run_batch(&items).await {
@@ -304,13 +306,16 @@ async fn run_outbox(
         let n = queued.len() as u64;
         for out in queued.drain(..) {
             let reply = match &out {
-                Outgoing::Deliver(..) => Ok(BatchReply::Applied),
+                Outgoing::Deliver(..) | Outgoing::Flush(_) => Ok(BatchReply::Applied),
                 _ => replies
                     .next()
                     .unwrap_or_else(|| Err(LiveError("no reply".into()))),
             };
             match (out, reply) {
                 (Outgoing::Deliver(tx, msg), _) => deliver(&tx, msg),
+                (Outgoing::Flush(tx), _) => {
+                    let _ = tx.send(());
+                }
                 (Outgoing::Envelope(to, _, delivered), reply) => {
                     let taken = match reply {
                         Ok(BatchReply::Published(Some(n))) => n > 0,
@@ -501,6 +506,14 @@ impl Cluster {
             })
     }
 
+    /// Waits until everything queued so far is done (or the outbox is closed).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.enqueue(Outgoing::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Whether everything put in the outbox is done.
     pub fn outbox_idle(&self) -> bool {
         self.done.load(Ordering::Acquire) >= self.queued.load(Ordering::Acquire)
@@ -520,14 +533,14 @@ impl Cluster {
         }
     }
 
-    /// Carries out a live-state query behind everything queued before it (so it sees this
-    /// node's earlier writes). [`LiveAnswer::Failed`] when Redis did not answer it.
-    pub async fn query(&self, query: LiveQuery) -> LiveAnswer {
+    /// Queues a live-state query behind everything queued before it (so it sees this node's
+    /// earlier writes); the receiver hears its answer ([`LiveAnswer::Failed`] when Redis did not
+    /// answer it; nothing when the node is stopping).
+    pub async fn query(&self, query: LiveQuery) -> oneshot::Receiver<LiveAnswer> {
         let (tx, rx) = oneshot::channel();
-        if self.enqueue(Outgoing::Query(query, tx)).await.is_err() {
-            return LiveAnswer::Failed;
-        }
-        rx.await.unwrap_or(LiveAnswer::Failed)
+        // Given back only once the outbox is closed: its sender is then dropped.
+        let _ = self.enqueue(Outgoing::Query(query, tx)).await;
+        rx
     }
 
     /// Queues `body` for node `to`.

@@ -9,7 +9,7 @@ use assist_session::code::normalize_code;
 use assist_session::message::{ClientMessage, ClientRequest, CloseCode, RelayAccess, SessionId};
 use assist_session::{
     Broker, ConnId, Crypto, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveQuery,
-    Output, Party, RecordEvent, Timestamp,
+    LiveToken, Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::Store;
 use std::collections::HashMap;
@@ -22,6 +22,10 @@ use super::conn::Outbound;
 use super::records::{self, StoreWrite};
 use super::{now, RelayEndpoint};
 use crate::facts;
+
+/// How long a shutting-down node waits for its outbox (writes, envelopes, and what its
+/// connections are told) before it closes the connections.
+const FLUSH_BOUND: Duration = Duration::from_secs(5);
 
 /// Inputs to the driver.
 pub(super) enum HubInput {
@@ -63,6 +67,12 @@ pub(super) enum HubInput {
         conn: ConnId,
         owner: String,
         replay: Option<String>,
+    },
+    /// Cluster mode: Redis answered a live-state query (the hub goes on with other inputs
+    /// meanwhile; the machine keeps what it needs until the answer).
+    LiveAnswer {
+        token: LiveToken,
+        answer: LiveAnswer,
     },
     /// Cluster mode: a node's heartbeat expired.
     NodeDead(String),
@@ -349,12 +359,23 @@ impl Driver {
                         }
                         HubInput::Peer { from, body } => self.peer(from, body, &mut fresh_conn, t).await,
                         HubInput::MoveFailed { conn, owner, replay } => self.move_failed(conn, &owner, replay, t),
+                        HubInput::LiveAnswer { token, answer } => {
+                            if let Err(e) = self.broker.handle_live_answer(token, answer, t) {
+                                tracing::warn!(error = %e, "a live-state answer was refused");
+                            }
+                        }
                         HubInput::NodeDead(node) => self.node_dead(&node, t),
                         HubInput::Reassert { attempt } => self.reassert(attempt).await,
                         HubInput::Draining => self.broker.handle_draining(t),
                         HubInput::ShuttingDown { reply } => {
                             self.broker.handle_shutting_down(t);
                             self.drain().await;
+                            // What the connections are told leaves before they are closed.
+                            if let Some(c) = &self.cluster {
+                                if tokio::time::timeout(FLUSH_BOUND, c.flush()).await.is_err() {
+                                    tracing::warn!("the cluster outbox did not empty before the shutdown");
+                                }
+                            }
                             let _ = reply.send(());
                         }
                     }
@@ -727,9 +748,10 @@ impl Driver {
     }
 
     /// Carries out every output of the machine, in order. In process, live-state ops and
-    /// queries are applied inline. In cluster mode they join the cluster's outbox with the
-    /// envelopes (one ordered queue, one Redis connection): a write is queued, not awaited, and
-    /// a query waits for its answer, which goes back to the machine before the next output.
+    /// queries are applied inline (a query's answer goes back to the machine before the next
+    /// output). In cluster mode they join the cluster's outbox with the envelopes (one ordered
+    /// queue, one Redis connection): neither is awaited, and a query's answer comes back as a
+    /// [`HubInput::LiveAnswer`].
     async fn drain(&mut self) {
         while let Some(out) = self.broker.poll_output() {
             match out {
@@ -920,13 +942,20 @@ impl Driver {
                     }
                 },
                 Output::LiveQuery { token, query } => {
-                    let answer = match &self.cluster {
-                        Some(c) => c.query(query).await,
-                        None => self.live.query(query).await.unwrap_or_else(|e| {
-                            tracing::warn!(error = %e, "a live-state query failed");
-                            LiveAnswer::Failed
-                        }),
-                    };
+                    // Cluster mode: queued like a write; its answer comes back as an input.
+                    if let Some(c) = &self.cluster {
+                        let answer = c.query(query).await;
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            let answer = answer.await.unwrap_or(LiveAnswer::Failed);
+                            let _ = tx.send(HubInput::LiveAnswer { token, answer }).await;
+                        });
+                        continue;
+                    }
+                    let answer = self.live.query(query).await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "a live-state query failed");
+                        LiveAnswer::Failed
+                    });
                     if let Err(e) = self.broker.handle_live_answer(token, answer, now()) {
                         tracing::warn!(error = %e, "a live-state answer was refused");
                     }
