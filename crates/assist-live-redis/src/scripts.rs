@@ -160,3 +160,25 @@ return out
 "#,
     )
 });
+
+/// A code and, when it is pending, its session's directory entry, in one round trip. KEYS: the
+/// code, the sessions hash. Returns `{code}` or `{code, entry}`, or an empty array when there
+/// is no code.
+pub(crate) static CODE_OWNER: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+local code = redis.call('GET', KEYS[1])
+if not code then
+  return {}
+end
+local ok, c = pcall(cjson.decode, code)
+if ok and type(c) == 'table' and type(c.p) == 'string' then
+  local entry = redis.call('HGET', KEYS[2], c.p)
+  if entry then
+    return {code, entry}
+  end
+end
+return {code}
+"#,
+    )
+});

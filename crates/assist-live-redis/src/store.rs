@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assist_live::{LiveError, LiveFuture, LiveStore};
+use assist_session::code::CodeDigest;
 use assist_session::{
     ConnId, DeviceRef, LiveAnswer, LiveCode, LiveOp, LiveQuery, LiveSession, SessionId, UserRef,
 };
 use redis::Pipeline;
 
 use crate::batch::{got_code, inserted};
-use crate::codec::{decode_entry, encode_code, encode_entry, member, split_member};
-use crate::scripts::{Call, DELETE_IF, FORGET_NODE, PUT_SESSION, REMOVE_SESSION};
+use crate::codec::{decode_code, decode_entry, encode_code, encode_entry, member, split_member};
+use crate::scripts::{Call, CODE_OWNER, DELETE_IF, FORGET_NODE, PUT_SESSION, REMOVE_SESSION};
 use crate::{check_node_id, connect_manager, keys, Conn, RedisOptions, Registry};
 
 /// The longest TTL a code gets (a day): a `forget_at` further away is clamped (Redis refuses
@@ -244,6 +245,26 @@ impl RedisLive {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// A code (by digest) and, when it is pending and its session is listed, the node that
+    /// owns that session, in one round trip (how a node finds where a redeemed code's session
+    /// lives). `None`: no such code.
+    pub async fn code_and_owner(
+        &self,
+        digest: &CodeDigest,
+    ) -> Result<Option<(LiveCode, Option<String>)>, LiveError> {
+        let call = Call::new(&CODE_OWNER)
+            .key(keys::code(digest))
+            .key(keys::SESSIONS);
+        let got: Vec<Vec<u8>> = self.conn.script("code owner", &call).await?;
+        let mut got = got.into_iter();
+        let Some(code) = got.next() else {
+            return Ok(None);
+        };
+        let code = decode_code(&code)?;
+        let owner = got.next().map(|e| decode_entry(&e)).transpose()?;
+        Ok(Some((code, owner.map(|(node, _)| node))))
     }
 
     /// The node that wrote a session's directory entry (its owner), if it is listed.

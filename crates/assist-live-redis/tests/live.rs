@@ -601,3 +601,57 @@ async fn a_batch_runs_in_order_and_a_refused_item_fails_alone() {
     assert_eq!(heard, b"hello");
     assert_eq!(a.run_batch(&[]).await.unwrap(), vec![], "an empty batch");
 }
+
+#[tokio::test]
+async fn a_code_and_its_sessions_owner_come_in_one_answer() {
+    let Some(url) = fresh() else { return };
+    let (a, b) = (node(&url, "n1").await, node(&url, "n2").await);
+    let (listed, unlisted, expired, none) = (
+        CodeDigest([21; 32]),
+        CodeDigest([22; 32]),
+        CodeDigest([23; 32]),
+        CodeDigest([24; 32]),
+    );
+    a.apply(LiveOp::PutSession {
+        id: sid(0x81),
+        session: entry("t1", 1),
+    })
+    .await
+    .unwrap();
+    for (digest, code) in [
+        (&listed, LiveCode::Pending(sid(0x81))),
+        (&unlisted, LiveCode::Pending(sid(0x82))),
+        (
+            &expired,
+            LiveCode::Expired {
+                forget_at: Timestamp::from_millis(9),
+            },
+        ),
+    ] {
+        a.apply(LiveOp::ReplaceCode {
+            digest: digest.clone(),
+            code,
+        })
+        .await
+        .unwrap();
+    }
+    // Asked from another node: the owner is the node that wrote the entry.
+    assert_eq!(
+        b.code_and_owner(&listed).await.unwrap(),
+        Some((LiveCode::Pending(sid(0x81)), Some("n1".into())))
+    );
+    assert_eq!(
+        b.code_and_owner(&unlisted).await.unwrap(),
+        Some((LiveCode::Pending(sid(0x82)), None))
+    );
+    assert_eq!(
+        b.code_and_owner(&expired).await.unwrap(),
+        Some((
+            LiveCode::Expired {
+                forget_at: Timestamp::from_millis(9)
+            },
+            None
+        ))
+    );
+    assert_eq!(b.code_and_owner(&none).await.unwrap(), None);
+}

@@ -8,8 +8,8 @@ use assist_relay::{Relay, Role as RelayRole, TicketAuthority};
 use assist_session::code::normalize_code;
 use assist_session::message::{ClientMessage, ClientRequest, CloseCode, RelayAccess, SessionId};
 use assist_session::{
-    Broker, ConnId, Crypto, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveQuery,
-    LiveToken, Output, Party, RecordEvent, Timestamp,
+    Broker, ConnId, Crypto, DeviceRef, EvalId, LaunchError, LiveAnswer, LiveCode, LiveToken,
+    Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::Store;
 use std::collections::HashMap;
@@ -405,7 +405,7 @@ impl Driver {
             Ok(ClientRequest::RedeemCode { code }) => match normalize_code(&code) {
                 Some(code) => {
                     let digest = self.crypto.code_digest(&code);
-                    code_owner(self.live.clone(), &c, digest).await
+                    code_owner(&c, digest).await
                 }
                 None => None,
             },
@@ -966,24 +966,18 @@ impl Driver {
 }
 
 /// The live node other than this one that owns the session a code (by digest) opens, if any.
-async fn code_owner(
-    live: Arc<dyn LiveStore>,
-    c: &Cluster,
-    digest: assist_session::code::CodeDigest,
-) -> Option<String> {
-    let sid = match live.query(LiveQuery::GetCode { digest }).await {
-        Ok(LiveAnswer::Code(Some((_, LiveCode::Pending(sid))))) => sid,
+async fn code_owner(c: &Cluster, digest: assist_session::code::CodeDigest) -> Option<String> {
+    // One round trip: the code, and its session's directory entry.
+    let (sid, owner) = match c.live.code_and_owner(&digest).await {
+        Ok(Some((LiveCode::Pending(sid), owner))) => (sid, owner),
         other => {
             tracing::debug!(code = ?other, "a redeemed code has no pending session; answered here");
             return None;
         }
     };
-    let owner = match c.live.session_owner(&sid).await {
-        Ok(Some(owner)) => owner,
-        other => {
-            tracing::debug!(session = %sid.0, owner = ?other, "a redeemed code's session is not listed; answered here");
-            return None;
-        }
+    let Some(owner) = owner else {
+        tracing::debug!(session = %sid.0, "a redeemed code's session is not listed; answered here");
+        return None;
     };
     let alive = c.other_alive(std::slice::from_ref(&owner));
     if alive.is_none() && owner != c.node_id {
