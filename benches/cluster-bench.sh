@@ -15,6 +15,7 @@
 # Binaries: ASSISTD (default target/release/assistd) and SIGNAL_BENCH (default
 # target/release/examples/signal_bench); setting either skips the build, e.g. a debug smoke:
 #   ASSISTD=target/debug/assistd SIGNAL_BENCH=target/debug/examples/signal_bench benches/cluster-bench.sh --pairs 200 --runs 1
+# BENCH_LOG sets the nodes' log filter (default warn), e.g. BENCH_LOG=warn,assistd::signal=debug.
 # Servers (every assistd, Redis, PostgreSQL) are pinned to core 0, the generator to core 1, at
 # nice -15 as root; each run waits for an idle machine. Loopback only, free ports.
 # Results: target/bench-results/cluster-<UTC stamp>/ (one JSON per run, summary.json, summary.md, logs).

@@ -51,9 +51,11 @@ fn ready<'a, T: Send + 'a>(value: T) -> LiveFuture<'a, T> {
 
 /// The live state shared by the brokers of a deployment.
 ///
-/// Ordering: the driver awaits each [`LiveStore::apply`] and [`LiveStore::query`] before the
-/// next, in the order the machine emitted them; an implementation may pipeline them as long
-/// as their effects keep that order.
+/// Ordering: the in-process driver awaits each [`LiveStore::apply`] and [`LiveStore::query`]
+/// before the next, in the order the machine emitted them; an implementation may pipeline them
+/// as long as their effects keep that order. (In cluster mode the driver sends the machine's
+/// ops and queries through its ordered outbox, `assist_live_redis::RedisLive::run_batch`,
+/// rather than through this trait.)
 pub trait LiveStore: Send + Sync + fmt::Debug {
     /// Applies a write.
     fn apply(&self, op: LiveOp) -> LiveFuture<'_, ()>;
