@@ -9,7 +9,7 @@ use redis::Value;
 use crate::codec::{decode_code, encode_code};
 use crate::scripts::{Call, DELETE_IF};
 use crate::store::Step;
-use crate::{check_node_id, keys, redis_error, LiveError, RedisLive, MAX_PAYLOAD};
+use crate::{keys, redis_error, LiveError, RedisLive};
 
 /// One entry of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub enum BatchItem<'a> {
     Publish {
         /// The node, or `None` for the broadcast channel.
         to: Option<&'a str>,
-        /// At most [`MAX_PAYLOAD`] bytes.
+        /// At most [`crate::MAX_PAYLOAD`] bytes.
         payload: &'a [u8],
     },
 }
@@ -130,13 +130,8 @@ impl RedisLive {
                 },
                 BatchItem::Query(q) => self.add_query(q, &mut pipe),
                 BatchItem::Publish { to, payload } => {
-                    let channel = match to {
-                        Some(node) => check_node_id(node).ok().map(|()| keys::to_node(node)),
-                        None => Some(keys::BROADCAST.to_owned()),
-                    };
-                    if let Some(channel) = channel.filter(|_| payload.len() <= MAX_PAYLOAD) {
-                        pipe.cmd("PUBLISH").arg(channel).arg(*payload);
-                    }
+                    // Refused ones add nothing: their reply is `Published(None)`.
+                    crate::bus::add_publish(&mut pipe, *to, payload);
                 }
             }
             counts.push(pipe.len() - before);

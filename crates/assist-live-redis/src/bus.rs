@@ -78,6 +78,22 @@ impl fmt::Debug for Bus {
     }
 }
 
+/// Adds the `PUBLISH` of `payload` to node `to` (`None`: to every node) to `pipe`; `false`,
+/// and nothing added, for a bad node id or a payload over [`MAX_PAYLOAD`].
+pub(crate) fn add_publish(pipe: &mut redis::Pipeline, to: Option<&str>, payload: &[u8]) -> bool {
+    let channel = match to {
+        Some(node) => check_node_id(node).ok().map(|()| keys::to_node(node)),
+        None => Some(keys::BROADCAST.to_owned()),
+    };
+    match channel {
+        Some(channel) if payload.len() <= MAX_PAYLOAD => {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload);
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Bus {
     /// Starts the bus of node `node_id` with [`BusOptions::default`]: see [`Bus::start_with`].
     pub fn start(url: &str, node_id: &str) -> Result<(Bus, mpsc::Receiver<Vec<u8>>), LiveError> {
@@ -150,17 +166,7 @@ impl Bus {
         let mut pipe = redis::pipe();
         let mut sent = Vec::with_capacity(batch.len());
         for (to, payload) in batch {
-            let channel = match to {
-                Some(node) => check_node_id(node).ok().map(|()| keys::to_node(node)),
-                None => Some(keys::BROADCAST.to_owned()),
-            };
-            match channel {
-                Some(channel) if payload.len() <= MAX_PAYLOAD => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(*payload);
-                    sent.push(true);
-                }
-                _ => sent.push(false),
-            }
+            sent.push(add_publish(&mut pipe, *to, payload));
         }
         let mut counts: Vec<usize> = if sent.contains(&true) {
             self.inner.publisher.pipe("publish", &pipe).await?

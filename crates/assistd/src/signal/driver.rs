@@ -767,11 +767,8 @@ impl Driver {
                             },
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
-                        let msg = Outbound::Text(event.to_json());
-                        match &self.cluster {
-                            Some(c) => c.to_local(tx, msg).await,
-                            None => cluster::deliver(tx, msg),
-                        }
+                        to_local(self.cluster.as_deref(), tx, Outbound::Text(event.to_json()))
+                            .await;
                     }
                 }
                 Output::Close { conn, code } => {
@@ -787,11 +784,7 @@ impl Driver {
                             },
                         );
                     } else if let Some(tx) = self.conns.get(&conn) {
-                        let msg = Outbound::Close(code);
-                        match &self.cluster {
-                            Some(c) => c.to_local(tx, msg).await,
-                            None => cluster::deliver(tx, msg),
-                        }
+                        to_local(self.cluster.as_deref(), tx, Outbound::Close(code)).await;
                     }
                 }
                 Output::Evaluate(req) => {
@@ -962,6 +955,15 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// Hands `msg` to a local connection: in cluster mode behind the outbox
+/// ([`Cluster::to_local`]), else at once.
+async fn to_local(cluster: Option<&Cluster>, tx: &mpsc::Sender<Outbound>, msg: Outbound) {
+    match cluster {
+        Some(c) => c.to_local(tx, msg).await,
+        None => cluster::deliver(tx, msg),
     }
 }
 
