@@ -584,7 +584,10 @@ async fn the_sharers_home_node_killed_ends_the_session_on_the_owner_and_closes_i
 /// How many pairings [`redeem_at_once`] runs together.
 const BURST: usize = 16;
 
-/// The helper asks for a code; the sharer redeems it as soon as it arrives and joins.
+/// The helper asks for a code; the sharer redeems it as soon as it arrives, sends two `ping`s
+/// right behind it, and joins. The pings reach the sharer's node while the redemption is still
+/// being routed (its session's node looked up in Redis): they wait, then follow it, in order
+/// (the redemption's answer waits for a policy decision, so a pong may come before it).
 async fn redeem_at_once(mut h: SignalClient, mut sh: SignalClient, tag: String) {
     h.send(&json!({"id": tag, "type": "requestCode"}))
         .await
@@ -593,8 +596,25 @@ async fn redeem_at_once(mut h: SignalClient, mut sh: SignalClient, tag: String) 
     sh.send(&json!({"id": tag, "type": "redeemCode", "code": issued["code"]}))
         .await
         .unwrap();
-    let m = expect_one_of(&mut sh, &["sessionJoined", "error"]).await;
-    assert_eq!(m["type"], "sessionJoined", "pairing {tag}: {m}");
+    for n in 1..=2 {
+        sh.send(&json!({"id": format!("{tag}-ping{n}"), "type": "ping"}))
+            .await
+            .unwrap();
+    }
+    let (mut joined, mut pongs) = (false, Vec::new());
+    while !joined || pongs.len() < 2 {
+        let m = expect_one_of(&mut sh, &["sessionJoined", "error", "pong"]).await;
+        match m["type"].as_str() {
+            Some("sessionJoined") => joined = true,
+            Some("pong") => pongs.push(m["id"].clone()),
+            _ => panic!("pairing {tag}: {m}"),
+        }
+    }
+    assert_eq!(
+        pongs,
+        [json!(format!("{tag}-ping1")), json!(format!("{tag}-ping2"))],
+        "pairing {tag}"
+    );
     expect_signal(&mut h, "sessionJoined").await;
 }
 

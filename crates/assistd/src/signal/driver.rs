@@ -12,7 +12,7 @@ use assist_session::{
     Output, Party, RecordEvent, Timestamp,
 };
 use assist_store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -74,6 +74,13 @@ pub(super) enum HubInput {
         token: LiveToken,
         answer: LiveAnswer,
     },
+    /// Cluster mode: where the first request of idle local connection `conn` goes, looked
+    /// up in Redis while the hub went on (`owner`: the node it moves to; `None`: this broker).
+    Routed {
+        conn: ConnId,
+        text: String,
+        owner: Option<String>,
+    },
     /// Cluster mode: a node's heartbeat expired.
     NodeDead(String),
     /// Cluster mode: the bus reconnected; re-write this node's live state (`attempt` counts
@@ -109,6 +116,21 @@ pub(super) struct Routes {
     parties: HashMap<ConnId, Party>,
     /// Sessions whose relay is on another node: sid → that node.
     relay_of: HashMap<SessionId, String>,
+    /// Local connections whose request is being routed ([`HubInput::Routed`]), with the
+    /// texts they sent meanwhile, handled in order once the answer is in.
+    routing: HashMap<ConnId, VecDeque<String>>,
+}
+
+/// Texts a connection may send while its first request is being routed (a Redis round
+/// trip); one more closes it as abuse (4429).
+const ROUTING_QUEUE: usize = 32;
+
+/// What a local connection's first request needs looked up before it is routed.
+enum Lookup {
+    /// The session a code opens (by digest): its owner node.
+    Code(assist_session::code::CodeDigest),
+    /// A device asked for: is it connected here, or on which node.
+    Device(DeviceRef),
 }
 
 /// The signalling service's metrics (`assist_signal_*`); no user, tenant or session ids as labels.
@@ -333,7 +355,7 @@ impl Driver {
                             let _ = reply.send(id);
                         }
                         HubInput::Text { conn, text } => {
-                            if let Some(text) = self.route_text(conn, text).await {
+                            if let Some(text) = self.route_text(conn, text) {
                                 // Errors are answered to the client by the machine itself.
                                 let _ = self.broker.handle_text(conn, &text, t);
                             }
@@ -341,6 +363,7 @@ impl Driver {
                         HubInput::Disconnect { conn } => {
                             self.conns.remove(&conn);
                             self.routes.parties.remove(&conn);
+                            self.routes.routing.remove(&conn);
                             match (self.routes.moved.remove(&conn), &self.cluster) {
                                 (Some(owner), Some(c)) => c.send(&owner, Body::Closed { conn: conn.0 }),
                                 _ => self.broker.handle_disconnect(conn, t),
@@ -364,6 +387,7 @@ impl Driver {
                                 tracing::warn!(error = %e, "a live-state answer was refused");
                             }
                         }
+                        HubInput::Routed { conn, text, owner } => self.routed(conn, text, owner, t),
                         HubInput::NodeDead(node) => self.node_dead(&node, t),
                         HubInput::Reassert { attempt } => self.reassert(attempt).await,
                         HubInput::Draining => self.broker.handle_draining(t),
@@ -389,8 +413,10 @@ impl Driver {
 
     /// Cluster mode's routing of a text frame from a local socket: forwarded to the owner when
     /// the connection has moved; moved (with this request replayed there) when it asks for a
-    /// session that lives on another node. `Some(text)` is for the local broker.
-    async fn route_text(&mut self, conn: ConnId, text: String) -> Option<String> {
+    /// session that lives on another node. `Some(text)` is for the local broker. Where that
+    /// needs a Redis read (a code's session, a device's node), the read runs in a task of its
+    /// own and answers [`HubInput::Routed`]: the hub does not wait a round trip per request.
+    fn route_text(&mut self, conn: ConnId, text: String) -> Option<String> {
         let Some(c) = self.cluster.clone() else {
             return Some(text);
         };
@@ -398,45 +424,69 @@ impl Driver {
             c.send(owner, Body::Text { conn: conn.0, text });
             return None;
         }
+        if let Some(waiting) = self.routes.routing.get_mut(&conn) {
+            if waiting.len() < ROUTING_QUEUE {
+                waiting.push_back(text);
+            } else if let Some(tx) = self.conns.get(&conn) {
+                tracing::warn!(
+                    conn = conn.0,
+                    "a connection sent too much while its request was routed; closing it"
+                );
+                let _ = tx.try_send(Outbound::Close(CloseCode::Abuse));
+            }
+            return None;
+        }
         if !self.broker.is_idle(conn) {
             return Some(text);
         }
-        let target = match ClientMessage::parse(&text).map(|m| m.request) {
-            Ok(ClientRequest::RedeemCode { code }) => match normalize_code(&code) {
-                Some(code) => {
-                    let digest = self.crypto.code_digest(&code);
-                    code_owner(&c, digest).await
-                }
-                None => None,
-            },
+        let lookup = match ClientMessage::parse(&text).map(|m| m.request) {
+            Ok(ClientRequest::RedeemCode { code }) => {
+                normalize_code(&code).map(|code| Lookup::Code(self.crypto.code_digest(&code)))
+            }
             Ok(ClientRequest::RequestSession { device_id, .. }) => {
                 let tenant = self.routes.parties.get(&conn)?.tenant_id.clone();
-                let device = DeviceRef {
+                Some(Lookup::Device(DeviceRef {
                     tenant_id: tenant,
                     device_id,
-                };
-                let here = self
-                    .live
-                    .device_connections(&device)
-                    .await
-                    .unwrap_or_default();
-                if here.is_empty() {
-                    match c.live.device_nodes(&device).await {
-                        Ok(nodes) => c.other_alive(&nodes),
-                        Err(_) => None,
-                    }
-                } else {
-                    None
-                }
+                }))
             }
             _ => None,
         };
-        match target {
-            Some(owner) => {
+        let Some(lookup) = lookup else {
+            return Some(text);
+        };
+        self.routes.routing.insert(conn, VecDeque::new());
+        let live = self.live.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let owner = match lookup {
+                Lookup::Code(digest) => code_owner(&c, digest).await,
+                Lookup::Device(device) => device_owner(&c, live.as_ref(), &device).await,
+            };
+            let _ = tx.send(HubInput::Routed { conn, text, owner }).await;
+        });
+        None
+    }
+
+    /// The answer to [`Self::route_text`]'s lookup for `conn`: its request moves it to `owner`
+    /// or goes to this broker, then what it sent meanwhile follows, in order. A connection
+    /// closed meanwhile is forgotten; one the broker gave a session meanwhile stays here.
+    fn routed(&mut self, conn: ConnId, text: String, owner: Option<String>, t: Timestamp) {
+        let Some(waiting) = self.routes.routing.remove(&conn) else {
+            return;
+        };
+        match (owner, self.cluster.clone()) {
+            (Some(owner), Some(c)) if self.broker.is_idle(conn) => {
                 self.move_conn(&c, conn, owner, Some(text));
-                None
             }
-            None => Some(text),
+            _ => {
+                let _ = self.broker.handle_text(conn, &text, t);
+            }
+        }
+        for text in waiting {
+            if let Some(text) = self.route_text(conn, text) {
+                let _ = self.broker.handle_text(conn, &text, t);
+            }
         }
     }
 
@@ -964,6 +1014,19 @@ async fn to_local(cluster: Option<&Cluster>, tx: &mpsc::Sender<Outbound>, msg: O
     match cluster {
         Some(c) => c.to_local(tx, msg).await,
         None => cluster::deliver(tx, msg),
+    }
+}
+
+/// The live node other than this one that a device asked for is connected to, if it is not
+/// connected here.
+async fn device_owner(c: &Cluster, live: &dyn LiveStore, device: &DeviceRef) -> Option<String> {
+    let here = live.device_connections(device).await.unwrap_or_default();
+    if !here.is_empty() {
+        return None;
+    }
+    match c.live.device_nodes(device).await {
+        Ok(nodes) => c.other_alive(&nodes),
+        Err(_) => None,
     }
 }
 
