@@ -282,6 +282,15 @@ async fn run_outbox(
     let _subscribed = bus;
     let mut queued: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     while rx.recv_many(&mut queued, PUBLISH_BATCH).await > 0 {
+        // Woken by the first item, the task lets the driver go on with the input it is
+        // handling: the items that input queues next join this batch, not one of their own.
+        tokio::task::yield_now().await;
+        while queued.len() < PUBLISH_BATCH {
+            match rx.try_recv() {
+                Ok(item) => queued.push(item),
+                Err(_) => break,
+            }
+        }
         let items: Vec<BatchItem<'_>> = queued
             .iter()
             .filter_map(|o| match o {
