@@ -204,6 +204,18 @@ for _ in $(seq 300); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && bre
 "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || { echo "postgres did not start; see $OUT/postgres.log" >&2; exit 1; }
 PG_PID=$(head -1 "$PGBASE/data/postmaster.pid")
 export PGPASSWORD=$PGPASS
+# PostgreSQL's processes now, comma-separated: $PG_PID and everything under it (as root,
+# runuser → the postmaster → its backends and background workers).
+pg_tree() {
+    local all=$PG_PID frontier=$PG_PID next
+    while [ -n "$frontier" ]; do
+        next=$(awk -v pp=",$frontier," 'index(pp, "," $4 ",") {printf "%s,", $1}' /proc/[0-9]*/stat 2>/dev/null)
+        next=${next%,}
+        [ -n "$next" ] && all="$all,$next"
+        frontier=$next
+    done
+    echo "$all"
+}
 psql_q() { "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U assist -d postgres -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
 
 # Other work on the machine skews CPU-normalised figures: wait until it is idle (busy under a
@@ -237,16 +249,26 @@ def stat(pid):
         return None
     return {"ppid": int(f[1]), "self": (int(f[11]) + int(f[12])) / HZ, "reaped": (int(f[13]) + int(f[14])) / HZ}
 def pg_cpu():
+    # Every process under pg_pid (as root: runuser, the postmaster under it, the backends and
+    # background workers under that), each with what it has reaped: a backend that exits in
+    # the window moves its whole CPU into the postmaster's reaped time, so the sum over the
+    # tree stays consistent.
     if pg_pid is None:
         return 0.0
-    s = stat(pg_pid)
-    total = s["self"] + s["reaped"] if s else 0.0
+    procs = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             c = stat(int(d))
-            if c and c["ppid"] == pg_pid:
-                total += c["self"]
-    return total
+            if c:
+                procs[int(d)] = c
+    tree, todo = set(), [pg_pid]
+    while todo:
+        p = todo.pop()
+        if p in tree or p not in procs:
+            continue
+        tree.add(p)
+        todo.extend(q for q, c in procs.items() if c["ppid"] == p)
+    return sum(procs[p]["self"] + procs[p]["reaped"] for p in tree)
 def cpus():
     return {p: (stat(p) or {"self": 0.0})["self"] for p in pids}
 def busy():
@@ -324,7 +346,7 @@ run_one() { # config concurrency run
         sleep 5
         pids=$(IFS=,; echo "${NODE_PIDS[*]},$REDIS_PID")
         # PostgreSQL's processes for signal_bench's own window: the postmaster and its backends now.
-        pids="$pids,$PG_PID$(awk -v pp="$PG_PID" '$4 == pp {printf ",%s", $1}' /proc/[0-9]*/stat 2>/dev/null)"
+        pids="$pids,$(pg_tree)"
         sharer=$p1
         [ "$config" = cross ] && sharer=$p2
         REDIS_ARG=$REDIS_PORT
@@ -337,6 +359,9 @@ run_one() { # config concurrency run
         --warmup "$WARMUP" \
         || { stop_nodes; echo "run $name failed; see $OUT/$name.json.bench.log and the node logs" >&2; exit 1; }
     stop_nodes
+    # The run's database goes with it: PostgreSQL's background work on it (autovacuum of its
+    # session rows) would otherwise land in a later run's CPU window.
+    [ "$config" = embedded ] || psql_q "DROP DATABASE IF EXISTS run_$RUN_N WITH (FORCE)"
     rm -rf "$dir"
 }
 
