@@ -236,7 +236,7 @@ wait_quiet() {
 # postmaster, every backend alive at either edge, and the backends reaped meanwhile), the
 # generator's own CPU, the rest of the machine's, and Redis commands (INFO commandstats).
 MEASURE=$(cat <<'EOF'
-import json, os, re, resource, subprocess, sys, time
+import json, os, re, resource, subprocess, sys, time, urllib.request
 out, config, run, redis_port, pg_pid, pids = sys.argv[1:7]
 cmd = sys.argv[7:]
 pids = [int(p) for p in pids.split(",") if p]
@@ -283,6 +283,33 @@ r0, c0, g0, b0, t0 = redis_calls(), cpus(), pg_cpu(), busy(), time.time()
 gen0 = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(out + ".bench.json", "w") as so, open(out + ".bench.log", "w") as se:
     rc = subprocess.run(cmd, stdout=so, stderr=se).returncode
+# The pairings are done, but their session records and audit events may still be on their way
+# to the store: the window closes once every node's records writer is idle (queue empty and no
+# batch committed for 0.2 s; at most 10 s), so the writes a run caused count in its CPU.
+def writer_state():
+    depth, batches = 0.0, 0.0
+    for port in filter(None, os.environ.get("METRICS_PORTS", "").split(",")):
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("assist_store_write_queue_depth"):
+                depth += float(line.split()[-1])
+            elif line.startswith("assist_store_write_batches_total"):
+                batches += float(line.split()[-1])
+    return depth, batches
+drain_start, last, steady = time.time(), None, 0
+while time.time() - drain_start < 10:
+    st = writer_state()
+    if st is None:
+        break
+    steady = steady + 1 if (st[0] == 0 and st == last) else 0
+    if steady >= 2:
+        break
+    last = st
+    time.sleep(0.1)
+drain_s = time.time() - drain_start
 gen1 = resource.getrusage(resource.RUSAGE_CHILDREN)
 c1, g1, b1, t1, r1 = cpus(), pg_cpu(), busy(), time.time(), redis_calls()
 try:
@@ -300,6 +327,7 @@ for p in pids:
 total = sum(by.values())
 wall = t1 - t0
 res["cpuSecondsByProcess"] = {k: round(v, 3) for k, v in by.items()}
+res["recordsDrainSeconds"] = round(drain_s, 3)
 res["serverCpuSecondsWhole"] = round(total, 3)
 # The whole-process window also holds the warm-up pairings (not in `pairings`).
 done_pairings = res["pairings"] + res.get("warmupPerPair", 0) * res["concurrency"]
@@ -319,7 +347,7 @@ EOF
 
 RUN_N=0
 run_one() { # config concurrency run
-    local config=$1 conc=$2 r=$3 name=$1-c$2-$3 p1 m1 p2 m2 p3 m3 url pids sharer
+    local config=$1 conc=$2 r=$3 name=$1-c$2-$3 p1 m1 p2 m2 p3 m3 url pids sharer mports
     RUN_N=$((RUN_N + 1))
     wait_quiet
     log "run $name"
@@ -329,6 +357,7 @@ run_one() { # config concurrency run
     if [ "$config" = embedded ]; then
         start_node "$name-node1" "$dir/node1" "$p1" "$m1"
         pids=${NODE_PIDS[0]}
+        mports=$m1
         sharer=$p1
         REDIS_ARG=
         PG_ARG=
@@ -342,6 +371,7 @@ run_one() { # config concurrency run
         p2=$(free_port); m2=$(free_port); p3=$(free_port); m3=$(free_port)
         start_node "$name-node2" "$dir/node2" "$p2" "$m2" "${cl[@]}" ASSIST_CLUSTER_NODE_ID=node2
         start_node "$name-node3" "$dir/node3" "$p3" "$m3" "${cl[@]}" ASSIST_CLUSTER_NODE_ID=node3
+        mports=$m1,$m2,$m3
         # Let every node see the others in the registry (heartbeats every 2 s).
         sleep 5
         pids=$(IFS=,; echo "${NODE_PIDS[*]},$REDIS_PID")
@@ -352,7 +382,7 @@ run_one() { # config concurrency run
         REDIS_ARG=$REDIS_PORT
         PG_ARG=$PG_PID
     fi
-    REDIS_PID=$REDIS_PID python3 -c "$MEASURE" "$OUT/$name.json" "$config" "$r" "$REDIS_ARG" "$PG_ARG" \
+    METRICS_PORTS=$mports REDIS_PID=$REDIS_PID python3 -c "$MEASURE" "$OUT/$name.json" "$config" "$r" "$REDIS_ARG" "$PG_ARG" \
         "$(IFS=,; echo "${NODE_PIDS[*]}")${REDIS_ARG:+,$REDIS_PID}" \
         "${NICE[@]}" taskset -c 1 "$SIGNAL_BENCH" --data-dir "$KEYS" --addr "127.0.0.1:$p1" \
         --sharer-addr "127.0.0.1:$sharer" --pairs "$PAIRS" --concurrency "$conc" --server-pid "$pids" \
