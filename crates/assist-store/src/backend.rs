@@ -624,12 +624,11 @@ async fn merge_body(c: &mut Conn, id: &str, extra: &Value) -> Result<u64, StoreE
     )
 }
 
-/// Applies `writes` in order; runs of audit events go in multi-row statements.
+/// Applies the session writes of `writes` in order, then its audit events, in order, in
+/// multi-row statements ([`Store::write_session_batch`](crate::Store::write_session_batch)):
+/// a batch of pairings (each a start, an end and their audit events, interleaved) takes a few
+/// audit statements instead of one per event.
 pub(crate) async fn session_batch(c: &mut Conn, writes: &[SessionWrite]) -> Result<(), StoreError> {
-    // The session writes in order; the batch's audit events after them, in order, in multi-row
-    // statements. Audit rows depend on no session row and the batch commits as one, so nothing
-    // can tell the difference, but a batch of pairings (each a start, an end and their audit
-    // events, interleaved) takes a few audit statements instead of one per event.
     let mut audits: Vec<(&str, &AuditEvent)> = Vec::new();
     for w in writes {
         match w {

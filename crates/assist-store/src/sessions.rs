@@ -113,8 +113,9 @@ pub enum SessionWrite {
 impl Store {
     /// Applies `writes` in **one** transaction: all or nothing. The session writes run in
     /// order; the audit events follow them, in order, in multi-row statements (up to 200 rows
-    /// each; no audit row depends on a session row, and the commit is one). This is how the signalling service records a
-    /// burst of session events with one commit instead of one per event.
+    /// each; no audit row depends on a session row, and the commit is one). This is how the
+    /// signalling service records a burst of session events with one commit instead of one
+    /// per event.
     pub async fn write_session_batch(&self, writes: &[SessionWrite]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
