@@ -16,6 +16,7 @@
 # target/release/examples/signal_bench); setting either skips the build, e.g. a debug smoke:
 #   ASSISTD=target/debug/assistd SIGNAL_BENCH=target/debug/examples/signal_bench benches/cluster-bench.sh --pairs 200 --runs 1
 # BENCH_LOG sets the nodes' log filter (default warn), e.g. BENCH_LOG=warn,assistd::signal=debug.
+# PG_STATS=1 loads pg_stat_statements and writes each cluster run's statements to <run>-pgstat.txt.
 # Servers (every assistd, Redis, PostgreSQL) are pinned to core 0, the generator to core 1, at
 # nice -15 as root; each run waits for an idle machine. Loopback only, free ports.
 # Results: target/bench-results/cluster-<UTC stamp>/ (one JSON per run, summary.json, summary.md, logs).
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-wait) WAIT=0 ;;
         --warmup) WARMUP=$2; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -189,6 +190,9 @@ redis-cli -p "$REDIS_PORT" ping >/dev/null || { echo "redis-server did not start
 # crates/assist-testkit's (fsync and synchronous_commit off: CPU, not the disk, is measured).
 PG_PORT=$(free_port)
 PGBASE=$WORK/pg
+PG_STATS_OPTS=()
+[ "${PG_STATS:-0}" = 1 ] && PG_STATS_OPTS=(-c shared_preload_libraries=pg_stat_statements
+    -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on)
 PGPASS=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 mkdir -p "$PGBASE"
 echo "$PGPASS" >"$PGBASE/pwfile"
@@ -199,7 +203,7 @@ if [ "$(id -u)" = 0 ]; then chown -R nobody "$PGBASE"; fi
 "${NICE[@]}" taskset -c 0 "${AS_PG[@]}" "$PGBIN/postgres" -D "$PGBASE/data" -p "$PG_PORT" \
     -c listen_addresses=127.0.0.1 -c unix_socket_directories="$PGBASE" -c fsync=off \
     -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB \
-    >"$OUT/postgres.log" 2>&1 &
+    "${PG_STATS_OPTS[@]}" >"$OUT/postgres.log" 2>&1 &
 for _ in $(seq 300); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
 "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || { echo "postgres did not start; see $OUT/postgres.log" >&2; exit 1; }
 PG_PID=$(head -1 "$PGBASE/data/postmaster.pid")
@@ -363,6 +367,10 @@ run_one() { # config concurrency run
         PG_ARG=
     else
         psql_q "CREATE DATABASE run_$RUN_N"
+        if [ "${PG_STATS:-0}" = 1 ]; then
+            "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U assist -d "run_$RUN_N" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
+            psql_q "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()"
+        fi
         redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
         url="postgres://assist:$PGPASS@127.0.0.1:$PG_PORT/run_$RUN_N"
         local cl=(ASSIST_STORE_URL="$url" ASSIST_CLUSTER_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0")
@@ -389,6 +397,15 @@ run_one() { # config concurrency run
         --warmup "$WARMUP" \
         || { stop_nodes; echo "run $name failed; see $OUT/$name.json.bench.log and the node logs" >&2; exit 1; }
     stop_nodes
+    # PG_STATS=1: each cluster run's statements (pg_stat_statements), slowest first.
+    if [ "${PG_STATS:-0}" = 1 ] && [ "$config" != embedded ]; then
+        "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U assist -d "run_$RUN_N" -P pager=off -c \
+            "SELECT calls, rows, round(total_exec_time::numeric, 1) AS exec_ms,
+                    round(total_plan_time::numeric, 1) AS plan_ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS query
+             FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 40" \
+            >"$OUT/$name-pgstat.txt" 2>&1 || true
+        psql_q "SELECT pg_stat_statements_reset()" || true
+    fi
     # The run's database goes with it: PostgreSQL's background work on it (autovacuum of its
     # session rows) would otherwise land in a later run's CPU window.
     [ "$config" = embedded ] || psql_q "DROP DATABASE IF EXISTS run_$RUN_N WITH (FORCE)"

@@ -562,14 +562,11 @@ pub(crate) async fn session_write(c: &mut Conn, w: &SessionWrite) -> Result<u64,
             id,
             now,
             mode,
-        } => sqlx::query(
-            "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) \
-             WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id.as_str())
-        .bind(id.as_str())
-        .bind(Ts(now))
-        .bind(mode.as_deref()),
+        } => sqlx::query(SESSION_SEEN_SQL)
+            .bind(tenant_id.as_str())
+            .bind(id.as_str())
+            .bind(Ts(now))
+            .bind(mode.as_deref()),
         SessionWrite::Ended {
             tenant_id,
             id,
@@ -577,16 +574,13 @@ pub(crate) async fn session_write(c: &mut Conn, w: &SessionWrite) -> Result<u64,
             reason,
             by,
             mode,
-        } => sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, end_reason = $4, ended_by = $5, \
-             mode = COALESCE($6, mode) WHERE tenant_id = $1 AND id = $2 AND state = 'active'",
-        )
-        .bind(tenant_id.as_str())
-        .bind(id.as_str())
-        .bind(Ts(end_time))
-        .bind(reason.as_str())
-        .bind(by.as_str())
-        .bind(mode.as_deref()),
+        } => sqlx::query(SESSION_ENDED_SQL)
+            .bind(tenant_id.as_str())
+            .bind(id.as_str())
+            .bind(Ts(end_time))
+            .bind(reason.as_str())
+            .bind(by.as_str())
+            .bind(mode.as_deref()),
         SessionWrite::MergeBody { id, extra } => return merge_body(c, id, extra).await,
         SessionWrite::Audit { tenant_id, event } => {
             audit_insert(c, tenant_id, event).await?;
@@ -624,6 +618,79 @@ async fn merge_body(c: &mut Conn, id: &str, extra: &Value) -> Result<u64, StoreE
     )
 }
 
+// The writes to one open session find it by its key (or id) with `state <> 'ended'`, not
+// `state = 'active'` (the same rows: the column's CHECK allows only the two). On a table
+// without statistics, a fresh database's, PostgreSQL's planner costs an index scan of
+// `sessions_by_end` on `state = 'active'` the same as the key lookup and takes it: each write
+// then walks every open session and every dead row version left behind by an ended one, and a
+// pooled connection keeps that plan. A btree cannot serve `<>`, so the key is the only index left.
+// `session_write_plans` checks it on both databases.
+const SESSION_SEEN_SQL: &str = "UPDATE sessions SET last_seen = $3, mode = COALESCE($4, mode) \
+     WHERE tenant_id = $1 AND id = $2 AND state <> 'ended'";
+const SESSION_ENDED_SQL: &str =
+    "UPDATE sessions SET state = 'ended', end_time = $3, last_seen = $3, \
+     end_reason = $4, ended_by = $5, mode = COALESCE($6, mode) \
+     WHERE tenant_id = $1 AND id = $2 AND state <> 'ended'";
+const SESSION_CLOSE_SQL: &str =
+    "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $2, \
+     ended_by = 'broker' WHERE id = $1 AND state <> 'ended'";
+
+/// The plans of the writes to one open session, each as `query_plan`'s lines, for the test
+/// that checks they find their row by its key.
+pub(crate) async fn session_write_plans(
+    c: &mut Conn,
+) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+    let explain = |sql: &str| {
+        if POSTGRES {
+            format!("EXPLAIN {sql}")
+        } else {
+            format!("EXPLAIN QUERY PLAN {sql}")
+        }
+    };
+    let column = if POSTGRES { 0 } else { 3 };
+    let now = "2026-01-01T00:00:00Z";
+    let mut plans = Vec::new();
+    for (name, rows) in [
+        (
+            "seen",
+            sqlx::query(sqlx::AssertSqlSafe(explain(SESSION_SEEN_SQL)))
+                .bind("t")
+                .bind("s1")
+                .bind(Ts(now))
+                .bind(None::<&str>)
+                .fetch_all(&mut *c)
+                .await?,
+        ),
+        (
+            "ended",
+            sqlx::query(sqlx::AssertSqlSafe(explain(SESSION_ENDED_SQL)))
+                .bind("t")
+                .bind("s1")
+                .bind(Ts(now))
+                .bind("r")
+                .bind("helper")
+                .bind(None::<&str>)
+                .fetch_all(&mut *c)
+                .await?,
+        ),
+        (
+            "close",
+            sqlx::query(sqlx::AssertSqlSafe(explain(SESSION_CLOSE_SQL)))
+                .bind("s1")
+                .bind("r")
+                .fetch_all(&mut *c)
+                .await?,
+        ),
+    ] {
+        let lines = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(column).map_err(StoreError::from))
+            .collect::<Result<_, _>>()?;
+        plans.push((name, lines));
+    }
+    Ok(plans)
+}
+
 /// Applies the session writes of `writes` in order, then its audit events, in order, in
 /// multi-row statements ([`Store::write_session_batch`](crate::Store::write_session_batch)):
 /// a batch of pairings (each a start, an end and their audit events, interleaved) takes a few
@@ -655,15 +722,12 @@ pub(crate) async fn close_open_sessions(c: &mut Conn, reason: &str) -> Result<u6
 }
 
 pub(crate) async fn close_session(c: &mut Conn, id: &str, reason: &str) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
-        "UPDATE sessions SET state = 'ended', end_time = last_seen, end_reason = $2, ended_by = 'broker' \
-         WHERE id = $1 AND state = 'active'",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(&mut *c)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(SESSION_CLOSE_SQL)
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *c)
+        .await?
+        .rows_affected())
 }
 
 pub(crate) async fn stale_open_sessions(

@@ -486,6 +486,15 @@ impl Store {
         on_pool!(self, query_plan(sql))
     }
 
+    /// The database's plans for the writes to one open session (its last-seen time, its end, a
+    /// broker's close), by name, for the test that checks each finds its row by its key.
+    #[doc(hidden)]
+    pub async fn session_write_plans_for_tests(
+        &self,
+    ) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+        on_pool!(self, session_write_plans())
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         match &self.pool {

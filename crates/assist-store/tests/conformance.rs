@@ -65,6 +65,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    writes_to_one_open_session_find_it_by_its_key_on_a_fresh_database,
     stale_open_sessions_are_the_active_ones_silent_since_before_the_cutoff,
     settings_default_then_persist_across_reopen,
     newer_schema_is_refused,
@@ -1071,6 +1072,36 @@ async fn five_thousand_sessions_page_through_once_each_in_order(db: Db) {
 
 /// The sweep's query: active sessions whose `last_seen` is before the cutoff, longest silent
 /// first, up to the limit; ended ones never, however old.
+// A fresh database's sessions table has no statistics: PostgreSQL's planner would take
+// `sessions_by_end` for `state = 'active'` as readily as the key, and a write per session
+// would then walk every open session and every dead row an ended one left behind.
+async fn writes_to_one_open_session_find_it_by_its_key_on_a_fresh_database(db: Db) {
+    let store = db.open().await;
+    let plans = store.session_write_plans_for_tests().await.unwrap();
+    assert_eq!(
+        plans.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["seen", "ended", "close"]
+    );
+    for (name, plan) in plans {
+        let text = plan.join("\n");
+        // SQLite: "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (tenant_id=? AND id=?)"
+        // or "... INDEX sessions_by_id (id=?)"; PostgreSQL: "Index Scan using sessions_pkey"
+        // or "... using sessions_by_id".
+        let by_key = [
+            "sessions_pkey",
+            "sqlite_autoindex_sessions_1",
+            "sessions_by_id",
+        ]
+        .iter()
+        .any(|i| text.contains(i));
+        assert!(by_key, "{name}: {text}");
+        assert!(
+            !text.contains("sessions_by_end") && !text.contains("sessions_open"),
+            "{name}: {text}"
+        );
+    }
+}
+
 async fn stale_open_sessions_are_the_active_ones_silent_since_before_the_cutoff(db: Db) {
     let store = db.open().await;
     for (id, start) in [
