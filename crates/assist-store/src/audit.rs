@@ -85,6 +85,6 @@ impl AuditEvent {
     }
 }
 
-/// Rows per multi-row INSERT: 5 bound values each, well under SQLite's 32,766 variables and
-/// PostgreSQL's 65,535 parameters.
+/// Rows per multi-row INSERT on SQLite: 5 bound values each, well under its 32,766 variables.
+/// (PostgreSQL binds a batch's audit events as arrays, in one statement.)
 pub(crate) const MAX_ROWS_PER_INSERT: usize = 200;

@@ -217,43 +217,6 @@ pub(crate) async fn audit_insert(
     Ok(())
 }
 
-/// Inserts `(tenant, event)` rows with one statement (at most
-/// [`crate::audit::MAX_ROWS_PER_INSERT`] of them).
-pub(crate) async fn audit_insert_many(
-    c: &mut Conn,
-    events: &[(&str, &AuditEvent)],
-) -> Result<(), StoreError> {
-    let mut sql = String::from(
-        "INSERT INTO audit_events (tenant_id, id, activity_date_time, category, body) VALUES ",
-    );
-    for i in 0..events.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let b = i * 5;
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5
-        ));
-    }
-    // Built only from numbered placeholders; every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (tenant_id, event) in events {
-        q = q
-            .bind(*tenant_id)
-            .bind(event.str_field("id"))
-            .bind(Ts(event.str_field("activityDateTime")))
-            .bind(event.str_field("category"))
-            .bind(Json(&event.body));
-    }
-    q.execute(&mut *c).await?;
-    Ok(())
-}
-
 pub(crate) async fn audit_list(c: &mut Conn, tenant_id: &str) -> Result<Vec<Value>, StoreError> {
     let rows = sqlx::query(
         "SELECT CAST(body AS TEXT) FROM audit_events WHERE tenant_id = $1 ORDER BY activity_date_time, id",
@@ -592,7 +555,7 @@ pub(crate) async fn session_write(c: &mut Conn, w: &SessionWrite) -> Result<u64,
 
 /// Merges `extra`'s fields into a session's body (its row locked on PostgreSQL, so merges from
 /// two nodes do not lose each other's fields).
-async fn merge_body(c: &mut Conn, id: &str, extra: &Value) -> Result<u64, StoreError> {
+pub(crate) async fn merge_body(c: &mut Conn, id: &str, extra: &Value) -> Result<u64, StoreError> {
     let sql = if POSTGRES {
         "SELECT tenant_id, CAST(body AS TEXT) FROM sessions WHERE id = $1 FOR UPDATE"
     } else {
@@ -691,24 +654,22 @@ pub(crate) async fn session_write_plans(
     Ok(plans)
 }
 
-/// Applies the session writes of `writes` in order, then its audit events, in order, in
-/// multi-row statements ([`Store::write_session_batch`](crate::Store::write_session_batch)):
-/// a batch of pairings (each a start, an end and their audit events, interleaved) takes a few
-/// audit statements instead of one per event.
+/// Applies the session writes of `writes`, then its audit events, in order
+/// ([`Store::write_session_batch`](crate::Store::write_session_batch)), through the database's
+/// `batch` module: SQLite's runs the session writes row by row and the audit events in
+/// multi-row statements; PostgreSQL's binds each kind of write as arrays, one statement each
+/// (`pg_batch.rs`), so a batch of pairings takes a handful of statements whatever its size.
 pub(crate) async fn session_batch(c: &mut Conn, writes: &[SessionWrite]) -> Result<(), StoreError> {
+    let mut rows: Vec<&SessionWrite> = Vec::with_capacity(writes.len());
     let mut audits: Vec<(&str, &AuditEvent)> = Vec::new();
     for w in writes {
         match w {
             SessionWrite::Audit { tenant_id, event } => audits.push((tenant_id, event)),
-            other => {
-                session_write(c, other).await?;
-            }
+            other => rows.push(other),
         }
     }
-    for chunk in audits.chunks(crate::audit::MAX_ROWS_PER_INSERT) {
-        audit_insert_many(c, chunk).await?;
-    }
-    Ok(())
+    batch::session_rows(c, &rows).await?;
+    batch::audit_rows(c, &audits).await
 }
 
 pub(crate) async fn close_open_sessions(c: &mut Conn, reason: &str) -> Result<u64, StoreError> {

@@ -5,7 +5,7 @@
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 use time::format_description::well_known::Rfc3339;
@@ -34,6 +34,13 @@ impl Encode<'_, Sqlite> for Ts<'_> {
 impl Type<Postgres> for Ts<'_> {
     fn type_info() -> PgTypeInfo {
         <OffsetDateTime as Type<Postgres>>::type_info()
+    }
+}
+
+// `Vec<Ts>` binds as `TIMESTAMPTZ[]` (PostgreSQL's batched writes), each element parsed so.
+impl PgHasArrayType for Ts<'_> {
+    fn array_type_info() -> PgTypeInfo {
+        <OffsetDateTime as PgHasArrayType>::array_type_info()
     }
 }
 

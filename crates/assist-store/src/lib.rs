@@ -19,7 +19,9 @@ pub mod audit;
 mod codec;
 pub mod directory;
 mod migrations;
+mod pg_batch;
 pub mod sessions;
+mod sqlite_batch;
 mod url;
 
 use assist_graph::settings::RemoteAssistanceSettings;
@@ -41,6 +43,7 @@ mod sqlite_db {
     const POSTGRES: bool = false;
     const MIGRATIONS: crate::migrations::Migrations = crate::migrations::SQLITE;
     include!("backend.rs");
+    use crate::sqlite_batch as batch;
 }
 
 /// The PostgreSQL instantiation of `backend.rs`.
@@ -49,6 +52,7 @@ mod postgres_db {
     const POSTGRES: bool = true;
     const MIGRATIONS: crate::migrations::Migrations = crate::migrations::POSTGRES;
     include!("backend.rs");
+    use crate::pg_batch as batch;
 }
 
 /// Store failures. All are our side's (or the disk's, or the database server's) fault, never

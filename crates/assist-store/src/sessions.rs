@@ -111,9 +111,13 @@ pub enum SessionWrite {
 }
 
 impl Store {
-    /// Applies `writes` in **one** transaction: all or nothing. The session writes run in
-    /// order; the audit events follow them, in order, in multi-row statements (up to 200 rows
-    /// each; no audit row depends on a session row, and the commit is one). This is how the
+    /// Applies `writes` in **one** transaction: all or nothing. The session writes take
+    /// effect as in their order; the audit events follow them, in order (no audit row depends
+    /// on a session row, and the commit is one). On SQLite the session writes run row by row
+    /// and the audit events in multi-row statements of up to 200; on PostgreSQL each kind of
+    /// write is one statement over arrays (all the starts, each seen time, all the first
+    /// ends, each stats merge, all the audit events) unless a session is started after
+    /// another write to it, when the session writes run row by row. This is how the
     /// signalling service records a burst of session events with one commit instead of one
     /// per event.
     pub async fn write_session_batch(&self, writes: &[SessionWrite]) -> Result<(), StoreError> {

@@ -77,6 +77,7 @@ conformance!(
     batched_audit_events_are_all_stored_in_order_per_tenant,
     session_lifecycle_recovery_and_retention,
     a_session_batch_applies_in_order_in_one_transaction_or_not_at_all,
+    a_session_batch_has_the_effect_of_its_writes_one_at_a_time,
     times_read_back_as_written,
     retention_keeps_thirty_days,
     an_admin_transaction_dropped_uncommitted_changes_nothing,
@@ -515,6 +516,13 @@ async fn a_session_batch_applies_in_order_in_one_transaction_or_not_at_all(db: D
             by: "helper".into(),
             mode: None,
         },
+        // After the end: changes nothing.
+        SessionWrite::Seen {
+            tenant_id: "t".into(),
+            id: "s1".into(),
+            now: "2026-01-01T10:03:00Z".into(),
+            mode: Some("elevation".into()),
+        },
         SessionWrite::MergeBody {
             id: "s1".into(),
             extra: json!({"relayFramesDropped": 3}),
@@ -556,6 +564,93 @@ async fn a_session_batch_applies_in_order_in_one_transaction_or_not_at_all(db: D
     assert_eq!(rows.len(), 1, "s2 was rolled back");
     assert_eq!(rows[0].body["a"], json!(null), "the merge was rolled back");
     assert_eq!(store.audit_events("t").await.unwrap().len(), 4);
+}
+
+// PostgreSQL groups a batch's writes by kind (`pg_batch.rs`): random batches over two
+// sessions, with repeated starts and ends, seen times before and after an end and starts after
+// other writes, must leave the rows as the same writes do one batch each. Each trial's
+// sessions have ids of their own: "b<trial>-<n>" written as one batch, "r<trial>-<n>" one by one.
+async fn a_session_batch_has_the_effect_of_its_writes_one_at_a_time(db: Db) {
+    let store = db.open().await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let modes = ["viewOnly", "fullControl", "elevation"];
+    for trial in 0..150 {
+        let len = 2 + next(9);
+        // Most trials start both sessions first, so that PostgreSQL groups the batch; the others
+        // also cover writes before a start (run row by row).
+        let mut plan = Vec::new();
+        if trial % 4 != 3 {
+            for n in 0..2 {
+                plan.push((n, 0, "2026-01-01T10:00:00Z".to_owned(), None));
+            }
+        }
+        for k in 0..len {
+            let n = next(2);
+            let at = format!("2026-01-01T10:{:02}:00Z", 10 + k);
+            let kind = next(5);
+            let mode = Some(modes[next(3) as usize].to_owned()).filter(|_| next(2) == 1);
+            plan.push((n, kind, at, mode));
+        }
+        let write = |prefix: &str, (n, kind, at, mode): &(u64, u64, String, Option<String>)| {
+            let id = format!("{prefix}{trial}-{n}");
+            match kind {
+                0 | 1 => SessionWrite::Started {
+                    tenant_id: "t".into(),
+                    id,
+                    start_time: at.clone(),
+                    mode: mode.clone().unwrap_or_else(|| "viewOnly".into()),
+                    body: json!({"n": *n, "at": at}),
+                },
+                2 => SessionWrite::Seen {
+                    tenant_id: "t".into(),
+                    id,
+                    now: at.clone(),
+                    mode: mode.clone(),
+                },
+                3 => SessionWrite::Ended {
+                    tenant_id: "t".into(),
+                    id,
+                    end_time: at.clone(),
+                    reason: format!("r{at}"),
+                    by: "helper".into(),
+                    mode: mode.clone(),
+                },
+                _ => SessionWrite::MergeBody {
+                    id,
+                    extra: json!({ format!("k{}", at.len() % 3): at }),
+                },
+            }
+        };
+        let batch: Vec<_> = plan.iter().map(|p| write("b", p)).collect();
+        store.write_session_batch(&batch).await.unwrap();
+        for p in &plan {
+            store.write_session_batch(&[write("r", p)]).await.unwrap();
+        }
+    }
+    let rows = store.sessions("t").await.unwrap();
+    let pick = |prefix: &str| {
+        let mut v: Vec<SessionRow> = rows
+            .iter()
+            .filter(|r| r.id.starts_with(prefix))
+            .map(|r| SessionRow {
+                id: r.id[1..].to_owned(),
+                ..r.clone()
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    let (batched, one_by_one) = (pick("b"), pick("r"));
+    assert!(batched.len() > 150, "{}", batched.len());
+    assert!(batched.iter().any(|r| r.state == "ended"));
+    assert!(batched.iter().any(|r| r.state == "active"));
+    assert_eq!(batched, one_by_one);
 }
 
 async fn times_read_back_as_written(db: Db) {
