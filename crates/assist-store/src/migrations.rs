@@ -32,6 +32,11 @@ pub(crate) const SQLITE: Migrations = &[
         "sessions_by_id",
         include_str!("../migrations/0004_sessions_by_id.sql"),
     ),
+    (
+        5,
+        "drop_sessions_open",
+        include_str!("../migrations/0005_drop_sessions_open.sql"),
+    ),
 ];
 
 /// PostgreSQL's, version for version the same schema.
@@ -55,6 +60,11 @@ pub(crate) const POSTGRES: Migrations = &[
         4,
         "sessions_by_id",
         include_str!("../migrations/postgres/0004_sessions_by_id.sql"),
+    ),
+    (
+        5,
+        "drop_sessions_open",
+        include_str!("../migrations/postgres/0005_drop_sessions_open.sql"),
     ),
 ];
 

@@ -329,6 +329,12 @@ mod tests {
                 "UPDATE sessions SET state = 'ended' WHERE id = 's1' AND state = 'active'",
                 "sessions_by_id",
             ),
+            // A dead node's sweep of the sessions it left open.
+            (
+                "SELECT id FROM sessions WHERE state = 'active' AND last_seen < '2026-01-01' \
+                 ORDER BY last_seen, id LIMIT 10",
+                "sessions_by_end",
+            ),
             // Retention's deletes, which hold the write lock while they run.
             (
                 "DELETE FROM sessions WHERE state = 'ended' AND end_time < '2026-01-01'",

@@ -155,7 +155,7 @@ async fn reopening_applies_no_migration_twice(db: Db) {
         .execute_raw_for_tests("DELETE FROM assist_schema_migrations WHERE version > 0")
         .await
         .unwrap();
-    assert_eq!(versions, 4, "each migration recorded once");
+    assert_eq!(versions, 5, "each migration recorded once");
     b.close().await;
 }
 
