@@ -10,7 +10,7 @@ pub use crate::ClientError;
 
 use crate::wss::{mask_seed, next_mask, websocket_handshake};
 use assist_relay_proto::frame::{Channel, Frame, FrameError};
-use assist_relay_proto::quic::{encode_ticket_prelude, StreamFrameDecoder, ALPN};
+use assist_relay_proto::quic::{encode_ticket_prelude, StreamFrameDecoder, ALPN, MAX_UDP_PAYLOAD};
 use assist_ws::{self as ws, ClientDecoder, Opcode, WsEvent};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -115,7 +115,7 @@ pub async fn connect_wss(
 /// The client's QUIC transport settings, the same as the relay's own (`assist-relay`'s
 /// `quic::transport_config`): at most 16 screen streams and 4 bidirectional streams open towards
 /// this client, a 30 s idle timeout and a keep-alive every 10 s, so an idle leg stays open behind
-/// NATs.
+/// NATs, and path MTU discovery up to [`MAX_UDP_PAYLOAD`].
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_uni_streams(16u32.into());
@@ -124,7 +124,19 @@ pub fn transport_config() -> quinn::TransportConfig {
         30_000,
     ))));
     t.keep_alive_interval(Some(Duration::from_secs(10)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t
+}
+
+/// A client endpoint's settings: datagrams of up to [`MAX_UDP_PAYLOAD`] bytes accepted, so the
+/// relay's MTU discovery towards this client may go as high as the path allows.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut cfg = quinn::EndpointConfig::default();
+    // In range by construction (1200..=65527); the default stays if quinn ever refuses it.
+    let _ = cfg.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    cfg
 }
 
 /// A QUIC client endpoint trusting `tls`'s roots, with the relay's ALPN.
@@ -134,11 +146,10 @@ pub fn quic_endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, C
         .map_err(|e| ClientError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let mut ep = quinn::Endpoint::client(
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| ClientError::Quic("address".into()))?,
-    )?;
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| ClientError::Quic("no async runtime".into()))?;
+    let mut ep = quinn::Endpoint::new(endpoint_config(), None, socket, runtime)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }
@@ -193,6 +204,15 @@ impl ClientSender {
     /// Sends one frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         self.send_batch(std::slice::from_ref(frame)).await
+    }
+
+    /// A QUIC leg's connection statistics (its path's MTU, round-trip time, losses, datagrams
+    /// sent and received); `None` on a WSS leg.
+    pub fn quic_stats(&self) -> Option<quinn::ConnectionStats> {
+        match self {
+            ClientSender::Quic { conn, .. } => Some(conn.stats()),
+            ClientSender::Ws { .. } => None,
+        }
     }
 
     /// Sends frames, flushing once at the end.

@@ -109,7 +109,7 @@ fn quic_endpoint(mut tls: rustls::ClientConfig) -> anyhow::Result<quinn::Endpoin
     let _ = sock.set_send_buffer_size(UDP_BUFFER);
     sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     let mut ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        assist_client::relay::endpoint_config(),
         None,
         sock.into(),
         Arc::new(quinn::TokioRuntime),

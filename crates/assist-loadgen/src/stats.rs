@@ -76,6 +76,25 @@ pub struct Shared {
     pub hist: Mutex<Option<[Histogram<u64>; 2]>>,
     /// Closes and errors, by message, with counts.
     pub events: Mutex<BTreeMap<String, u64>>,
+    /// The QUIC connections' paths as the window closed (each side's view of its own sending).
+    pub quic: Mutex<QuicPaths>,
+}
+
+/// QUIC path statistics summed over the generator's connections, read as the window closes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuicPaths {
+    /// Connections read.
+    pub connections: u64,
+    /// Packets they declared lost.
+    pub lost_packets: u64,
+    /// Their congestion events.
+    pub congestion_events: u64,
+    /// MTU black holes detected (each drops the connection's datagrams back to 1,200 bytes).
+    pub black_holes: u64,
+    /// The smallest and largest current MTU among them.
+    pub mtu_min: u16,
+    /// See `mtu_min`.
+    pub mtu_max: u16,
 }
 
 impl Shared {
@@ -86,6 +105,21 @@ impl Shared {
             hist: Mutex::new(Some([h(), h()])),
             ..Default::default()
         }
+    }
+
+    /// Adds one QUIC connection's path statistics to [`Shared::quic`].
+    pub fn quic_path(&self, p: &quinn::PathStats) {
+        let mut q = self.quic.lock().unwrap_or_else(|p| p.into_inner());
+        q.mtu_min = if q.connections == 0 {
+            p.current_mtu
+        } else {
+            q.mtu_min.min(p.current_mtu)
+        };
+        q.mtu_max = q.mtu_max.max(p.current_mtu);
+        q.connections += 1;
+        q.lost_packets += p.lost_packets;
+        q.congestion_events += p.congestion_events;
+        q.black_holes += p.black_holes_detected;
     }
 
     /// Counts an event (a close, an error) by its message.
@@ -382,6 +416,17 @@ pub fn result_json(info: &RunInfo, s: &Shared, samples: &Samples) -> Value {
         "pings": s.pings.load(Relaxed),
         "events": *s.events.lock().unwrap_or_else(|p| p.into_inner()),
     });
+    let q = *s.quic.lock().unwrap_or_else(|p| p.into_inner());
+    if q.connections > 0 {
+        v["quic"] = json!({
+            "connections": q.connections,
+            "lost_packets": q.lost_packets,
+            "congestion_events": q.congestion_events,
+            "black_holes": q.black_holes,
+            "mtu_min": q.mtu_min,
+            "mtu_max": q.mtu_max,
+        });
+    }
     if let Some((a, b)) = samples.gen {
         let wall = (b.at - a.at) as f64 / 1e9;
         v["gen_cpu_pct"] = json!(100.0 * (b.cpu_s - a.cpu_s) / wall);
@@ -501,6 +546,12 @@ pub fn human(v: &Value) -> String {
             );
         }
         o += "\n";
+    }
+    if let Some(q) = v.get("quic") {
+        o += &format!(
+            "  QUIC paths ({} connections): MTU {}..{}, {} packets lost, {} congestion events, {} black holes\n",
+            q["connections"], q["mtu_min"], q["mtu_max"], q["lost_packets"], q["congestion_events"], q["black_holes"]
+        );
     }
     if let Some(ev) = v["events"].as_object() {
         for (k, n) in ev {

@@ -398,6 +398,15 @@ async fn recv_quic_stream(
 }
 
 async fn recv_quic_screens(conn: quinn::Connection, run: Arc<Run>, label: &'static str) {
+    // The connection's path as the window closes: its MTU, losses and black holes (the report's
+    // "quic" object).
+    let (c, r) = (conn.clone(), run.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep_until(instant_at(r.tl.meas_end).into()).await;
+        if c.close_reason().is_none() {
+            r.shared.quic_path(&c.stats().path);
+        }
+    });
     while let Ok(mut uni) = conn.accept_uni().await {
         let run = run.clone();
         tokio::spawn(async move {

@@ -9,6 +9,24 @@ use crate::frame::{check_header, Frame, FrameError, FrameHeader, HEADER_LEN};
 /// The ALPN protocol id of relay QUIC connections.
 pub const ALPN: &[u8] = b"assist-relay/1";
 
+/// The largest UDP payload a relay QUIC endpoint (the relay's and a client's) sends or accepts:
+/// the upper bound of its path MTU discovery and its `max_udp_payload_size` transport parameter
+/// (section "Joining over QUIC" in docs/protocol.md).
+///
+/// Every connection starts at 1,200-byte datagrams, as QUIC requires; MTU discovery (RFC 9000
+/// §14.3, DPLPMTUD) then probes up to the smaller of this bound and what the path carries (about
+/// 1,450 bytes across the internet, more on a LAN with jumbo frames or on loopback). Fewer, larger
+/// datagrams per screen frame is most of QUIC's cost per byte: each one is encrypted, header-protected,
+/// acknowledged and tracked on its own.
+///
+/// Why 6,550 and not 65,527 (the largest UDP payload): quinn hands the kernel up to 10 datagrams in
+/// one segmentation-offload (GSO) send, and Linux takes at most 65,507 bytes of UDP payload in one
+/// such send over IPv4. With larger datagrams whole batches fail with `EMSGSIZE`, which quinn-udp
+/// drops silently (as it would an oversized MTU probe); the losses read as MTU black holes and the
+/// connection falls back to 1,200 bytes for a minute. Measured on loopback with 100 QUIC pairs
+/// (docs/benchmarks.md): a bound of 8,952 gave 93 black holes, 6,144 none. 10 × 6,550 = 65,500.
+pub const MAX_UDP_PAYLOAD: u16 = 6_550;
+
 /// Maximum ticket length in the prelude.
 pub const MAX_TICKET_LEN: usize = 4096;
 

@@ -2,7 +2,7 @@
 //! the first bidirectional stream, then the leg runs like any other (`docs/protocol.md`).
 
 use assist_relay_proto::close::CloseCode;
-use assist_relay_proto::quic::{parse_ticket_prelude, ALPN};
+use assist_relay_proto::quic::{parse_ticket_prelude, ALPN, MAX_UDP_PAYLOAD};
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +27,19 @@ pub fn transport_config() -> quinn::TransportConfig {
         30_000,
     ))));
     t.keep_alive_interval(Some(Duration::from_secs(10)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t
+}
+
+/// The endpoint settings of the relay's QUIC endpoint: datagrams of up to [`MAX_UDP_PAYLOAD`]
+/// bytes accepted (and so advertised to clients, whose MTU discovery may then go that high).
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut cfg = quinn::EndpointConfig::default();
+    // In range by construction (1200..=65527); the default stays if quinn ever refuses it.
+    let _ = cfg.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    cfg
 }
 
 /// Binds the relay's QUIC endpoint with the server's certificate.
@@ -60,7 +72,7 @@ pub fn server_endpoint(
         "QUIC endpoint: UDP segmentation offload"
     );
     Ok(quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
+        endpoint_config(),
         Some(cfg),
         socket,
         runtime,

@@ -247,6 +247,51 @@ async fn quic_and_cross_transport_pairs_forward() {
     r.s.server.shutdown().await;
 }
 
+/// QUIC legs carry screen frames in datagrams larger than Ethernet's: on loopback (which carries
+/// 65,535-byte packets) each side's MTU discovery climbs past 1,452 bytes up to the bound both
+/// endpoints advertise (`MAX_UDP_PAYLOAD`), with no black hole, in both directions: the sharer's
+/// own path and the datagrams the helper receives from the relay.
+#[tokio::test]
+async fn quic_legs_discover_datagrams_up_to_the_bound() {
+    use assist_relay_proto::quic::MAX_UDP_PAYLOAD;
+    let (r, _d) = relayd(|_| {}).await;
+    let (mut h, mut s) = r.pair("mtu", Mode::FullControl, true, true, true).await;
+    let screen = Frame::new(Channel::Screen, FLAG_KEYFRAME, &vec![9u8; 60_000]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (mut sharer_mtu, mut helper_rx_avg) = (0u16, 0u64);
+    while tokio::time::Instant::now() < deadline {
+        let before = h.0.quic_stats().expect("a QUIC leg").udp_rx;
+        for _ in 0..4 {
+            s.0.send(&screen).await.unwrap();
+            assert_eq!(expect_peer_frame(&mut h.1).await.bytes, screen.bytes);
+        }
+        let after = h.0.quic_stats().expect("a QUIC leg").udp_rx;
+        helper_rx_avg = (after.bytes - before.bytes) / (after.datagrams - before.datagrams).max(1);
+        sharer_mtu = s.0.quic_stats().expect("a QUIC leg").path.current_mtu;
+        if sharer_mtu > 1452 && helper_rx_avg > 1452 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sharer_mtu > 1452 && sharer_mtu <= MAX_UDP_PAYLOAD,
+        "the sharer's path MTU {sharer_mtu} went past 1452 and no further than {MAX_UDP_PAYLOAD}"
+    );
+    assert!(
+        helper_rx_avg > 1452,
+        "the relay sends the helper datagrams larger than 1452 bytes (average {helper_rx_avg})"
+    );
+    for (who, leg) in [("helper", &h.0), ("sharer", &s.0)] {
+        let path = leg.quic_stats().expect("a QUIC leg").path;
+        assert_eq!(path.black_holes_detected, 0, "{who}: no MTU black hole");
+        assert!(
+            path.current_mtu <= MAX_UDP_PAYLOAD,
+            "{who}: MTU within the bound"
+        );
+    }
+    r.s.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_expired_and_replayed_tickets_are_refused() {
     let (r, _d) = relayd(|_| {}).await;
