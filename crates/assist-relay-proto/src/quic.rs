@@ -172,9 +172,56 @@ impl StreamFrameDecoder {
     }
 }
 
+/// Screen frames a QUIC leg may always have in flight towards its peer (sent, not yet acknowledged).
+pub const SCREEN_FRAMES_IN_FLIGHT: usize = 4;
+
+/// Screen frames a QUIC leg may have in flight at most, when the path's congestion window holds them.
+pub const SCREEN_FRAMES_IN_FLIGHT_MAX: usize = 16;
+
+/// Whether a QUIC leg may hand one more screen frame of `len` bytes to its connection, with `frames`
+/// frames of `bytes` bytes in flight (sent, not yet acknowledged) and a congestion window of `cwnd` bytes.
+///
+/// Up to [`SCREEN_FRAMES_IN_FLIGHT`] frames always may (a path that has room for less still gets a few
+/// frames in flight); beyond that, up to [`SCREEN_FRAMES_IN_FLIGHT_MAX`], only while all of them fit in the
+/// window: frames the path cannot carry yet stay in the session's queue, where the stale ones are dropped
+/// with a keyframe request, instead of waiting in the connection's send buffer where they cannot be. A
+/// slow path (small window) therefore holds about 4 frames; a fast one up to 16.
+pub fn may_send_screen(frames: usize, bytes: u64, len: u64, cwnd: u64) -> bool {
+    frames < SCREEN_FRAMES_IN_FLIGHT
+        || (frames < SCREEN_FRAMES_IN_FLIGHT_MAX && bytes.saturating_add(len) <= cwnd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn screen_frames_in_flight_follow_the_congestion_window_between_4_and_16() {
+        let k64 = 65_536u64;
+        // Up to 4 always, whatever the window.
+        for frames in 0..SCREEN_FRAMES_IN_FLIGHT {
+            assert!(may_send_screen(frames, frames as u64 * k64, k64, 0));
+        }
+        // Beyond 4, only within the window.
+        assert!(!may_send_screen(4, 4 * k64, k64, 4 * k64));
+        assert!(may_send_screen(4, 4 * k64, k64, 5 * k64));
+        assert!(!may_send_screen(8, 8 * k64, k64, 9 * k64 - 1));
+        // Never beyond 16, whatever the window.
+        assert!(may_send_screen(15, 15 * k64, k64, u64::MAX));
+        assert!(!may_send_screen(16, 0, 0, u64::MAX));
+        assert!(!may_send_screen(usize::MAX, u64::MAX, u64::MAX, u64::MAX));
+    }
+
+    proptest::proptest! {
+        /// Whatever the numbers: at most 16 in flight; under 4 always; past 4 only what fits the window.
+        #[test]
+        fn screen_frames_in_flight_bounds_hold(frames in 0usize..40, bytes in 0u64..1 << 30, len in 0u64..1 << 24, cwnd in 0u64..1 << 31) {
+            let ok = may_send_screen(frames, bytes, len, cwnd);
+            if frames >= SCREEN_FRAMES_IN_FLIGHT_MAX { proptest::prop_assert!(!ok); }
+            if frames < SCREEN_FRAMES_IN_FLIGHT { proptest::prop_assert!(ok); }
+            if frames >= SCREEN_FRAMES_IN_FLIGHT && ok { proptest::prop_assert!(bytes + len <= cwnd); }
+        }
+    }
     use crate::frame::{Channel, FLAG_FROM_RELAY, FLAG_KEYFRAME};
 
     #[test]

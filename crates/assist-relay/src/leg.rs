@@ -14,9 +14,11 @@ use assist_relay_proto::frame::{Frame, FrameError};
 use assist_relay_proto::quic::StreamFrameDecoder;
 use assist_ws::{self as ws, Opcode, ServerDecoder, WsError, WsEvent};
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -336,11 +338,21 @@ impl WsLeg {
     }
 }
 
-/// Screen frames a QUIC leg may have in flight (sent, not yet acknowledged by the peer). When they are all
-/// out, the leg takes no more frames from the session: frames stay in the session's queue, whose policy drops
-/// the stale ones and asks for a keyframe, as over WSS. Without this bound quinn would buffer every frame and
+/// Screen frames a QUIC leg may have in flight (sent, not yet acknowledged by the peer): 4, or up to 16 while
+/// they fit the path's congestion window (`assist_relay_proto::quic::may_send_screen`). When no more may go,
+/// the leg takes no more frames from the session: frames stay in the session's queue, whose policy drops the
+/// stale ones and asks for a keyframe, as over WSS. Without this bound quinn would buffer every frame and
 /// latency would grow with the backlog.
-pub const QUIC_SCREEN_FRAMES_IN_FLIGHT: usize = 4;
+pub const QUIC_SCREEN_FRAMES_IN_FLIGHT: usize =
+    assist_relay_proto::quic::SCREEN_FRAMES_IN_FLIGHT_MAX;
+
+/// A QUIC leg's screen frames in flight: their bytes, and the leg's task to wake when one is acknowledged
+/// (it may be waiting for room in the congestion window rather than for a permit).
+#[derive(Default)]
+struct InFlight {
+    bytes: AtomicU64,
+    waker: AtomicWaker,
+}
 
 /// How long a closing QUIC leg waits for the peer to acknowledge its last stream data (`ended`).
 pub const QUIC_FINISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -354,6 +366,7 @@ struct QuicLeg {
     screens: mpsc::Receiver<Result<Frame, LegError>>,
     acceptor: tokio::task::JoinHandle<()>,
     permits: PollSemaphore,
+    in_flight: Arc<InFlight>,
     /// Loaded frames not yet handed to quinn, and the one being written on the control stream.
     frames: VecDeque<Frame>,
     current: Option<(Bytes, usize)>,
@@ -412,6 +425,7 @@ pub fn quic(
             screens: rx,
             acceptor,
             permits: PollSemaphore::new(Arc::new(Semaphore::new(QUIC_SCREEN_FRAMES_IN_FLIGHT))),
+            in_flight: Arc::default(),
             frames: VecDeque::new(),
             current: None,
         })),
@@ -492,6 +506,18 @@ impl QuicLeg {
                 return Poll::Ready(Ok(()));
             };
             if front.is_screen() {
+                let len = front.bytes.len() as u64;
+                let frames = QUIC_SCREEN_FRAMES_IN_FLIGHT - self.permits.available_permits();
+                if frames >= assist_relay_proto::quic::SCREEN_FRAMES_IN_FLIGHT {
+                    // Past the first 4, the frames in flight must fit the congestion window; registered
+                    // first, so an acknowledgement after the check still wakes this task.
+                    self.in_flight.waker.register(cx.waker());
+                    let bytes = self.in_flight.bytes.load(Ordering::Acquire);
+                    let cwnd = self.conn.stats().path.cwnd;
+                    if !assist_relay_proto::quic::may_send_screen(frames, bytes, len, cwnd) {
+                        return Poll::Pending;
+                    }
+                }
                 let Some(permit) = ready!(self.permits.poll_acquire(cx)) else {
                     return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
                 };
@@ -500,17 +526,20 @@ impl QuicLeg {
                 };
                 *progressed = true;
                 let conn = self.conn.clone();
-                // One unidirectional stream per screen frame; the permit returns once the peer has
-                // acknowledged the whole frame (or the stream or connection is gone).
+                let in_flight = self.in_flight.clone();
+                in_flight.bytes.fetch_add(len, Ordering::AcqRel);
+                // One unidirectional stream per screen frame; the permit and the bytes return once the peer
+                // has acknowledged the whole frame (or the stream or connection is gone).
                 tokio::spawn(async move {
-                    let Ok(mut uni) = conn.open_uni().await else {
-                        return;
-                    };
-                    if uni.write_chunk(frame.bytes).await.is_ok() {
-                        let _ = uni.finish();
-                        let _ = uni.stopped().await;
+                    if let Ok(mut uni) = conn.open_uni().await {
+                        if uni.write_chunk(frame.bytes).await.is_ok() {
+                            let _ = uni.finish();
+                            let _ = uni.stopped().await;
+                        }
                     }
+                    in_flight.bytes.fetch_sub(len, Ordering::AcqRel);
                     drop(permit);
+                    in_flight.waker.wake();
                 });
             } else if let Some(frame) = self.frames.pop_front() {
                 self.current = Some((frame.bytes, 0));
